@@ -1,0 +1,395 @@
+"""Transport: execute :class:`~.protocol.ApiRequest` descriptions, sync or async.
+
+Both clients share one decision procedure (:class:`_CallPolicy`): which host may get the
+credentials, which answers and exceptions are retried, when a token is refreshed, and when a
+submission must not be re-sent. Only sending and sleeping differ: ``requests`` in hooks,
+``aiohttp`` in triggers (one ``ClientSession`` per event loop, shared by every trigger).
+
+Retries use tenacity: 429, 5xx and connection errors, exponential backoff with jitter,
+``Retry-After`` honoured, a cap on attempts and on each wait. A request that is not idempotent
+(it creates something remotely) is retried only when the platform provably did not act on it
+(429, or a connection that was never established); otherwise the error is an
+:class:`~.errors.AmbiguousSubmissionError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import requests
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+)
+from tenacity.wait import wait_exponential_jitter
+
+from airflow_provider_querytasks import __version__
+from airflow_provider_querytasks.common.auth import AccessToken, TokenSource, token_cache
+from airflow_provider_querytasks.common.errors import (
+    AmbiguousSubmissionError,
+    ApiError,
+    QueryTaskError,
+    RateLimitedError,
+    ServerError,
+)
+from airflow_provider_querytasks.common.protocol import ApiRequest, ApiResponse, PlatformApi
+from airflow_provider_querytasks.common.ratelimit import TokenBucket, rate_limiters
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = f"airflow-provider-querytasks/{__version__} (Language=Python)"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How transient failures are retried.
+
+    :param attempts: total attempts per call (first try included).
+    :param initial: first backoff in seconds.
+    :param maximum: cap of one backoff (and of an honoured ``Retry-After``).
+    :param jitter: random seconds added to each backoff.
+    """
+
+    attempts: int = 6
+    initial: float = 1.0
+    maximum: float = 60.0
+    jitter: float = 1.0
+
+    def _wait(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            return float(min(retry_after, self.maximum))
+        backoff = wait_exponential_jitter(initial=self.initial, max=self.maximum, jitter=self.jitter)
+        return float(backoff(state))
+
+    def tenacity_kwargs(self, platform: str) -> dict[str, Any]:
+        """Keyword arguments shared by ``Retrying`` and ``AsyncRetrying``."""
+
+        def before_sleep(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "%s: %s; retry %d/%d in %.1f s",
+                platform,
+                error,
+                state.attempt_number,
+                self.attempts - 1,
+                state.next_action.sleep if state.next_action else 0.0,
+            )
+
+        return {
+            "stop": stop_after_attempt(self.attempts),
+            "wait": self._wait,
+            "retry": retry_if_exception(lambda exc: bool(getattr(exc, "retryable", False))),
+            "before_sleep": before_sleep,
+            "reraise": True,
+        }
+
+
+def _retryable(error: QueryTaskError) -> QueryTaskError:
+    error.retryable = True  # type: ignore[attr-defined]
+    return error
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return parts.scheme, (parts.hostname or "").lower(), port
+
+
+class _CallPolicy:
+    """The decisions both clients share (see the module docstring)."""
+
+    def __init__(
+        self,
+        api: PlatformApi,
+        token_source: TokenSource | None,
+        static_token: str | None,
+        retry: RetryPolicy,
+    ) -> None:
+        self.api = api
+        self.token_source = token_source
+        self.static_token = static_token
+        self.retry = retry
+
+    def url_and_headers(self, request: ApiRequest, token: AccessToken | None) -> tuple[str, dict[str, str]]:
+        url = self.api.url(request)
+        headers = {"User-Agent": USER_AGENT, **request.headers}
+        if request.authenticated:
+            if _origin(url) != _origin(self.api.base_url):
+                # Credentials go to the API's own host only (never to a result or redirect host).
+                raise QueryTaskError(
+                    f"Refusing to send {self.api.platform} credentials to {_origin(url)[1]!r}: "
+                    "it is not the configured endpoint",
+                    platform=self.api.platform,
+                    operation=request.operation,
+                )
+            secret = token.value if token is not None else self.static_token
+            headers.update(self.api.headers(secret))
+        return url, headers
+
+    def bucket(self, request: ApiRequest) -> TokenBucket | None:
+        plan = self.api.rate_limits.get(request.operation)
+        if plan is None:
+            return None
+        return rate_limiters.bucket(self.api.platform, self.api.account, request.operation, *plan)
+
+    def wants_token(self, request: ApiRequest) -> bool:
+        return request.authenticated and self.token_source is not None
+
+    def answer(self, request: ApiRequest, response: ApiResponse) -> ApiResponse:
+        """Return a usable answer or raise the error it means (marked retryable when it is)."""
+        self._log_answer(request, response)
+        if response.status < 400 or response.status in request.ok_statuses:
+            return response
+        error = self.api.error_for(request, response)
+        if isinstance(error, RateLimitedError):
+            # A 429 means the platform rejected the call: safe even for a submission.
+            return self._raise(_retryable(error))
+        if isinstance(error, ServerError):
+            if request.idempotent:
+                return self._raise(_retryable(error))
+            return self._raise(self.ambiguous(request, error))
+        return self._raise(error)
+
+    @staticmethod
+    def _raise(error: QueryTaskError) -> ApiResponse:
+        raise error
+
+    def _log_answer(self, request: ApiRequest, response: ApiResponse) -> None:
+        request_id = response.header(self.api.request_id_header)
+        extra = "".join(
+            f" {name}={value}" for name in self.api.logged_headers if (value := response.header(name))
+        )
+        level = logging.INFO if response.status == 429 else logging.DEBUG
+        log.log(level, "%s %s -> %s request_id=%s%s", self.api.platform, request.operation,
+                response.status, request_id, extra)
+
+    def ambiguous(self, request: ApiRequest, cause: BaseException) -> AmbiguousSubmissionError:
+        return AmbiguousSubmissionError(
+            f"{request.operation} was sent but its outcome is unknown ({cause}); it is not retried "
+            "because it creates a remote query: one may exist now. Check the platform before "
+            "running it again (a task retry re-attaches where the platform allows it).",
+            platform=self.api.platform,
+            operation=request.operation,
+            status=getattr(cause, "status", None),
+            detail=getattr(cause, "detail", None),
+        )
+
+    def connection_error(self, request: ApiRequest, exc: BaseException, never_sent: bool) -> QueryTaskError:
+        if never_sent or request.idempotent:
+            return _retryable(
+                ServerError(
+                    f"{request.operation}: connection failed: {type(exc).__name__}: {exc}",
+                    platform=self.api.platform,
+                    operation=request.operation,
+                )
+            )
+        return self.ambiguous(request, exc)
+
+
+def _requests_never_sent(exc: requests.RequestException) -> bool:
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.ConnectionError):
+        reason = getattr(exc.args[0], "reason", None) if exc.args else None
+        return type(reason).__name__ in ("NewConnectionError", "ConnectTimeoutError", "NameResolutionError")
+    return False
+
+
+class SyncApiClient:
+    """Executes API requests with ``requests`` (hooks, operators, sensors in poke mode).
+
+    :param api: the platform's protocol object.
+    :param token_source: where OAuth access tokens come from, if the platform uses them.
+    :param static_token: a fixed credential (e.g. a private-app token) when there is no token service.
+    :param retry: retry policy.
+    :param timeout: (connect, read) seconds.
+    :param session: a ``requests.Session`` to reuse (one is created otherwise).
+    """
+
+    def __init__(
+        self,
+        api: PlatformApi,
+        *,
+        token_source: TokenSource | None = None,
+        static_token: str | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: tuple[float, float] = (10.0, 60.0),
+        session: requests.Session | None = None,
+    ) -> None:
+        self.policy = _CallPolicy(api, token_source, static_token, retry or RetryPolicy())
+        self.timeout = timeout
+        self.session = session or requests.Session()
+
+    @property
+    def api(self) -> PlatformApi:
+        return self.policy.api
+
+    def call(self, request: ApiRequest) -> ApiResponse:
+        """Send ``request`` with rate limiting, auth, token refresh and retries."""
+        for attempt in Retrying(**self.policy.tenacity_kwargs(self.api.platform)):
+            with attempt:
+                return self._attempt(request)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _token(self, request: ApiRequest) -> AccessToken | None:
+        if not self.policy.wants_token(request):
+            return None
+        assert self.policy.token_source is not None
+        return token_cache.get(self.policy.token_source, self._send_token_request)
+
+    def _send_token_request(self, request: ApiRequest) -> ApiResponse:
+        return self.policy.answer(request, self._send(request, None))
+
+    def _attempt(self, request: ApiRequest) -> ApiResponse:
+        bucket = self.policy.bucket(request)
+        if bucket is not None:
+            bucket.acquire()
+        token = self._token(request)
+        response = self._send(request, token)
+        if token is not None and self.api.is_token_expired(response):
+            assert self.policy.token_source is not None
+            token_cache.invalidate(self.policy.token_source, token)
+            response = self._send(request, self._token(request))
+        return self.policy.answer(request, response)
+
+    def _send(self, request: ApiRequest, token: AccessToken | None) -> ApiResponse:
+        url, headers = self.policy.url_and_headers(request, token)
+        try:
+            raw = self.session.request(
+                request.method,
+                url,
+                params=request.query_items() or None,
+                json=request.json,
+                data=request.data,
+                headers=headers,
+                timeout=self.timeout,
+                allow_redirects=False,
+            )
+            body = raw.content
+        except requests.RequestException as exc:
+            raise self.policy.connection_error(request, exc, _requests_never_sent(exc)) from None
+        return ApiResponse(raw.status_code, dict(raw.headers), body, raw.url)
+
+    def close(self) -> None:
+        self.session.close()
+
+
+_SESSIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def shared_client_session() -> aiohttp.ClientSession:
+    """The ``aiohttp.ClientSession`` of the running event loop, created on first use.
+
+    Every trigger in a triggerer shares it (and its connection pool), rather than opening a
+    session per poll.
+    """
+    loop = asyncio.get_running_loop()
+    session = _SESSIONS.get(loop)
+    if session is None or session.closed:
+        connector = aiohttp.TCPConnector(limit=200, ttl_dns_cache=300, enable_cleanup_closed=True)
+        session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
+        _SESSIONS[loop] = session
+    return session
+
+
+async def close_shared_client_session() -> None:
+    """Close the running loop's shared session (tests, benchmarks, shutdown)."""
+    session = _SESSIONS.pop(asyncio.get_running_loop(), None)
+    if session is not None:
+        await session.close()
+
+
+class AsyncApiClient:
+    """Executes API requests with ``aiohttp`` on the shared per-loop session (triggers).
+
+    Same parameters as :class:`SyncApiClient` (``timeout`` is the total per request).
+    """
+
+    def __init__(
+        self,
+        api: PlatformApi,
+        *,
+        token_source: TokenSource | None = None,
+        static_token: str | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: tuple[float, float] = (10.0, 60.0),
+    ) -> None:
+        self.policy = _CallPolicy(api, token_source, static_token, retry or RetryPolicy())
+        self.timeout = aiohttp.ClientTimeout(connect=timeout[0], sock_read=timeout[1])
+
+    @property
+    def api(self) -> PlatformApi:
+        return self.policy.api
+
+    async def call(self, request: ApiRequest) -> ApiResponse:
+        """Send ``request`` with rate limiting, auth, token refresh and retries."""
+        async for attempt in AsyncRetrying(**self.policy.tenacity_kwargs(self.api.platform)):
+            with attempt:
+                return await self._attempt(request)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _token(self, request: ApiRequest) -> AccessToken | None:
+        if not self.policy.wants_token(request):
+            return None
+        assert self.policy.token_source is not None
+        return await token_cache.get_async(self.policy.token_source, self._send_token_request)
+
+    async def _send_token_request(self, request: ApiRequest) -> ApiResponse:
+        return self.policy.answer(request, await self._send(request, None))
+
+    async def _attempt(self, request: ApiRequest) -> ApiResponse:
+        bucket = self.policy.bucket(request)
+        if bucket is not None:
+            await bucket.acquire_async()
+        token = await self._token(request)
+        response = await self._send(request, token)
+        if token is not None and self.api.is_token_expired(response):
+            assert self.policy.token_source is not None
+            token_cache.invalidate(self.policy.token_source, token)
+            response = await self._send(request, await self._token(request))
+        return self.policy.answer(request, response)
+
+    async def _send(self, request: ApiRequest, token: AccessToken | None) -> ApiResponse:
+        url, headers = self.policy.url_and_headers(request, token)
+        session = shared_client_session()
+        try:
+            async with session.request(
+                request.method,
+                url,
+                params=request.query_items() or None,
+                json=request.json,
+                data=request.data,
+                headers=headers,
+                timeout=self.timeout,
+                allow_redirects=False,
+            ) as raw:
+                body = await raw.read()
+                return ApiResponse(raw.status, dict(raw.headers), body, str(raw.url))
+        except aiohttp.ClientConnectorError as exc:
+            raise self.policy.connection_error(request, exc, never_sent=True) from None
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise self.policy.connection_error(request, exc, never_sent=False) from None
+
+
+__all__ = [
+    "USER_AGENT",
+    "ApiError",
+    "AsyncApiClient",
+    "RetryPolicy",
+    "SyncApiClient",
+    "close_shared_client_session",
+    "shared_client_session",
+]

@@ -1,0 +1,197 @@
+"""The generic wait: normalised states, a poll schedule, an overall deadline, one log line per poll.
+
+Hooks (sync sensors and operators) and triggers (async) run the same :class:`WaitLoop` logic;
+only the sleep differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from airflow_provider_querytasks.common.errors import InvalidInputError, QueryTimeoutError
+
+log = logging.getLogger(__name__)
+
+
+class QueryState(str, enum.Enum):
+    """A remote query's state, normalised across platforms."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (QueryState.SUCCEEDED, QueryState.FAILED, QueryState.CANCELLED)
+
+
+@dataclass(frozen=True)
+class StatusSnapshot:
+    """One observation of a remote query.
+
+    :param query_id: the platform's id.
+    :param state: the normalised state.
+    :param remote_status: the platform's own status value (``IN_PROGRESS``, ``2``...).
+    :param raw: the platform's object, JSON-able (goes into trigger events and XCom).
+    :param message: the platform's error text for failed queries.
+    """
+
+    query_id: str
+    state: QueryState
+    remote_status: Any
+    raw: dict[str, Any] = field(default_factory=dict)
+    message: str | None = None
+
+    def to_event(self) -> dict[str, Any]:
+        return {
+            "query_id": self.query_id,
+            "state": self.state.value,
+            "remote_status": self.remote_status,
+            "raw": self.raw,
+            "message": self.message,
+        }
+
+    @classmethod
+    def from_event(cls, event: dict[str, Any]) -> StatusSnapshot:
+        return cls(
+            query_id=event["query_id"],
+            state=QueryState(event["state"]),
+            remote_status=event.get("remote_status"),
+            raw=event.get("raw") or {},
+            message=event.get("message"),
+        )
+
+
+def to_seconds(value: timedelta | float | int | None, parameter: str, *, allow_none: bool = False) -> float | None:
+    """A duration parameter (``timedelta`` or seconds) in seconds, validated (> 0)."""
+    if value is None:
+        if allow_none:
+            return None
+        raise InvalidInputError(parameter, "is required: a timedelta or a number of seconds > 0")
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise InvalidInputError(parameter, f"must be a timedelta or a number of seconds, got {value!r}")
+    if not seconds > 0 or seconds == float("inf"):
+        raise InvalidInputError(parameter, f"must be > 0 seconds, got {value!r}")
+    return seconds
+
+
+@dataclass(frozen=True)
+class PollSchedule:
+    """When to poll next: start short, grow with the elapsed time, never above a maximum.
+
+    The interval after ``elapsed`` seconds is ``clamp(proportion * elapsed, initial, maximum)``,
+    so a query finishing after ``t`` seconds is seen at most about ``proportion * t`` late (and at
+    most ``maximum`` late), while a long query costs few calls.
+
+    :param initial: first interval, seconds.
+    :param maximum: largest interval, seconds (the operator's ``poll_interval``).
+    :param proportion: interval as a fraction of the elapsed time.
+    """
+
+    initial: float = 5.0
+    maximum: float = 60.0
+    proportion: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.initial <= 0 or self.maximum <= 0:
+            raise InvalidInputError("poll_interval", "must be > 0 seconds")
+
+    @classmethod
+    def from_poll_interval(cls, poll_interval: float, initial: float | None = None) -> PollSchedule:
+        first = min(poll_interval, 5.0) if initial is None else initial
+        return cls(initial=first, maximum=poll_interval)
+
+    def next_interval(self, elapsed: float) -> float:
+        return max(self.initial, min(self.maximum, self.proportion * elapsed))
+
+    def to_dict(self) -> dict[str, float]:
+        return {"initial": self.initial, "maximum": self.maximum, "proportion": self.proportion}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, float]) -> PollSchedule:
+        return cls(**data)
+
+
+class WaitLoop:
+    """Polls until a terminal state or the deadline.
+
+    :param describe: what is waited for, for log lines (``Data Kiosk query abc``).
+    :param schedule: the poll schedule.
+    :param deadline: absolute wall-clock deadline (``time.time()`` seconds), or ``None``.
+    :param started: wall-clock start of the wait (kept across deferrals for the schedule).
+    :param logger: where the per-poll line goes.
+    :param clock: wall clock (for tests).
+    """
+
+    def __init__(
+        self,
+        describe: str,
+        schedule: PollSchedule,
+        deadline: float | None,
+        started: float | None = None,
+        logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.describe = describe
+        self.schedule = schedule
+        self.deadline = deadline
+        self.clock = clock
+        self.started = clock() if started is None else started
+        self.log = logger or log
+        self.polls = 0
+
+    def _next_sleep(self, snapshot: StatusSnapshot) -> float | None:
+        """Seconds to sleep before the next poll; ``None`` when the snapshot is terminal."""
+        self.polls += 1
+        now = self.clock()
+        elapsed = now - self.started
+        if snapshot.state.terminal:
+            self.log.info("%s: %s (%s) after %.0f s, %d polls", self.describe, snapshot.state.value,
+                          snapshot.remote_status, elapsed, self.polls)
+            return None
+        if self.deadline is not None and now >= self.deadline:
+            raise self.timeout_error(snapshot)
+        interval = self.schedule.next_interval(elapsed)
+        if self.deadline is not None:
+            interval = min(interval, max(0.0, self.deadline - now))
+        self.log.info("%s: %s (%s), elapsed %.0f s, next poll in %.0f s", self.describe,
+                      snapshot.state.value, snapshot.remote_status, elapsed, interval)
+        return interval
+
+    def timeout_error(self, snapshot: StatusSnapshot | None) -> QueryTimeoutError:
+        state = f"; last state {snapshot.state.value} ({snapshot.remote_status})" if snapshot else ""
+        return QueryTimeoutError(
+            f"{self.describe} did not finish before the timeout "
+            f"({self.clock() - self.started:.0f} s elapsed{state})"
+        )
+
+    def run(self, poll: Callable[[], StatusSnapshot], sleep: Callable[[float], None] = time.sleep) -> StatusSnapshot:
+        """Poll (blocking) until terminal; raise :class:`QueryTimeoutError` at the deadline."""
+        while True:
+            snapshot = poll()
+            interval = self._next_sleep(snapshot)
+            if interval is None:
+                return snapshot
+            sleep(interval)
+
+    async def run_async(self, poll: Callable[[], Awaitable[StatusSnapshot]]) -> StatusSnapshot:
+        """Poll (async) until terminal; raise :class:`QueryTimeoutError` at the deadline."""
+        while True:
+            snapshot = await poll()
+            interval = self._next_sleep(snapshot)
+            if interval is None:
+                return snapshot
+            await asyncio.sleep(interval)

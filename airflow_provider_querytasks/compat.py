@@ -1,0 +1,155 @@
+"""The one place that knows which Airflow line is running.
+
+Everything the package needs from Airflow that moved between 2.11 and 3.x is imported here, via
+``airflow.providers.common.compat`` where it has the name and from the version's own location
+otherwise (older common-compat releases, as shipped by some managed Airflow images, lack a few
+names). No other module in the package branches on the Airflow version.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_querytasks.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_3_PLUS
+
+log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from airflow.sdk import (
+        BaseHook,
+        BaseOperator,
+        BaseSensorOperator,
+        Connection,
+        Context,
+        ObjectStoragePath,
+        PokeReturnValue,
+    )
+    from airflow.sdk.configuration import conf
+    from airflow.sdk.exceptions import (
+        AirflowException,
+        AirflowNotFoundException,
+        AirflowSkipException,
+        TaskDeferred,
+    )
+    from airflow.sdk.log import mask_secret
+else:
+    from airflow.providers.common.compat.sdk import (
+        AirflowException,
+        AirflowNotFoundException,
+        AirflowSkipException,
+        BaseHook,
+        BaseOperator,
+        BaseSensorOperator,
+        Connection,
+        Context,
+        ObjectStoragePath,
+        PokeReturnValue,
+        TaskDeferred,
+        conf,
+    )
+
+    try:  # common-compat >= 1.22
+        from airflow.providers.common.compat.sdk import mask_secret
+    except ImportError:  # pragma: no cover - depends on the installed common-compat
+        try:
+            from airflow.sdk.log import mask_secret
+        except ImportError:
+            from airflow.utils.log.secrets_masker import mask_secret
+
+#: ``BaseTrigger.on_kill`` (remote cancel when a user kills a deferred task) exists from 3.3.0.
+TRIGGER_ON_KILL_SUPPORTED = AIRFLOW_V_3_3_PLUS
+
+
+async def get_async_connection(conn_id: str) -> Connection:
+    """Look a connection up without blocking the triggerer's event loop."""
+    try:
+        from airflow.providers.common.compat.connection import get_async_connection as _get
+    except ImportError:  # pragma: no cover - common-compat without the helper
+        from asgiref.sync import sync_to_async
+
+        return await sync_to_async(BaseHook.get_connection)(conn_id)
+    return await _get(conn_id)
+
+
+async def get_async_extra_dejson(conn: Connection) -> dict[str, Any]:
+    """The connection's extra as a dict, read without blocking the event loop."""
+    try:
+        from airflow.providers.common.compat.connection import get_async_extra_dejson as _get
+    except ImportError:  # pragma: no cover - common-compat without the helper
+        from asgiref.sync import sync_to_async
+
+        return await sync_to_async(lambda: conn.extra_dejson)()
+    return await _get(conn)
+
+
+async def task_is_still_deferred(trigger: BaseTrigger) -> bool | None:
+    """Whether the task instance behind ``trigger`` is still deferred.
+
+    Used before Airflow 3.3 (no ``BaseTrigger.on_kill``) when a trigger is cancelled: a trigger
+    cancelled while its task is still deferred is being moved or restarted, and its remote query
+    must keep running; one whose task left the deferred state was killed by a user. Returns
+    ``None`` when the state cannot be read (no task instance attached, e.g. in ``dag.test()``).
+    """
+    ti = trigger.task_instance
+    if ti is None:
+        return None
+    from asgiref.sync import sync_to_async
+
+    try:
+        if AIRFLOW_V_3_0_PLUS:
+            from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+            response = await sync_to_async(RuntimeTaskInstance.get_task_states)(
+                dag_id=ti.dag_id,
+                task_ids=[ti.task_id],
+                run_ids=[ti.run_id],
+                map_index=ti.map_index,
+            )
+            state = response[ti.run_id][ti.task_id]
+        else:  # pragma: no cover - Airflow 2.11 line
+            state = await sync_to_async(_task_state_from_db)(ti)
+    except Exception:
+        log.warning("Could not read the state of task %s; assuming it is still deferred", ti.task_id)
+        return None
+    return str(state) == "deferred"
+
+
+def _task_state_from_db(ti: Any) -> str | None:  # pragma: no cover - Airflow 2.11 line
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = (
+            session.query(TaskInstance.state)
+            .filter_by(dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id, map_index=ti.map_index)
+            .one_or_none()
+        )
+    return None if row is None else str(row[0])
+
+
+__all__ = [
+    "AIRFLOW_V_3_0_PLUS",
+    "AIRFLOW_V_3_3_PLUS",
+    "TRIGGER_ON_KILL_SUPPORTED",
+    "AirflowException",
+    "AirflowNotFoundException",
+    "AirflowSkipException",
+    "BaseHook",
+    "BaseOperator",
+    "BaseSensorOperator",
+    "BaseTrigger",
+    "Connection",
+    "Context",
+    "ObjectStoragePath",
+    "PokeReturnValue",
+    "TaskDeferred",
+    "TriggerEvent",
+    "conf",
+    "get_async_connection",
+    "get_async_extra_dejson",
+    "mask_secret",
+    "task_is_still_deferred",
+]

@@ -1,0 +1,46 @@
+"""Provider metadata, read by Airflow through the ``apache_airflow_provider`` entry point."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_querytasks.connection_forms import ALL_FORMS
+
+_PACKAGE = "airflow_provider_querytasks"
+_PLATFORMS = {
+    "shoplazza": "Shoplazza",
+    "amazon_data_kiosk": "Amazon Selling Partner API Data Kiosk",
+    "adobe_query_service": "Adobe Experience Platform Query Service",
+}
+
+
+def _by_kind(kind: str) -> list[dict[str, Any]]:
+    return [
+        {"integration-name": name, "python-modules": [f"{_PACKAGE}.{kind}.{module}"]}
+        for module, name in _PLATFORMS.items()
+    ]
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Return the provider-info dict Airflow validates against ``provider_info.schema.json``."""
+    from airflow_provider_querytasks import __version__
+
+    return {
+        "package-name": "airflow-provider-querytasks",
+        "name": "Query Tasks",
+        "description": (
+            "Asynchronous query tasks on Shoplazza (data query tasks), Amazon Selling Partner API "
+            "(Data Kiosk) and Adobe Experience Platform (Query Service): submit, wait (deferrable), fetch."
+        ),
+        "versions": [__version__],
+        "integrations": [
+            {"integration-name": name, "external-doc-url": "https://github.com/airflow-provider-querytasks",
+             "tags": ["service"]}
+            for name in _PLATFORMS.values()
+        ],
+        "connection-types": [form.provider_metadata() for form in ALL_FORMS],
+        "hooks": _by_kind("hooks"),
+        "operators": _by_kind("operators"),
+        "sensors": _by_kind("sensors"),
+        "triggers": _by_kind("triggers"),
+    }

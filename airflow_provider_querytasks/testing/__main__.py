@@ -1,0 +1,45 @@
+"""``python -m airflow_provider_querytasks.testing serve [NAME ...]``: run emulators until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import threading
+
+
+from airflow_provider_querytasks.testing import EMULATORS, emulator_class
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m airflow_provider_querytasks.testing")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve emulators on 127.0.0.1 until interrupted")
+    serve.add_argument("names", nargs="*", help="emulators (default: all)")
+    serve.add_argument("--env-file", help="also write the AIRFLOW_CONN_* lines to this file")
+    args = parser.parse_args(argv)
+
+    servers = [emulator_class(name)().start() for name in (args.names or list(EMULATORS))]
+    lines = []
+    for server in servers:
+        for site, url in server.urls.items():
+            print(f"{server.name:<12} {site:<10} {url}")
+        conn = server.connection()
+        conn_id = conn.pop("conn_id")
+        lines.append(f"AIRFLOW_CONN_{conn_id.upper()}='{json.dumps(conn)}'")
+    print("\n# connections pointing at the emulators:")
+    for line in lines:
+        print(f"export {line}")
+    if args.env_file:
+        with open(args.env_file, "w", encoding="utf-8") as handle:
+            handle.write("\n".join(lines) + "\n")
+    print("\nserving; Ctrl-C to stop", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop.wait()
+    for server in servers:
+        server.stop()
+    return 0
+
+if __name__ == "__main__":
+    raise SystemExit(main())

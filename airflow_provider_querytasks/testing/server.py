@@ -1,0 +1,295 @@
+"""Emulator framework: platform APIs served by aiohttp on 127.0.0.1, for tests and DAG authors.
+
+A :class:`EmulatorServer` owns one or more *sites* (HTTP hosts: the API, a token service, an
+object-storage host), serves them on loopback ports chosen by the OS, records every request,
+and applies injected faults. It runs either in a background thread with its own event loop
+(:meth:`EmulatorServer.start`, for sync tests, ``dag.test()`` and the CLI) or inside a running
+loop (:meth:`EmulatorServer.start_async`, for async tests and benchmarks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class EmulatorClock:
+    """Time as the emulator sees it: the wall clock, optionally sped up or moved forward.
+
+    Query durations are measured on this clock, so a test or benchmark can advance it to
+    finish an hour-long query at once.
+    """
+
+    def __init__(self, speed: float = 1.0) -> None:
+        self._lock = threading.Lock()
+        self._speed = speed
+        self._started = time.monotonic()
+        self._offset = 0.0
+
+    def now(self) -> float:
+        """Seconds since the clock started, in emulator time."""
+        with self._lock:
+            return (time.monotonic() - self._started) * self._speed + self._offset
+
+    def advance(self, seconds: float) -> None:
+        """Move emulator time forward."""
+        with self._lock:
+            self._offset += seconds
+
+
+@dataclass
+class RecordedRequest:
+    """One request as an emulator site received it."""
+
+    site: str
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
+    status: int = 0
+    at: float = field(default_factory=time.time)
+
+    def header(self, name: str) -> str | None:
+        """A header value, case-insensitively."""
+        for key, value in self.headers.items():
+            if key.lower() == name.lower():
+                return value
+        return None
+
+    def param(self, name: str) -> str | None:
+        """The first value of a query parameter."""
+        values = self.query.get(name)
+        return values[0] if values else None
+
+
+@dataclass
+class Fault:
+    """An injected fault: what to do to requests that match, and how many times.
+
+    :param action: ``status`` (answer ``status`` with ``body``/``headers``), ``drop`` (close the
+        connection without answering), ``delay`` (wait ``seconds``, then answer normally),
+        ``expire_token`` (invalidate every issued token, then answer normally) or ``truncate``
+        (send headers announcing the full body, half of it, then close the connection).
+    :param site: site name to match, or ``None`` for every site.
+    :param method: HTTP method to match, or ``None``.
+    :param path: regular expression searched in the path, or ``None``.
+    :param times: how many matching requests get the fault (``None``: every one).
+    :param status: HTTP status for ``action="status"``.
+    :param body: JSON-able body (or raw ``bytes``/``str``) for ``action="status"``.
+    :param headers: extra response headers for ``action="status"`` (e.g. ``Retry-After``).
+    :param seconds: delay for ``action="delay"``.
+    """
+
+    action: str
+    site: str | None = None
+    method: str | None = None
+    path: str | None = None
+    times: int | None = 1
+    status: int = 500
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    hits: int = 0
+
+    def matches(self, site: str, request: web.Request) -> bool:
+        if self.times is not None and self.hits >= self.times:
+            return False
+        if self.site is not None and self.site != site:
+            return False
+        if self.method is not None and self.method.upper() != request.method:
+            return False
+        return self.path is None or re.search(self.path, request.path) is not None
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """A JSON response; ``body=None`` gives an empty body."""
+    if body is None:
+        return web.Response(status=status, headers=headers)
+    return web.json_response(body, status=status, headers=headers)
+
+
+class EmulatorServer:
+    """Base class of the platform emulators.
+
+    Subclasses implement :meth:`build_sites` (site name -> ``web.Application``) and may override
+    :meth:`expire_tokens` and :meth:`connection`. Every site gets request logging and fault
+    injection.
+
+    :param host: interface to bind; loopback by default (the tests never leave the machine).
+    :param clock: emulator clock shared by every site.
+    """
+
+    name = "emulator"
+
+    def __init__(self, *, host: str = "127.0.0.1", clock: EmulatorClock | None = None) -> None:
+        self.host = host
+        self.clock = clock or EmulatorClock()
+        self.requests: list[RecordedRequest] = []
+        self.faults: list[Fault] = []
+        self.urls: dict[str, str] = {}
+        self._log_lock = threading.Lock()
+        self._runners: list[web.AppRunner] = []
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- to implement -------------------------------------------------------------------------
+    def build_sites(self) -> dict[str, web.Application]:
+        """Site name -> application. Called once per start."""
+        raise NotImplementedError
+
+    def expire_tokens(self) -> None:
+        """Invalidate every access token issued so far (platforms with a token service)."""
+
+    def connection(self, conn_id: str | None = None) -> dict[str, Any]:
+        """The Airflow connection (as a JSON-able dict) that points a hook at this emulator."""
+        raise NotImplementedError
+
+    # -- faults and request log ---------------------------------------------------------------
+    def inject(self, fault: Fault | None = None, /, **kwargs: Any) -> Fault:
+        """Add a fault (a :class:`Fault` or its keyword arguments) and return it."""
+        fault = fault or Fault(**kwargs)
+        self.faults.append(fault)
+        return fault
+
+    def clear(self) -> None:
+        """Forget recorded requests and injected faults."""
+        with self._log_lock:
+            self.requests.clear()
+        self.faults.clear()
+
+    def requests_to(self, site: str | None = None, method: str | None = None,
+                    path: str | None = None) -> list[RecordedRequest]:
+        """Recorded requests filtered by site, method and a path regular expression."""
+        with self._log_lock:
+            recorded = list(self.requests)
+        return [
+            r for r in recorded
+            if (site is None or r.site == site)
+            and (method is None or r.method == method.upper())
+            and (path is None or re.search(path, r.path))
+        ]
+
+    def _middleware(self, site: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+        @web.middleware
+        async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+            body = await request.read()
+            record = RecordedRequest(
+                site=site,
+                method=request.method,
+                path=request.path,
+                query={k: request.query.getall(k) for k in request.query},
+                headers=dict(request.headers),
+                body=body,
+            )
+            with self._log_lock:
+                self.requests.append(record)
+            response = await self._apply_faults(site, request, handler)
+            record.status = response.status
+            return response
+
+        return middleware
+
+    async def _apply_faults(self, site: str, request: web.Request, handler: Handler) -> web.StreamResponse:
+        for fault in self.faults:
+            if not fault.matches(site, request):
+                continue
+            fault.hits += 1
+            if fault.action == "status":
+                if isinstance(fault.body, bytes | str):
+                    return web.Response(status=fault.status, body=fault.body, headers=fault.headers)
+                return json_response(fault.body, status=fault.status, headers=fault.headers)
+            if fault.action == "drop":
+                if request.transport is not None:
+                    request.transport.abort()
+                raise ConnectionResetError("fault: connection dropped")
+            if fault.action == "delay":
+                await asyncio.sleep(fault.seconds)
+            elif fault.action == "expire_token":
+                self.expire_tokens()
+            elif fault.action == "truncate":
+                return await self._truncated(request, await handler(request))
+            break
+        return await handler(request)
+
+    @staticmethod
+    async def _truncated(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+        body = response.body if isinstance(response, web.Response) else b""
+        data = bytes(body) if isinstance(body, bytes | bytearray) else b""
+        cut = web.StreamResponse(status=response.status, headers=response.headers)
+        cut.content_length = len(data)
+        await cut.prepare(request)
+        await cut.write(data[: len(data) // 2])
+        if request.transport is not None:
+            request.transport.abort()
+        return cut
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def start_async(self) -> EmulatorServer:
+        """Serve every site on the running event loop."""
+        for site_name, app in self.build_sites().items():
+            app.middlewares.insert(0, self._middleware(site_name))
+            runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+            await runner.setup()
+            tcp = web.TCPSite(runner, self.host, 0, backlog=4096)
+            await tcp.start()
+            port = runner.addresses[0][1]
+            self.urls[site_name] = f"http://{self.host}:{port}"
+            self._runners.append(runner)
+        return self
+
+    async def stop_async(self) -> None:
+        """Stop serving (from the loop that started it)."""
+        for runner in self._runners:
+            await runner.cleanup()
+        self._runners.clear()
+
+    def start(self) -> EmulatorServer:
+        """Serve every site from a background thread; returns once the ports are bound."""
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            try:
+                loop.run_until_complete(self.start_async())
+            except BaseException as exc:  # surfaced to the caller of start()
+                failure.append(exc)
+                ready.set()
+                return
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self.stop_async())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name=f"{self.name}-emulator", daemon=True)
+        self._thread.start()
+        ready.wait(30)
+        if failure:
+            raise failure[0]
+        return self
+
+    def stop(self) -> None:
+        """Stop the background thread started by :meth:`start`."""
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(30)
+        self._loop = None
+        self._thread = None
+
+    def __enter__(self) -> EmulatorServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+

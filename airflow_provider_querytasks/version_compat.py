@@ -1,0 +1,22 @@
+"""Airflow version flags, computed once from ``airflow.__version__``.
+
+Only :mod:`airflow_provider_querytasks.compat` reads them: the rest of the package does not
+branch on the Airflow version.
+"""
+
+from __future__ import annotations
+
+from packaging.version import Version
+
+
+def _airflow_version() -> Version:
+    from airflow import __version__
+
+    return Version(Version(__version__).base_version)
+
+
+AIRFLOW_VERSION = _airflow_version()
+AIRFLOW_V_3_0_PLUS = AIRFLOW_VERSION >= Version("3.0.0")
+AIRFLOW_V_3_3_PLUS = AIRFLOW_VERSION >= Version("3.3.0")
+
+__all__ = ["AIRFLOW_VERSION", "AIRFLOW_V_3_0_PLUS", "AIRFLOW_V_3_3_PLUS"]
