@@ -1,0 +1,206 @@
+"""The base hook: connection reading (sync and async), secrets masking, API clients."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from airflow_provider_querytasks.common.auth import TokenSource
+from airflow_provider_querytasks.common.errors import (
+    InvalidInputError,
+    QueryCancelledError,
+    QueryTaskError,
+    RemoteQueryFailedError,
+)
+from airflow_provider_querytasks.common.protocol import ApiRequest, ApiResponse, PlatformApi
+from airflow_provider_querytasks.common.transport import AsyncApiClient, RetryPolicy, SyncApiClient
+from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
+from airflow_provider_querytasks.compat import (
+    BaseHook,
+    Connection,
+    get_async_connection,
+    get_async_extra_dejson,
+    mask_secret,
+)
+from airflow_provider_querytasks.connection_forms import ConnectionForm
+
+
+class QueryTaskHook(BaseHook):
+    """Base of the platform hooks.
+
+    A platform hook sets the class attributes and implements :meth:`build_settings` (validate the
+    connection into the platform's settings object), :meth:`build_api`, and, where the platform has
+    a token service, :meth:`build_token_source` (else :meth:`static_token`). Its operations are
+    written once as :class:`~.protocol.ApiRequest` builders plus parsers, and exposed as sync
+    methods (through :meth:`call`) and async ``a``-prefixed methods (through :meth:`acall`).
+
+    :param conn_id: the Airflow connection id (the class's default when omitted).
+    :param retry: retry policy for API calls.
+    :param timeout: (connect, read) timeout of one HTTP call, seconds.
+    """
+
+    conn_name_attr = "conn_id"
+    default_conn_name: ClassVar[str]
+    conn_type: ClassVar[str]
+    hook_name: ClassVar[str]
+    form: ClassVar[ConnectionForm]
+
+    def __init__(
+        self,
+        conn_id: str | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: tuple[float, float] = (10.0, 60.0),
+    ) -> None:
+        super().__init__()
+        self.conn_id = conn_id or self.default_conn_name
+        self.retry = retry
+        self.timeout = timeout
+        self._settings: Any = None
+        self._client: SyncApiClient | None = None
+        self._aclient: AsyncApiClient | None = None
+
+    # -- connection forms (Airflow 2.11, 3.0, 3.1; 3.2+ reads the provider metadata) ----------
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """Extra fields of the connection form."""
+        return cls.form.connection_form_widgets()
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Hidden, relabelled and placeholder standard fields of the connection form."""
+        return cls.form.ui_field_behaviour()
+
+    # -- to implement -------------------------------------------------------------------------
+    def build_settings(self, conn: Connection, extra: dict[str, Any]) -> Any:
+        """Validate the connection into the platform's settings (raise :class:`InvalidInputError`)."""
+        raise NotImplementedError
+
+    def build_api(self, settings: Any) -> PlatformApi:
+        raise NotImplementedError
+
+    def build_token_source(self, settings: Any) -> TokenSource | None:
+        return None
+
+    def static_token(self, settings: Any) -> str | None:
+        return None
+
+    def check_connection(self) -> str:
+        """Make one cheap authenticated call; return what it showed (for ``test_connection``)."""
+        raise NotImplementedError
+
+    # -- the query-task interface the shared operator, sensor and trigger use -----------------
+    def get_status(self, query_id: str) -> StatusSnapshot:
+        """One poll of a remote query, normalised."""
+        raise NotImplementedError
+
+    async def aget_status(self, query_id: str) -> StatusSnapshot:
+        """One poll of a remote query, normalised, on the event loop."""
+        raise NotImplementedError
+
+    def cancel_query(self, query_id: str) -> None:
+        """Cancel a remote query; a query that already finished is not an error."""
+        raise NotImplementedError
+
+    async def acancel_query(self, query_id: str) -> None:
+        """Cancel a remote query on the event loop."""
+        raise NotImplementedError
+
+    def describe_query(self, query_id: str) -> str:
+        """How log lines name the query (``Data Kiosk query 123``)."""
+        return f"{self.hook_name} query {query_id}"
+
+    def failure_error(self, snapshot: StatusSnapshot) -> QueryTaskError:
+        """The exception for a query that ended FAILED or CANCELLED, with the remote error text.
+
+        Platforms whose error detail lives elsewhere (an error document) override this.
+        """
+        cls = QueryCancelledError if snapshot.state is QueryState.CANCELLED else RemoteQueryFailedError
+        text = f": {snapshot.message}" if snapshot.message else ""
+        return cls(
+            f"{self.describe_query(snapshot.query_id)} ended {snapshot.remote_status}{text}",
+            platform=self.conn_type,
+            detail=snapshot.raw,
+        )
+
+    # -- connection reading -------------------------------------------------------------------
+    def extra_value(self, extra: dict[str, Any], name: str, default: Any = None) -> Any:
+        """An extra field, also under the ``extra__<conn_type>__<name>`` key older forms wrote."""
+        for key in (name, f"extra__{self.conn_type}__{name}"):
+            value = extra.get(key)
+            if value not in (None, ""):
+                return value
+        return default
+
+    def _read(self, conn: Connection, extra: dict[str, Any]) -> Any:
+        if conn.conn_type and conn.conn_type.replace("-", "_") != self.conn_type:
+            raise InvalidInputError(
+                "conn_id",
+                f"connection {self.conn_id!r} has type {conn.conn_type!r}; "
+                f"{type(self).__name__} needs a {self.conn_type!r} connection",
+            )
+        # Secrets go to the masker as soon as they are read.
+        if conn.password:
+            mask_secret(conn.password)
+        for field in self.form.extras:
+            value = self.extra_value(extra, field.name)
+            if field.kind == "password" and isinstance(value, str):
+                mask_secret(value)
+        return self.build_settings(conn, extra)
+
+    @property
+    def settings(self) -> Any:
+        """The validated connection settings (read once per hook)."""
+        if self._settings is None:
+            conn = self.get_connection(self.conn_id)
+            self._settings = self._read(conn, conn.extra_dejson)
+        return self._settings
+
+    async def aget_settings(self) -> Any:
+        """The validated connection settings, read without blocking the event loop."""
+        if self._settings is None:
+            conn = await get_async_connection(self.conn_id)
+            self._settings = self._read(conn, await get_async_extra_dejson(conn))
+        return self._settings
+
+    # -- clients ------------------------------------------------------------------------------
+    def _client_kwargs(self, settings: Any) -> dict[str, Any]:
+        return {
+            "token_source": self.build_token_source(settings),
+            "static_token": self.static_token(settings),
+            "retry": self.retry,
+            "timeout": self.timeout,
+        }
+
+    @property
+    def client(self) -> SyncApiClient:
+        if self._client is None:
+            settings = self.settings
+            self._client = SyncApiClient(self.build_api(settings), **self._client_kwargs(settings))
+        return self._client
+
+    async def aclient(self) -> AsyncApiClient:
+        if self._aclient is None:
+            settings = await self.aget_settings()
+            self._aclient = AsyncApiClient(self.build_api(settings), **self._client_kwargs(settings))
+        return self._aclient
+
+    def call(self, request: ApiRequest) -> ApiResponse:
+        """Execute an API request synchronously."""
+        return self.client.call(request)
+
+    async def acall(self, request: ApiRequest) -> ApiResponse:
+        """Execute an API request on the event loop."""
+        return await (await self.aclient()).call(request)
+
+    def get_conn(self) -> SyncApiClient:
+        """The sync API client (Airflow's ``get_conn`` convention)."""
+        return self.client
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Used by the UI's *Test* button and ``airflow connections test``."""
+        try:
+            return True, self.check_connection()
+        except QueryTaskError as exc:
+            return False, str(exc)
+        except Exception as exc:
+            return False, f"{type(exc).__name__}: {exc}"

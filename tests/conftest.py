@@ -1,0 +1,48 @@
+"""Test-wide setup: a throwaway AIRFLOW_HOME and metadata DB, and clean process-wide caches."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Airflow reads its home at import time: set it before anything imports airflow.
+_HOME = Path(os.environ.get("QUERYTASKS_TEST_AIRFLOW_HOME") or tempfile.mkdtemp(prefix="querytasks-airflow-"))
+os.environ["AIRFLOW_HOME"] = str(_HOME)
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(Path(__file__).resolve().parent.parent / "example_dags"))
+os.environ.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{_HOME / 'airflow.db'}")
+os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """A migrated metadata DB (needed by ``dag.test()``); migrated once per test session."""
+    marker = _HOME / ".migrated"
+    if not marker.exists():
+        subprocess.run(
+            [sys.executable, "-m", "airflow", "db", "migrate"],
+            check=True,
+            capture_output=True,
+            env=os.environ.copy(),
+        )
+        marker.touch()
+    return _HOME
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_caches() -> Iterator[None]:
+    """Tokens and rate-limit buckets are process-wide: start every test without them."""
+    from airflow_provider_querytasks.common.auth import token_cache
+    from airflow_provider_querytasks.common.ratelimit import rate_limiters
+
+    token_cache.clear()
+    rate_limiters.reset()
+    yield
+    token_cache.clear()
+    rate_limiters.reset()
