@@ -141,15 +141,32 @@ SHOPLAZZA_FORM = ConnectionForm(
         "password": "private-app access token (leave empty when using OAuth refresh)",
     },
     extras=(
-        ExtraField("api_version", "API version", "Shoplazza OpenAPI version.", placeholder="2022-01",
-                   default="2022-01"),
+        ExtraField(
+            "api_version",
+            "API version",
+            "Shoplazza OpenAPI version.",
+            placeholder="2022-01",
+            default="2022-01",
+        ),
         ExtraField("endpoint", "Endpoint", _ENDPOINT_HELP, placeholder="https://mystore.myshoplaza.com"),
-        ExtraField("client_id", "OAuth client id", "Public app client id (OAuth refresh).",
-                   placeholder="app client id"),
-        ExtraField("client_secret", "OAuth client secret", "Public app client secret (OAuth refresh).",
-                   kind="password"),
-        ExtraField("refresh_token", "OAuth refresh token",
-                   "Refresh token obtained when the store installed the app.", kind="password"),
+        ExtraField(
+            "client_id",
+            "OAuth client id",
+            "Public app client id (OAuth refresh).",
+            placeholder="app client id",
+        ),
+        ExtraField(
+            "client_secret",
+            "OAuth client secret",
+            "Public app client secret (OAuth refresh).",
+            kind="password",
+        ),
+        ExtraField(
+            "refresh_token",
+            "OAuth refresh token",
+            "Refresh token obtained when the store installed the app.",
+            kind="password",
+        ),
     ),
 )
 
@@ -161,19 +178,38 @@ AMAZON_SP_API_FORM = ConnectionForm(
     relabeling={"login": "LWA client id", "password": "LWA client secret"},
     placeholders={"login": "amzn1.application-oa2-client....", "password": "LWA client secret"},
     extras=(
-        ExtraField("refresh_token", "LWA refresh token",
-                   "Refresh token from the selling partner's authorisation of the app.", kind="password"),
-        ExtraField("region", "Region", "Selling Partner API region: na, eu or fe.", placeholder="na",
-                   default="na", choices=("na", "eu", "fe")),
-        ExtraField("sandbox", "Sandbox", "Use the sandbox host of the region.", kind="boolean",
-                   default=False),
-        ExtraField("endpoint", "Endpoint", _ENDPOINT_HELP,
-                   placeholder="https://sellingpartnerapi-na.amazon.com"),
-        ExtraField("lwa_token_url", "LWA token URL", "Login with Amazon token endpoint.",
-                   placeholder="https://api.amazon.com/auth/o2/token"),
-        ExtraField("selling_partner_id", "Selling partner id",
-                   "Optional account id: scopes rate limits and matches notifications.",
-                   placeholder="A3EXAMPLE"),
+        ExtraField(
+            "refresh_token",
+            "LWA refresh token",
+            "Refresh token from the selling partner's authorisation of the app.",
+            kind="password",
+        ),
+        ExtraField(
+            "region",
+            "Region",
+            "Selling Partner API region: na, eu or fe.",
+            placeholder="na",
+            default="na",
+            choices=("na", "eu", "fe"),
+        ),
+        ExtraField(
+            "sandbox", "Sandbox", "Use the sandbox host of the region.", kind="boolean", default=False
+        ),
+        ExtraField(
+            "endpoint", "Endpoint", _ENDPOINT_HELP, placeholder="https://sellingpartnerapi-na.amazon.com"
+        ),
+        ExtraField(
+            "lwa_token_url",
+            "LWA token URL",
+            "Login with Amazon token endpoint.",
+            placeholder="https://api.amazon.com/auth/o2/token",
+        ),
+        ExtraField(
+            "selling_partner_id",
+            "Selling partner id",
+            "Optional account id: scopes rate limits and matches notifications.",
+            placeholder="A3EXAMPLE",
+        ),
     ),
 )
 
@@ -185,14 +221,26 @@ ADOBE_EXPERIENCE_PLATFORM_FORM = ConnectionForm(
     relabeling={"login": "Client id (API key)", "password": "Client secret"},
     placeholders={"login": "OAuth server-to-server client id", "password": "client secret"},
     extras=(
-        ExtraField("org_id", "IMS organisation id", "Organisation id, ending in @AdobeOrg.",
-                   placeholder="ABCDEF0123456789@AdobeOrg"),
+        ExtraField(
+            "org_id",
+            "IMS organisation id",
+            "Organisation id, ending in @AdobeOrg.",
+            placeholder="ABCDEF0123456789@AdobeOrg",
+        ),
         ExtraField("sandbox", "Sandbox", "Sandbox name, lower case.", placeholder="prod", default="prod"),
-        ExtraField("scopes", "Scopes", "Comma-separated OAuth scopes from the Developer Console project.",
-                   placeholder="openid,AdobeID,read_organizations,additional_info.projectedProductContext,session"),
+        ExtraField(
+            "scopes",
+            "Scopes",
+            "Comma-separated OAuth scopes from the Developer Console project.",
+            placeholder="openid,AdobeID,read_organizations,additional_info.projectedProductContext,session",
+        ),
         ExtraField("endpoint", "Endpoint", _ENDPOINT_HELP, placeholder="https://platform.adobe.io"),
-        ExtraField("ims_token_url", "IMS token URL", "Adobe IMS token endpoint.",
-                   placeholder="https://ims-na1.adobelogin.com/ims/token/v3"),
+        ExtraField(
+            "ims_token_url",
+            "IMS token URL",
+            "Adobe IMS token endpoint.",
+            placeholder="https://ims-na1.adobelogin.com/ims/token/v3",
+        ),
     ),
 )
 

@@ -34,8 +34,11 @@ def get_provider_info() -> dict[str, Any]:
         ),
         "versions": [__version__],
         "integrations": [
-            {"integration-name": name, "external-doc-url": "https://github.com/airflow-provider-querytasks",
-             "tags": ["service"]}
+            {
+                "integration-name": name,
+                "external-doc-url": "https://github.com/airflow-provider-querytasks",
+                "tags": ["service"],
+            }
             for name in _PLATFORMS.values()
         ],
         "connection-types": [form.provider_metadata() for form in ALL_FORMS],

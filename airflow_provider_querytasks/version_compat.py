@@ -16,7 +16,7 @@ def _airflow_version() -> Version:
 
 
 AIRFLOW_VERSION = _airflow_version()
-AIRFLOW_V_3_0_PLUS = AIRFLOW_VERSION >= Version("3.0.0")
-AIRFLOW_V_3_3_PLUS = AIRFLOW_VERSION >= Version("3.3.0")
+AIRFLOW_V_3_0_PLUS = Version("3.0.0") <= AIRFLOW_VERSION
+AIRFLOW_V_3_3_PLUS = Version("3.3.0") <= AIRFLOW_VERSION
 
 __all__ = ["AIRFLOW_VERSION", "AIRFLOW_V_3_0_PLUS", "AIRFLOW_V_3_3_PLUS"]

@@ -97,9 +97,7 @@ class ApiResponse:
         try:
             return json.loads(self.body)
         except ValueError:
-            raise ApiError(
-                f"Expected a JSON body, got {self.body[:200]!r}", status=self.status
-            ) from None
+            raise ApiError(f"Expected a JSON body, got {self.body[:200]!r}", status=self.status) from None
 
     def json_object(self) -> dict[str, Any]:
         """The body as a JSON object; anything else is a clear error."""

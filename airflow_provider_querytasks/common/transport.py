@@ -171,8 +171,15 @@ class _CallPolicy:
             f" {name}={value}" for name in self.api.logged_headers if (value := response.header(name))
         )
         level = logging.INFO if response.status == 429 else logging.DEBUG
-        log.log(level, "%s %s -> %s request_id=%s%s", self.api.platform, request.operation,
-                response.status, request_id, extra)
+        log.log(
+            level,
+            "%s %s -> %s request_id=%s%s",
+            self.api.platform,
+            request.operation,
+            response.status,
+            request_id,
+            extra,
+        )
 
     def ambiguous(self, request: ApiRequest, cause: BaseException) -> AmbiguousSubmissionError:
         return AmbiguousSubmissionError(
@@ -237,7 +244,7 @@ class SyncApiClient:
 
     def call(self, request: ApiRequest) -> ApiResponse:
         """Send ``request`` with rate limiting, auth, token refresh and retries."""
-        for attempt in Retrying(**self.policy.tenacity_kwargs(self.api.platform)):
+        for attempt in Retrying(**self.policy.retry.tenacity_kwargs(self.api.platform)):
             with attempt:
                 return self._attempt(request)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -336,7 +343,7 @@ class AsyncApiClient:
 
     async def call(self, request: ApiRequest) -> ApiResponse:
         """Send ``request`` with rate limiting, auth, token refresh and retries."""
-        async for attempt in AsyncRetrying(**self.policy.tenacity_kwargs(self.api.platform)):
+        async for attempt in AsyncRetrying(**self.policy.retry.tenacity_kwargs(self.api.platform)):
             with attempt:
                 return await self._attempt(request)
         raise AssertionError("unreachable")  # pragma: no cover

@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, overload
 
 from airflow_provider_querytasks.common.errors import InvalidInputError, QueryTimeoutError
 
@@ -71,7 +71,11 @@ class StatusSnapshot:
         )
 
 
-def to_seconds(value: timedelta | float | int | None, parameter: str, *, allow_none: bool = False) -> float | None:
+@overload
+def to_seconds(value: timedelta | float | None, parameter: str) -> float: ...
+@overload
+def to_seconds(value: timedelta | float | None, parameter: str, *, allow_none: bool) -> float | None: ...
+def to_seconds(value: timedelta | float | None, parameter: str, *, allow_none: bool = False) -> float | None:
     """A duration parameter (``timedelta`` or seconds) in seconds, validated (> 0)."""
     if value is None:
         if allow_none:
@@ -142,7 +146,7 @@ class WaitLoop:
         schedule: PollSchedule,
         deadline: float | None,
         started: float | None = None,
-        logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
+        logger: Any = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.describe = describe
@@ -159,16 +163,28 @@ class WaitLoop:
         now = self.clock()
         elapsed = now - self.started
         if snapshot.state.terminal:
-            self.log.info("%s: %s (%s) after %.0f s, %d polls", self.describe, snapshot.state.value,
-                          snapshot.remote_status, elapsed, self.polls)
+            self.log.info(
+                "%s: %s (%s) after %.0f s, %d polls",
+                self.describe,
+                snapshot.state.value,
+                snapshot.remote_status,
+                elapsed,
+                self.polls,
+            )
             return None
         if self.deadline is not None and now >= self.deadline:
             raise self.timeout_error(snapshot)
         interval = self.schedule.next_interval(elapsed)
         if self.deadline is not None:
             interval = min(interval, max(0.0, self.deadline - now))
-        self.log.info("%s: %s (%s), elapsed %.0f s, next poll in %.0f s", self.describe,
-                      snapshot.state.value, snapshot.remote_status, elapsed, interval)
+        self.log.info(
+            "%s: %s (%s), elapsed %.0f s, next poll in %.0f s",
+            self.describe,
+            snapshot.state.value,
+            snapshot.remote_status,
+            elapsed,
+            interval,
+        )
         return interval
 
     def timeout_error(self, snapshot: StatusSnapshot | None) -> QueryTimeoutError:
@@ -178,7 +194,9 @@ class WaitLoop:
             f"({self.clock() - self.started:.0f} s elapsed{state})"
         )
 
-    def run(self, poll: Callable[[], StatusSnapshot], sleep: Callable[[float], None] = time.sleep) -> StatusSnapshot:
+    def run(
+        self, poll: Callable[[], StatusSnapshot], sleep: Callable[[float], None] = time.sleep
+    ) -> StatusSnapshot:
         """Poll (blocking) until terminal; raise :class:`QueryTimeoutError` at the deadline."""
         while True:
             snapshot = poll()

@@ -7,8 +7,8 @@ import json
 import signal
 import threading
 
-
 from airflow_provider_querytasks.testing import EMULATORS, emulator_class
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m airflow_provider_querytasks.testing")
@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     for server in servers:
         server.stop()
     return 0
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

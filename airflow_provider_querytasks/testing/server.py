@@ -167,13 +167,15 @@ class EmulatorServer:
             self.requests.clear()
         self.faults.clear()
 
-    def requests_to(self, site: str | None = None, method: str | None = None,
-                    path: str | None = None) -> list[RecordedRequest]:
+    def requests_to(
+        self, site: str | None = None, method: str | None = None, path: str | None = None
+    ) -> list[RecordedRequest]:
         """Recorded requests filtered by site, method and a path regular expression."""
         with self._log_lock:
             recorded = list(self.requests)
         return [
-            r for r in recorded
+            r
+            for r in recorded
             if (site is None or r.site == site)
             and (method is None or r.method == method.upper())
             and (path is None or re.search(path, r.path))
@@ -237,7 +239,7 @@ class EmulatorServer:
     async def start_async(self) -> EmulatorServer:
         """Serve every site on the running event loop."""
         for site_name, app in self.build_sites().items():
-            app.middlewares.insert(0, self._middleware(site_name))
+            app.middlewares.insert(0, self._middleware(site_name))  # type: ignore[arg-type]
             runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
             await runner.setup()
             tcp = web.TCPSite(runner, self.host, 0, backlog=4096)
@@ -292,4 +294,3 @@ class EmulatorServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-

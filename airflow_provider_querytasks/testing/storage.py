@@ -77,16 +77,18 @@ class ObjectStorageSite:
         self._generation = 0
 
     # -- content ------------------------------------------------------------------------------
-    def put(self, key: str, data: bytes, *, content_type: str = "application/octet-stream",
-            gzip: bool = False) -> StoredObject:
+    def put(
+        self, key: str, data: bytes, *, content_type: str = "application/octet-stream", gzip: bool = False
+    ) -> StoredObject:
         """Store bytes; with ``gzip=True`` they are compressed and served with Content-Encoding."""
         body = gzip_module.compress(data) if gzip else data
         obj = StoredObject(key, len(body), content_type, "gzip" if gzip else None, data=body)
         self.objects[key] = obj
         return obj
 
-    def put_generated(self, key: str, size: int, source: ChunkSource, *,
-                      content_type: str = "application/octet-stream") -> StoredObject:
+    def put_generated(
+        self, key: str, size: int, source: ChunkSource, *, content_type: str = "application/octet-stream"
+    ) -> StoredObject:
         """Store an object whose bytes are produced on each request (for large objects)."""
         obj = StoredObject(key, size, content_type, None, source=source)
         self.objects[key] = obj
@@ -99,8 +101,12 @@ class ObjectStorageSite:
         if self.style == "oss":
             params = {"OSSAccessKeyId": "LTAIemulator", "Expires": str(expires), "Signature": signature}
         else:
-            params = {"X-Amz-Algorithm": "AWS4-HMAC-SHA256", "X-Amz-Expires": str(int(ttl or self.default_ttl)),
-                      "X-Amz-Date": str(expires), "X-Amz-Signature": signature}
+            params = {
+                "X-Amz-Algorithm": "AWS4-HMAC-SHA256",
+                "X-Amz-Expires": str(int(ttl or self.default_ttl)),
+                "X-Amz-Date": str(expires),
+                "X-Amz-Signature": signature,
+            }
         params["gen"] = str(self._generation)
         return f"{self.base_url}/{key}?{urlencode(params)}"
 
@@ -120,8 +126,10 @@ class ObjectStorageSite:
         return application
 
     def _error(self, status: int, code: str, message: str) -> web.Response:
-        body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
-                f"<Message>{message}</Message><RequestId>{uuid.uuid4().hex}</RequestId></Error>")
+        body = (
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+            f"<Message>{message}</Message><RequestId>{uuid.uuid4().hex}</RequestId></Error>"
+        )
         return web.Response(status=status, text=body, content_type="application/xml")
 
     def _expired(self, request: web.Request) -> bool:

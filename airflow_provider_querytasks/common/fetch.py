@@ -1,0 +1,313 @@
+"""The fetch: stream a result URL to a local path or any ``ObjectStoragePath``, atomically.
+
+Results (CSV exports, JSONL documents, dataset files) are downloaded in chunks, so memory stays
+flat whatever their size. Bytes go to a temporary name beside the destination and are moved to the
+final name only when the download is complete and verified: a failed fetch never leaves a partial
+file under the final name. gzip payloads (magic bytes or ``Content-Encoding: gzip``) are
+decompressed on the fly. Interrupted downloads resume with ``Range`` where the host supports it;
+an expired presigned URL (403) is replaced once by asking ``url_provider`` again.
+
+No credential header is sent unless the caller passes ``headers`` (the result hosts are object
+stores with presigned URLs; a platform token must never reach them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import uuid
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+import urllib3
+from tenacity import Retrying
+
+from airflow_provider_querytasks.common.errors import (
+    ApiError,
+    InvalidInputError,
+    PermissionDeniedError,
+    ServerError,
+)
+from airflow_provider_querytasks.common.transport import USER_AGENT, RetryPolicy
+from airflow_provider_querytasks.compat import ObjectStoragePath
+
+log = logging.getLogger(__name__)
+
+CHUNK_SIZE = 1 << 20
+GZIP_MAGIC = b"\x1f\x8b"
+
+Destination = str | os.PathLike[str] | ObjectStoragePath
+
+
+@dataclass(frozen=True)
+class FetchRecord:
+    """What was fetched, small and JSON-able (for XCom; never the data itself).
+
+    :param uri: where the file now is.
+    :param bytes: size written (after decompression).
+    :param sha256: hex digest of the bytes written.
+    :param lines: newline-terminated lines written (a last line without newline counts too).
+    :param source: the URL fetched, without its query string (presigned signatures stay out).
+    :param compressed: whether the payload was gzip and was decompressed.
+    """
+
+    uri: str
+    bytes: int
+    sha256: str
+    lines: int
+    source: str
+    compressed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def redact_url(url: str) -> str:
+    """The URL without query string and fragment (they carry presigned signatures)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def destination_for(destination: Destination, filename: str) -> Destination:
+    """``destination`` itself, or ``destination/filename`` when it names a folder (ends in ``/``)."""
+    text = str(destination)
+    if not text.strip():
+        raise InvalidInputError("destination", "must be a local path or an object storage URI, not empty")
+    if text.endswith("/"):
+        if isinstance(destination, ObjectStoragePath):
+            return destination / filename
+        return text + filename
+    return destination
+
+
+def _is_local(destination: Destination) -> bool:
+    if isinstance(destination, ObjectStoragePath):
+        return False
+    text = os.fspath(destination)
+    return "://" not in text or text.startswith("file://")
+
+
+class _Target:
+    """A destination written through a temporary sibling, then moved in place."""
+
+    def __init__(self, destination: Destination) -> None:
+        self.final: Path | ObjectStoragePath
+        if _is_local(destination):
+            local = Path(str(destination).removeprefix("file://")).expanduser()
+            local.parent.mkdir(parents=True, exist_ok=True)
+            self.final = local
+        elif isinstance(destination, ObjectStoragePath):
+            self.final = destination
+        else:
+            self.final = ObjectStoragePath(str(destination))
+        self.temp = self.final.with_name(f".{self.final.name}.{uuid.uuid4().hex[:12]}.part")
+
+    @property
+    def uri(self) -> str:
+        return str(self.final) if isinstance(self.final, Path) else self.final.as_uri()
+
+    def open(self) -> IO[bytes]:
+        return self.temp.open("wb")  # type: ignore[no-any-return]
+
+    def commit(self) -> None:
+        if isinstance(self.temp, Path):
+            os.replace(self.temp, str(self.final))
+        else:
+            self.temp.rename(self.final)
+
+    def discard(self) -> None:
+        try:
+            if self.temp.exists():
+                self.temp.unlink()
+        except Exception:  # cleanup must not hide the download's own error
+            log.warning("Could not remove the temporary file %s", self.temp, exc_info=True)
+
+
+class _Digest:
+    """Hash, size and line count of the bytes written, with gzip decoding on the way."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.sha = hashlib.sha256()
+        self.size = 0
+        self.lines = 0
+        self.last = b"\n"
+        self.inflater: Any = None
+
+    def start_gzip(self) -> None:
+        self.inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+
+    def write(self, out: IO[bytes], chunk: bytes) -> None:
+        data = self.inflater.decompress(chunk) if self.inflater is not None else chunk
+        self._emit(out, data)
+
+    def finish(self, out: IO[bytes]) -> None:
+        if self.inflater is not None:
+            self._emit(out, self.inflater.flush())
+            if not self.inflater.eof:
+                raise ApiError("The gzip result ended early: the download is incomplete")
+
+    def _emit(self, out: IO[bytes], data: bytes) -> None:
+        if not data:
+            return
+        out.write(data)
+        self.sha.update(data)
+        self.size += len(data)
+        self.lines += data.count(b"\n")
+        self.last = data[-1:]
+
+    @property
+    def line_count(self) -> int:
+        return self.lines + (0 if self.last == b"\n" else 1)
+
+
+class _Download:
+    """One fetch: the state that survives retries (URL, offset, bytes so far)."""
+
+    def __init__(
+        self,
+        url_provider: Callable[[], str],
+        headers: Mapping[str, str] | None,
+        decompress: bool,
+        timeout: tuple[float, float],
+        session: requests.Session,
+        url_refreshes: int,
+    ) -> None:
+        self.url_provider = url_provider
+        self.headers = dict(headers or {})
+        self.decompress = decompress
+        self.timeout = timeout
+        self.session = session
+        self.refreshes_left = url_refreshes
+        self.url = url_provider()
+        self.offset = 0  # raw (possibly compressed) bytes already written
+        self.total: int | None = None
+        self.gzip: bool | None = None
+
+    def run(self, out: IO[bytes], digest: _Digest) -> None:
+        """One attempt: (re)start or resume the download until the end of the body."""
+        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **self.headers}
+        if self.offset:
+            headers["Range"] = f"bytes={self.offset}-"
+        try:
+            response = self.session.get(self.url, headers=headers, stream=True, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise self._transient(f"connection failed: {type(exc).__name__}") from None
+        with response:
+            if response.status_code in (403, 410) and self.refreshes_left > 0:
+                self._refresh_url()
+                raise self._transient("the result URL expired; fetched a fresh one")
+            if response.status_code >= 400:
+                self._raise_for(response)
+            if self.offset and response.status_code != 206:
+                # The host ignored Range: start over.
+                out.seek(0)
+                out.truncate()
+                digest.reset()
+                self.offset = 0
+            self._read_body(response, out, digest)
+
+    def _read_body(self, response: requests.Response, out: IO[bytes], digest: _Digest) -> None:
+        if self.offset == 0:
+            length = response.headers.get("Content-Length")
+            self.total = int(length) if length and length.isdigit() else None
+            self.gzip = None
+        try:
+            for chunk in response.raw.stream(CHUNK_SIZE, decode_content=False):
+                if self.gzip is None:
+                    encoded = response.headers.get("Content-Encoding", "").lower() == "gzip"
+                    self.gzip = self.decompress and (encoded or chunk[:2] == GZIP_MAGIC)
+                    if self.gzip:
+                        digest.start_gzip()
+                digest.write(out, chunk)
+                self.offset += len(chunk)
+        except zlib.error as exc:
+            raise ApiError(f"The result is not valid gzip: {exc}") from None
+        except (requests.RequestException, urllib3.exceptions.HTTPError, ConnectionError) as exc:
+            cause = type(exc).__name__
+            raise self._transient(f"download interrupted after {self.offset} bytes: {cause}") from None
+        if self.total is not None and self.offset < self.total:
+            raise self._transient(f"download cut at {self.offset} of {self.total} bytes")
+
+    def _refresh_url(self) -> None:
+        self.refreshes_left -= 1
+        log.info("The result URL %s was refused (expired?); asking for a fresh URL", redact_url(self.url))
+        self.url = self.url_provider()
+
+    def _raise_for(self, response: requests.Response) -> None:
+        excerpt = response.text[:300] if response.text else ""
+        message = f"Download of {redact_url(self.url)} failed with HTTP {response.status_code}: {excerpt}"
+        if response.status_code >= 500 or response.status_code == 429:
+            raise self._transient(message)
+        if response.status_code == 403:
+            raise PermissionDeniedError(message, status=403)
+        raise ApiError(message, status=response.status_code)
+
+    def _transient(self, message: str) -> ServerError:
+        error = ServerError(f"Fetching {redact_url(self.url)}: {message}")
+        error.retryable = True  # type: ignore[attr-defined]
+        return error
+
+
+def fetch_url(
+    url_provider: Callable[[], str] | str,
+    destination: Destination,
+    *,
+    headers: Mapping[str, str] | None = None,
+    decompress: bool = True,
+    retry: RetryPolicy | None = None,
+    timeout: tuple[float, float] = (10.0, 300.0),
+    session: requests.Session | None = None,
+    url_refreshes: int = 1,
+) -> FetchRecord:
+    """Stream a result to ``destination`` and return what was written.
+
+    :param url_provider: the URL, or a callable returning a fresh one (called once first, and once
+        more when the host refuses the URL as expired).
+    :param destination: a local path, a ``file://``/``s3://``/``gs://``... URI or an
+        ``ObjectStoragePath``.
+    :param headers: headers to send (none by default: result hosts get no credentials).
+    :param decompress: decode gzip payloads (detected by magic bytes or ``Content-Encoding``).
+    :param retry: retry policy for interrupted downloads and 5xx answers (resumed with ``Range``).
+    :param timeout: (connect, read) seconds.
+    :param session: a ``requests.Session`` to use.
+    :param url_refreshes: how many times an expired URL may be replaced by ``url_provider``.
+    """
+    provider = url_provider if callable(url_provider) else (lambda: str(url_provider))
+    target = _Target(destination)
+    owns_session = session is None
+    http = session or requests.Session()
+    digest = _Digest()
+    try:
+        download = _Download(provider, headers, decompress, timeout, http, url_refreshes)
+        with target.open() as out:
+            policy = retry or RetryPolicy()
+            for attempt in Retrying(**policy.tenacity_kwargs("fetch")):
+                with attempt:
+                    download.run(out, digest)
+            digest.finish(out)
+        target.commit()
+    except BaseException:
+        target.discard()
+        raise
+    finally:
+        if owns_session:
+            http.close()
+    record = FetchRecord(
+        uri=target.uri,
+        bytes=digest.size,
+        sha256=digest.sha.hexdigest(),
+        lines=digest.line_count,
+        source=redact_url(download.url),
+        compressed=bool(download.gzip),
+    )
+    log.info("Fetched %s -> %s (%d bytes, %d lines)", record.source, record.uri, record.bytes, record.lines)
+    return record

@@ -1,0 +1,243 @@
+"""The submit-and-wait operator, written once for every platform.
+
+A platform operator subclasses :class:`QueryTaskOperator`, sets ``hook_class`` and
+``trigger_class``, and implements :meth:`~QueryTaskOperator.validate_inputs`,
+:meth:`~QueryTaskOperator.submit` and usually :meth:`~QueryTaskOperator.on_query_finished`.
+The base runs the flow: validate -> re-attach or submit -> wait (in the worker, or deferred to
+the triggerer with an absolute deadline) -> check the final state -> the subclass's result.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import Any, ClassVar
+
+from airflow_provider_querytasks.common.errors import QueryTaskError, QueryTimeoutError
+from airflow_provider_querytasks.common.hooks import QueryTaskHook
+from airflow_provider_querytasks.common.triggers import (
+    QueryTaskTrigger,
+    check_final_state,
+    snapshot_from_event,
+)
+from airflow_provider_querytasks.common.wait import (
+    PollSchedule,
+    QueryState,
+    StatusSnapshot,
+    WaitLoop,
+    to_seconds,
+)
+from airflow_provider_querytasks.compat import BaseOperator, Context, conf
+
+#: Key under which the current query id is kept in Airflow 3.3's ``task_state_store``.
+STATE_STORE_KEY = "querytasks_query"
+
+
+def default_deferrable() -> bool:
+    """``[operators] default_deferrable`` (False when unset), as Airflow's own operators read it."""
+    return conf.getboolean("operators", "default_deferrable", fallback=False)
+
+
+class QueryTaskOperator(BaseOperator):
+    """Submit a remote query, wait for it, and return a JSON-able record.
+
+    :param conn_id: the Airflow connection id (the hook's default when omitted).
+    :param wait_for_completion: wait for the query to finish (else return right after submitting).
+    :param deferrable: wait in the triggerer instead of holding a worker slot.
+    :param poll_interval: longest time between two status polls (``timedelta`` or seconds);
+        polls start more often and back off to it.
+    :param timeout: how long to wait in total, deferred time included (``timedelta`` or seconds;
+        ``None`` for no limit). On timeout the remote query is cancelled when ``cancel_on_kill``.
+    :param cancel_on_kill: cancel the remote query when the task is killed or times out.
+    :param reattach: on a task retry, re-attach to the query the previous try started (when it
+        still runs or has succeeded) instead of submitting a duplicate.
+    """
+
+    hook_class: ClassVar[type[QueryTaskHook]]
+    trigger_class: ClassVar[type[QueryTaskTrigger]]
+    #: Whether a CANCELLED query counts as finished (else the task fails).
+    accept_cancelled: bool = False
+
+    template_fields: Sequence[str] = ("conn_id",)
+
+    def __init__(
+        self,
+        *,
+        conn_id: str | None = None,
+        wait_for_completion: bool = True,
+        deferrable: bool = default_deferrable(),
+        poll_interval: timedelta | float = timedelta(seconds=60),
+        timeout: timedelta | float | None = timedelta(hours=24),
+        cancel_on_kill: bool = True,
+        reattach: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.conn_id = conn_id or self.hook_class.default_conn_name
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = deferrable
+        self.poll_interval = to_seconds(poll_interval, "poll_interval")
+        self.timeout = to_seconds(timeout, "timeout", allow_none=True)
+        self.cancel_on_kill = cancel_on_kill
+        self.reattach = reattach
+        #: The query being waited for (what ``on_kill`` cancels).
+        self.query_id: str | None = None
+        #: What a subclass keeps across deferrals (JSON-able): remaining windows, pages done...
+        self.resume_state: dict[str, Any] = {}
+        self._deadline: float | None = None
+        self._started: float | None = None
+
+    @cached_property
+    def hook(self) -> QueryTaskHook:
+        return self.hook_class(self.conn_id)
+
+    # -- to implement -------------------------------------------------------------------------
+    def validate_inputs(self) -> None:
+        """Check the (rendered) parameters; raise :class:`InvalidInputError` before any call."""
+
+    def submit(self, context: Context) -> str:
+        """Submit the remote query and return its id."""
+        raise NotImplementedError
+
+    def find_running(self, context: Context) -> str | None:
+        """On a retry without a stored id: a live query the previous try submitted, if any."""
+        return None
+
+    def on_query_finished(self, context: Context, snapshot: StatusSnapshot) -> Any:
+        """The task's return value (XCom) for a query that finished successfully.
+
+        May call :meth:`wait_for` with another query id to chain (next page, next window).
+        """
+        return snapshot.to_event()
+
+    def submitted_result(self, context: Context, query_id: str) -> Any:
+        """The return value when ``wait_for_completion=False``."""
+        return {"query_id": query_id, "status": "submitted"}
+
+    # -- the flow -----------------------------------------------------------------------------
+    def execute(self, context: Context) -> Any:
+        self.validate_inputs()
+        self._started = time.time()
+        self._deadline = None if self.timeout is None else self._started + self.timeout
+        reattached = self._reattach(context) if self.reattach else None
+        if reattached is not None:
+            if reattached.state is QueryState.SUCCEEDED:
+                return self._finish(context, reattached)
+            query_id = reattached.query_id
+        else:
+            query_id = self.submit(context)
+            self.log.info("Submitted %s", self.hook.describe_query(query_id))
+        if not self.wait_for_completion:
+            self.remember(context, query_id)
+            return self.submitted_result(context, query_id)
+        return self.wait_for(context, query_id)
+
+    def wait_for(self, context: Context, query_id: str) -> Any:
+        """Wait for ``query_id`` (in the worker or deferred), then finish through the subclass."""
+        self.remember(context, query_id)
+        schedule = PollSchedule.from_poll_interval(self.poll_interval)
+        if self.deferrable:
+            trigger = self.trigger_class(
+                conn_id=self.conn_id,
+                query_id=query_id,
+                deadline=self._deadline,
+                poll_schedule=schedule.to_dict(),
+                started=time.time(),
+                cancel_on_kill=self.cancel_on_kill,
+            )
+            # The trigger carries the deadline: execution_timeout does not cover deferred time.
+            self.defer(
+                trigger=trigger,
+                method_name="execute_complete",
+                kwargs={"resume_state": self.resume_state, "deadline": self._deadline},
+                timeout=None,
+            )
+        loop = WaitLoop(self.hook.describe_query(query_id), schedule, self._deadline, logger=self.log)
+        try:
+            snapshot = loop.run(lambda: self.hook.get_status(query_id))
+        except QueryTimeoutError:
+            self._cancel_after_timeout()
+            raise
+        return self._finish(context, snapshot)
+
+    def execute_complete(
+        self,
+        context: Context,
+        event: dict[str, Any] | None = None,
+        resume_state: dict[str, Any] | None = None,
+        deadline: float | None = None,
+    ) -> Any:
+        """Resume after the trigger's event (failed, cancelled and timed-out queries raise)."""
+        self.resume_state = dict(resume_state or {})
+        self._deadline = deadline
+        self.query_id = (event or {}).get("query_id")
+        try:
+            snapshot = snapshot_from_event(event)
+        except QueryTimeoutError:
+            self._cancel_after_timeout()
+            raise
+        return self._finish(context, snapshot)
+
+    def _finish(self, context: Context, snapshot: StatusSnapshot) -> Any:
+        self.query_id = snapshot.query_id
+        check_final_state(self.hook, snapshot, accept_cancelled=self.accept_cancelled)
+        return self.on_query_finished(context, snapshot)
+
+    def on_kill(self) -> None:
+        """Cancel the remote query when the task is killed (or hits ``execution_timeout``)."""
+        if self.cancel_on_kill and self.query_id:
+            self.log.info("Task killed: cancelling %s", self.hook.describe_query(self.query_id))
+            self.hook.cancel_query(self.query_id)
+
+    def _cancel_after_timeout(self) -> None:
+        if self.cancel_on_kill and self.query_id:
+            try:
+                self.hook.cancel_query(self.query_id)
+            except QueryTaskError:
+                self.log.warning("Could not cancel %s after the timeout", self.query_id, exc_info=True)
+
+    # -- re-attach on retry -------------------------------------------------------------------
+    def remember(self, context: Context, query_id: str) -> None:
+        """Record the current query: XCom ``query_id``, and 3.3's task state store for retries."""
+        self.query_id = query_id
+        ti = context.get("ti")
+        if ti is not None:
+            ti.xcom_push(key="query_id", value=query_id)
+        store = context.get("task_state_store")
+        if store is not None:
+            store.set(STATE_STORE_KEY, {"query_id": query_id, "resume_state": self.resume_state})
+
+    def _reattach(self, context: Context) -> StatusSnapshot | None:
+        """A live or succeeded query of a previous try (state restored), or ``None``."""
+        ti = context.get("ti")
+        if ti is None or int(getattr(ti, "try_number", 1) or 1) <= 1:
+            return None
+        query_id = None
+        store = context.get("task_state_store")
+        stored = store.get(STATE_STORE_KEY) if store is not None else None
+        if isinstance(stored, dict) and stored.get("query_id"):
+            query_id = str(stored["query_id"])
+            saved = stored.get("resume_state")
+            self.resume_state = dict(saved) if isinstance(saved, dict) else {}
+        else:
+            query_id = self.find_running(context)
+        if query_id is None:
+            return None
+        snapshot = self.hook.get_status(query_id)
+        if snapshot.state in (QueryState.FAILED, QueryState.CANCELLED):
+            self.log.info(
+                "The previous try's %s ended %s: submitting again",
+                self.hook.describe_query(query_id),
+                snapshot.remote_status,
+            )
+            self.resume_state = {}
+            return None
+        self.log.info(
+            "Re-attaching to %s (%s) from the previous try",
+            self.hook.describe_query(query_id),
+            snapshot.remote_status,
+        )
+        self.query_id = query_id
+        return snapshot

@@ -1,0 +1,109 @@
+"""The query sensor, written once for every platform: poke, reschedule and deferrable."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import Any, ClassVar
+
+from airflow_provider_querytasks.common.errors import InvalidInputError
+from airflow_provider_querytasks.common.hooks import QueryTaskHook
+from airflow_provider_querytasks.common.operators import default_deferrable
+from airflow_provider_querytasks.common.triggers import (
+    QueryTaskTrigger,
+    check_final_state,
+    snapshot_from_event,
+)
+from airflow_provider_querytasks.common.wait import PollSchedule, StatusSnapshot, to_seconds
+from airflow_provider_querytasks.compat import BaseSensorOperator, Context, PokeReturnValue
+
+
+class QueryTaskSensor(BaseSensorOperator):
+    """Wait for a remote query submitted elsewhere (e.g. with ``wait_for_completion=False``).
+
+    Succeeds when the query succeeds (its record goes to XCom); fails with the platform's error
+    text when it fails. ``mode="poke"`` or ``"reschedule"`` poll from a worker; ``deferrable=True``
+    pokes once and then waits in the triggerer until the sensor's ``timeout``.
+
+    :param query_id: the remote query id (templated, e.g. from the submit task's XCom).
+    :param conn_id: the Airflow connection id (the hook's default when omitted).
+    :param deferrable: wait in the triggerer instead of a worker.
+    :param poll_interval: longest time between two polls (``timedelta`` or seconds); used as
+        ``poke_interval``.
+    :param accept_cancelled: treat a cancelled query as done instead of failing.
+    """
+
+    hook_class: ClassVar[type[QueryTaskHook]]
+    trigger_class: ClassVar[type[QueryTaskTrigger]]
+
+    template_fields: Sequence[str] = ("conn_id", "query_id")
+
+    def __init__(
+        self,
+        *,
+        query_id: str,
+        conn_id: str | None = None,
+        deferrable: bool = default_deferrable(),
+        poll_interval: timedelta | float = timedelta(seconds=60),
+        accept_cancelled: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        interval = to_seconds(poll_interval, "poll_interval")
+        kwargs.setdefault("poke_interval", interval)
+        super().__init__(**kwargs)
+        self.query_id = query_id
+        self.conn_id = conn_id or self.hook_class.default_conn_name
+        self.deferrable = deferrable
+        self.poll_interval = interval
+        self.accept_cancelled = accept_cancelled
+
+    @cached_property
+    def hook(self) -> QueryTaskHook:
+        return self.hook_class(self.conn_id)
+
+    def result_record(self, context: Context, snapshot: StatusSnapshot) -> Any:
+        """The XCom value for a finished query (platform sensors may add to it)."""
+        return snapshot.to_event()
+
+    def _query_id(self) -> str:
+        if not isinstance(self.query_id, str) or not self.query_id.strip():
+            raise InvalidInputError("query_id", f"must be a non-empty query id, got {self.query_id!r}")
+        return self.query_id.strip()
+
+    def poke(self, context: Context) -> PokeReturnValue | bool:
+        query_id = self._query_id()
+        snapshot = self.hook.get_status(query_id)
+        self.log.info(
+            "%s: %s (%s)", self.hook.describe_query(query_id), snapshot.state.value, snapshot.remote_status
+        )
+        if not snapshot.state.terminal:
+            return False
+        check_final_state(self.hook, snapshot, accept_cancelled=self.accept_cancelled)
+        return PokeReturnValue(is_done=True, xcom_value=self.result_record(context, snapshot))
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        done = self.poke(context)
+        if isinstance(done, PokeReturnValue):
+            return done.xcom_value
+        timeout = self.timeout.total_seconds() if isinstance(self.timeout, timedelta) else float(self.timeout)
+        self.defer(
+            trigger=self.trigger_class(
+                conn_id=self.conn_id,
+                query_id=self._query_id(),
+                deadline=time.time() + timeout,
+                poll_schedule=PollSchedule.from_poll_interval(self.poll_interval).to_dict(),
+                started=time.time(),
+                cancel_on_kill=False,  # the sensor does not own the query
+            ),
+            method_name="execute_complete",
+            timeout=None,
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
+        snapshot = snapshot_from_event(event)
+        check_final_state(self.hook, snapshot, accept_cancelled=self.accept_cancelled)
+        return self.result_record(context, snapshot)

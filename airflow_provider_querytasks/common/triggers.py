@@ -1,0 +1,166 @@
+"""The deferrable wait: one trigger class per platform, all written here once.
+
+A trigger polls its query's status with the shared :class:`~.wait.WaitLoop` on the triggerer's
+event loop (through the hook's async methods and the per-loop shared HTTP session) and yields one
+event. Its kwargs are plain JSON and carry an absolute wall-clock deadline, since
+``execution_timeout`` does not cover deferred time and a trigger may move between triggerers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
+
+from airflow_provider_querytasks.common.errors import QueryTaskError, QueryTimeoutError
+from airflow_provider_querytasks.common.hooks import QueryTaskHook
+from airflow_provider_querytasks.common.wait import PollSchedule, QueryState, StatusSnapshot, WaitLoop
+from airflow_provider_querytasks.compat import (
+    TRIGGER_ON_KILL_SUPPORTED,
+    BaseTrigger,
+    TriggerEvent,
+    task_is_still_deferred,
+)
+
+#: Event status per final state of the query.
+EVENT_STATUS = {
+    QueryState.SUCCEEDED: "success",
+    QueryState.FAILED: "failed",
+    QueryState.CANCELLED: "cancelled",
+}
+
+
+class QueryTaskTrigger(BaseTrigger):
+    """Waits for a remote query to finish and yields one event.
+
+    The event is ``{"status": "success"|"failed"|"cancelled"|"timeout"|"error", "query_id",
+    "message", "snapshot"}``; ``snapshot`` is the last :class:`~.wait.StatusSnapshot` as a dict.
+
+    :param conn_id: the Airflow connection id.
+    :param query_id: the remote query to wait for.
+    :param deadline: absolute wall-clock deadline (``time.time()`` seconds), or ``None``.
+    :param poll_schedule: the :class:`~.wait.PollSchedule` as a dict.
+    :param started: wall-clock start of the wait (keeps the schedule across deferrals).
+    :param cancel_on_kill: cancel the remote query when the task is killed while deferred.
+    """
+
+    hook_class: ClassVar[type[QueryTaskHook]]
+
+    def __init__(
+        self,
+        conn_id: str,
+        query_id: str,
+        deadline: float | None = None,
+        poll_schedule: dict[str, float] | None = None,
+        started: float | None = None,
+        cancel_on_kill: bool = True,
+    ) -> None:
+        super().__init__()
+        self.conn_id = conn_id
+        self.query_id = query_id
+        self.deadline = deadline
+        self.poll_schedule = poll_schedule or PollSchedule().to_dict()
+        self.started = time.time() if started is None else started
+        self.cancel_on_kill = cancel_on_kill
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "conn_id": self.conn_id,
+                "query_id": self.query_id,
+                "deadline": self.deadline,
+                "poll_schedule": self.poll_schedule,
+                "started": self.started,
+                "cancel_on_kill": self.cancel_on_kill,
+            },
+        )
+
+    def hook(self) -> QueryTaskHook:
+        return self.hook_class(self.conn_id)
+
+    def _event(self, status: str, message: str, snapshot: StatusSnapshot | None = None) -> TriggerEvent:
+        return TriggerEvent(
+            {
+                "status": status,
+                "query_id": self.query_id,
+                "message": message,
+                "snapshot": snapshot.to_event() if snapshot else None,
+            }
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        hook = self.hook()
+        describe = hook.describe_query(self.query_id)
+        loop = WaitLoop(
+            describe,
+            PollSchedule.from_dict(self.poll_schedule),
+            self.deadline,
+            started=self.started,
+            logger=self.log,
+        )
+        try:
+            snapshot = await loop.run_async(lambda: hook.aget_status(self.query_id))
+        except QueryTimeoutError as exc:
+            yield self._event("timeout", str(exc))
+            return
+        except QueryTaskError as exc:
+            yield self._event("error", str(exc))
+            return
+        except asyncio.CancelledError:
+            await self._cancel_if_task_was_killed(hook)
+            raise
+        except Exception as exc:  # an event, not a crashed trigger: the task shows the reason
+            yield self._event("error", f"{describe}: {type(exc).__name__}: {exc}")
+            return
+        message = f"{describe} ended {snapshot.remote_status}"
+        if snapshot.message:
+            message += f": {snapshot.message}"
+        yield self._event(EVENT_STATUS[snapshot.state], message, snapshot)
+
+    async def on_kill(self) -> None:
+        """Airflow 3.3+: the user killed the deferred task (marked it failed/success or cleared it)."""
+        if self.cancel_on_kill:
+            await self._cancel(self.hook())
+
+    async def _cancel_if_task_was_killed(self, hook: QueryTaskHook) -> None:
+        # Before 3.3 there is no on_kill: a cancelled trigger whose task is no longer deferred was
+        # killed by a user; one still deferred is being moved or restarted and must not cancel.
+        if TRIGGER_ON_KILL_SUPPORTED or not self.cancel_on_kill:
+            return
+        if await task_is_still_deferred(self) is False:
+            await self._cancel(hook)
+
+    async def _cancel(self, hook: QueryTaskHook) -> None:
+        try:
+            await hook.acancel_query(self.query_id)
+            self.log.info("Cancelled %s", hook.describe_query(self.query_id))
+        except Exception:
+            self.log.exception("Could not cancel %s", hook.describe_query(self.query_id))
+
+
+def snapshot_from_event(event: dict[str, Any] | None) -> StatusSnapshot:
+    """The final snapshot in a trigger event, or the error the event means.
+
+    :raises QueryTimeoutError: on a ``timeout`` event.
+    :raises QueryTaskError: on an ``error`` event or a missing event.
+    """
+    if not event:
+        raise QueryTaskError("The trigger returned no event")
+    status = event.get("status")
+    if status == "timeout":
+        raise QueryTimeoutError(event.get("message") or "The query did not finish before the timeout")
+    if status == "error" or not event.get("snapshot"):
+        raise QueryTaskError(event.get("message") or f"The trigger failed: {event!r}")
+    return StatusSnapshot.from_event(event["snapshot"])
+
+
+def check_final_state(
+    hook: QueryTaskHook, snapshot: StatusSnapshot, *, accept_cancelled: bool = False
+) -> None:
+    """Raise the hook's :meth:`~QueryTaskHook.failure_error` for a failed (or cancelled) query."""
+    if snapshot.state is QueryState.FAILED or (
+        snapshot.state is QueryState.CANCELLED and not accept_cancelled
+    ):
+        raise hook.failure_error(snapshot)
