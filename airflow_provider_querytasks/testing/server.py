@@ -21,6 +21,11 @@ from aiohttp import web
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+#: Request key set by a ``truncate`` fault; streaming handlers send half their body, then abort.
+TRUNCATE_MARK: Any = (
+    web.RequestKey("querytasks_truncate", bool) if hasattr(web, "RequestKey") else "querytasks_truncate"
+)
+
 
 class EmulatorClock:
     """Time as the emulator sees it: the wall clock, optionally sped up or moved forward.
@@ -219,7 +224,10 @@ class EmulatorServer:
             elif fault.action == "expire_token":
                 self.expire_tokens()
             elif fault.action == "truncate":
-                return await self._truncated(request, await handler(request))
+                # Streaming handlers (the storage site) cut their own body when they see the mark.
+                request[TRUNCATE_MARK] = True
+                response = await handler(request)
+                return response if response.prepared else await self._truncated(request, response)
             break
         return await handler(request)
 

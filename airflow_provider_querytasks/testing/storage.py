@@ -18,6 +18,8 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from airflow_provider_querytasks.testing.server import TRUNCATE_MARK
+
 #: Produces the bytes of a generated object, chunk by chunk (for objects too big to hold).
 ChunkSource = Callable[[], Iterator[bytes]]
 
@@ -168,7 +170,15 @@ class ObjectStorageSite:
             response.headers["Content-Encoding"] = obj.content_encoding
         await response.prepare(request)
         if request.method == "GET":
+            cut_at = (end - start + 1) // 2 if request.get(TRUNCATE_MARK) else None
+            sent = 0
             for chunk in obj.chunks(start, end):
+                if cut_at is not None and sent + len(chunk) > cut_at:
+                    await response.write(chunk[: cut_at - sent])
+                    if request.transport is not None:
+                        request.transport.abort()
+                    return response
                 await response.write(chunk)
+                sent += len(chunk)
         await response.write_eof()
         return response

@@ -1,0 +1,184 @@
+"""Retries, the no-retry rule for submissions, token refresh and masking, through the fake platform."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from airflow_provider_querytasks.common.auth import token_cache
+from airflow_provider_querytasks.common.errors import (
+    AmbiguousSubmissionError,
+    AuthenticationError,
+    InvalidInputError,
+    NotFoundError,
+    QueryTaskError,
+    RateLimitedError,
+)
+from airflow_provider_querytasks.common.protocol import ApiRequest
+from airflow_provider_querytasks.common.transport import RetryPolicy, close_shared_client_session
+from airflow_provider_querytasks.compat import redact
+
+from .conftest import FAST_RETRY
+from .fake_platform import FakeEmulator, FakeHook
+
+
+def test_429_with_retry_after_is_honoured(emulator: FakeEmulator, hook: FakeHook) -> None:
+    query_id = hook.create_query("select 1")
+    emulator.inject(
+        action="status",
+        site="api",
+        method="GET",
+        path="/queries/",
+        times=2,
+        status=429,
+        body={"message": "slow down"},
+        headers={"Retry-After": "0.15"},
+    )
+    snapshot = hook.get_status(query_id)
+    assert snapshot.query_id == query_id
+    gets = emulator.requests_to("api", "GET", f"/queries/{query_id}$")
+    assert [r.status for r in gets] == [429, 429, 200]
+    # Retry-After (0.15 s) was waited, not the 0.01 s backoff.
+    assert gets[1].at - gets[0].at >= 0.12
+
+
+def test_429_without_retry_after_backs_off_and_succeeds(emulator: FakeEmulator, hook: FakeHook) -> None:
+    query_id = hook.create_query("select 1")
+    emulator.inject(action="status", site="api", method="GET", times=1, status=429, body={"message": "x"})
+    assert hook.get_status(query_id).query_id == query_id
+
+
+def test_429_on_submission_is_retried_once_created(emulator: FakeEmulator, hook: FakeHook) -> None:
+    emulator.inject(action="status", site="api", method="POST", times=1, status=429, body={"message": "x"})
+    hook.create_query("select 1")
+    assert len(emulator.queries) == 1
+    assert [r.status for r in emulator.requests_to("api", "POST")] == [429, 201]
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_5xx_on_submission_is_never_retried(emulator: FakeEmulator, hook: FakeHook, status: int) -> None:
+    emulator.inject(action="status", site="api", method="POST", times=1, status=status, body={"message": "x"})
+    with pytest.raises(AmbiguousSubmissionError, match="not retried"):
+        hook.create_query("select 1")
+    assert len(emulator.requests_to("api", "POST")) == 1
+
+
+def test_dropped_connection_on_submission_is_never_retried(emulator: FakeEmulator, hook: FakeHook) -> None:
+    emulator.inject(action="drop", site="api", method="POST", times=1)
+    with pytest.raises(AmbiguousSubmissionError):
+        hook.create_query("select 1")
+    assert len(emulator.requests_to("api", "POST")) == 1
+
+
+@pytest.mark.parametrize("action", ["status", "drop"])
+def test_idempotent_calls_are_retried_after_5xx_and_drops(
+    emulator: FakeEmulator, hook: FakeHook, action: str
+) -> None:
+    query_id = hook.create_query("select 1")
+    emulator.inject(action=action, site="api", method="GET", times=2, status=503, body={"message": "x"})
+    assert hook.get_status(query_id).query_id == query_id
+    assert len(emulator.requests_to("api", "GET", f"/queries/{query_id}$")) == 3
+
+
+def test_read_timeout_is_retried_for_idempotent_calls(emulator: FakeEmulator) -> None:
+    hook = FakeHook(retry=FAST_RETRY, timeout=(2.0, 0.3))
+    query_id = hook.create_query("select 1")
+    emulator.inject(action="delay", site="api", method="GET", times=1, seconds=1.0)
+    assert hook.get_status(query_id).query_id == query_id
+
+
+def test_retries_stop_at_the_cap(emulator: FakeEmulator) -> None:
+    hook = FakeHook(retry=RetryPolicy(attempts=3, initial=0.01, maximum=0.05, jitter=0))
+    query_id = hook.create_query("select 1")
+    emulator.inject(action="status", site="api", method="GET", times=None, status=429, body={"message": "x"})
+    with pytest.raises(RateLimitedError):
+        hook.get_status(query_id)
+    assert len(emulator.requests_to("api", "GET", f"/queries/{query_id}$")) == 3
+
+
+def test_client_errors_are_not_retried_and_carry_the_platform_text(
+    emulator: FakeEmulator, hook: FakeHook
+) -> None:
+    with pytest.raises(NotFoundError, match="no such query") as info:
+        hook.get_status("missing")
+    assert info.value.status == 404
+    assert len(emulator.requests_to("api", "GET")) == 1
+
+
+def test_expired_token_is_refreshed_once(emulator: FakeEmulator, hook: FakeHook) -> None:
+    query_id = hook.create_query("select 1")
+    emulator.expire_tokens()
+    assert hook.get_status(query_id).query_id == query_id
+    assert len(emulator.requests_to("token")) == 2
+
+
+def test_bad_credentials_fail_clearly(emulator: FakeEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    conn = emulator.connection()
+    conn.pop("conn_id")
+    conn["password"] = "wrong"
+    monkeypatch.setenv("AIRFLOW_CONN_FAKE_DEFAULT", json.dumps(conn))
+    with pytest.raises(AuthenticationError, match="invalid_client"):
+        FakeHook(retry=FAST_RETRY).create_query("select 1")
+
+
+def test_credentials_are_never_sent_to_another_host(emulator: FakeEmulator, hook: FakeHook) -> None:
+    other = emulator.urls["storage"] + "/anything"
+    with pytest.raises(QueryTaskError, match="Refusing to send"):
+        hook.call(ApiRequest("GET", other, "getQuery"))
+    assert emulator.requests_to("storage") == []
+
+
+def test_plain_http_to_a_remote_host_is_refused(
+    emulator: FakeEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    conn = emulator.connection()
+    conn.pop("conn_id")
+    conn["extra"]["endpoint"] = "http://api.example.com"
+    monkeypatch.setenv("AIRFLOW_CONN_FAKE_DEFAULT", json.dumps(conn))
+    with pytest.raises(InvalidInputError, match="endpoint.*https is required"):
+        FakeHook().create_query("select 1")
+    assert emulator.requests == []
+
+
+async def test_many_waiters_share_one_token_request(emulator: FakeEmulator) -> None:
+    query_id = FakeHook(retry=FAST_RETRY).create_query("select 1")
+    token_cache.clear()
+    emulator.clear()
+    hooks = [FakeHook(retry=FAST_RETRY) for _ in range(30)]
+    try:
+        snapshots = await asyncio.gather(*(h.aget_status(query_id) for h in hooks))
+    finally:
+        await close_shared_client_session()
+    assert {s.query_id for s in snapshots} == {query_id}
+    assert len(emulator.requests_to("token")) == 1
+
+
+def test_many_threads_share_one_token_request(emulator: FakeEmulator) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    query_id = FakeHook(retry=FAST_RETRY).create_query("select 1")
+    token_cache.clear()
+    emulator.clear()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: FakeHook(retry=FAST_RETRY).get_status(query_id), range(16)))
+    assert len(emulator.requests_to("token")) == 1
+
+
+def test_secrets_are_masked_and_never_logged(
+    emulator: FakeEmulator, hook: FakeHook, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    query_id = hook.create_query("select 1")
+    emulator.inject(action="status", site="api", method="GET", times=1, status=429, body={"message": "x"})
+    hook.get_status(query_id)
+    token = next(iter(emulator.tokens))
+    assert "s3cr3t-client-secret" not in caplog.text
+    assert token not in caplog.text
+    # Registered with Airflow's masker as soon as read: any log line would show *** instead.
+    assert redact(f"secret s3cr3t-client-secret token {token}") == "secret *** token ***"

@@ -1,0 +1,215 @@
+"""The shared trigger (round trip, events, cancel on kill) and the atomic streaming fetch."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_querytasks.common.errors import ApiError, InvalidInputError, ServerError
+from airflow_provider_querytasks.common.fetch import destination_for, fetch_url
+from airflow_provider_querytasks.common.transport import RetryPolicy, close_shared_client_session
+from airflow_provider_querytasks.compat import ObjectStoragePath
+
+from .conftest import FAST_RETRY
+from .fake_platform import FakeEmulator, FakeHook, FakeTrigger
+
+
+def trigger_for(query_id: str, **kwargs: Any) -> FakeTrigger:
+    defaults: dict[str, Any] = {
+        "conn_id": "fake_default",
+        "query_id": query_id,
+        "deadline": time.time() + 30,
+        "poll_schedule": {"initial": 0.05, "maximum": 0.1, "proportion": 0.1},
+    }
+    return FakeTrigger(**{**defaults, **kwargs})
+
+
+async def first_event(trigger: FakeTrigger) -> dict[str, Any]:
+    try:
+        async for event in trigger.run():
+            return dict(event.payload)
+    finally:
+        await close_shared_client_session()
+    raise AssertionError("the trigger yielded nothing")
+
+
+def test_trigger_serialises_to_json_and_round_trips() -> None:
+    trigger = trigger_for("q1", started=123.0, cancel_on_kill=False)
+    classpath, kwargs = trigger.serialize()
+    json.dumps(kwargs)  # plain JSON only
+    module, _, name = classpath.rpartition(".")
+    rebuilt = getattr(importlib.import_module(module), name)(**kwargs)
+    assert rebuilt.serialize() == (classpath, kwargs)
+    assert kwargs["query_id"] == "q1" and kwargs["started"] == 123.0 and kwargs["cancel_on_kill"] is False
+
+
+async def test_trigger_yields_success(emulator: FakeEmulator, hook: FakeHook) -> None:
+    query_id = hook.create_query("select 1")
+    event = await first_event(trigger_for(query_id))
+    assert event["status"] == "success"
+    assert event["snapshot"]["remote_status"] == "DONE"
+    assert len(emulator.requests_to("api", "GET", f"/queries/{query_id}$")) >= 2
+
+
+async def test_trigger_yields_failed_with_remote_text(hook: FakeHook, emulator: FakeEmulator) -> None:
+    emulator.outcome = "FAILED"
+    event = await first_event(trigger_for(hook.create_query("select * from users_2")))
+    assert event["status"] == "failed"
+    assert "Table users_2 does not exist" in event["message"]
+
+
+async def test_trigger_yields_timeout_at_its_deadline(hook: FakeHook, emulator: FakeEmulator) -> None:
+    emulator.duration = 60
+    event = await first_event(trigger_for(hook.create_query("select 1"), deadline=time.time() + 0.3))
+    assert event["status"] == "timeout"
+    assert "did not finish before the timeout" in event["message"]
+
+
+async def test_trigger_resumes_after_a_restart_from_its_kwargs(
+    hook: FakeHook, emulator: FakeEmulator
+) -> None:
+    query_id = hook.create_query("select 1")
+    _, kwargs = trigger_for(query_id).serialize()
+    # A new triggerer process: fresh caches, the trigger rebuilt from its kwargs.
+    from airflow_provider_querytasks.common.auth import token_cache
+
+    token_cache.clear()
+    event = await first_event(FakeTrigger(**kwargs))
+    assert event["status"] == "success" and event["query_id"] == query_id
+    assert len(emulator.requests_to("api", "POST")) == 1
+
+
+async def test_trigger_error_event_instead_of_a_crash(emulator: FakeEmulator) -> None:
+    event = await first_event(trigger_for("missing"))
+    assert event["status"] == "error"
+    assert "no such query" in event["message"]
+
+
+async def test_trigger_on_kill_cancels_the_remote_query(hook: FakeHook, emulator: FakeEmulator) -> None:
+    emulator.duration = 60
+    query_id = hook.create_query("select 1")
+    try:
+        await trigger_for(query_id).on_kill()
+    finally:
+        await close_shared_client_session()
+    assert emulator.queries[query_id].cancelled
+    assert len(emulator.requests_to("api", "DELETE")) == 1
+
+
+async def test_trigger_on_kill_respects_cancel_on_kill_false(hook: FakeHook, emulator: FakeEmulator) -> None:
+    emulator.duration = 60
+    query_id = hook.create_query("select 1")
+    await trigger_for(query_id, cancel_on_kill=False).on_kill()
+    assert not emulator.queries[query_id].cancelled
+
+
+# -- fetch ----------------------------------------------------------------------------------
+
+ROWS = b"".join(b"%d,name-%d\n" % (i, i) for i in range(50_000))
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_fetch_streams_gzip_and_records_size_hash_lines(emulator: FakeEmulator, tmp_path: Path) -> None:
+    emulator.storage.put("r.csv.gz", ROWS, gzip=True)
+    record = fetch_url(emulator.storage.presign("r.csv.gz"), tmp_path / "out" / "r.csv")
+    assert (tmp_path / "out" / "r.csv").read_bytes() == ROWS
+    assert record.bytes == len(ROWS) and record.lines == 50_000 and record.compressed
+    assert record.sha256 == hashlib.sha256(ROWS).hexdigest()
+    assert "?" not in record.source  # no presigned signature in XCom
+    json.dumps(record.to_dict())
+    assert emulator.storage.leaks == []
+
+
+def test_fetch_detects_gzip_by_magic_bytes(emulator: FakeEmulator, tmp_path: Path) -> None:
+    emulator.storage.put("plain-gz", gzip.compress(ROWS))  # no Content-Encoding header
+    record = fetch_url(emulator.storage.presign("plain-gz"), tmp_path / "r.csv")
+    assert (tmp_path / "r.csv").read_bytes() == ROWS and record.compressed
+
+
+def test_fetch_resumes_a_cut_download_with_range(emulator: FakeEmulator, tmp_path: Path) -> None:
+    emulator.storage.put("r.csv", ROWS)
+    emulator.inject(action="truncate", site="storage", times=1)
+    record = fetch_url(emulator.storage.presign("r.csv"), tmp_path / "r.csv", retry=FAST_RETRY)
+    assert (tmp_path / "r.csv").read_bytes() == ROWS and record.bytes == len(ROWS)
+    second = emulator.requests_to("storage")[1]
+    assert (second.header("Range") or "").startswith("bytes=")
+
+
+def test_failed_fetch_leaves_nothing_under_the_final_name(emulator: FakeEmulator, tmp_path: Path) -> None:
+    emulator.storage.put("r.csv", ROWS)
+    emulator.inject(action="truncate", site="storage", times=None)
+    with pytest.raises(ServerError, match="cut|interrupted"):
+        fetch_url(
+            emulator.storage.presign("r.csv"),
+            tmp_path / "r.csv",
+            retry=RetryPolicy(attempts=2, initial=0.01, maximum=0.02, jitter=0),
+        )
+    assert leftovers(tmp_path) == []
+
+
+def test_failed_fetch_keeps_an_older_file_intact(emulator: FakeEmulator, tmp_path: Path) -> None:
+    (tmp_path / "r.csv").write_bytes(b"yesterday\n")
+    emulator.inject(action="status", site="storage", times=None, status=500, body="boom")
+    with pytest.raises(ServerError):
+        fetch_url(
+            emulator.storage.presign("r.csv"),
+            tmp_path / "r.csv",
+            retry=RetryPolicy(attempts=2, initial=0.01, maximum=0.02, jitter=0),
+        )
+    assert leftovers(tmp_path) == ["r.csv"] and (tmp_path / "r.csv").read_bytes() == b"yesterday\n"
+
+
+def test_expired_url_is_replaced_once(emulator: FakeEmulator, tmp_path: Path) -> None:
+    emulator.storage.put("r.csv", ROWS)
+    stale = emulator.storage.presign("r.csv")
+    emulator.storage.expire_all()
+    calls: list[str] = []
+
+    def provider() -> str:
+        calls.append("x")
+        return stale if len(calls) == 1 else emulator.storage.presign("r.csv")
+
+    fetch_url(provider, tmp_path / "r.csv", retry=FAST_RETRY)
+    assert len(calls) == 2 and (tmp_path / "r.csv").read_bytes() == ROWS
+
+
+def test_url_that_stays_expired_fails_clearly(emulator: FakeEmulator, tmp_path: Path) -> None:
+    emulator.storage.put("r.csv", ROWS)
+    url = emulator.storage.presign("r.csv", ttl=-10)
+    with pytest.raises(ApiError, match="(?s)HTTP 403.*expired"):
+        fetch_url(lambda: url, tmp_path / "r.csv", retry=FAST_RETRY)
+    assert leftovers(tmp_path) == []
+
+
+def test_invalid_gzip_is_an_error_not_a_file(emulator: FakeEmulator, tmp_path: Path) -> None:
+    emulator.storage.put("bad.gz", b"\x1f\x8bnot gzip at all")
+    with pytest.raises(ApiError, match="not valid gzip"):
+        fetch_url(emulator.storage.presign("bad.gz"), tmp_path / "r.csv", retry=FAST_RETRY)
+    assert leftovers(tmp_path) == []
+
+
+def test_fetch_to_an_object_storage_path(emulator: FakeEmulator, tmp_path: Path) -> None:
+    emulator.storage.put("r.csv", ROWS)
+    target = ObjectStoragePath(f"file://{tmp_path}/obj/r.csv")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    record = fetch_url(emulator.storage.presign("r.csv"), target)
+    assert (tmp_path / "obj" / "r.csv").read_bytes() == ROWS
+    assert record.uri.endswith("/obj/r.csv")
+    assert leftovers(tmp_path / "obj") == ["r.csv"]
+
+
+def test_destination_folder_gets_the_file_name() -> None:
+    assert destination_for("/data/out/", "a.csv") == "/data/out/a.csv"
+    assert destination_for("/data/out/x.csv", "a.csv") == "/data/out/x.csv"
+    with pytest.raises(InvalidInputError, match="destination"):
+        destination_for("  ", "a.csv")
