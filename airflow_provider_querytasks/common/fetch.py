@@ -21,7 +21,7 @@ import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -98,7 +98,9 @@ class _Target:
 
     def __init__(self, destination: Destination) -> None:
         self.final: Path | ObjectStoragePath
-        if _is_local(destination):
+        # Not isinstance(Path): on Airflow 2.11 an ObjectStoragePath is a pathlib.Path too.
+        self.local = _is_local(destination)
+        if self.local:
             local = Path(str(destination).removeprefix("file://")).expanduser()
             local.parent.mkdir(parents=True, exist_ok=True)
             self.final = local
@@ -110,16 +112,20 @@ class _Target:
 
     @property
     def uri(self) -> str:
-        return str(self.final) if isinstance(self.final, Path) else self.final.as_uri()
+        return str(self.final) if self.local else self.final.as_uri()
 
     def open(self) -> IO[bytes]:
         return self.temp.open("wb")  # type: ignore[no-any-return]
 
     def commit(self) -> None:
-        if isinstance(self.temp, Path):
-            os.replace(self.temp, str(self.final))
-        else:
-            self.temp.rename(self.final)
+        if self.local:
+            os.replace(self.temp, self.final)
+        else:  # fsspec's move: a rename where the store has one, else copy and delete
+            remote_temp, remote_final = (
+                cast("ObjectStoragePath", self.temp),
+                cast("ObjectStoragePath", self.final),
+            )
+            remote_temp.fs.mv(remote_temp.path, remote_final.path)
 
     def discard(self) -> None:
         try:

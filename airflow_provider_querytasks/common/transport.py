@@ -15,8 +15,10 @@ Retries use tenacity: 429, 5xx and connection errors, exponential backoff with j
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import weakref
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -319,6 +321,26 @@ async def close_shared_client_session() -> None:
         await session.close()
 
 
+_LEASES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = weakref.WeakKeyDictionary()
+
+
+@contextlib.asynccontextmanager
+async def shared_session_lease() -> AsyncIterator[None]:
+    """Keep the loop's shared session open while the body runs; the last lease closes it.
+
+    Triggers hold a lease while they wait, so a busy triggerer keeps one warm connection pool,
+    and a loop whose triggers are all done (``dag.test()``, tests) does not leak an open session.
+    """
+    loop = asyncio.get_running_loop()
+    _LEASES[loop] = _LEASES.get(loop, 0) + 1
+    try:
+        yield
+    finally:
+        _LEASES[loop] -= 1
+        if _LEASES[loop] == 0:
+            await close_shared_client_session()
+
+
 class AsyncApiClient:
     """Executes API requests with ``aiohttp`` on the shared per-loop session (triggers).
 
@@ -399,4 +421,5 @@ __all__ = [
     "SyncApiClient",
     "close_shared_client_session",
     "shared_client_session",
+    "shared_session_lease",
 ]

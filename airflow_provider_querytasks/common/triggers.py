@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from airflow_provider_querytasks.common.errors import QueryTaskError, QueryTimeoutError
 from airflow_provider_querytasks.common.hooks import QueryTaskHook
+from airflow_provider_querytasks.common.transport import shared_session_lease
 from airflow_provider_querytasks.common.wait import PollSchedule, QueryState, StatusSnapshot, WaitLoop
 from airflow_provider_querytasks.compat import (
     TRIGGER_ON_KILL_SUPPORTED,
@@ -101,7 +102,8 @@ class QueryTaskTrigger(BaseTrigger):
             logger=self.log,
         )
         try:
-            snapshot = await loop.run_async(lambda: hook.aget_status(self.query_id))
+            async with shared_session_lease():
+                snapshot = await loop.run_async(lambda: hook.aget_status(self.query_id))
         except QueryTimeoutError as exc:
             yield self._event("timeout", str(exc))
             return
@@ -134,7 +136,8 @@ class QueryTaskTrigger(BaseTrigger):
 
     async def _cancel(self, hook: QueryTaskHook) -> None:
         try:
-            await hook.acancel_query(self.query_id)
+            async with shared_session_lease():
+                await hook.acancel_query(self.query_id)
             self.log.info("Cancelled %s", hook.describe_query(self.query_id))
         except Exception:
             self.log.exception("Could not cancel %s", hook.describe_query(self.query_id))
