@@ -119,7 +119,7 @@ class _Target:
 
     def commit(self) -> None:
         if self.local:
-            os.replace(self.temp, self.final)
+            os.replace(str(self.temp), str(self.final))
         else:  # fsspec's move: a rename where the store has one, else copy and delete
             remote_temp, remote_final = (
                 cast("ObjectStoragePath", self.temp),
