@@ -136,6 +136,9 @@ class PlatformApi:
     request_id_header: str = "x-request-id"
     #: operation -> (requests per second, burst), as published by the platform.
     rate_limits: Mapping[str, tuple[float, float]] = {}
+    #: (requests per second, burst) shared by every authenticated operation without a plan of
+    #: its own, for platforms whose limit is per app and account rather than per operation.
+    shared_rate_limit: tuple[float, float] | None = None
     #: response headers worth a log line (rate-limit state, request ids); never credentials.
     logged_headers: tuple[str, ...] = ()
 

@@ -141,9 +141,11 @@ class _CallPolicy:
 
     def bucket(self, request: ApiRequest) -> TokenBucket | None:
         plan = self.api.rate_limits.get(request.operation)
-        if plan is None:
-            return None
-        return rate_limiters.bucket(self.api.platform, self.api.account, request.operation, *plan)
+        if plan is not None:
+            return rate_limiters.bucket(self.api.platform, self.api.account, request.operation, *plan)
+        if self.api.shared_rate_limit is not None and request.authenticated:
+            return rate_limiters.bucket(self.api.platform, self.api.account, "*", *self.api.shared_rate_limit)
+        return None
 
     def wants_token(self, request: ApiRequest) -> bool:
         return request.authenticated and self.token_source is not None

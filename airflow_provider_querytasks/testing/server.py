@@ -15,9 +15,11 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
+
+_Server = TypeVar("_Server", bound="EmulatorServer")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -244,7 +246,7 @@ class EmulatorServer:
         return cut
 
     # -- lifecycle ----------------------------------------------------------------------------
-    async def start_async(self) -> EmulatorServer:
+    async def start_async(self: _Server) -> _Server:
         """Serve every site on the running event loop."""
         for site_name, app in self.build_sites().items():
             app.middlewares.insert(0, self._middleware(site_name))  # type: ignore[arg-type]
@@ -263,7 +265,7 @@ class EmulatorServer:
             await runner.cleanup()
         self._runners.clear()
 
-    def start(self) -> EmulatorServer:
+    def start(self: _Server) -> _Server:
         """Serve every site from a background thread; returns once the ports are bound."""
         ready = threading.Event()
         failure: list[BaseException] = []
@@ -297,7 +299,7 @@ class EmulatorServer:
         self._loop = None
         self._thread = None
 
-    def __enter__(self) -> EmulatorServer:
+    def __enter__(self: _Server) -> _Server:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

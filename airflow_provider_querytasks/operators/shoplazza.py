@@ -1,0 +1,220 @@
+"""Operators for Shoplazza data query tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime
+from functools import cached_property
+from typing import Any
+
+from airflow_provider_querytasks.common.errors import InvalidInputError
+from airflow_provider_querytasks.common.fetch import Destination, destination_for, redact_url
+from airflow_provider_querytasks.common.operators import QueryTaskOperator
+from airflow_provider_querytasks.common.wait import StatusSnapshot
+from airflow_provider_querytasks.compat import BaseOperator, Context
+from airflow_provider_querytasks.hooks.shoplazza import ShoplazzaHook
+from airflow_provider_querytasks.protocols.shoplazza import (
+    TimeWindow,
+    result_url,
+    shop_timezone,
+    split_window,
+    validate_event,
+)
+from airflow_provider_querytasks.triggers.shoplazza import ShoplazzaDataTaskTrigger
+
+TimeValue = datetime | date | str
+
+
+def window_filename(event: str, window: TimeWindow) -> str:
+    """``purchase_product_20261120T000000_20261121T000000.csv``."""
+    compact = {key: value.replace("-", "").replace(":", "") for key, value in window.to_dict().items()}
+    return f"{event}_{compact['begin']}_{compact['end']}.csv"
+
+
+class ShoplazzaDataTaskOperator(QueryTaskOperator):
+    """Export one event type over a time window as CSV: create task(s), wait, optionally fetch.
+
+    A window longer than 24 h (Shoplazza's limit per task) is split into consecutive windows of
+    at most 24 h; they are submitted one after another (each waited for, in the worker or
+    deferred, before the next is created) so the store's task cap and rate limit are not hit, and
+    all are fetched. For parallel windows, map the operator over
+    :func:`~airflow_provider_querytasks.protocols.shoplazza.split_window` instead (see the docs).
+
+    Shoplazza's times carry no offset: aware datetimes (such as ``data_interval_start``) are
+    converted to ``timezone`` and naive ones are read in it. Which zone a shop uses is not
+    documented; set it to the shop's zone when it is not UTC.
+
+    Returns ``{"event", "window": {"begin", "end"}, "status", "windows": [record, ...]}`` where a
+    record is ``{"query_id", "event", "window", "status", "url", "fetch"}`` (``url`` without its
+    query string; ``fetch`` is the fetch record, or ``None``). With a single window the record's
+    ``query_id``, ``url`` and ``fetch`` are also at the top level.
+
+    :param event: the event type (``purchase_product``, ``pageview``...; see ``EVENTS``). Templated.
+    :param begin_time: window start: datetime, pendulum or ISO 8601 string. Templated
+        (``{{ data_interval_start }}``).
+    :param end_time: window end, after ``begin_time``. Templated.
+    :param timezone: IANA zone Shoplazza reads times in (default ``UTC``). Templated.
+    :param destination: where to fetch the CSV: a path or an object-storage URI (templated), or an
+        ``ObjectStoragePath``. Ending in ``/`` it is a folder and each window's file is named
+        ``<event>_<begin>_<end>.csv``; a split window needs a folder. ``None``: do not fetch.
+    :param conn_id: the ``shoplazza`` connection (``shoplazza_default``).
+    :param wait_for_completion: wait for the task(s) (else return their ids right after creating).
+    :param deferrable: wait in the triggerer.
+    :param poll_interval: longest time between polls (``timedelta`` or seconds).
+    :param timeout: total wait, deferred time included (``timedelta`` or seconds).
+    """
+
+    hook_class = ShoplazzaHook
+    trigger_class = ShoplazzaDataTaskTrigger
+    template_fields: Sequence[str] = (
+        "conn_id",
+        "event",
+        "begin_time",
+        "end_time",
+        "timezone",
+        "destination",
+    )
+    ui_color = "#f0e4ff"
+
+    def __init__(
+        self,
+        *,
+        event: str,
+        begin_time: TimeValue,
+        end_time: TimeValue,
+        timezone: str = "UTC",
+        destination: Destination | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.event = event
+        self.begin_time = begin_time
+        self.end_time = end_time
+        self.timezone = timezone
+        self.destination = destination
+
+    @cached_property
+    def shoplazza(self) -> ShoplazzaHook:
+        hook = self.hook
+        assert isinstance(hook, ShoplazzaHook)
+        return hook
+
+    # -- validation before any call -----------------------------------------------------------
+    def validate_inputs(self) -> None:
+        validate_event(self.event)
+        shop_timezone(self.timezone)
+        windows = split_window(self.begin_time, self.end_time, timezone=self.timezone)
+        if self.destination is not None:
+            if not self.wait_for_completion:
+                raise InvalidInputError(
+                    "destination",
+                    "fetching needs wait_for_completion=True; or use ShoplazzaDownloadResultOperator",
+                )
+            destination_for(self.destination, "x")  # rejects an empty destination
+            if len(windows) > 1 and not str(self.destination).endswith("/"):
+                raise InvalidInputError(
+                    "destination",
+                    f"the window is split into {len(windows)} tasks of at most 24 h: give a folder "
+                    f"(ending in '/'), not the single file {str(self.destination)!r}",
+                )
+        self.resume_state = {"windows": [w.to_dict() for w in windows], "records": [], "current": None}
+
+    # -- the flow -----------------------------------------------------------------------------
+    def _windows(self) -> list[TimeWindow]:
+        return [TimeWindow(**w) for w in self.resume_state["windows"]]
+
+    def _submit_window(self, index: int) -> str:
+        window = self._windows()[index]
+        query_id = self.shoplazza.create_task(self.event, window.begin, window.end)
+        self.log.info(
+            "Created Shoplazza data task %s: %s from %s to %s (%d/%d)",
+            query_id,
+            self.event,
+            window.begin,
+            window.end,
+            index + 1,
+            len(self.resume_state["windows"]),
+        )
+        self.resume_state["current"] = {"query_id": query_id, "window": window.to_dict()}
+        return query_id
+
+    def submit(self, context: Context) -> str:
+        return self._submit_window(len(self.resume_state["records"]))
+
+    def submitted_result(self, context: Context, query_id: str) -> Any:
+        records = [self._record(query_id, "submitted")]
+        for index in range(1, len(self.resume_state["windows"])):
+            records.append(self._record(self._submit_window(index), "submitted"))
+        return self._result(records, "submitted")
+
+    def on_query_finished(self, context: Context, snapshot: StatusSnapshot) -> Any:
+        url = result_url(snapshot.raw) or ""
+        record = self._record(snapshot.query_id, "complete", url=redact_url(url))
+        if self.destination is not None:
+            window = TimeWindow(**record["window"])
+            target = destination_for(self.destination, window_filename(self.event, window))
+            record["fetch"] = self.shoplazza.download_result(snapshot.query_id, target)
+        records = [*self.resume_state["records"], record]
+        self.resume_state["records"] = records
+        if len(records) < len(self.resume_state["windows"]):
+            return self.wait_for(context, self._submit_window(len(records)))
+        return self._result(records, "complete")
+
+    def _record(self, query_id: str, status: str, url: str | None = None) -> dict[str, Any]:
+        current = self.resume_state.get("current") or {}
+        window = current.get("window") if current.get("query_id") == query_id else None
+        return {
+            "query_id": query_id,
+            "event": self.event,
+            "window": window,
+            "status": status,
+            "url": url,
+            "fetch": None,
+        }
+
+    def _result(self, records: list[dict[str, Any]], status: str) -> dict[str, Any]:
+        windows = self.resume_state["windows"]
+        result: dict[str, Any] = {
+            "event": self.event,
+            "window": {"begin": windows[0]["begin"], "end": windows[-1]["end"]},
+            "status": status,
+            "windows": records,
+        }
+        if len(records) == 1:
+            result.update({key: records[0][key] for key in ("query_id", "url", "fetch")})
+        return result
+
+
+class ShoplazzaDownloadResultOperator(BaseOperator):
+    """Fetch a complete data task's CSV to a destination (atomically; no Shoplazza header sent).
+
+    Returns the fetch record (``uri``, ``bytes``, ``sha256``, ``lines``, ``rows``, ``source``).
+
+    :param query_id: the task id (templated, e.g. ``{{ ti.xcom_pull('export', key='query_id') }}``).
+    :param destination: a file path, a folder ending in ``/`` (the file is then
+        ``<query_id>.csv``), an object-storage URI or an ``ObjectStoragePath``. Templated.
+    :param conn_id: the ``shoplazza`` connection (``shoplazza_default``).
+    """
+
+    template_fields: Sequence[str] = ("conn_id", "query_id", "destination")
+    ui_color = "#f0e4ff"
+
+    def __init__(
+        self,
+        *,
+        query_id: str,
+        destination: Destination,
+        conn_id: str = ShoplazzaHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.query_id = query_id
+        self.destination = destination
+        self.conn_id = conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        if not isinstance(self.query_id, str) or not self.query_id.strip():
+            raise InvalidInputError("query_id", f"must be a non-empty task id, got {self.query_id!r}")
+        query_id = self.query_id.strip()
+        target = destination_for(self.destination, f"{query_id}.csv")
+        return ShoplazzaHook(self.conn_id).download_result(query_id, target)

@@ -1,0 +1,422 @@
+"""Shoplazza OpenAPI 2022-01 data query tasks: URLs, parameters, answers and statuses.
+
+Written once and executed by the sync and async clients of :mod:`~..common.transport`. Facts and
+their sources are in ``docs/shoplazza.md``; what the public documentation leaves unknown (the
+failure value of ``query_status``, the time zone of naive times, the lifetime of result URLs) is
+handled defensively and said so there.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, tzinfo
+from typing import Any
+
+import pendulum
+
+from airflow_provider_querytasks.common.auth import AccessToken, TokenSource
+from airflow_provider_querytasks.common.errors import (
+    ApiError,
+    AuthenticationError,
+    InvalidInputError,
+    NotFoundError,
+)
+from airflow_provider_querytasks.common.protocol import (
+    ApiRequest,
+    ApiResponse,
+    PlatformApi,
+    first_error_text,
+    validate_base_url,
+)
+from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
+
+#: Event types a data query task accepts (OpenAPI ``create-data``).
+EVENTS: tuple[str, ...] = (
+    "impressions",
+    "add_payment_info",
+    "add_to_cart",
+    "begin_checkout",
+    "pageview",
+    "place_order",
+    "product_search",
+    "product_view",
+    "purchase_product",
+    "refund_order",
+)
+#: The longest window one task may cover.
+MAX_WINDOW = timedelta(hours=24)
+#: ``beginTime``/``endTime`` as the documentation shows them (no offset).
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
+DEFAULT_API_VERSION = "2022-01"
+#: Largest page of the task list.
+MAX_PAGE_SIZE = 250
+
+SHOP_HOST = re.compile(r"^[a-z0-9-]+\.myshoplaza\.com$")
+API_VERSION = re.compile(r"^\d{4}-\d{2}$")
+
+STATUS_PENDING = 0
+STATUS_PROCESSING = 1  # not documented; read as "still working"
+STATUS_COMPLETE = 2
+
+
+def normalise_shop(shop: str | None) -> str:
+    """``mystore`` or ``mystore.myshoplaza.com`` (or an https URL of it) -> the shop's host.
+
+    Checked before any token is attached, so a mistyped shop cannot receive the token.
+
+    :raises InvalidInputError: naming ``host`` (the connection field holding the shop).
+    """
+    value = (shop or "").strip().lower()
+    value = re.sub(r"^https?://", "", value).rstrip("/")
+    if value and "." not in value:
+        value = f"{value}.myshoplaza.com"
+    if not SHOP_HOST.match(value):
+        raise InvalidInputError(
+            "host",
+            f"{shop!r} is not a Shoplazza shop; use the shop name (mystore) or its host "
+            "(mystore.myshoplaza.com), matching ^[a-z0-9-]+\\.myshoplaza\\.com$",
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class ShoplazzaSettings:
+    """A validated ``shoplazza`` connection.
+
+    :param shop: the shop's host (``mystore.myshoplaza.com``).
+    :param base_url: where the API is served (``https://<shop>`` or the ``endpoint`` override).
+    :param api_version: OpenAPI version in paths.
+    :param access_token: private-app token (``None`` with OAuth refresh).
+    :param client_id: public-app client id (OAuth refresh).
+    :param client_secret: public-app client secret.
+    :param refresh_token: refresh token obtained at install time.
+    """
+
+    shop: str
+    base_url: str
+    api_version: str
+    access_token: str | None
+    client_id: str | None = None
+    client_secret: str | None = None
+    refresh_token: str | None = None
+
+    def __repr__(self) -> str:  # never show credentials
+        return f"ShoplazzaSettings(shop={self.shop!r}, base_url={self.base_url!r})"
+
+    @property
+    def uses_oauth(self) -> bool:
+        return bool(self.refresh_token)
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        shop: str | None,
+        access_token: str | None,
+        api_version: str | None = None,
+        endpoint: str | None = None,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        refresh_token: str | None = None,
+    ) -> ShoplazzaSettings:
+        """Validate connection fields (raise :class:`InvalidInputError` naming the field)."""
+        host = normalise_shop(shop)
+        version = api_version or DEFAULT_API_VERSION
+        if not API_VERSION.match(version):
+            raise InvalidInputError("api_version", f"{version!r} is not a YYYY-MM version such as 2022-01")
+        base = validate_base_url(endpoint, "endpoint") if endpoint else f"https://{host}"
+        if refresh_token:
+            if not client_id or not client_secret:
+                raise InvalidInputError(
+                    "refresh_token", "OAuth refresh also needs the client_id and client_secret extras"
+                )
+        elif not access_token:
+            raise InvalidInputError(
+                "password",
+                "set the access token (private app) or the client_id, client_secret and "
+                "refresh_token extras (public app)",
+            )
+        return cls(host, base, version, access_token or None, client_id, client_secret, refresh_token)
+
+
+class ShoplazzaApi(PlatformApi):
+    """The Shoplazza REST Admin API as the shared clients see it."""
+
+    platform = "shoplazza"
+    request_id_header = "Request-Id"
+    # 40 requests per app and store, replenished at 2 per second, across all operations.
+    shared_rate_limit = (2.0, 40.0)
+
+    def __init__(self, settings: ShoplazzaSettings) -> None:
+        super().__init__(settings.base_url, settings.shop)
+        self.api_version = settings.api_version
+
+    def headers(self, token: str | None) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if token:
+            headers["Access-Token"] = token
+        return headers
+
+    def error_message(self, response: ApiResponse) -> str:
+        try:
+            text = first_error_text(response.json())
+        except ApiError:
+            text = None
+        text = text or response.text_excerpt(200)
+        if response.status == 404 and self.api_version != DEFAULT_API_VERSION:
+            text += f" (data query tasks exist only in API version {DEFAULT_API_VERSION})"
+        elif response.status == 404 and "page not found" in text:
+            text += f" (API version {self.api_version} may be retired)"
+        return text
+
+    def error_class(self, response: ApiResponse) -> type[ApiError]:
+        # "store is not active" is how Shoplazza reports a missing or invalid token.
+        if response.status == 400 and "store is not active" in response.text_excerpt(200):
+            return AuthenticationError
+        if response.status in (400, 404) and "no result" in response.text_excerpt(200):
+            return NotFoundError
+        return super().error_class(response)
+
+    # -- requests ----------------------------------------------------------------------------
+    def _path(self, name: str) -> str:
+        return f"/openapi/{self.api_version}/data/{name}"
+
+    def create_task_request(self, event: str, begin_time: str, end_time: str) -> ApiRequest:
+        # A GET with a side effect: every call creates a task, so it is never re-sent blindly.
+        params = {"event": event, "beginTime": begin_time, "endTime": end_time}
+        return ApiRequest("GET", self._path("query"), "createDataTask", params=params, idempotent=False)
+
+    def get_task_request(self, query_id: str) -> ApiRequest:
+        if not isinstance(query_id, str) or not query_id.strip():
+            # Without an id the API answers with the store's latest task, maybe someone else's.
+            raise InvalidInputError("query_id", f"must be a non-empty task id, got {query_id!r}")
+        return ApiRequest("GET", self._path("task"), "getDataTask", params={"id": query_id.strip()})
+
+    def list_tasks_request(self, page: int, limit: int) -> ApiRequest:
+        if not isinstance(page, int) or page < 1:
+            raise InvalidInputError("page", f"must be an integer >= 1, got {page!r}")
+        if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE_SIZE:
+            raise InvalidInputError("limit", f"must be an integer from 1 to {MAX_PAGE_SIZE}, got {limit!r}")
+        return ApiRequest("GET", self._path("tasks"), "listDataTasks", params={"page": page, "limit": limit})
+
+    def count_tasks_request(self) -> ApiRequest:
+        return ApiRequest("GET", self._path("count"), "countDataTasks")
+
+
+# -- answers ----------------------------------------------------------------------------------
+def parse_created(response: ApiResponse) -> str:
+    body = response.json_object()
+    query_id = body.get("query_id")
+    if not isinstance(query_id, str) or not query_id:
+        raise ApiError(f"createDataTask answered without a query_id: {body!r}", platform="shoplazza")
+    return query_id
+
+
+def parse_task(response: ApiResponse) -> dict[str, Any]:
+    return response.json_object()
+
+
+def parse_task_page(response: ApiResponse) -> list[dict[str, Any]]:
+    """A page of tasks; the array is ``querys`` in the OpenAPI spec and ``tasks`` in the reference."""
+    body = response.json_object()
+    for key in ("querys", "tasks"):
+        if isinstance(body.get(key), list):
+            return [item for item in body[key] if isinstance(item, dict)]
+    if not body or all(value is None for value in body.values()):
+        return []
+    raise ApiError(f"listDataTasks answered without a querys/tasks array: {str(body)[:200]}")
+
+
+def parse_count(response: ApiResponse) -> int:
+    count = response.json_object().get("count")
+    if not isinstance(count, int):
+        raise ApiError(f"countDataTasks answered without an integer count: {response.text_excerpt(200)}")
+    return count
+
+
+def result_url(task: dict[str, Any]) -> str | None:
+    query = task.get("query")
+    url = query.get("url") if isinstance(query, dict) else None
+    return url if isinstance(url, str) and url.strip() else None
+
+
+def task_snapshot(
+    query_id: str, task: dict[str, Any], *, url_missing_for: float | None = None
+) -> StatusSnapshot:
+    """Normalise a task object.
+
+    ``query_status`` 0 is pending and 2 complete (documented); 1 is read as processing. Any other
+    value fails with the raw task (no failure code is published, and other Shoplazza task APIs use
+    small numbers for failures, so an unknown value must not look like "still running").
+    ``url_missing_for`` is how long the task has been complete without a URL; the caller decides
+    when that has lasted too long.
+    """
+    status = task.get("query_status", STATUS_PENDING)
+    if status == STATUS_COMPLETE:
+        if result_url(task):
+            return StatusSnapshot(query_id, QueryState.SUCCEEDED, status, raw=task)
+        waited = f" for {url_missing_for:.0f} s" if url_missing_for else ""
+        return StatusSnapshot(
+            query_id, QueryState.RUNNING, status, raw=task, message=f"complete, no result URL yet{waited}"
+        )
+    if status == STATUS_PENDING:
+        return StatusSnapshot(query_id, QueryState.PENDING, status, raw=task)
+    if status == STATUS_PROCESSING:
+        return StatusSnapshot(query_id, QueryState.RUNNING, status, raw=task)
+    return StatusSnapshot(
+        query_id,
+        QueryState.FAILED,
+        status,
+        raw=task,
+        message=f"undocumented query_status {status!r}; the task: {task}",
+    )
+
+
+# -- time windows ---------------------------------------------------------------------------------
+TimeInput = datetime | date | str
+
+
+def parse_time(value: TimeInput, parameter: str, tz: tzinfo) -> pendulum.DateTime:
+    """A datetime, date, pendulum or ISO 8601 string -> an aware datetime (naive ones in ``tz``)."""
+    try:
+        if isinstance(value, datetime):
+            parsed = pendulum.instance(value, tz=tz)
+        elif isinstance(value, date):
+            parsed = pendulum.datetime(value.year, value.month, value.day, tz=tz)
+        elif isinstance(value, str) and value.strip():
+            result = pendulum.parse(value.strip(), tz=tz)
+            if not isinstance(result, pendulum.DateTime):
+                raise ValueError("not a date and time")
+            parsed = result
+        else:
+            raise ValueError("empty")
+    except (ValueError, TypeError) as exc:
+        raise InvalidInputError(
+            parameter,
+            f"{value!r} is not a date-time; give a datetime, a pendulum DateTime or an ISO 8601 "
+            f"string such as 2026-11-20T00:00:00 ({exc})",
+        ) from None
+    return parsed
+
+
+def shop_timezone(name: str) -> pendulum.Timezone | pendulum.FixedTimezone:
+    """The time zone Shoplazza reads ``beginTime``/``endTime`` in (validated)."""
+    try:
+        return pendulum.timezone(name)
+    except Exception:
+        raise InvalidInputError(
+            "timezone", f"{name!r} is not an IANA time zone name such as UTC or Asia/Shanghai"
+        ) from None
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """A window of at most 24 h, as sent to Shoplazza.
+
+    :param begin: ``beginTime`` in the shop's time zone, without offset.
+    :param end: ``endTime`` likewise.
+    """
+
+    begin: str
+    end: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"begin": self.begin, "end": self.end}
+
+
+def split_window(
+    begin_time: TimeInput,
+    end_time: TimeInput,
+    *,
+    timezone: str = "UTC",
+    max_window: timedelta = MAX_WINDOW,
+) -> list[TimeWindow]:
+    """Split ``[begin_time, end_time)`` into consecutive windows of at most 24 h.
+
+    Also usable for dynamic task mapping
+    (``ShoplazzaDataTaskOperator.partial(...).expand_kwargs(...)``, see the docs).
+
+    :param begin_time: start (datetime, pendulum, date or ISO 8601; naive in ``timezone``).
+    :param end_time: end, after ``begin_time``.
+    :param timezone: the shop's time zone: naive inputs are read in it and the times sent are
+        written in it (Shoplazza's times carry no offset).
+    :param max_window: the longest window (24 h, the API's limit).
+    :raises InvalidInputError: naming the parameter.
+    """
+    tz = shop_timezone(timezone)
+    begin = parse_time(begin_time, "begin_time", tz).in_timezone(tz)
+    end = parse_time(end_time, "end_time", tz).in_timezone(tz)
+    if begin.microsecond or end.microsecond:
+        raise InvalidInputError("begin_time", "Shoplazza takes whole seconds; drop the fractional part")
+    if not begin < end:
+        raise InvalidInputError(
+            "end_time", f"must be after begin_time ({end.isoformat()} is not after {begin.isoformat()})"
+        )
+    if max_window <= timedelta(0) or max_window > MAX_WINDOW:
+        raise InvalidInputError("max_window", "must be positive and at most 24 hours")
+    windows = []
+    start = begin
+    while start < end:
+        stop = min(start + max_window, end)
+        windows.append(TimeWindow(start.strftime(TIME_FORMAT), stop.strftime(TIME_FORMAT)))
+        start = stop
+    return windows
+
+
+def validate_event(event: str) -> str:
+    if event not in EVENTS:
+        raise InvalidInputError(
+            "event", f"{event!r} is not a Shoplazza event; choose one of {', '.join(EVENTS)}"
+        )
+    return event
+
+
+# -- OAuth refresh (public apps) ------------------------------------------------------------------
+class ShoplazzaTokenSource(TokenSource):
+    """Refresh-token grant at ``<shop>/admin/oauth/token``.
+
+    Shoplazza rotates the refresh token on every refresh; the newest one is kept for this process
+    (the connection keeps the one it was given: see the docs on persisting it).
+    """
+
+    #: Rotated refresh tokens, by credential, for this process.
+    rotated: dict[str, str] = {}
+
+    def __init__(self, settings: ShoplazzaSettings) -> None:
+        if not (settings.refresh_token and settings.client_id and settings.client_secret):
+            raise ValueError("ShoplazzaTokenSource needs refresh_token, client_id and client_secret")
+        super().__init__((settings.base_url, settings.client_id, settings.refresh_token), margin=300.0)
+        self.settings = settings
+
+    def token_request(self) -> ApiRequest:
+        refresh_token = self.rotated.get(self.cache_key, self.settings.refresh_token)
+        data = {
+            "grant_type": "refresh_token",
+            "refresh_token": refresh_token or "",
+            "client_id": self.settings.client_id or "",
+            "client_secret": self.settings.client_secret or "",
+        }
+        return ApiRequest(
+            "POST",
+            f"{self.settings.base_url}/admin/oauth/token",
+            "oauthToken",
+            data=data,
+            authenticated=False,
+        )
+
+    def parse_token(self, response: ApiResponse) -> AccessToken:
+        body = response.json_object()
+        value = body.get("access_token")
+        if not isinstance(value, str) or not value:
+            raise AuthenticationError("The Shoplazza token endpoint answered without an access_token")
+        expires_at = body.get("expires_at")  # unix seconds, not a duration
+        if not isinstance(expires_at, int | float):
+            expires_in = body.get("expires_in")
+            expires_at = time.time() + float(expires_in) if isinstance(expires_in, int | float) else None
+        refresh = body.get("refresh_token")
+        token = AccessToken(value, float(expires_at) if expires_at else None, refresh or None)
+        if isinstance(refresh, str) and refresh:
+            self.rotated[self.cache_key] = refresh
+        return token

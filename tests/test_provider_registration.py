@@ -1,0 +1,83 @@
+"""The provider is registered the way Airflow reads providers, on the running Airflow line."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from airflow_provider_querytasks.connection_forms import ALL_FORMS
+from airflow_provider_querytasks.get_provider_info import get_provider_info
+
+CONNECTION_TYPES = {"shoplazza", "amazon_sp_api", "adobe_experience_platform"}
+
+
+def test_provider_info_matches_airflows_schema() -> None:
+    import airflow
+
+    schema_path = Path(airflow.__file__).parent / "provider_info.schema.json"
+    info = get_provider_info()
+    jsonschema.validate(info, json.loads(schema_path.read_text()))
+    assert info["package-name"] == "airflow-provider-querytasks"
+    assert {c["connection-type"] for c in info["connection-types"]} == CONNECTION_TYPES
+
+
+def test_every_listed_module_and_hook_class_imports() -> None:
+    info = get_provider_info()
+    for kind in ("hooks", "operators", "sensors", "triggers"):
+        for entry in info[kind]:
+            for module in entry.get("python-modules", []):
+                importlib.import_module(module)
+    for conn in info["connection-types"]:
+        module, _, name = conn["hook-class-name"].rpartition(".")
+        hook = getattr(importlib.import_module(module), name)
+        assert hook.conn_type == conn["connection-type"]
+
+
+def test_providers_manager_sees_the_provider_and_its_connection_types() -> None:
+    from airflow.providers_manager import ProvidersManager
+
+    manager = ProvidersManager()
+    assert "airflow-provider-querytasks" in manager.providers
+    hooks = manager.hooks
+    for conn_type in CONNECTION_TYPES:
+        info = hooks[conn_type]
+        assert info is not None, conn_type
+        assert info.package_name == "airflow-provider-querytasks"
+
+
+@pytest.mark.parametrize("form", ALL_FORMS, ids=lambda f: f.connection_type)
+def test_connection_forms_have_endpoint_placeholders_and_help(form: object) -> None:
+    from airflow_provider_querytasks.connection_forms import ConnectionForm
+
+    assert isinstance(form, ConnectionForm)
+    names = {f.name for f in form.extras}
+    assert "endpoint" in names
+    assert all(f.description for f in form.extras)
+    behaviour = form.ui_field_behaviour()
+    assert behaviour["placeholders"]
+    metadata = form.provider_metadata()
+    assert set(metadata["conn-fields"]) == names
+    secret_fields = {f.name for f in form.extras if f.kind == "password"}
+    for name in secret_fields:
+        assert metadata["conn-fields"][name]["schema"]["format"] == "password"
+
+
+def test_token_url_extras_exist_where_the_platform_has_a_token_service() -> None:
+    extras = {f.connection_type: {e.name for e in f.extras} for f in ALL_FORMS}
+    assert "lwa_token_url" in extras["amazon_sp_api"]
+    assert "ims_token_url" in extras["adobe_experience_platform"]
+
+
+@pytest.mark.parametrize("form", ALL_FORMS, ids=lambda f: f.connection_type)
+def test_legacy_connection_form_widgets_build(form: object) -> None:
+    """Airflow 2.11 - 3.1 call get_connection_form_widgets() (wtforms) when the web UI starts."""
+    pytest.importorskip("flask_appbuilder")
+    from airflow_provider_querytasks.connection_forms import ConnectionForm
+
+    assert isinstance(form, ConnectionForm)
+    widgets = form.connection_form_widgets()
+    assert set(widgets) == {f.name for f in form.extras}
