@@ -93,6 +93,8 @@ def main() -> int:
     output.mkdir(parents=True, exist_ok=True)
     prepare_airflow_home(output)
     emulators = start_emulators()
+    from airflow_provider_querytasks.testing.dags import run_dag
+
     files = args.files or sorted(EXAMPLES.glob("example_*.py"))
     logical_date = dt.datetime(2026, 11, 20, tzinfo=dt.timezone.utc)
     failures = 0
@@ -103,7 +105,7 @@ def main() -> int:
                 before = {name: len(e.requests) for name, e in emulators.items()}
                 files_before = {p for p in output.rglob("*") if p.is_file()}
                 started = time.monotonic()
-                run = dag.test(logical_date=logical_date)
+                run = run_dag(dag, logical_date=logical_date)
                 seconds = time.monotonic() - started
                 state = str(getattr(run, "state", "unknown")).rsplit(".", 1)[-1].lower()
                 failures += state != "success"

@@ -8,7 +8,6 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -49,26 +48,3 @@ def _fresh_process_caches() -> Iterator[None]:
     yield
     token_cache.clear()
     rate_limiters.reset()
-
-
-def run_dag(dag: Any, **kwargs: Any) -> Any:
-    """``dag.test()`` for a DAG defined in a test module.
-
-    Airflow 3 runs ``dag.test()`` only for DAGs it finds serialized in the metadata DB (normally
-    by parsing the DAG bundles); a DAG built inside a test is written there first.
-    """
-    from airflow_provider_querytasks.version_compat import AIRFLOW_V_3_0_PLUS
-
-    if AIRFLOW_V_3_0_PLUS:
-        from airflow.dag_processing.bundles.manager import DagBundlesManager
-        from airflow.dag_processing.collection import update_dag_parsing_results_in_db
-        from airflow.serialization.serialized_objects import LazyDeserializedDAG
-        from airflow.utils.session import create_session
-
-        with create_session() as session:
-            DagBundlesManager().sync_bundles_to_db(session=session)
-            session.commit()
-            update_dag_parsing_results_in_db(
-                "dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(), session
-            )
-    return dag.test(**kwargs)

@@ -139,6 +139,7 @@ class QueryTaskOperator(BaseOperator):
         self.remember(context, query_id)
         schedule = PollSchedule.from_poll_interval(self.poll_interval)
         if self.deferrable:
+            resume = {"resume_state": self.resume_state, "deadline": self._deadline}
             trigger = self.trigger_class(
                 conn_id=self.conn_id,
                 query_id=query_id,
@@ -146,14 +147,10 @@ class QueryTaskOperator(BaseOperator):
                 poll_schedule=schedule.to_dict(),
                 started=time.time(),
                 cancel_on_kill=self.cancel_on_kill,
+                resume=resume,
             )
             # The trigger carries the deadline: execution_timeout does not cover deferred time.
-            self.defer(
-                trigger=trigger,
-                method_name="execute_complete",
-                kwargs={"resume_state": self.resume_state, "deadline": self._deadline},
-                timeout=None,
-            )
+            self.defer(trigger=trigger, method_name="execute_complete", kwargs=resume, timeout=None)
         loop = WaitLoop(self.hook.describe_query(query_id), schedule, self._deadline, logger=self.log)
         try:
             snapshot = loop.run(lambda: self.hook.get_status(query_id))
@@ -170,6 +167,10 @@ class QueryTaskOperator(BaseOperator):
         deadline: float | None = None,
     ) -> Any:
         """Resume after the trigger's event (failed, cancelled and timed-out queries raise)."""
+        if resume_state is None and isinstance((event or {}).get("resume"), dict):
+            # dag.test() passes the event without the defer kwargs; the trigger echoed them.
+            resume_state = event["resume"].get("resume_state")  # type: ignore[index]
+            deadline = event["resume"].get("deadline")  # type: ignore[index]
         self.resume_state = dict(resume_state or {})
         self._deadline = deadline
         self.query_id = (event or {}).get("query_id")

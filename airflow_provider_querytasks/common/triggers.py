@@ -44,6 +44,9 @@ class QueryTaskTrigger(BaseTrigger):
     :param poll_schedule: the :class:`~.wait.PollSchedule` as a dict.
     :param started: wall-clock start of the wait (keeps the schedule across deferrals).
     :param cancel_on_kill: cancel the remote query when the task is killed while deferred.
+    :param resume: the operator's own state (JSON-able), echoed back in every event as
+        ``resume``: ``dag.test()`` resumes a task with the event alone and drops the ``defer``
+        kwargs, so the state has to travel with the trigger.
     """
 
     hook_class: ClassVar[type[QueryTaskHook]]
@@ -56,6 +59,7 @@ class QueryTaskTrigger(BaseTrigger):
         poll_schedule: dict[str, float] | None = None,
         started: float | None = None,
         cancel_on_kill: bool = True,
+        resume: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.conn_id = conn_id
@@ -64,6 +68,7 @@ class QueryTaskTrigger(BaseTrigger):
         self.poll_schedule = poll_schedule or PollSchedule().to_dict()
         self.started = time.time() if started is None else started
         self.cancel_on_kill = cancel_on_kill
+        self.resume = resume
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -75,6 +80,7 @@ class QueryTaskTrigger(BaseTrigger):
                 "poll_schedule": self.poll_schedule,
                 "started": self.started,
                 "cancel_on_kill": self.cancel_on_kill,
+                "resume": self.resume,
             },
         )
 
@@ -88,6 +94,7 @@ class QueryTaskTrigger(BaseTrigger):
                 "query_id": self.query_id,
                 "message": message,
                 "snapshot": snapshot.to_event() if snapshot else None,
+                "resume": self.resume,
             }
         )
 

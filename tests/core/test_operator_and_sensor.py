@@ -18,8 +18,8 @@ from airflow_provider_querytasks.common.errors import (
 from airflow_provider_querytasks.common.operators import STATE_STORE_KEY
 from airflow_provider_querytasks.common.transport import close_shared_client_session
 from airflow_provider_querytasks.compat import TaskDeferred
+from airflow_provider_querytasks.testing.dags import run_dag
 
-from ..conftest import run_dag
 from .fake_platform import FakeEmulator, FakeHook, FakeQueryOperator, FakeQuerySensor, FakeTrigger
 
 
