@@ -31,14 +31,35 @@ def window_filename(event: str, window: TimeWindow) -> str:
     return f"{event}_{compact['begin']}_{compact['end']}.csv"
 
 
+def split_window_kwargs(
+    begin_time: TimeValue, end_time: TimeValue, *, timezone: str = "UTC"
+) -> list[dict[str, str]]:
+    """``[{"begin_time", "end_time"}, ...]``: windows of at most 24 h, for dynamic task mapping.
+
+    Run it in a ``@task`` and map the operator over its result to export the windows in
+    parallel (mind the store's 2 requests/s and its task cap)::
+
+        @task
+        def windows(data_interval_start=None, data_interval_end=None):
+            return split_window_kwargs(data_interval_start, data_interval_end)
+
+        ShoplazzaDataTaskOperator.partial(task_id="export", event="pageview").expand_kwargs(windows())
+
+    :raises InvalidInputError: naming ``begin_time``, ``end_time`` or ``timezone``.
+    """
+    return [
+        {"begin_time": window.begin, "end_time": window.end}
+        for window in split_window(begin_time, end_time, timezone=timezone)
+    ]
+
+
 class ShoplazzaDataTaskOperator(QueryTaskOperator):
     """Export one event type over a time window as CSV: create task(s), wait, optionally fetch.
 
     A window longer than 24 h (Shoplazza's limit per task) is split into consecutive windows of
     at most 24 h; they are submitted one after another (each waited for, in the worker or
     deferred, before the next is created) so the store's task cap and rate limit are not hit, and
-    all are fetched. For parallel windows, map the operator over
-    :func:`~airflow_provider_querytasks.protocols.shoplazza.split_window` instead (see the docs).
+    all are fetched. For parallel windows, map the operator over :func:`split_window_kwargs` instead.
 
     Shoplazza's times carry no offset: aware datetimes (such as ``data_interval_start``) are
     converted to ``timezone`` and naive ones are read in it. Which zone a shop uses is not

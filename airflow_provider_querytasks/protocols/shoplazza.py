@@ -335,8 +335,8 @@ def split_window(
 ) -> list[TimeWindow]:
     """Split ``[begin_time, end_time)`` into consecutive windows of at most 24 h.
 
-    Also usable for dynamic task mapping
-    (``ShoplazzaDataTaskOperator.partial(...).expand_kwargs(...)``, see the docs).
+    For dynamic task mapping use
+    :func:`~airflow_provider_querytasks.operators.shoplazza.split_window_kwargs`.
 
     :param begin_time: start (datetime, pendulum, date or ISO 8601; naive in ``timezone``).
     :param end_time: end, after ``begin_time``.

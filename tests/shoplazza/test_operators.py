@@ -18,6 +18,7 @@ from airflow_provider_querytasks.compat import PokeReturnValue, TaskDeferred
 from airflow_provider_querytasks.operators.shoplazza import (
     ShoplazzaDataTaskOperator,
     ShoplazzaDownloadResultOperator,
+    split_window_kwargs,
 )
 from airflow_provider_querytasks.sensors.shoplazza import ShoplazzaDataTaskSensor
 from airflow_provider_querytasks.testing.dags import run_dag
@@ -175,3 +176,25 @@ def test_example_dags_run_end_to_end(
     # No partial download left behind, and every file is a whole CSV.
     assert all(not f.endswith(".part") for f in files)
     assert all((tmp_path / f).read_bytes().count(b"\n") == 21 for f in files)
+
+
+def test_split_window_kwargs_feed_mapped_operators(emulator: ShoplazzaEmulator) -> None:
+    kwargs = split_window_kwargs(
+        dt.datetime(2026, 11, 20, 16, tzinfo=dt.timezone.utc),
+        "2026-11-22T04:00:00+00:00",
+        timezone="Asia/Shanghai",
+    )
+    assert kwargs == [
+        {"begin_time": "2026-11-21T00:00:00", "end_time": "2026-11-22T00:00:00"},
+        {"begin_time": "2026-11-22T00:00:00", "end_time": "2026-11-22T12:00:00"},
+    ]
+    # Each mapped instance sends its window unchanged (naive times are read in the same zone).
+    for item in kwargs:
+        export(timezone="Asia/Shanghai", wait_for_completion=False, **item).execute({})  # type: ignore[arg-type]
+    sent = [
+        (r.param("beginTime"), r.param("endTime"))
+        for r in emulator.requests_to("api", "GET", r"/data/query$")
+    ]
+    assert sent == [(k["begin_time"], k["end_time"]) for k in kwargs]
+    with pytest.raises(InvalidInputError, match="end_time"):
+        split_window_kwargs("2026-11-22", "2026-11-21")
