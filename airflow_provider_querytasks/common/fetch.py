@@ -86,6 +86,13 @@ def destination_for(destination: Destination, filename: str) -> Destination:
     return destination
 
 
+def in_folder(folder: Destination, filename: str) -> Destination:
+    """``folder/filename``, whether or not ``folder`` ends in ``/``."""
+    if isinstance(folder, ObjectStoragePath):
+        return folder / filename
+    return destination_for(str(folder).rstrip("/") + "/", filename)
+
+
 def _is_local(destination: Destination) -> bool:
     if isinstance(destination, ObjectStoragePath):
         return False

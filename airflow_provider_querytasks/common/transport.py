@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -48,7 +49,11 @@ from airflow_provider_querytasks.common.ratelimit import TokenBucket, rate_limit
 
 log = logging.getLogger(__name__)
 
-USER_AGENT = f"airflow-provider-querytasks/{__version__} (Language=Python)"
+#: Shaped as the SP-API asks (``AppName/version (Language=Python/3.x)``); fine for the others.
+USER_AGENT = (
+    f"airflow-provider-querytasks/{__version__} "
+    f"(Language=Python/{sys.version_info.major}.{sys.version_info.minor})"
+)
 
 
 @dataclass(frozen=True)

@@ -118,6 +118,27 @@ class Fault:
         return self.path is None or re.search(self.path, request.path) is not None
 
 
+@dataclass
+class RateBucket:
+    """A leaky bucket as the platforms describe their limits: ``capacity`` requests (the burst),
+    drained at ``rate`` per second of wall-clock time."""
+
+    capacity: float
+    rate: float
+    level: float = 0.0
+    updated: float = field(default_factory=time.monotonic)
+
+    def take(self) -> bool:
+        """Count one request; ``False`` when it is over the limit (answer 429)."""
+        now = time.monotonic()
+        self.level = max(0.0, self.level - (now - self.updated) * self.rate)
+        self.updated = now
+        if self.level + 1 > self.capacity:
+            return False
+        self.level += 1
+        return True
+
+
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     """A JSON response; ``body=None`` gives an empty body."""
     if body is None:

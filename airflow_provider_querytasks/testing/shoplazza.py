@@ -13,14 +13,19 @@ import itertools
 import json
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from aiohttp import web
 
 from airflow_provider_querytasks.protocols.shoplazza import EVENTS, TIME_FORMAT
-from airflow_provider_querytasks.testing.server import EmulatorClock, EmulatorServer, json_response
+from airflow_provider_querytasks.testing.server import (
+    EmulatorClock,
+    EmulatorServer,
+    RateBucket,
+    json_response,
+)
 from airflow_provider_querytasks.testing.storage import ObjectStorageSite
 
 _Emulator = TypeVar("_Emulator", bound="ShoplazzaEmulator")
@@ -43,25 +48,6 @@ class EmulatedTask:
     rows: int
     gzip: bool
     object_key: str | None = None
-
-
-@dataclass
-class _Bucket:
-    """Shoplazza's bucket: 40 requests, replenished at 2 per second (wall clock)."""
-
-    capacity: float
-    rate: float
-    level: float = 0.0
-    updated: float = field(default_factory=time.monotonic)
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.level = max(0.0, self.level - (now - self.updated) * self.rate)
-        self.updated = now
-        if self.level + 1 > self.capacity:
-            return False
-        self.level += 1
-        return True
 
 
 def parse_shop_time(value: str) -> datetime | None:
@@ -148,7 +134,7 @@ class ShoplazzaEmulator(EmulatorServer):
         self.storage = ObjectStorageSite(
             forbidden_headers=("Access-Token",), style="oss", default_ttl=url_ttl
         )
-        self._buckets: dict[tuple[str, str], _Bucket] = {}
+        self._buckets: dict[tuple[str, str], RateBucket] = {}
         self._serial = itertools.count(1)
 
     # -- framework ----------------------------------------------------------------------------
@@ -201,7 +187,7 @@ class ShoplazzaEmulator(EmulatorServer):
         if not valid:
             return self._reply({"error": "store is not active"}, self.auth_failure_status)
         bucket = self._buckets.setdefault(
-            (token, self.shop), _Bucket(self.rate_capacity, self.rate_per_second)
+            (token, self.shop), RateBucket(self.rate_capacity, self.rate_per_second)
         )
         if not bucket.take():
             return self._reply({"errors": ["Too Many Requests"]}, 429)

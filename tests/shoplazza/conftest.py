@@ -1,22 +1,13 @@
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 import pytest
 
-from airflow_provider_querytasks.common.transport import RetryPolicy
 from airflow_provider_querytasks.hooks.shoplazza import ShoplazzaHook
 from airflow_provider_querytasks.testing.shoplazza import ShoplazzaEmulator
 
-FAST_RETRY = RetryPolicy(attempts=4, initial=0.01, maximum=0.2, jitter=0.0)
-
-
-def use_connection(monkeypatch: pytest.MonkeyPatch, conn: dict[str, object]) -> str:
-    conn = dict(conn)
-    conn_id = str(conn.pop("conn_id"))
-    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
-    return conn_id
+from ..helpers import FAST_RETRY, use_connection
 
 
 @pytest.fixture

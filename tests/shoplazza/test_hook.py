@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import logging
 import time
@@ -20,13 +19,12 @@ from airflow_provider_querytasks.common.errors import (
     RemoteQueryFailedError,
     ServerError,
 )
-from airflow_provider_querytasks.common.transport import close_shared_client_session
 from airflow_provider_querytasks.common.wait import QueryState
 from airflow_provider_querytasks.hooks.shoplazza import ShoplazzaHook
 from airflow_provider_querytasks.testing.shoplazza import ShoplazzaEmulator
 from airflow_provider_querytasks.triggers.shoplazza import ShoplazzaDataTaskTrigger
 
-from .conftest import FAST_RETRY, use_connection
+from ..helpers import FAST_RETRY, run_trigger, use_connection
 
 DAY = ("2026-11-20T00:00:00", "2026-11-21T00:00:00")
 
@@ -305,18 +303,6 @@ def test_truncated_download_leaves_nothing_behind(
     with pytest.raises(ServerError, match="download interrupted"):
         hook.download_result(query_id, tmp_path / "out.csv")
     assert list(tmp_path.iterdir()) == []
-
-
-def run_trigger(trigger: ShoplazzaDataTaskTrigger) -> dict[str, Any]:
-    async def first() -> dict[str, Any]:
-        try:
-            async for event in trigger.run():
-                return dict(event.payload)
-        finally:
-            await close_shared_client_session()
-        raise AssertionError("no event")
-
-    return asyncio.run(first())
 
 
 def trigger_for(query_id: str) -> ShoplazzaDataTaskTrigger:

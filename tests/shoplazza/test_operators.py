@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import itertools
 import runpy
@@ -13,7 +12,6 @@ from typing import Any
 import pytest
 
 from airflow_provider_querytasks.common.errors import InvalidInputError
-from airflow_provider_querytasks.common.transport import close_shared_client_session
 from airflow_provider_querytasks.compat import PokeReturnValue, TaskDeferred
 from airflow_provider_querytasks.operators.shoplazza import (
     ShoplazzaDataTaskOperator,
@@ -23,6 +21,8 @@ from airflow_provider_querytasks.operators.shoplazza import (
 from airflow_provider_querytasks.sensors.shoplazza import ShoplazzaDataTaskSensor
 from airflow_provider_querytasks.testing.dags import run_dag
 from airflow_provider_querytasks.testing.shoplazza import ShoplazzaEmulator
+
+from ..helpers import run_trigger
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "example_dags" / "example_shoplazza.py"
 
@@ -105,18 +105,6 @@ def test_without_waiting_every_window_is_submitted(emulator: ShoplazzaEmulator) 
     ]
     assert {w["query_id"] for w in result["windows"]} == set(emulator.tasks)
     assert emulator.requests_to("api", "GET", r"/data/task$") == []
-
-
-def run_trigger(trigger: Any) -> dict[str, Any]:
-    async def first() -> dict[str, Any]:
-        try:
-            async for event in trigger.run():
-                return dict(event.payload)
-        finally:
-            await close_shared_client_session()
-        raise AssertionError("no event")
-
-    return asyncio.run(first())
 
 
 @pytest.mark.parametrize("with_kwargs", [True, False], ids=["triggerer", "dag.test-event-only"])

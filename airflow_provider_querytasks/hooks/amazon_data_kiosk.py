@@ -1,0 +1,214 @@
+"""Hook for the Amazon Selling Partner API Data Kiosk (2023-11-15)."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from airflow_provider_querytasks.common.auth import TokenSource
+from airflow_provider_querytasks.common.errors import (
+    InvalidInputError,
+    QueryCancelledError,
+    QueryTaskError,
+    RemoteQueryFailedError,
+)
+from airflow_provider_querytasks.common.fetch import Destination, fetch_url
+from airflow_provider_querytasks.common.hooks import QueryTaskHook
+from airflow_provider_querytasks.common.protocol import PlatformApi
+from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
+from airflow_provider_querytasks.compat import Connection
+from airflow_provider_querytasks.connection_forms import AMAZON_SP_API_FORM
+from airflow_provider_querytasks.protocols.amazon_data_kiosk import (
+    DataKioskApi,
+    DataKioskSettings,
+    LwaTokenSource,
+    compact_query,
+    error_document_message,
+    parse_created,
+    parse_document,
+    parse_queries_page,
+    parse_query,
+    query_snapshot,
+    validate_query,
+)
+
+
+class DataKioskHook(QueryTaskHook):
+    """Data Kiosk queries: create, read, list, cancel; documents: locate and download.
+
+    The connection (type ``amazon_sp_api``) holds the LWA client id in *login*, the client secret
+    in *password*, and the ``refresh_token``, ``region`` (na/eu/fe), ``sandbox``, ``endpoint``,
+    ``lwa_token_url`` and ``selling_partner_id`` extras.
+
+    :param conn_id: the Airflow connection id (``amazon_sp_api_default``).
+    :param retry: retry policy for API calls.
+    :param timeout: (connect, read) timeout of one HTTP call, seconds.
+    """
+
+    default_conn_name = "amazon_sp_api_default"
+    conn_type = "amazon_sp_api"
+    hook_name = "Data Kiosk"
+    form = AMAZON_SP_API_FORM
+
+    # -- connection ---------------------------------------------------------------------------
+    def build_settings(self, conn: Connection, extra: dict[str, Any]) -> DataKioskSettings:
+        return DataKioskSettings.build(
+            client_id=conn.login,
+            client_secret=conn.password,
+            refresh_token=self.extra_value(extra, "refresh_token"),
+            region=self.extra_value(extra, "region"),
+            sandbox=self.extra_value(extra, "sandbox", False),
+            endpoint=self.extra_value(extra, "endpoint"),
+            lwa_token_url=self.extra_value(extra, "lwa_token_url"),
+            selling_partner_id=self.extra_value(extra, "selling_partner_id"),
+        )
+
+    def build_api(self, settings: DataKioskSettings) -> PlatformApi:
+        return DataKioskApi(settings)
+
+    def build_token_source(self, settings: DataKioskSettings) -> TokenSource | None:
+        return LwaTokenSource(settings)
+
+    @property
+    def api(self) -> DataKioskApi:
+        api = self.client.api
+        assert isinstance(api, DataKioskApi)
+        return api
+
+    async def aapi(self) -> DataKioskApi:
+        api = (await self.aclient()).api
+        assert isinstance(api, DataKioskApi)
+        return api
+
+    def check_connection(self) -> str:
+        queries, _ = parse_queries_page(self.call(self.api.get_queries_request(page_size=1)))
+        return f"Data Kiosk reachable ({len(queries)} recent query shown)"
+
+    def describe_query(self, query_id: str) -> str:
+        return f"Data Kiosk query {query_id}"
+
+    # -- queries ------------------------------------------------------------------------------
+    def create_query(
+        self, query: str, pagination_token: str | None = None, *, validate_schema: bool = True
+    ) -> str:
+        """Submit a GraphQL query (or its next page); returns the ``queryId``.
+
+        Validated first (length, and the shipped schemas unless ``validate_schema=False``). Not
+        idempotent: never re-sent after an ambiguous failure.
+        """
+        validate_query(query, validate_schema=validate_schema)
+        return parse_created(self.call(self.api.create_query_request(query, pagination_token)))
+
+    def get_query(self, query_id: str) -> dict[str, Any]:
+        """The Query object (``processingStatus``, document ids, ``pagination``)."""
+        return parse_query(self.call(self.api.get_query_request(query_id)))
+
+    async def aget_query(self, query_id: str) -> dict[str, Any]:
+        return parse_query(await self.acall((await self.aapi()).get_query_request(query_id)))
+
+    def iter_queries(
+        self,
+        processing_statuses: list[str] | None = None,
+        *,
+        page_size: int = 100,
+        created_since: str | None = None,
+        created_until: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Every query matching the filters, following ``nextToken`` (same filters each page)."""
+        token: str | None = None
+        while True:
+            request = self.api.get_queries_request(
+                processing_statuses=processing_statuses,
+                page_size=page_size,
+                created_since=created_since,
+                created_until=created_until,
+                pagination_token=token,
+            )
+            queries, token = parse_queries_page(self.call(request))
+            yield from queries
+            if not token:
+                return
+
+    def find_live_query(self, query: str) -> dict[str, Any] | None:
+        """The newest IN_QUEUE or IN_PROGRESS query with the same text (whitespace aside)."""
+        wanted = compact_query(query)
+        matches = [
+            q
+            for q in self.iter_queries(["IN_QUEUE", "IN_PROGRESS"])
+            if compact_query(str(q.get("query", ""))) == wanted
+        ]
+        return max(matches, key=lambda q: str(q.get("createdTime", "")), default=None)
+
+    def cancel_query(self, query_id: str) -> None:
+        """Cancel a queued or running query; a finished one is left alone (not an error)."""
+        response = self.call(self.api.cancel_query_request(query_id))
+        self._log_cancel(query_id, response.status)
+
+    async def acancel_query(self, query_id: str) -> None:
+        response = await self.acall((await self.aapi()).cancel_query_request(query_id))
+        self._log_cancel(query_id, response.status)
+
+    def _log_cancel(self, query_id: str, status: int) -> None:
+        if status >= 400:
+            self.log.info("%s was not cancelled (HTTP %s): it had already finished", query_id, status)
+        else:
+            self.log.info("Cancelled %s", self.describe_query(query_id))
+
+    # -- waiting ------------------------------------------------------------------------------
+    def get_status(self, query_id: str) -> StatusSnapshot:
+        return query_snapshot(self.get_query(query_id))
+
+    async def aget_status(self, query_id: str) -> StatusSnapshot:
+        return query_snapshot(await self.aget_query(query_id))
+
+    def failure_error(self, snapshot: StatusSnapshot) -> QueryTaskError:
+        """FATAL: the error document's ``errorMessage`` goes into the exception."""
+        if snapshot.state is QueryState.CANCELLED:
+            return QueryCancelledError(
+                f"{self.describe_query(snapshot.query_id)} was CANCELLED",
+                platform=self.conn_type,
+                detail=snapshot.raw,
+            )
+        document_id = snapshot.raw.get("errorDocumentId")
+        reason = snapshot.message or "no error document"
+        if document_id:
+            try:
+                reason = self.read_error_document(str(document_id))
+            except QueryTaskError as exc:
+                reason = f"error document {document_id} could not be read: {exc}"
+        return RemoteQueryFailedError(
+            f"{self.describe_query(snapshot.query_id)} ended {snapshot.remote_status}: {reason}",
+            platform=self.conn_type,
+            detail=snapshot.raw,
+        )
+
+    # -- documents ----------------------------------------------------------------------------
+    def get_document(self, document_id: str) -> str:
+        """A fresh presigned URL of a data or error document (it expires after 5 minutes)."""
+        return parse_document(self.call(self.api.get_document_request(document_id)))
+
+    def download_document(self, document_id: str, destination: Destination) -> dict[str, Any]:
+        """Stream a document (JSONL data or JSON error) to ``destination``, atomically.
+
+        No SP-API credential is sent to the document host; an expired URL is replaced once by
+        calling getDocument again; gzip is decoded.
+
+        :return: the fetch record (``uri``, ``bytes``, ``sha256``, ``lines``, ``source``) plus
+            ``document_id`` and ``rows`` (JSON Lines: one record per non-empty line).
+        """
+        if not isinstance(document_id, str) or not document_id.strip():
+            raise InvalidInputError("document_id", f"must be a non-empty id, got {document_id!r}")
+        record = fetch_url(
+            lambda: self.get_document(document_id), destination, retry=self.retry, timeout=(10.0, 300.0)
+        ).to_dict()
+        record.update(document_id=document_id, rows=record["lines"])
+        return record
+
+    def read_error_document(self, document_id: str) -> str:
+        """The ``errorMessage`` of a FATAL query's error document (or its raw text)."""
+        with tempfile.TemporaryDirectory(prefix="querytasks-dk-") as folder:
+            path = Path(folder) / "error.json"
+            self.download_document(document_id, path)
+            return error_document_message(path.read_bytes())

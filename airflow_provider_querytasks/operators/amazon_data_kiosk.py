@@ -1,0 +1,198 @@
+"""Operators for the Amazon Selling Partner API Data Kiosk."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+from typing import Any
+
+from airflow_provider_querytasks.common.errors import InvalidInputError
+from airflow_provider_querytasks.common.fetch import Destination, destination_for, in_folder
+from airflow_provider_querytasks.common.operators import QueryTaskOperator
+from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
+from airflow_provider_querytasks.compat import BaseOperator, Context
+from airflow_provider_querytasks.hooks.amazon_data_kiosk import DataKioskHook
+from airflow_provider_querytasks.protocols.amazon_data_kiosk import next_token, validate_query
+from airflow_provider_querytasks.triggers.amazon_data_kiosk import DataKioskQueryTrigger
+
+
+def page_record(snapshot: StatusSnapshot) -> dict[str, Any]:
+    """What XCom shows of one finished query (one result page)."""
+    raw = snapshot.raw
+    return {
+        "query_id": snapshot.query_id,
+        "status": snapshot.remote_status,
+        "data_document_id": raw.get("dataDocumentId"),
+        "error_document_id": raw.get("errorDocumentId"),
+        "next_token": next_token(raw),
+        "fetch": None,
+    }
+
+
+def page_filename(page: int) -> str:
+    """``page-0001.jsonl``: the data document of result page ``page`` (1-based)."""
+    return f"page-{page:04d}.jsonl"
+
+
+class DataKioskQueryOperator(QueryTaskOperator):
+    """Run a Data Kiosk GraphQL query: submit, wait, follow result pages, optionally fetch.
+
+    The query is validated before anything is sent: non-empty, at most 8,000 characters once
+    whitespace is collapsed, and valid against the shipped Data Kiosk schemas (unknown fields and
+    missing arguments are named). When a DONE query carries ``pagination.nextToken`` and
+    ``follow_pagination`` is on, the same query is submitted again with that token, inside the
+    same task (and the same deferral chain), until a page has no token.
+
+    Each page's data document is fetched (when ``destination`` is set) as its own file,
+    ``<destination>/page-0001.jsonl``, ``page-0002.jsonl``...: the pages are written as they
+    finish and a failure later leaves the earlier pages complete. A DONE query without a data
+    document produced no data: the page is recorded with ``data_document_id`` ``None`` and no
+    file is written.
+
+    Returns ``{"query_id" (the first page's), "status", "pages": [page, ...], "rows"}`` where a
+    page is ``{"query_id", "status", "data_document_id", "error_document_id", "next_token",
+    "fetch"}``.
+
+    :param query: the GraphQL query (templated; a path ending in ``.graphql`` is read as a
+        template file from the DAG folder or ``template_searchpath``).
+    :param destination: a folder (local path, object-storage URI or ``ObjectStoragePath``) for the
+        pages' data documents (templated); ``None``: do not fetch.
+    :param follow_pagination: submit the next page's query until there is none.
+    :param validate_schema: validate against the shipped schemas (turn off for a dataset
+        version newer than the provider).
+    :param accept_cancelled: a CANCELLED query ends the task successfully instead of failing it.
+    :param conn_id: the ``amazon_sp_api`` connection (``amazon_sp_api_default``).
+    :param wait_for_completion: wait for the query (else return its id right after submitting).
+    :param deferrable: wait in the triggerer.
+    :param poll_interval: longest time between polls (``timedelta`` or seconds).
+    :param timeout: total wait, deferred time included; on timeout the current query is cancelled.
+    :param cancel_on_kill: cancel the current query when the task is killed.
+    :param reattach: on a task retry, re-attach to an IN_QUEUE/IN_PROGRESS query with the same
+        text instead of submitting a duplicate.
+    """
+
+    hook_class = DataKioskHook
+    trigger_class = DataKioskQueryTrigger
+    template_fields: Sequence[str] = ("conn_id", "query", "destination")
+    template_ext: Sequence[str] = (".graphql",)
+    template_fields_renderers = {"query": "graphql"}
+    ui_color = "#ffe8cc"
+
+    def __init__(
+        self,
+        *,
+        query: str,
+        destination: Destination | None = None,
+        follow_pagination: bool = True,
+        validate_schema: bool = True,
+        accept_cancelled: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.query = query
+        self.destination = destination
+        self.follow_pagination = follow_pagination
+        self.validate_schema = validate_schema
+        self.accept_cancelled = accept_cancelled
+
+    @cached_property
+    def data_kiosk(self) -> DataKioskHook:
+        hook = self.hook
+        assert isinstance(hook, DataKioskHook)
+        return hook
+
+    def validate_inputs(self) -> None:
+        validate_query(self.query, validate_schema=self.validate_schema)
+        if self.destination is not None:
+            if not self.wait_for_completion:
+                raise InvalidInputError(
+                    "destination",
+                    "fetching needs wait_for_completion=True; or use DataKioskDownloadDocumentOperator",
+                )
+            in_folder(self.destination, page_filename(1))  # rejects an empty destination
+        self.resume_state = {"pages": []}
+
+    def submit(self, context: Context) -> str:
+        return self.data_kiosk.create_query(self.query, validate_schema=False)  # validated above
+
+    def find_running(self, context: Context) -> str | None:
+        live = self.data_kiosk.find_live_query(self.query)
+        return str(live["queryId"]) if live else None
+
+    def on_query_finished(self, context: Context, snapshot: StatusSnapshot) -> Any:
+        record = page_record(snapshot)
+        pages = [*self.resume_state.get("pages", []), record]
+        self.resume_state["pages"] = pages
+        if self.destination is not None and record["data_document_id"]:
+            target = in_folder(self.destination, page_filename(len(pages)))
+            record["fetch"] = self.data_kiosk.download_document(record["data_document_id"], target)
+        token = record["next_token"]
+        if snapshot.state is QueryState.SUCCEEDED and token and self.follow_pagination:
+            self.log.info("Page %d has more results: submitting page %d", len(pages), len(pages) + 1)
+            next_id = self.data_kiosk.create_query(self.query, token, validate_schema=False)
+            return self.wait_for(context, next_id)
+        return {
+            "query_id": pages[0]["query_id"],
+            "status": snapshot.remote_status,
+            "pages": pages,
+            "rows": sum((page["fetch"] or {}).get("rows", 0) for page in pages),
+        }
+
+
+class DataKioskCancelQueryOperator(BaseOperator):
+    """Cancel a Data Kiosk query (IN_QUEUE or IN_PROGRESS); a finished one is left alone.
+
+    :param query_id: the query id (templated).
+    :param conn_id: the ``amazon_sp_api`` connection (``amazon_sp_api_default``).
+    """
+
+    template_fields: Sequence[str] = ("conn_id", "query_id")
+    ui_color = "#ffe8cc"
+
+    def __init__(
+        self, *, query_id: str, conn_id: str = DataKioskHook.default_conn_name, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.query_id = query_id
+        self.conn_id = conn_id
+
+    def execute(self, context: Context) -> None:
+        if not isinstance(self.query_id, str) or not self.query_id.strip():
+            raise InvalidInputError("query_id", f"must be a non-empty query id, got {self.query_id!r}")
+        DataKioskHook(self.conn_id).cancel_query(self.query_id.strip())
+
+
+class DataKioskDownloadDocumentOperator(BaseOperator):
+    """Download a Data Kiosk document (data JSONL or error JSON) to a destination, atomically.
+
+    Returns the fetch record (``uri``, ``bytes``, ``sha256``, ``lines``, ``rows``, ``source``,
+    ``document_id``).
+
+    :param document_id: the document id (templated).
+    :param destination: a file path, a folder ending in ``/`` (the file is then
+        ``<document_id>.jsonl``), an object-storage URI or an ``ObjectStoragePath``. Templated.
+    :param conn_id: the ``amazon_sp_api`` connection (``amazon_sp_api_default``).
+    """
+
+    template_fields: Sequence[str] = ("conn_id", "document_id", "destination")
+    ui_color = "#ffe8cc"
+
+    def __init__(
+        self,
+        *,
+        document_id: str,
+        destination: Destination,
+        conn_id: str = DataKioskHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.document_id = document_id
+        self.destination = destination
+        self.conn_id = conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        if not isinstance(self.document_id, str) or not self.document_id.strip():
+            raise InvalidInputError("document_id", f"must be a non-empty id, got {self.document_id!r}")
+        document_id = self.document_id.strip()
+        target = destination_for(self.destination, f"{document_id}.jsonl")
+        return DataKioskHook(self.conn_id).download_document(document_id, target)

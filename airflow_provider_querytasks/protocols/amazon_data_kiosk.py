@@ -1,0 +1,462 @@
+"""Amazon Selling Partner API, Data Kiosk 2023-11-15: URLs, payloads, answers, statuses, LWA.
+
+Written once and executed by the sync and async clients of :mod:`~..common.transport`. Facts and
+sources are in ``docs/data_kiosk.md``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+from urllib.parse import quote
+
+from airflow_provider_querytasks.common.auth import AccessToken, TokenSource
+from airflow_provider_querytasks.common.errors import (
+    ApiError,
+    AuthenticationError,
+    InvalidInputError,
+    PermissionDeniedError,
+)
+from airflow_provider_querytasks.common.protocol import (
+    ApiRequest,
+    ApiResponse,
+    PlatformApi,
+    first_error_text,
+    validate_base_url,
+)
+from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
+
+API_PATH = "/dataKiosk/2023-11-15"
+REGIONS = ("na", "eu", "fe")
+DEFAULT_LWA_TOKEN_URL = "https://api.amazon.com/auth/o2/token"  # noqa: S105 (a URL)
+#: The longest query text, after unnecessary whitespace is removed.
+MAX_QUERY_LENGTH = 8000
+MAX_PAGE_SIZE = 100
+STATUSES = ("IN_QUEUE", "IN_PROGRESS", "DONE", "FATAL", "CANCELLED")
+STATE_OF_STATUS = {
+    "IN_QUEUE": QueryState.PENDING,
+    "IN_PROGRESS": QueryState.RUNNING,
+    "DONE": QueryState.SUCCEEDED,
+    "FATAL": QueryState.FAILED,
+    "CANCELLED": QueryState.CANCELLED,
+}
+#: Usage plans (requests per second, burst) per operation, per selling partner and application.
+RATE_LIMITS: dict[str, tuple[float, float]] = {
+    "createQuery": (0.0167, 15),
+    "getQueries": (0.0222, 10),
+    "getQuery": (2.0, 15),
+    "cancelQuery": (0.0222, 10),
+    "getDocument": (0.0167, 15),
+}
+NOTIFICATION_TYPE = "DATA_KIOSK_QUERY_PROCESSING_FINISHED"
+
+
+def base_url_for(region: str, sandbox: bool) -> str:
+    """The regional SP-API host (``sandbox.`` prefixed for the sandbox)."""
+    return f"https://{'sandbox.' if sandbox else ''}sellingpartnerapi-{region}.amazon.com"
+
+
+def _as_bool(value: Any, parameter: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off", "", "none"):
+        return False
+    raise InvalidInputError(parameter, f"{value!r} is not a boolean; use true or false")
+
+
+@dataclass(frozen=True)
+class DataKioskSettings:
+    """A validated ``amazon_sp_api`` connection.
+
+    :param base_url: the SP-API host (region and sandbox, or the ``endpoint`` override).
+    :param token_url: the LWA token endpoint.
+    :param client_id: LWA client id.
+    :param client_secret: LWA client secret.
+    :param refresh_token: LWA refresh token of the selling partner's authorisation.
+    :param account: what scopes rate limits and caches (selling partner id, else the
+        refresh token's hash: one authorisation is one account).
+    """
+
+    base_url: str
+    token_url: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    refresh_token: str = field(repr=False)
+    account: str
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        client_id: str | None,
+        client_secret: str | None,
+        refresh_token: str | None,
+        region: str | None = None,
+        sandbox: Any = False,
+        endpoint: str | None = None,
+        lwa_token_url: str | None = None,
+        selling_partner_id: str | None = None,
+    ) -> DataKioskSettings:
+        """Validate connection fields (raise :class:`InvalidInputError` naming the field)."""
+        region = (region or "na").strip().lower()
+        if region not in REGIONS:
+            raise InvalidInputError("region", f"{region!r} is not an SP-API region; use one of na, eu, fe")
+        use_sandbox = _as_bool(sandbox, "sandbox")
+        if not client_id:
+            raise InvalidInputError("login", "set the LWA client id (amzn1.application-oa2-client...)")
+        if not client_secret:
+            raise InvalidInputError("password", "set the LWA client secret")
+        if not refresh_token:
+            raise InvalidInputError("refresh_token", "set the LWA refresh token extra")
+        base = validate_base_url(endpoint, "endpoint") if endpoint else base_url_for(region, use_sandbox)
+        token_url = validate_base_url(lwa_token_url or DEFAULT_LWA_TOKEN_URL, "lwa_token_url")
+        account = selling_partner_id or "rt-" + hashlib.sha256(refresh_token.encode()).hexdigest()[:16]
+        return cls(base, token_url, client_id, client_secret, refresh_token, account)
+
+
+class DataKioskApi(PlatformApi):
+    """Data Kiosk calls and answers."""
+
+    platform = "amazon_data_kiosk"
+    request_id_header = "x-amzn-RequestId"
+    rate_limits = RATE_LIMITS
+    logged_headers = ("x-amzn-RateLimit-Limit", "x-amzn-RequestId")
+
+    def __init__(self, settings: DataKioskSettings) -> None:
+        super().__init__(settings.base_url, settings.account)
+        self.settings = settings
+
+    def headers(self, token: str | None) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        if token:
+            headers["x-amz-access-token"] = token
+        return headers
+
+    def error_message(self, response: ApiResponse) -> str:
+        try:
+            text = first_error_text(response.json())
+        except ApiError:
+            text = None
+        return text or response.text_excerpt()
+
+    def is_token_expired(self, response: ApiResponse) -> bool:
+        # SP-API answers an expired token with 403 (no 401 is documented).
+        if response.status == 401:
+            return True
+        return response.status == 403 and "expired" in self.error_message(response).lower()
+
+    def error_class(self, response: ApiResponse) -> type[ApiError]:
+        if response.status == 403 and any(
+            word in self.error_message(response).lower() for word in ("unauthorized", "token")
+        ):
+            return AuthenticationError
+        if response.status == 403:
+            return PermissionDeniedError
+        return super().error_class(response)
+
+    # -- requests -----------------------------------------------------------------------------
+    def create_query_request(self, query: str, pagination_token: str | None = None) -> ApiRequest:
+        body: dict[str, Any] = {"query": query}
+        if pagination_token:
+            body["paginationToken"] = pagination_token
+        return ApiRequest("POST", f"{API_PATH}/queries", "createQuery", json=body, idempotent=False)
+
+    def get_query_request(self, query_id: str) -> ApiRequest:
+        return ApiRequest("GET", f"{API_PATH}/queries/{_path_id(query_id, 'query_id')}", "getQuery")
+
+    def cancel_query_request(self, query_id: str) -> ApiRequest:
+        # A finished query cannot be cancelled: its 400/404 answer means "nothing to cancel".
+        return ApiRequest(
+            "DELETE",
+            f"{API_PATH}/queries/{_path_id(query_id, 'query_id')}",
+            "cancelQuery",
+            ok_statuses=(400, 404),
+        )
+
+    def get_queries_request(
+        self,
+        *,
+        processing_statuses: list[str] | None = None,
+        page_size: int = 10,
+        created_since: str | None = None,
+        created_until: str | None = None,
+        pagination_token: str | None = None,
+    ) -> ApiRequest:
+        for status in processing_statuses or []:
+            if status not in STATUSES:
+                raise InvalidInputError(
+                    "processing_statuses", f"{status!r} is not a status; use some of {', '.join(STATUSES)}"
+                )
+        if not 1 <= int(page_size) <= MAX_PAGE_SIZE:
+            raise InvalidInputError("page_size", f"must be 1 to {MAX_PAGE_SIZE}, got {page_size}")
+        params = {
+            "processingStatuses": ",".join(processing_statuses) if processing_statuses else None,
+            "pageSize": int(page_size),
+            "createdSince": created_since,
+            "createdUntil": created_until,
+            "paginationToken": pagination_token,
+        }
+        return ApiRequest("GET", f"{API_PATH}/queries", "getQueries", params=params)
+
+    def get_document_request(self, document_id: str) -> ApiRequest:
+        return ApiRequest(
+            "GET", f"{API_PATH}/documents/{_path_id(document_id, 'document_id')}", "getDocument"
+        )
+
+
+def _path_id(value: str, parameter: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInputError(parameter, f"must be a non-empty id, got {value!r}")
+    return quote(value.strip(), safe="")
+
+
+# -- answers ----------------------------------------------------------------------------------
+def parse_created(response: ApiResponse) -> str:
+    query_id = response.json_object().get("queryId")
+    if not isinstance(query_id, str) or not query_id:
+        raise ApiError(f"createQuery answered without a queryId: {response.text_excerpt()}")
+    return query_id
+
+
+def parse_query(response: ApiResponse) -> dict[str, Any]:
+    body = response.json_object()
+    if not body.get("queryId"):
+        raise ApiError(f"getQuery answered without a queryId: {response.text_excerpt()}")
+    return body
+
+
+def parse_queries_page(response: ApiResponse) -> tuple[list[dict[str, Any]], str | None]:
+    body = response.json_object()
+    queries = body.get("queries") or []
+    token = (body.get("pagination") or {}).get("nextToken")
+    return [q for q in queries if isinstance(q, dict)], token or None
+
+
+def parse_document(response: ApiResponse) -> str:
+    url = response.json_object().get("documentUrl")
+    if not isinstance(url, str) or not url:
+        raise ApiError(f"getDocument answered without a documentUrl: {response.text_excerpt()}")
+    return url
+
+
+def next_token(query: dict[str, Any]) -> str | None:
+    """The ``pagination.nextToken`` of a DONE query (more results to fetch), or ``None``."""
+    token = (query.get("pagination") or {}).get("nextToken")
+    return token if isinstance(token, str) and token else None
+
+
+def query_snapshot(query: dict[str, Any]) -> StatusSnapshot:
+    """Normalise a Query object; an unknown status fails (with the raw object)."""
+    status = query.get("processingStatus")
+    state = STATE_OF_STATUS.get(str(status), QueryState.FAILED)
+    message = None
+    if status not in STATE_OF_STATUS:
+        message = f"unknown processingStatus {status!r}"
+    elif state is QueryState.FAILED:
+        message = f"error document {query.get('errorDocumentId') or '(none)'}"
+    return StatusSnapshot(str(query.get("queryId")), state, status, raw=query, message=message)
+
+
+def error_document_message(body: bytes) -> str:
+    """The ``errorMessage`` of an error document, or its raw text (the shape is not modelled)."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return body[:2000].decode("utf-8", "replace")
+    if isinstance(parsed, dict) and isinstance(parsed.get("errorMessage"), str):
+        return str(parsed["errorMessage"])
+    return first_error_text(parsed) or body[:2000].decode("utf-8", "replace")
+
+
+# -- query validation -------------------------------------------------------------------------
+def compact_query(query: str) -> str:
+    """The query with unnecessary whitespace removed (what the 8,000-character limit counts)."""
+    return re.sub(r"\s+", " ", query).strip()
+
+
+@functools.cache
+def shipped_schemas() -> dict[str, Any]:
+    """Dataset root field (``analytics_salesAndTraffic_2024_04_24``) -> its GraphQL schema."""
+    from graphql import build_schema
+
+    schemas: dict[str, Any] = {}
+    folder = resources.files("airflow_provider_querytasks") / "schemas" / "data_kiosk"
+    for item in sorted(folder.iterdir(), key=lambda p: p.name):
+        if item.name.endswith(".graphql"):
+            schema = build_schema(item.read_text(encoding="utf-8"))
+            query_type = schema.query_type
+            assert query_type is not None
+            for name in query_type.fields:
+                schemas[name] = schema
+    return schemas
+
+
+def validate_query(query: Any, *, validate_schema: bool = True) -> str:
+    """Check a Data Kiosk query before it is submitted; returns it unchanged.
+
+    Non-empty, at most 8,000 characters once whitespace is collapsed, and (unless
+    ``validate_schema`` is False, for datasets newer than the shipped schemas) valid against
+    the shipped schema of the dataset it selects.
+
+    :raises InvalidInputError: naming ``query`` with the GraphQL error and its location.
+    """
+    if not isinstance(query, str) or not query.strip():
+        raise InvalidInputError("query", "must be a non-empty GraphQL query")
+    length = len(compact_query(query))
+    if length > MAX_QUERY_LENGTH:
+        raise InvalidInputError(
+            "query", f"is {length} characters after whitespace is collapsed; Data Kiosk takes at most 8000"
+        )
+    if not validate_schema:
+        return query
+    from graphql import GraphQLError, OperationDefinitionNode, parse, validate
+
+    try:
+        document = parse(query)
+    except GraphQLError as exc:
+        raise InvalidInputError("query", f"is not valid GraphQL: {exc.message} at {_where(exc)}") from None
+    roots = {
+        selection.name.value
+        for definition in document.definitions
+        if isinstance(definition, OperationDefinitionNode)
+        for selection in definition.selection_set.selections
+        if hasattr(selection, "name")
+    }
+    schemas = shipped_schemas()
+    known = [root for root in roots if root in schemas]
+    if not known:
+        raise InvalidInputError(
+            "query",
+            f"selects {', '.join(sorted(roots)) or 'nothing'}; the shipped schemas know "
+            f"{', '.join(sorted(schemas))} (pass validate_schema=False for a newer dataset)",
+        )
+    errors = validate(schemas[known[0]], document)
+    if errors:
+        details = "; ".join(f"{error.message} at {_where(error)}" for error in errors[:5])
+        raise InvalidInputError("query", f"does not match the {known[0]} schema: {details}")
+    return query
+
+
+def _where(error: Any) -> str:
+    locations = getattr(error, "locations", None) or []
+    return ", ".join(f"line {loc.line} column {loc.column}" for loc in locations) or "unknown position"
+
+
+# -- notifications ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class QueryFinishedNotification:
+    """A ``DATA_KIOSK_QUERY_PROCESSING_FINISHED`` notification (payload version 2023-11-15).
+
+    :param account_id: the selling partner account (``queryId`` is unique only with it).
+    :param query_id: the finished query.
+    :param query: its text.
+    :param processing_status: DONE, FATAL or CANCELLED.
+    :param data_document_id: the data document, when the query produced data.
+    :param error_document_id: the error document of a FATAL query.
+    :param next_token: ``pagination.nextToken`` when more pages exist.
+    :param event_time: the envelope's ``eventTime``.
+    :param notification_id: ``notificationMetadata.notificationId``.
+    """
+
+    account_id: str
+    query_id: str
+    query: str
+    processing_status: str
+    data_document_id: str | None = None
+    error_document_id: str | None = None
+    next_token: str | None = None
+    event_time: str | None = None
+    notification_id: str | None = None
+
+    @classmethod
+    def parse(cls, envelope: Any) -> QueryFinishedNotification:
+        """Validate an envelope (a dict or the SQS message body as JSON text).
+
+        :raises InvalidInputError: naming ``notification`` and the missing or wrong field.
+        """
+        if isinstance(envelope, str | bytes):
+            try:
+                envelope = json.loads(envelope)
+            except ValueError:
+                raise InvalidInputError("notification", "is not JSON") from None
+        if not isinstance(envelope, dict):
+            raise InvalidInputError("notification", "must be a JSON object")
+        kind = envelope.get("notificationType")
+        if kind != NOTIFICATION_TYPE:
+            raise InvalidInputError("notification", f"notificationType is {kind!r}, not {NOTIFICATION_TYPE}")
+        payload = envelope.get("payload")
+        if not isinstance(payload, dict):
+            raise InvalidInputError("notification", "has no payload object")
+        for name in ("accountId", "queryId", "query", "processingStatus"):
+            if not isinstance(payload.get(name), str) or not payload.get(name):
+                raise InvalidInputError("notification", f"payload.{name} is missing")
+        status = payload["processingStatus"]
+        if status not in ("DONE", "FATAL", "CANCELLED"):
+            raise InvalidInputError(
+                "notification", f"payload.processingStatus {status!r} is not DONE, FATAL or CANCELLED"
+            )
+        metadata = envelope.get("notificationMetadata") or {}
+        return cls(
+            account_id=payload["accountId"],
+            query_id=payload["queryId"],
+            query=payload["query"],
+            processing_status=status,
+            data_document_id=payload.get("dataDocumentId"),
+            error_document_id=payload.get("errorDocumentId"),
+            next_token=(payload.get("pagination") or {}).get("nextToken"),
+            event_time=envelope.get("eventTime"),
+            notification_id=metadata.get("notificationId") if isinstance(metadata, dict) else None,
+        )
+
+    def to_query(self) -> dict[str, Any]:
+        """The notification as a Query object (what a getQuery poll would have returned)."""
+        query: dict[str, Any] = {
+            "queryId": self.query_id,
+            "query": self.query,
+            "processingStatus": self.processing_status,
+        }
+        if self.data_document_id:
+            query["dataDocumentId"] = self.data_document_id
+        if self.error_document_id:
+            query["errorDocumentId"] = self.error_document_id
+        if self.next_token:
+            query["pagination"] = {"nextToken": self.next_token}
+        return query
+
+    def snapshot(self) -> StatusSnapshot:
+        return query_snapshot(self.to_query())
+
+
+class LwaTokenSource(TokenSource):
+    """Login with Amazon refresh-token grant (form-encoded); tokens live an hour."""
+
+    def __init__(self, settings: DataKioskSettings) -> None:
+        super().__init__((settings.token_url, settings.client_id, settings.refresh_token), margin=300.0)
+        self.settings = settings
+
+    def token_request(self) -> ApiRequest:
+        data = {
+            "grant_type": "refresh_token",
+            "refresh_token": self.settings.refresh_token,
+            "client_id": self.settings.client_id,
+            "client_secret": self.settings.client_secret,
+        }
+        return ApiRequest("POST", self.settings.token_url, "lwaToken", data=data, authenticated=False)
+
+    def parse_token(self, response: ApiResponse) -> AccessToken:
+        body = response.json_object()
+        value = body.get("access_token")
+        if not isinstance(value, str) or not value:
+            raise AuthenticationError("The LWA token endpoint answered without an access_token")
+        expires_in = body.get("expires_in")
+        expires_at = time.time() + float(expires_in) if isinstance(expires_in, int | float) else None
+        return AccessToken(value, expires_at)

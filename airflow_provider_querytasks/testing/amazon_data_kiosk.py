@@ -1,0 +1,401 @@
+"""An emulator of the SP-API Data Kiosk 2023-11-15, its LWA token service and S3 documents.
+
+Three sites on 127.0.0.1: ``api`` (the Data Kiosk operations), ``lwa`` (``POST /auth/o2/token``)
+and ``storage`` (presigned documents that refuse ``x-amz-access-token``). Usage plans are
+enforced per operation and account with the published rates; statuses advance with the clock.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from airflow_provider_querytasks.protocols.amazon_data_kiosk import (
+    API_PATH,
+    MAX_QUERY_LENGTH,
+    NOTIFICATION_TYPE,
+    RATE_LIMITS,
+    compact_query,
+)
+from airflow_provider_querytasks.testing.server import (
+    EmulatorClock,
+    EmulatorServer,
+    RateBucket,
+    json_response,
+)
+from airflow_provider_querytasks.testing.storage import ObjectStorageSite
+
+_Emulator = TypeVar("_Emulator", bound="DataKioskEmulator")
+OUTCOMES = ("DONE", "NO_DATA", "FATAL")
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+@dataclass
+class EmulatedQuery:
+    """A Data Kiosk query as the emulator keeps it."""
+
+    query_id: str
+    query: str
+    page: int
+    created: float
+    created_wall: float
+    duration: float
+    outcome: str
+    pages: int
+    rows: int
+    cancelled: bool = False
+    documents: dict[str, str] = field(default_factory=dict)
+
+
+def _error(code: str, message: str, details: str = "") -> dict[str, Any]:
+    return {"errors": [{"code": code, "message": message, "details": details}]}
+
+
+class DataKioskEmulator(EmulatorServer):
+    """Data Kiosk on 127.0.0.1.
+
+    :param client_id: the LWA client id accepted.
+    :param client_secret: the LWA client secret accepted.
+    :param refresh_token: the LWA refresh token accepted.
+    :param account_id: the selling partner's account id (in notifications).
+    :param token_ttl: access-token lifetime (``expires_in``), seconds.
+    :param duration: emulator seconds from createQuery to the final status (IN_QUEUE for the
+        first third, IN_PROGRESS after).
+    :param outcome: how new queries end: ``DONE`` (with a data document), ``NO_DATA`` (DONE without
+        one) or ``FATAL`` (with an error document).
+    :param pages: result pages of a query (each DONE page but the last has a ``nextToken``).
+    :param rows: JSONL records per data document.
+    :param gzip: serve documents gzip-encoded.
+    :param url_ttl: lifetime of document URLs (5 minutes on the real service).
+    :param enforce_rate_limits: answer 429 above the published usage plans.
+    :param error_message: the ``errorMessage`` of FATAL queries' error documents.
+    :param clock: emulator clock.
+    """
+
+    name = "data_kiosk"
+
+    def __init__(
+        self,
+        *,
+        client_id: str = "amzn1.application-oa2-client.emulator",
+        client_secret: str = "data-kiosk-emulator-secret",
+        refresh_token: str = "Atzr|data-kiosk-emulator-refresh",
+        account_id: str = "A3EMULATORSP",
+        token_ttl: float = 3600.0,
+        duration: float = 1.5,
+        outcome: str = "DONE",
+        pages: int = 1,
+        rows: int = 10,
+        gzip: bool = False,
+        url_ttl: float = 300.0,
+        enforce_rate_limits: bool = True,
+        error_message: str = "Dates in the query are invalid: startDate is after endDate.",
+        clock: EmulatorClock | None = None,
+    ) -> None:
+        super().__init__(clock=clock)
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {OUTCOMES}")
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.refresh_token = refresh_token
+        self.account_id = account_id
+        self.token_ttl = token_ttl
+        self.duration = duration
+        self.outcome = outcome
+        self.pages = pages
+        self.rows = rows
+        self.gzip = gzip
+        self.url_ttl = url_ttl
+        self.enforce_rate_limits = enforce_rate_limits
+        self.error_message = error_message
+        self.queries: dict[str, EmulatedQuery] = {}
+        #: access token -> expiry (time.time()).
+        self.tokens: dict[str, float] = {}
+        self.storage = ObjectStorageSite(
+            forbidden_headers=("x-amz-access-token",), style="s3", default_ttl=url_ttl
+        )
+        self._documents: dict[str, str] = {}
+        self._buckets: dict[str, RateBucket] = {}
+        self._serial = itertools.count(1)
+
+    # -- framework ----------------------------------------------------------------------------
+    def build_sites(self) -> dict[str, web.Application]:
+        api = web.Application()
+        api.router.add_post(f"{API_PATH}/queries", self._create)
+        api.router.add_get(f"{API_PATH}/queries", self._list)
+        api.router.add_get(f"{API_PATH}/queries/{{query_id}}", self._get)
+        api.router.add_delete(f"{API_PATH}/queries/{{query_id}}", self._cancel)
+        api.router.add_get(f"{API_PATH}/documents/{{document_id}}", self._document)
+        lwa = web.Application()
+        lwa.router.add_post("/auth/o2/token", self._token)
+        return {"api": api, "lwa": lwa, "storage": self.storage.app()}
+
+    async def start_async(self: _Emulator) -> _Emulator:
+        await super().start_async()
+        self.storage.base_url = self.urls["storage"]
+        return self
+
+    def expire_tokens(self) -> None:
+        self.tokens.clear()
+
+    def connection(self, conn_id: str | None = None) -> dict[str, Any]:
+        """An ``amazon_sp_api`` connection pointing at this emulator."""
+        return {
+            "conn_id": conn_id or "amazon_sp_api_default",
+            "conn_type": "amazon_sp_api",
+            "login": self.client_id,
+            "password": self.client_secret,
+            "extra": {
+                "refresh_token": self.refresh_token,
+                "region": "na",
+                "endpoint": self.urls["api"],
+                "lwa_token_url": f"{self.urls['lwa']}/auth/o2/token",
+                "selling_partner_id": self.account_id,
+            },
+        }
+
+    # -- state --------------------------------------------------------------------------------
+    def status_of(self, query: EmulatedQuery) -> str:
+        age = self.clock.now() - query.created
+        if query.cancelled:
+            return "CANCELLED"
+        if age < query.duration / 3:
+            return "IN_QUEUE"
+        if age < query.duration:
+            return "IN_PROGRESS"
+        return "FATAL" if query.outcome == "FATAL" else "DONE"
+
+    def _new_document(self, query: EmulatedQuery, kind: str) -> str:
+        if kind in query.documents:
+            return query.documents[kind]
+        document_id = f"amzn1.tortuga.4.na.{uuid.uuid4()}"
+        key = f"{document_id}.{'jsonl' if kind == 'data' else 'json'}"
+        if kind == "data":
+            lines = [
+                json.dumps(
+                    {
+                        "startDate": f"2026-11-{(query.page + i) % 28 + 1:02d}",
+                        "endDate": f"2026-11-{(query.page + i) % 28 + 1:02d}",
+                        "page": query.page,
+                        "record": i,
+                        "sales": {"orderedProductSales": {"amount": 10.5 * (i + 1), "currencyCode": "USD"}},
+                        "traffic": {"pageViews": 100 + i, "sessions": 40 + i},
+                    }
+                )
+                for i in range(query.rows)
+            ]
+            data = ("\n".join(lines) + "\n").encode() if lines else b""
+            self.storage.put(key, data, content_type="application/x-ndjson", gzip=self.gzip)
+        else:
+            self.storage.put(key, json.dumps({"errorMessage": self.error_message}).encode(), gzip=self.gzip)
+        query.documents[kind] = document_id
+        self._documents[document_id] = key
+        return document_id
+
+    def query_body(self, query: EmulatedQuery) -> dict[str, Any]:
+        status = self.status_of(query)
+        body: dict[str, Any] = {
+            "queryId": query.query_id,
+            "query": query.query,
+            "createdTime": _iso(query.created_wall),
+            "processingStatus": status,
+        }
+        if status in ("IN_PROGRESS", "DONE", "FATAL"):
+            body["processingStartTime"] = _iso(query.created_wall + query.duration / 3)
+        if status in ("DONE", "FATAL"):
+            body["processingEndTime"] = _iso(query.created_wall + query.duration)
+        if status == "DONE" and query.outcome == "DONE":
+            body["dataDocumentId"] = self._new_document(query, "data")
+        if status == "FATAL":
+            body["errorDocumentId"] = self._new_document(query, "error")
+        if status == "DONE" and query.page < query.pages:
+            body["pagination"] = {"nextToken": f"page-{query.page + 1}-{query.query_id}"}
+        return body
+
+    def notification_for(self, query_id: str) -> dict[str, Any]:
+        """The ``DATA_KIOSK_QUERY_PROCESSING_FINISHED`` envelope for a finished query."""
+        body = self.query_body(self.queries[query_id])
+        if body["processingStatus"] not in ("DONE", "FATAL", "CANCELLED"):
+            raise ValueError(f"query {query_id} has not finished")
+        payload = {
+            "accountId": self.account_id,
+            "queryId": query_id,
+            "query": body["query"],
+            "processingStatus": body["processingStatus"],
+        }
+        for name in ("dataDocumentId", "errorDocumentId", "pagination"):
+            if name in body:
+                payload[name] = body[name]
+        return {
+            "notificationVersion": "2023-11-15",
+            "notificationType": NOTIFICATION_TYPE,
+            "payloadVersion": "2023-11-15",
+            "eventTime": _iso(time.time()),
+            "payload": payload,
+            "notificationMetadata": {
+                "applicationId": "amzn1.sellerapps.app.emulator",
+                "subscriptionId": "emulator-subscription",
+                "publishTime": _iso(time.time()),
+                "notificationId": str(uuid.uuid4()),
+            },
+        }
+
+    def add_query(self, text: str, page: int = 1) -> EmulatedQuery:
+        """Create a query server-side, as createQuery does (seeds tests without the usage plan)."""
+        query = EmulatedQuery(
+            query_id=str(next(self._serial) * 1000 + 17),
+            query=text,
+            page=page,
+            created=self.clock.now(),
+            created_wall=time.time(),
+            duration=self.duration,
+            outcome=self.outcome,
+            pages=self.pages,
+            rows=self.rows,
+        )
+        self.queries[query.query_id] = query
+        return query
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _reply(self, body: Any, status: int = 200, operation: str | None = None) -> web.Response:
+        headers = {"x-amzn-RequestId": str(uuid.uuid4())}
+        if operation and (status < 300 or status in (400, 404)):
+            headers["x-amzn-RateLimit-Limit"] = str(RATE_LIMITS[operation][0])
+        return json_response(body, status=status, headers=headers)
+
+    def _authorise(self, request: web.Request, operation: str) -> web.Response | None:
+        token = request.headers.get("x-amz-access-token", "")
+        expiry = self.tokens.get(token)
+        if expiry is None or expiry <= time.time():
+            details = "The access token you provided has expired." if token else ""
+            return self._reply(
+                _error("Unauthorized", "Access to requested resource is denied.", details), 403
+            )
+        if self.enforce_rate_limits:
+            rate, burst = RATE_LIMITS[operation]
+            bucket = self._buckets.setdefault(operation, RateBucket(burst, rate))
+            if not bucket.take():
+                return self._reply(
+                    _error("QuotaExceeded", "You exceeded your quota for the requested resource."), 429
+                )
+        return None
+
+    # -- routes -------------------------------------------------------------------------------
+    async def _token(self, request: web.Request) -> web.Response:
+        form = dict(await request.post())
+        if form.get("client_id") != self.client_id or form.get("client_secret") != self.client_secret:
+            return json_response(
+                {"error": "invalid_client", "error_description": "Client authentication failed"}, 401
+            )
+        if form.get("grant_type") != "refresh_token" or form.get("refresh_token") != self.refresh_token:
+            return json_response(
+                {"error": "invalid_grant", "error_description": "The request has an invalid grant parameter"},
+                400,
+            )
+        access = f"Atza|emulator-{uuid.uuid4().hex}"
+        self.tokens[access] = time.time() + self.token_ttl
+        return json_response(
+            {
+                "access_token": access,
+                "refresh_token": self.refresh_token,
+                "token_type": "bearer",
+                "expires_in": int(self.token_ttl),
+            }
+        )
+
+    async def _create(self, request: web.Request) -> web.Response:
+        refused = self._authorise(request, "createQuery")
+        if refused is not None:
+            return refused
+        try:
+            spec = json.loads(await request.read())
+        except ValueError:
+            return self._reply(_error("InvalidInput", "Request body is not valid JSON."), 400, "createQuery")
+        text = spec.get("query") if isinstance(spec, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            return self._reply(_error("InvalidInput", "query is required."), 400, "createQuery")
+        if len(compact_query(text)) > MAX_QUERY_LENGTH:
+            return self._reply(_error("InvalidInput", "query exceeds 8000 characters."), 400, "createQuery")
+        page = 1
+        token = spec.get("paginationToken")
+        if token:
+            parent = self.queries.get(str(token).split("-", 2)[-1])
+            if not str(token).startswith("page-") or parent is None or parent.query != text:
+                return self._reply(_error("InvalidInput", "Invalid paginationToken."), 400, "createQuery")
+            page = int(str(token).split("-")[1])
+        query = self.add_query(text, page)
+        return self._reply({"queryId": query.query_id}, 202, "createQuery")
+
+    async def _list(self, request: web.Request) -> web.Response:
+        refused = self._authorise(request, "getQueries")
+        if refused is not None:
+            return refused
+        statuses = [s for s in request.query.get("processingStatuses", "").split(",") if s]
+        try:
+            size = int(request.query.get("pageSize", "10"))
+            offset = int(request.query.get("paginationToken", "list-0").split("-", 1)[1])
+        except (ValueError, IndexError):
+            return self._reply(
+                _error("InvalidInput", "Invalid pageSize or paginationToken."), 400, "getQueries"
+            )
+        if not 1 <= size <= 100:
+            return self._reply(
+                _error("InvalidInput", "pageSize must be between 1 and 100."), 400, "getQueries"
+            )
+        bodies = [self.query_body(q) for q in reversed(self.queries.values())]
+        chosen = [b for b in bodies if not statuses or b["processingStatus"] in statuses]
+        page = chosen[offset : offset + size]
+        result: dict[str, Any] = {"queries": page}
+        if offset + size < len(chosen):
+            result["pagination"] = {"nextToken": f"list-{offset + size}"}
+        return self._reply(result, 200, "getQueries")
+
+    async def _get(self, request: web.Request) -> web.Response:
+        refused = self._authorise(request, "getQuery")
+        if refused is not None:
+            return refused
+        query = self.queries.get(request.match_info["query_id"])
+        if query is None:
+            return self._reply(_error("NotFound", "Query not found."), 404, "getQuery")
+        return self._reply(self.query_body(query), 200, "getQuery")
+
+    async def _cancel(self, request: web.Request) -> web.Response:
+        refused = self._authorise(request, "cancelQuery")
+        if refused is not None:
+            return refused
+        query = self.queries.get(request.match_info["query_id"])
+        if query is None:
+            return self._reply(_error("NotFound", "Query not found."), 404, "cancelQuery")
+        status = self.status_of(query)
+        if status in ("DONE", "FATAL"):
+            return self._reply(
+                _error("InvalidInput", f"Query {query.query_id} has already finished ({status})."),
+                400,
+                "cancelQuery",
+            )
+        query.cancelled = True
+        return self._reply(None, 204, "cancelQuery")
+
+    async def _document(self, request: web.Request) -> web.Response:
+        refused = self._authorise(request, "getDocument")
+        if refused is not None:
+            return refused
+        document_id = request.match_info["document_id"]
+        key = self._documents.get(document_id)
+        if key is None:
+            return self._reply(_error("NotFound", "Document not found."), 404, "getDocument")
+        return self._reply(
+            {"documentId": document_id, "documentUrl": self.storage.presign(key, self.url_ttl)},
+            200,
+            "getDocument",
+        )

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from airflow_provider_querytasks.hooks.amazon_data_kiosk import DataKioskHook
+from airflow_provider_querytasks.testing.amazon_data_kiosk import DataKioskEmulator
+
+from ..helpers import FAST_RETRY, use_connection
+
+QUERY = """
+query salesByDate {
+  analytics_salesAndTraffic_2024_04_24 {
+    salesAndTrafficByDate(
+      startDate: "2026-11-19"
+      endDate: "2026-11-20"
+      aggregateBy: DAY
+      marketplaceIds: ["ATVPDKIKX0DER"]
+    ) {
+      startDate
+      endDate
+      sales { orderedProductSales { amount currencyCode } }
+      traffic { pageViews sessions }
+    }
+  }
+}
+"""
+
+
+@pytest.fixture
+def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[DataKioskEmulator]:
+    server = DataKioskEmulator(duration=0.3, rows=5)
+    server.start()
+    use_connection(monkeypatch, server.connection())
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def hook(emulator: DataKioskEmulator) -> DataKioskHook:
+    return DataKioskHook(retry=FAST_RETRY)
