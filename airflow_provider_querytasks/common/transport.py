@@ -267,6 +267,14 @@ class SyncApiClient:
     def _send_token_request(self, request: ApiRequest) -> ApiResponse:
         return self.policy.answer(request, self._send(request, None))
 
+    def credential_headers(self, url: str, operation: str) -> dict[str, str]:
+        """Headers of an authenticated GET of ``url`` (a file the fetch streams itself).
+
+        Refuses any URL outside the configured endpoint, like every authenticated call.
+        """
+        request = ApiRequest("GET", url, operation)
+        return self.policy.url_and_headers(request, self._token(request))[1]
+
     def _attempt(self, request: ApiRequest) -> ApiResponse:
         bucket = self.policy.bucket(request)
         if bucket is not None:

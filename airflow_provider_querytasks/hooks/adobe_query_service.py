@@ -1,0 +1,336 @@
+"""Hook for Adobe Experience Platform Query Service (with the Catalog and Data Access it needs)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from airflow_provider_querytasks.common.auth import TokenSource
+from airflow_provider_querytasks.common.errors import ApiError, RemoteQueryFailedError
+from airflow_provider_querytasks.common.fetch import Destination, fetch_url, in_folder
+from airflow_provider_querytasks.common.hooks import QueryTaskHook
+from airflow_provider_querytasks.common.protocol import ApiRequest, PlatformApi
+from airflow_provider_querytasks.common.wait import StatusSnapshot
+from airflow_provider_querytasks.compat import Connection
+from airflow_provider_querytasks.connection_forms import ADOBE_EXPERIENCE_PLATFORM_FORM
+from airflow_provider_querytasks.protocols.adobe_query_service import (
+    BATCH_FAILED,
+    AdobeApi,
+    AdobeSettings,
+    ImsTokenSource,
+    build_query_def,
+    keyed_objects,
+    next_href,
+    query_snapshot,
+    run_snapshot,
+)
+
+LIVE_STATES = ("SUBMITTED", "IN_PROGRESS")
+
+
+class AdobeQueryServiceHook(QueryTaskHook):
+    """Query Service queries, templates and schedules; Catalog batches; Data Access files.
+
+    The connection (type ``adobe_experience_platform``) holds the OAuth server-to-server client
+    id in *login*, its secret in *password*, and the ``org_id``, ``sandbox`` (default ``prod``),
+    ``scopes``, ``endpoint`` and ``ims_token_url`` extras. Every call carries ``Authorization``,
+    ``x-api-key``, ``x-gw-ims-org-id`` and ``x-sandbox-name``; TLS is always verified.
+
+    :param conn_id: the Airflow connection id (``adobe_experience_platform_default``).
+    :param retry: retry policy for API calls.
+    :param timeout: (connect, read) timeout of one HTTP call, seconds.
+    """
+
+    default_conn_name = "adobe_experience_platform_default"
+    conn_type = "adobe_experience_platform"
+    hook_name = "Adobe Query Service"
+    form = ADOBE_EXPERIENCE_PLATFORM_FORM
+
+    # -- connection ---------------------------------------------------------------------------
+    def build_settings(self, conn: Connection, extra: dict[str, Any]) -> AdobeSettings:
+        return AdobeSettings.build(
+            client_id=conn.login,
+            client_secret=conn.password,
+            org_id=self.extra_value(extra, "org_id"),
+            sandbox=self.extra_value(extra, "sandbox"),
+            scopes=self.extra_value(extra, "scopes"),
+            endpoint=self.extra_value(extra, "endpoint"),
+            ims_token_url=self.extra_value(extra, "ims_token_url"),
+        )
+
+    def build_api(self, settings: AdobeSettings) -> PlatformApi:
+        return AdobeApi(settings)
+
+    def build_token_source(self, settings: AdobeSettings) -> TokenSource | None:
+        return ImsTokenSource(settings)
+
+    @property
+    def api(self) -> AdobeApi:
+        api = self.client.api
+        assert isinstance(api, AdobeApi)
+        return api
+
+    async def aapi(self) -> AdobeApi:
+        api = (await self.aclient()).api
+        assert isinstance(api, AdobeApi)
+        return api
+
+    def check_connection(self) -> str:
+        body = self.call(self.api.list_queries_request(limit=1)).json_object()
+        shown = len(body.get("queries") or [])
+        return f"Query Service reachable in sandbox {self.settings.sandbox} ({shown} query shown)"
+
+    def describe_query(self, query_id: str) -> str:
+        return f"Adobe query {query_id}"
+
+    def _json(self, request: ApiRequest) -> dict[str, Any]:
+        return self.call(request).json_object()
+
+    def _pages(self, request: ApiRequest, key: str) -> Iterator[dict[str, Any]]:
+        """Items under ``key``, following ``_links.next`` (rebuilt against the configured host)."""
+        while True:
+            body = self._json(request)
+            yield from (item for item in body.get(key) or [] if isinstance(item, dict))
+            href = next_href(body)
+            if not href or not body.get(key):
+                return
+            request = self.api.next_page_request(href, request.operation)
+
+    # -- queries ------------------------------------------------------------------------------
+    def create_query(
+        self,
+        *,
+        sql: str | None = None,
+        template_id: str | None = None,
+        db_name: str | None = None,
+        query_parameters: dict[str, Any] | None = None,
+        name: str | None = None,
+        description: str | None = None,
+        ctas_parameters: dict[str, Any] | None = None,
+        insert_into_parameters: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Submit SQL (or a template) and return the query object (state ``SUBMITTED``).
+
+        ``db_name`` defaults to ``<sandbox>:all``. ``query_parameters`` are sent as parameters
+        (Adobe substitutes ``$name`` textually: quote literals in the SQL). Not idempotent.
+        """
+        sandbox = self.settings.sandbox
+        body = build_query_def(
+            sql=sql,
+            template_id=template_id,
+            db_name=db_name or f"{sandbox}:all",
+            query_parameters=query_parameters,
+            name=name,
+            description=description,
+            ctas_parameters=ctas_parameters,
+            insert_into_parameters=insert_into_parameters,
+            sandbox=sandbox,
+        )
+        query = self._json(self.api.create_query_request(body))
+        if not query.get("id"):
+            raise ApiError(f"createQuery answered without an id: {query}", platform=self.conn_type)
+        return query
+
+    def get_query(self, query_id: str) -> dict[str, Any]:
+        return self._json(self.api.get_query_request(query_id))
+
+    async def aget_query(self, query_id: str) -> dict[str, Any]:
+        return (await self.acall((await self.aapi()).get_query_request(query_id))).json_object()
+
+    def iter_queries(
+        self,
+        property: str | None = None,
+        *,
+        orderby: str = "-created",
+        limit: int = 50,
+        exclude_soft_deleted: bool = True,
+        exclude_hidden: bool = True,
+    ) -> Iterator[dict[str, Any]]:
+        """Every query matching ``property`` (e.g. ``state==IN_PROGRESS,client==API``), page by page."""
+        request = self.api.list_queries_request(
+            property=property,
+            orderby=orderby,
+            limit=limit,
+            exclude_soft_deleted=exclude_soft_deleted,
+            exclude_hidden=exclude_hidden,
+        )
+        return self._pages(request, "queries")
+
+    def find_live_query(self, name: str, *, within: timedelta = timedelta(days=2)) -> dict[str, Any] | None:
+        """The newest SUBMITTED/IN_PROGRESS/SUCCESS query submitted by the API with this ``name``.
+
+        ``name`` is not a documented list filter: recent API queries are listed and compared.
+        """
+        since = (datetime.now(timezone.utc) - within).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for query in self.iter_queries(f"created>={since},client==API"):
+            request = query.get("request") or {}
+            if (query.get("name") or request.get("name")) == name and query.get("state") in (
+                *LIVE_STATES,
+                "SUCCESS",
+            ):
+                return query
+        return None
+
+    def cancel_query(self, query_id: str) -> None:
+        """PATCH ``{"op": "cancel"}``; a 409 means it had already ended (not an error)."""
+        self._log_patch(
+            query_id, "cancel", self.call(self.api.patch_query_request(query_id, "cancel")).status
+        )
+
+    async def acancel_query(self, query_id: str) -> None:
+        response = await self.acall((await self.aapi()).patch_query_request(query_id, "cancel"))
+        self._log_patch(query_id, "cancel", response.status)
+
+    def soft_delete_query(self, query_id: str) -> None:
+        """Hide a query from the list (its history stays)."""
+        self._log_patch(
+            query_id, "soft_delete", self.call(self.api.patch_query_request(query_id, "soft_delete")).status
+        )
+
+    def _log_patch(self, query_id: str, op: str, status: int) -> None:
+        if status == 409:
+            self.log.info("%s: %s refused with 409, the query had already ended", query_id, op)
+        else:
+            self.log.info("%s: %s requested", self.describe_query(query_id), op)
+
+    def get_status(self, query_id: str) -> StatusSnapshot:
+        return query_snapshot(self.get_query(query_id))
+
+    async def aget_status(self, query_id: str) -> StatusSnapshot:
+        return query_snapshot(await self.aget_query(query_id))
+
+    # -- templates ----------------------------------------------------------------------------
+    def create_template(
+        self, sql: str, name: str, query_parameters: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        return self._json(self.api.create_template_request(sql, name, query_parameters))
+
+    def get_template(self, template_id: str) -> dict[str, Any]:
+        return self._json(self.api.get_template_request(template_id))
+
+    def list_templates(self, limit: int = 50) -> Iterator[dict[str, Any]]:
+        return self._pages(self.api.list_templates_request(limit), "templates")
+
+    # -- scheduled queries --------------------------------------------------------------------
+    def create_schedule(self, query_def: dict[str, Any], schedule: dict[str, Any]) -> dict[str, Any]:
+        """``query_def`` as :func:`build_query_def` makes it; ``schedule`` ``{"schedule": cron, ...}``."""
+        return self._json(self.api.create_schedule_request(query_def, schedule))
+
+    def get_schedule(self, schedule_id: str) -> dict[str, Any]:
+        return self._json(self.api.get_schedule_request(schedule_id))
+
+    def list_schedules(self, limit: int = 50) -> Iterator[dict[str, Any]]:
+        return self._pages(self.api.list_schedules_request(limit), "schedules")
+
+    def set_schedule_enabled(self, schedule_id: str, enabled: bool) -> None:
+        self.call(self.api.set_schedule_state_request(schedule_id, enabled))
+
+    def list_runs(self, schedule_id: str, property: str | None = None) -> Iterator[dict[str, Any]]:
+        return self._pages(self.api.list_runs_request(schedule_id, property=property), "runsSchedules")
+
+    def trigger_run(self, schedule_id: str) -> str | None:
+        """Trigger a run now; the API returns no run id, so the newest manual run is looked up."""
+        self.call(self.api.trigger_run_request(schedule_id))
+        run = next(iter(self.list_runs(schedule_id, property="externalTrigger==true")), None)
+        return str(run["id"]) if run and run.get("id") else None
+
+    def get_run(self, schedule_id: str, run_id: str) -> dict[str, Any]:
+        return self._json(self.api.get_run_request(schedule_id, run_id))
+
+    def get_run_status(self, schedule_id: str, run_id: str) -> StatusSnapshot:
+        return run_snapshot(schedule_id, self.get_run(schedule_id, run_id))
+
+    def cancel_run(self, schedule_id: str, run_id: str) -> None:
+        self.call(self.api.cancel_run_request(schedule_id, run_id))
+
+    # -- Catalog ------------------------------------------------------------------------------
+    def get_dataset(self, dataset_id: str) -> dict[str, Any]:
+        objects = keyed_objects(self._json(self.api.get_dataset_request(dataset_id)))
+        if not objects:
+            raise ApiError(f"Catalog has no dataset {dataset_id}", platform=self.conn_type)
+        return objects[0]
+
+    def find_dataset_id(self, name: str) -> str | None:
+        """The newest dataset called ``name`` (what an INSERT INTO or CTAS wrote to)."""
+        found = keyed_objects(self._json(self.api.find_datasets_request(name)))
+        return found[0]["id"] if found else None
+
+    def latest_batch(self, dataset_id: str, *, created_after_ms: int | None = None) -> dict[str, Any] | None:
+        """The newest batch of a dataset (created after ``created_after_ms``), or ``None``."""
+        batches = keyed_objects(
+            self._json(self.api.list_batches_request(dataset_id, created_after_ms=created_after_ms, limit=1))
+        )
+        return batches[0] if batches else None
+
+    def wait_for_batch(
+        self,
+        dataset_id: str,
+        *,
+        created_after_ms: int | None = None,
+        timeout: float = 900.0,
+        poll: float = 10.0,
+    ) -> dict[str, Any]:
+        """The newest batch once it is ``success`` (Catalog may lag the query's SUCCESS).
+
+        :raises RemoteQueryFailedError: when the batch failed, or none succeeded within ``timeout``.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            batch = self.latest_batch(dataset_id, created_after_ms=created_after_ms)
+            status = str((batch or {}).get("status", "")).lower()
+            if batch is not None and status == "success":
+                return batch
+            if status in BATCH_FAILED:
+                raise RemoteQueryFailedError(
+                    f"Batch {batch and batch['id']} of dataset {dataset_id} is {status}",
+                    platform=self.conn_type,
+                    detail=batch,
+                )
+            if time.monotonic() >= deadline:
+                raise RemoteQueryFailedError(
+                    f"No successful batch of dataset {dataset_id} after {timeout:.0f} s "
+                    f"(last: {status or 'none'})",
+                    platform=self.conn_type,
+                    detail=batch,
+                )
+            time.sleep(poll)
+
+    # -- Data Access --------------------------------------------------------------------------
+    def iter_batch_files(self, batch_id: str) -> Iterator[dict[str, Any]]:
+        """Every file of a batch as ``{"file_id", "name", "length"}``, through pages and directories."""
+        for entry in self._pages(self.api.list_batch_files_request(batch_id), "data"):
+            yield from self._iter_file(str(entry.get("dataSetFileId")))
+
+    def _iter_file(self, file_id: str) -> Iterator[dict[str, Any]]:
+        for item in self._pages(self.api.list_file_request(file_id), "data"):
+            href = ((item.get("_links") or {}).get("self") or {}).get("href", "")
+            if "path=" in href:
+                yield {"file_id": file_id, "name": item.get("name"), "length": item.get("length")}
+            elif item.get("dataSetFileId"):
+                yield from self._iter_file(str(item["dataSetFileId"]))  # a directory entry
+
+    def download_file(self, file_id: str, name: str, destination: Destination) -> dict[str, Any]:
+        """Stream one Data Access file (Parquet) to ``destination``, atomically.
+
+        The file is on the Platform host, so it needs the credentials (refused for any other
+        host); interrupted transfers resume with ``Range`` (the API answers within 60 s).
+        """
+        url = self.api.file_url(file_id, name)
+        headers = self.client.credential_headers(url, "downloadFile")
+        record = fetch_url(url, destination, headers=headers, decompress=False, retry=self.retry).to_dict()
+        record.update(file_id=file_id, name=name)
+        return record
+
+    def export_batch(self, batch_id: str, folder: Destination) -> list[dict[str, Any]]:
+        """Every file of a batch into ``folder`` (``<name>``; names repeated across parts get the file id)."""
+        records = []
+        seen: set[str] = set()
+        for item in self.iter_batch_files(batch_id):
+            name = str(item["name"]).rsplit("/", 1)[-1]
+            if name in seen:
+                name = f"{item['file_id']}-{name}"
+            seen.add(name)
+            records.append(self.download_file(item["file_id"], str(item["name"]), in_folder(folder, name)))
+        return records

@@ -1,0 +1,454 @@
+"""Adobe Experience Platform Query Service, Catalog and Data Access: URLs, payloads, states, IMS.
+
+Written once and executed by the sync and async clients of :mod:`~..common.transport`. Facts and
+sources are in ``docs/adobe_query_service.md``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlsplit
+
+from airflow_provider_querytasks.common.auth import AccessToken, TokenSource
+from airflow_provider_querytasks.common.errors import ApiError, AuthenticationError, InvalidInputError
+from airflow_provider_querytasks.common.protocol import (
+    ApiRequest,
+    ApiResponse,
+    PlatformApi,
+    first_error_text,
+    validate_base_url,
+)
+from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
+
+DEFAULT_ENDPOINT = "https://platform.adobe.io"
+DEFAULT_IMS_TOKEN_URL = "https://ims-na1.adobelogin.com/ims/token/v3"  # noqa: S105 (a URL)
+DEFAULT_SCOPES = "openid,AdobeID,read_organizations,additional_info.projectedProductContext,session"
+QUERY = "/data/foundation/query"
+CATALOG = "/data/foundation/catalog"
+EXPORT = "/data/foundation/export"
+
+STATE_OF = {
+    "SUBMITTED": QueryState.PENDING,
+    "IN_PROGRESS": QueryState.RUNNING,
+    "SUCCESS": QueryState.SUCCEEDED,
+    "FAILED": QueryState.FAILED,
+    "KILLED": QueryState.CANCELLED,
+    "TIMEOUT": QueryState.FAILED,
+}
+#: Scheduled-query run and task states.
+RUN_STATE_OF = {
+    "QUEUED": QueryState.PENDING,
+    "QUEUED_FOR_RETRY": QueryState.PENDING,
+    "IN_PROGRESS": QueryState.RUNNING,
+    "SUCCESS": QueryState.SUCCEEDED,
+    "FAILED": QueryState.FAILED,
+    "CANCELLED": QueryState.CANCELLED,
+    "KILLED": QueryState.CANCELLED,
+}
+#: Catalog batch statuses that mean the batch will never be readable.
+BATCH_FAILED = frozenset({"failure", "failed", "aborted", "abandoned", "deleted"})
+ORG_ID = re.compile(r"^[A-Za-z0-9]+@AdobeOrg$")
+SANDBOX = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
+DB_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*:[A-Za-z0-9_.:-]+$")
+MAX_PAGE = 100
+PARAMETER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class AdobeSettings:
+    """A validated ``adobe_experience_platform`` connection.
+
+    :param base_url: ``https://platform.adobe.io`` or the ``endpoint`` override.
+    :param token_url: the IMS token endpoint.
+    :param client_id: OAuth server-to-server client id (also the ``x-api-key``).
+    :param client_secret: its secret.
+    :param org_id: IMS organisation id (``...@AdobeOrg``).
+    :param sandbox: sandbox name, lower case.
+    :param scopes: comma-separated scopes.
+    """
+
+    base_url: str
+    token_url: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    org_id: str
+    sandbox: str
+    scopes: str
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        client_id: str | None,
+        client_secret: str | None,
+        org_id: str | None,
+        sandbox: str | None = None,
+        scopes: str | None = None,
+        endpoint: str | None = None,
+        ims_token_url: str | None = None,
+    ) -> AdobeSettings:
+        """Validate connection fields (raise :class:`InvalidInputError` naming the field)."""
+        if not client_id:
+            raise InvalidInputError("login", "set the OAuth server-to-server client id (the API key)")
+        if not client_secret:
+            raise InvalidInputError("password", "set the client secret")
+        if not org_id or not ORG_ID.match(org_id.strip()):
+            raise InvalidInputError(
+                "org_id", f"{org_id!r} is not an IMS organisation id such as ABC123@AdobeOrg"
+            )
+        name = validate_sandbox(sandbox or "prod", "sandbox")
+        scope_list = ",".join(s.strip() for s in (scopes or DEFAULT_SCOPES).split(",") if s.strip())
+        if not scope_list:
+            raise InvalidInputError("scopes", "give at least one scope from the Developer Console project")
+        return cls(
+            base_url=validate_base_url(endpoint or DEFAULT_ENDPOINT, "endpoint"),
+            token_url=validate_base_url(ims_token_url or DEFAULT_IMS_TOKEN_URL, "ims_token_url"),
+            client_id=client_id,
+            client_secret=client_secret,
+            org_id=org_id.strip(),
+            sandbox=name,
+            scopes=scope_list,
+        )
+
+
+def validate_sandbox(value: str, parameter: str) -> str:
+    if not isinstance(value, str) or not SANDBOX.match(value):
+        raise InvalidInputError(
+            parameter, f"{value!r} is not a sandbox name: lower-case letters, digits and '-' (e.g. prod)"
+        )
+    return value
+
+
+class AdobeApi(PlatformApi):
+    """Query Service, Catalog and Data Access calls and answers (one host, one credential)."""
+
+    platform = "adobe_query_service"
+    request_id_header = "x-request-id"
+    logged_headers = ("x-request-id", "Retry-After")
+
+    def __init__(self, settings: AdobeSettings) -> None:
+        super().__init__(settings.base_url, f"{settings.org_id}/{settings.sandbox}")
+        self.settings = settings
+
+    def headers(self, token: str | None) -> dict[str, str]:
+        headers = {
+            "x-api-key": self.settings.client_id,
+            "x-gw-ims-org-id": self.settings.org_id,
+            "x-sandbox-name": self.settings.sandbox,
+            "x-request-id": str(uuid.uuid4()),
+            "Accept": "application/json",
+        }
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
+
+    def error_message(self, response: ApiResponse) -> str:
+        try:
+            body = response.json()
+        except ApiError:
+            body = None
+        # Gateway {"error_code", "message"}, Query Service {"message", "statusCode"}, problem details.
+        return first_error_text(body) or response.text_excerpt()
+
+    # -- queries ------------------------------------------------------------------------------
+    def create_query_request(self, query_def: dict[str, Any]) -> ApiRequest:
+        return ApiRequest("POST", f"{QUERY}/queries", "createQuery", json=query_def, idempotent=False)
+
+    def get_query_request(self, query_id: str) -> ApiRequest:
+        return ApiRequest("GET", f"{QUERY}/queries/{path_id(query_id, 'query_id')}", "retrieveQuery")
+
+    def patch_query_request(self, query_id: str, op: str) -> ApiRequest:
+        # 409: the query already ended; the caller re-reads its state.
+        return ApiRequest(
+            "PATCH",
+            f"{QUERY}/queries/{path_id(query_id, 'query_id')}",
+            f"{op}Query",
+            json={"op": op},
+            ok_statuses=(409,),
+        )
+
+    def list_queries_request(
+        self,
+        *,
+        property: str | None = None,
+        orderby: str = "-created",
+        limit: int = 50,
+        start: str | None = None,
+        exclude_soft_deleted: bool = True,
+        exclude_hidden: bool = True,
+    ) -> ApiRequest:
+        if orderby.lstrip("+-") not in ("created", "updated"):
+            raise InvalidInputError("orderby", f"{orderby!r}: use created or updated, prefixed by + or -")
+        params = {
+            "orderby": orderby,
+            "limit": _limit(limit, 1000),
+            "start": start,
+            "property": property,
+            "excludeSoftDeleted": exclude_soft_deleted,
+            "excludeHidden": exclude_hidden,
+        }
+        return ApiRequest("GET", f"{QUERY}/queries", "listQueries", params=params)
+
+    def next_page_request(self, href: str, operation: str) -> ApiRequest:
+        """``_links.next.href`` as a request against the configured base (never its own host)."""
+        parts = urlsplit(href)
+        if not parts.path.startswith("/data/foundation/"):
+            raise ApiError(f"{operation}: unexpected next link {href!r}", platform=self.platform)
+        return ApiRequest("GET", parts.path, operation, params=parse_qsl(parts.query))
+
+    # -- templates ----------------------------------------------------------------------------
+    def create_template_request(
+        self, sql: str, name: str, query_parameters: dict[str, str] | None = None
+    ) -> ApiRequest:
+        body: dict[str, Any] = {"sql": sql, "name": name}
+        if query_parameters:
+            body["queryParameters"] = query_parameters
+        return ApiRequest("POST", f"{QUERY}/query-templates", "createTemplate", json=body, idempotent=False)
+
+    def get_template_request(self, template_id: str) -> ApiRequest:
+        return ApiRequest(
+            "GET", f"{QUERY}/query-templates/{path_id(template_id, 'template_id')}", "getTemplate"
+        )
+
+    def list_templates_request(self, limit: int = 50) -> ApiRequest:
+        return ApiRequest(
+            "GET", f"{QUERY}/query-templates", "listTemplates", params={"limit": _limit(limit, 1000)}
+        )
+
+    # -- schedules ----------------------------------------------------------------------------
+    def create_schedule_request(self, query_def: dict[str, Any], schedule: dict[str, Any]) -> ApiRequest:
+        body = {"query": query_def, "schedule": schedule}
+        return ApiRequest("POST", f"{QUERY}/schedules", "createSchedule", json=body, idempotent=False)
+
+    def get_schedule_request(self, schedule_id: str) -> ApiRequest:
+        return ApiRequest("GET", f"{QUERY}/schedules/{path_id(schedule_id, 'schedule_id')}", "getSchedule")
+
+    def list_schedules_request(self, limit: int = 50) -> ApiRequest:
+        return ApiRequest("GET", f"{QUERY}/schedules", "listSchedules", params={"limit": _limit(limit, 1000)})
+
+    def set_schedule_state_request(self, schedule_id: str, enabled: bool) -> ApiRequest:
+        # The PATCH body is wrapped in "body", unlike the query PATCH.
+        body = {"body": [{"op": "replace", "path": "/state", "value": "enable" if enabled else "disable"}]}
+        return ApiRequest(
+            "PATCH", f"{QUERY}/schedules/{path_id(schedule_id, 'schedule_id')}", "updateSchedule", json=body
+        )
+
+    def list_runs_request(self, schedule_id: str, limit: int = 50, property: str | None = None) -> ApiRequest:
+        return ApiRequest(
+            "GET",
+            f"{QUERY}/schedules/{path_id(schedule_id, 'schedule_id')}/runs",
+            "listRuns",
+            params={"limit": _limit(limit, 1000), "orderby": "-created", "property": property},
+        )
+
+    def trigger_run_request(self, schedule_id: str) -> ApiRequest:
+        return ApiRequest(
+            "POST",
+            f"{QUERY}/schedules/{path_id(schedule_id, 'schedule_id')}/runs",
+            "triggerRun",
+            idempotent=False,
+        )
+
+    def get_run_request(self, schedule_id: str, run_id: str) -> ApiRequest:
+        return ApiRequest(
+            "GET",
+            f"{QUERY}/schedules/{path_id(schedule_id, 'schedule_id')}/runs/{path_id(run_id, 'run_id')}",
+            "getRun",
+        )
+
+    def cancel_run_request(self, schedule_id: str, run_id: str) -> ApiRequest:
+        return ApiRequest(
+            "PATCH",
+            f"{QUERY}/schedules/{path_id(schedule_id, 'schedule_id')}/runs/{path_id(run_id, 'run_id')}",
+            "cancelRun",
+            json={"op": "cancel"},
+            ok_statuses=(409,),
+        )
+
+    # -- Catalog ------------------------------------------------------------------------------
+    def get_dataset_request(self, dataset_id: str) -> ApiRequest:
+        return ApiRequest("GET", f"{CATALOG}/dataSets/{path_id(dataset_id, 'dataset_id')}", "getDataset")
+
+    def find_datasets_request(self, name: str, limit: int = 10) -> ApiRequest:
+        params = {"name": name, "orderBy": "desc:created", "limit": _limit(limit, MAX_PAGE)}
+        return ApiRequest("GET", f"{CATALOG}/dataSets", "listDatasets", params=params)
+
+    def list_batches_request(
+        self, dataset_id: str, *, created_after_ms: int | None = None, limit: int = 20, start: int = 0
+    ) -> ApiRequest:
+        params = {
+            "dataSet": dataset_id,
+            "createdAfter": created_after_ms,
+            "orderBy": "desc:created",
+            "limit": _limit(limit, MAX_PAGE),
+            "start": start,
+        }
+        return ApiRequest("GET", f"{CATALOG}/batches", "listBatches", params=params)
+
+    # -- Data Access --------------------------------------------------------------------------
+    def list_batch_files_request(self, batch_id: str, start: int = 0, limit: int = MAX_PAGE) -> ApiRequest:
+        params = {"start": start, "limit": _limit(limit, MAX_PAGE)}
+        return ApiRequest(
+            "GET", f"{EXPORT}/batches/{path_id(batch_id, 'batch_id')}/files", "listBatchFiles", params=params
+        )
+
+    def list_file_request(self, file_id: str, start: int = 0, limit: int = MAX_PAGE) -> ApiRequest:
+        params = {"start": start, "limit": _limit(limit, MAX_PAGE)}
+        return ApiRequest("GET", f"{EXPORT}/files/{path_id(file_id, 'file_id')}", "listFile", params=params)
+
+    def file_url(self, file_id: str, path: str) -> str:
+        return f"{self.base_url}{EXPORT}/files/{path_id(file_id, 'file_id')}?path={quote(path, safe='')}"
+
+
+def path_id(value: str, parameter: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInputError(parameter, f"must be a non-empty id, got {value!r}")
+    return quote(value.strip(), safe="")
+
+
+def _limit(value: int, maximum: int) -> int:
+    if not 1 <= int(value) <= maximum:
+        raise InvalidInputError("limit", f"must be 1 to {maximum}, got {value}")
+    return int(value)
+
+
+# -- query definitions --------------------------------------------------------------------------
+def build_query_def(
+    *,
+    sql: str | None,
+    template_id: str | None,
+    db_name: str,
+    query_parameters: dict[str, Any] | None = None,
+    name: str | None = None,
+    description: str | None = None,
+    ctas_parameters: dict[str, Any] | None = None,
+    insert_into_parameters: dict[str, Any] | None = None,
+    sandbox: str | None = None,
+) -> dict[str, Any]:
+    """The ``POST /queries`` body, validated.
+
+    :raises InvalidInputError: naming the parameter (``sql``/``template_id``, ``db_name``...).
+    """
+    has_sql = isinstance(sql, str) and bool(sql.strip())
+    has_template = isinstance(template_id, str) and bool(template_id.strip())
+    if has_sql == has_template:
+        raise InvalidInputError("sql", "give exactly one of sql (non-empty) and template_id")
+    if not isinstance(db_name, str) or not DB_NAME.match(db_name):
+        raise InvalidInputError(
+            "db_name", f"{db_name!r} is not '<sandbox>:all' (or '<sandbox>:<db>.<schema>')"
+        )
+    if sandbox is not None and db_name.split(":", 1)[0] != sandbox:
+        raise InvalidInputError(
+            "db_name",
+            f"{db_name!r} names sandbox {db_name.split(':', 1)[0]!r} but the connection uses {sandbox!r}",
+        )
+    if ctas_parameters and insert_into_parameters:
+        raise InvalidInputError("ctas_parameters", "give ctas_parameters or insert_into_parameters, not both")
+    for parameter, target in (
+        ("ctas_parameters", ctas_parameters),
+        ("insert_into_parameters", insert_into_parameters),
+    ):
+        if target is not None and (not isinstance(target, dict) or not target.get("datasetName")):
+            raise InvalidInputError(parameter, "must be a dict with a non-empty datasetName")
+    if query_parameters is not None and not (
+        isinstance(query_parameters, dict)
+        and all(isinstance(k, str) and PARAMETER.match(k) for k in query_parameters)
+    ):
+        raise InvalidInputError("query_parameters", "must map names ([A-Za-z_][A-Za-z0-9_]*) to values")
+    body: dict[str, Any] = {"dbName": db_name}
+    if has_sql:
+        body["sql"] = sql
+    else:
+        body["templateId"] = str(template_id).strip()
+    if query_parameters:
+        body["queryParameters"] = {k: str(v) for k, v in query_parameters.items()}
+    if name:
+        body["name"] = name
+    if description:
+        body["description"] = description
+    if ctas_parameters:
+        body["ctasParameters"] = dict(ctas_parameters)
+    if insert_into_parameters:
+        body["insertIntoParameters"] = dict(insert_into_parameters)
+    return body
+
+
+def errors_text(errors: Any) -> str:
+    """``errors[]`` of a query as ``code errorType: message; ...``."""
+    if not isinstance(errors, list):
+        return ""
+    return "; ".join(
+        f"{e.get('code', '?')} {e.get('errorType', '')}: {e.get('message', '')}".replace(" :", ":")
+        for e in errors
+        if isinstance(e, dict)
+    )
+
+
+def query_snapshot(query: dict[str, Any]) -> StatusSnapshot:
+    """Normalise a query object; an unknown state fails with the raw object."""
+    state_name = query.get("state")
+    state = STATE_OF.get(str(state_name), QueryState.FAILED)
+    message = errors_text(query.get("errors")) or None
+    if state_name not in STATE_OF:
+        message = f"unknown state {state_name!r}"
+    return StatusSnapshot(str(query.get("id")), state, state_name, raw=query, message=message)
+
+
+def run_snapshot(schedule_id: str, run: dict[str, Any]) -> StatusSnapshot:
+    """Normalise a scheduled-query run."""
+    state_name = run.get("state")
+    state = RUN_STATE_OF.get(str(state_name), QueryState.FAILED)
+    message = errors_text(run.get("errors")) or (
+        None if state_name in RUN_STATE_OF else f"unknown state {state_name!r}"
+    )
+    return StatusSnapshot(f"{schedule_id}/{run.get('id')}", state, state_name, raw=run, message=message)
+
+
+def created_dataset_id(query: dict[str, Any]) -> str | None:
+    link = (query.get("_links") or {}).get("created_dataset") or {}
+    value = link.get("id") if isinstance(link, dict) else None
+    return str(value) if value else None
+
+
+def next_href(body: dict[str, Any]) -> str | None:
+    """``_links.next.href`` (or ``_links.next`` as a plain string, as on ``/schedules``)."""
+    link = (body.get("_links") or {}).get("next")
+    if isinstance(link, dict):
+        link = link.get("href")
+    return link if isinstance(link, str) and link else None
+
+
+def keyed_objects(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """A Catalog answer (objects keyed by id) as a list, each with its ``id``."""
+    return [{"id": key, **value} for key, value in body.items() if isinstance(value, dict)]
+
+
+class ImsTokenSource(TokenSource):
+    """IMS OAuth server-to-server (client_credentials; ~24 h tokens, no refresh token)."""
+
+    def __init__(self, settings: AdobeSettings) -> None:
+        super().__init__((settings.token_url, settings.client_id, settings.scopes), margin=300.0)
+        self.settings = settings
+
+    def token_request(self) -> ApiRequest:
+        # In the body, not the query string: a query string ends up in access logs.
+        data = {
+            "grant_type": "client_credentials",
+            "client_id": self.settings.client_id,
+            "client_secret": self.settings.client_secret,
+            "scope": self.settings.scopes,
+        }
+        return ApiRequest("POST", self.settings.token_url, "imsToken", data=data, authenticated=False)
+
+    def parse_token(self, response: ApiResponse) -> AccessToken:
+        body = response.json_object()
+        value = body.get("access_token")
+        if not isinstance(value, str) or not value:
+            raise AuthenticationError("The IMS token endpoint answered without an access_token")
+        expires_in = body.get("expires_in")  # seconds (the retired JWT exchange used ms)
+        expires_at = time.time() + float(expires_in) if isinstance(expires_in, int | float) else None
+        return AccessToken(value, expires_at)

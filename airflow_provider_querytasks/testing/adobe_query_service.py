@@ -1,0 +1,636 @@
+"""An emulator of Adobe Experience Platform Query Service, Catalog, Data Access and IMS.
+
+Two sites on 127.0.0.1: ``ims`` (``POST /ims/token/v3``) and ``api`` (Query Service under
+``/data/foundation/query``, Catalog under ``/data/foundation/catalog``, Data Access under
+``/data/foundation/export``). Every ``api`` call passes the gateway checks first (token, API key,
+org, sandbox) with the gateway's ``{"error_code", "message"}`` bodies.
+
+A query's outcome is driven by its SQL: ``-- emulator: FAILED`` (or ``KILLED``, ``TIMEOUT``,
+``SUCCESS_WITH_ERRORS``) anywhere in it; otherwise :attr:`AdobeQueryServiceEmulator.outcome`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from aiohttp import web
+
+from airflow_provider_querytasks.protocols.adobe_query_service import CATALOG, EXPORT, QUERY
+from airflow_provider_querytasks.testing.server import (
+    EmulatorClock,
+    EmulatorServer,
+    RateBucket,
+    json_response,
+)
+
+OUTCOMES = ("SUCCESS", "FAILED", "KILLED", "TIMEOUT", "SUCCESS_WITH_ERRORS")
+TERMINAL = ("SUCCESS", "FAILED", "KILLED", "TIMEOUT")
+MARKER = re.compile(r"--\s*emulator:\s*(\w+)")
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+@dataclass
+class EmulatedQuery:
+    id: str
+    request: dict[str, Any]
+    created: float
+    created_wall: float
+    duration: float
+    outcome: str
+    killed_at: float | None = None
+    soft_deleted: bool = False
+    dataset_id: str | None = None
+    schedule_id: str | None = None
+    run_id: str | None = None
+
+
+@dataclass
+class EmulatedBatch:
+    id: str
+    dataset_id: str
+    created_wall: float
+    created: float
+    files: list[str] = field(default_factory=list)
+
+
+class AdobeQueryServiceEmulator(EmulatorServer):
+    """Query Service, Catalog, Data Access and IMS on 127.0.0.1.
+
+    :param client_id: the client id (and ``x-api-key``) accepted.
+    :param client_secret: the client secret accepted.
+    :param org_id: the IMS organisation.
+    :param sandboxes: sandbox names that exist.
+    :param token_ttl: ``expires_in`` of IMS tokens, seconds.
+    :param duration: emulator seconds from SUBMITTED to the final state (IN_PROGRESS after a third).
+    :param outcome: the final state of queries without an ``-- emulator:`` marker.
+    :param row_count: ``rowCount`` of successful queries.
+    :param files_per_batch: files in a CTAS/INSERT batch (over 100 gives a second listing page).
+    :param file_size: bytes per file.
+    :param directory_every: every n-th file of a batch is listed behind a directory entry (0: none).
+    :param batch_delay: emulator seconds a new batch stays ``processing`` after the query's SUCCESS.
+    :param rate_limit: (requests per second, burst) per client id, or ``None`` (real limits are
+        unknown); over it: 429 ``429050`` with ``Retry-After: 1``.
+    :param clock: emulator clock.
+    """
+
+    name = "adobe"
+
+    def __init__(
+        self,
+        *,
+        client_id: str = "adobe-emulator-client",
+        client_secret: str = "adobe-emulator-secret",
+        org_id: str = "EMULATOR0123456789@AdobeOrg",
+        sandboxes: tuple[str, ...] = ("prod", "dev"),
+        token_ttl: float = 86399.0,
+        duration: float = 1.5,
+        outcome: str = "SUCCESS",
+        row_count: int = 42,
+        files_per_batch: int = 2,
+        file_size: int = 4096,
+        directory_every: int = 2,
+        batch_delay: float = 0.0,
+        rate_limit: tuple[float, float] | None = None,
+        clock: EmulatorClock | None = None,
+    ) -> None:
+        super().__init__(clock=clock)
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.org_id = org_id
+        self.sandboxes = sandboxes
+        self.token_ttl = token_ttl
+        self.duration = duration
+        self.outcome = outcome
+        self.row_count = row_count
+        self.files_per_batch = files_per_batch
+        self.file_size = file_size
+        self.directory_every = directory_every
+        self.batch_delay = batch_delay
+        self.rate_limit = rate_limit
+        self.tokens: dict[str, float] = {}
+        self.queries: dict[str, EmulatedQuery] = {}
+        self.templates: dict[str, dict[str, Any]] = {}
+        self.schedules: dict[str, dict[str, Any]] = {}
+        self.runs: dict[str, dict[str, Any]] = {}
+        self.datasets: dict[str, dict[str, Any]] = {}
+        self.batches: dict[str, EmulatedBatch] = {}
+        #: dataSetFileId -> list of (name, bytes) or nested file ids (directories).
+        self.files: dict[str, list[tuple[str, bytes] | str]] = {}
+        self._bucket: RateBucket | None = None
+        self._serial = itertools.count(1)
+
+    # -- framework ----------------------------------------------------------------------------
+    def build_sites(self) -> dict[str, web.Application]:
+        ims = web.Application()
+        ims.router.add_post("/ims/token/v3", self._token)
+        api = web.Application(middlewares=[self._gateway])
+        q = QUERY
+        api.router.add_post(f"{q}/queries", self._create)
+        api.router.add_get(f"{q}/queries", self._list)
+        api.router.add_get(f"{q}/queries/{{id}}", self._get)
+        api.router.add_patch(f"{q}/queries/{{id}}", self._patch)
+        api.router.add_post(f"{q}/query-templates", self._create_template)
+        api.router.add_get(f"{q}/query-templates", self._list_templates)
+        api.router.add_get(f"{q}/query-templates/{{id}}", self._get_template)
+        api.router.add_post(f"{q}/schedules", self._create_schedule)
+        api.router.add_get(f"{q}/schedules", self._list_schedules)
+        api.router.add_get(f"{q}/schedules/{{id}}", self._get_schedule)
+        api.router.add_patch(f"{q}/schedules/{{id}}", self._patch_schedule)
+        api.router.add_get(f"{q}/schedules/{{id}}/runs", self._list_runs)
+        api.router.add_post(f"{q}/schedules/{{id}}/runs", self._trigger_run)
+        api.router.add_get(f"{q}/schedules/{{id}}/runs/{{run}}", self._get_run)
+        api.router.add_patch(f"{q}/schedules/{{id}}/runs/{{run}}", self._cancel_run)
+        api.router.add_get(f"{CATALOG}/dataSets", self._find_datasets)
+        api.router.add_get(f"{CATALOG}/dataSets/{{id}}", self._get_dataset)
+        api.router.add_get(f"{CATALOG}/batches", self._list_batches)
+        api.router.add_get(f"{EXPORT}/batches/{{id}}/files", self._batch_files)
+        api.router.add_get(f"{EXPORT}/files/{{id}}", self._file)
+        return {"ims": ims, "api": api}
+
+    def expire_tokens(self) -> None:
+        self.tokens.clear()
+
+    def connection(self, conn_id: str | None = None) -> dict[str, Any]:
+        """An ``adobe_experience_platform`` connection pointing at this emulator."""
+        return {
+            "conn_id": conn_id or "adobe_experience_platform_default",
+            "conn_type": "adobe_experience_platform",
+            "login": self.client_id,
+            "password": self.client_secret,
+            "extra": {
+                "org_id": self.org_id,
+                "sandbox": self.sandboxes[0],
+                "endpoint": self.urls["api"],
+                "ims_token_url": f"{self.urls['ims']}/ims/token/v3",
+            },
+        }
+
+    # -- gateway ------------------------------------------------------------------------------
+    @staticmethod
+    def _gateway_error(code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+        return json_response({"error_code": code, "message": message}, int(code[:3]), headers)
+
+    @web.middleware
+    async def _gateway(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        auth = request.headers.get("Authorization", "")
+        if not auth:
+            return self._gateway_error("403010", "Oauth token is missing.")
+        token = auth.removeprefix("Bearer ")
+        if not auth.startswith("Bearer ") or self.tokens.get(token, 0.0) <= time.time():
+            return self._gateway_error("401013", "Oauth token is not valid")
+        if not request.headers.get("x-api-key"):
+            return self._gateway_error("403000", "Api Key is required")
+        if request.headers.get("x-api-key") != self.client_id:
+            return self._gateway_error("403003", "Api Key is invalid")
+        if request.headers.get("x-gw-ims-org-id") != self.org_id:
+            return self._gateway_error("400003", "Missing or invalid header x-gw-ims-org-id")
+        if request.headers.get("x-sandbox-name") not in self.sandboxes:
+            return json_response(
+                {"message": "Missing or invalid x-sandbox-name header", "statusCode": 400}, 400
+            )
+        if self.rate_limit is not None:
+            self._bucket = self._bucket or RateBucket(self.rate_limit[1], self.rate_limit[0])
+            if not self._bucket.take():
+                return self._gateway_error("429050", "Too many requests", {"Retry-After": "1"})
+        response: web.StreamResponse = await handler(request)
+        response.headers.setdefault("x-request-id", request.headers.get("x-request-id") or str(uuid.uuid4()))
+        return response
+
+    async def _token(self, request: web.Request) -> web.Response:
+        form = dict(await request.post())
+        if request.query.get("client_secret"):
+            return json_response(
+                {"error": "invalid_request", "error_description": "secret in query string"}, 400
+            )
+        if form.get("grant_type") != "client_credentials":
+            return json_response({"error": "unsupported_grant_type"}, 400)
+        if form.get("client_id") != self.client_id or form.get("client_secret") != self.client_secret:
+            return json_response(
+                {"error": "invalid_client", "error_description": "invalid client_id parameter"}, 400
+            )
+        if not form.get("scope"):
+            return json_response({"error": "invalid_scope"}, 400)
+        access = f"eyJemulator.{uuid.uuid4().hex}"
+        self.tokens[access] = time.time() + self.token_ttl
+        return json_response(
+            {"access_token": access, "token_type": "bearer", "expires_in": int(self.token_ttl)}
+        )
+
+    # -- queries ------------------------------------------------------------------------------
+    def state_of(self, query: EmulatedQuery) -> str:
+        now = self.clock.now()
+        if query.killed_at is not None:
+            return "KILLED"
+        age = now - query.created
+        if age < query.duration / 3:
+            return "SUBMITTED"
+        if age < query.duration:
+            return "IN_PROGRESS"
+        return "SUCCESS" if query.outcome == "SUCCESS_WITH_ERRORS" else query.outcome
+
+    def add_query(self, request: dict[str, Any], **links: Any) -> EmulatedQuery:
+        """Create a query server-side, as ``POST /queries`` does."""
+        sql = str(request.get("sql") or self.templates.get(str(request.get("templateId")), {}).get("sql", ""))
+        marker = MARKER.search(sql)
+        outcome = marker.group(1).upper() if marker and marker.group(1).upper() in OUTCOMES else self.outcome
+        query = EmulatedQuery(
+            id=str(uuid.uuid4()),
+            request=request,
+            created=self.clock.now(),
+            created_wall=time.time(),
+            duration=self.duration,
+            outcome=outcome,
+            **links,
+        )
+        self.queries[query.id] = query
+        return query
+
+    def _output(self, query: EmulatedQuery) -> str | None:
+        """On SUCCESS of a CTAS/INSERT: the dataset, with a new batch of files (created once)."""
+        target = query.request.get("ctasParameters") or query.request.get("insertIntoParameters")
+        if not target:
+            return None
+        if query.dataset_id is None:
+            name = str(target.get("datasetName"))
+            existing = [d for d, v in self.datasets.items() if v["name"] == name]
+            dataset_id = existing[0] if existing else uuid.uuid4().hex[:24]
+            self.datasets.setdefault(
+                dataset_id,
+                {"name": name, "created": int(time.time() * 1000), "tags": {"adobe/pqs/table": [name]}},
+            )
+            self._new_batch(dataset_id)
+            query.dataset_id = dataset_id
+        return query.dataset_id
+
+    def _new_batch(self, dataset_id: str) -> EmulatedBatch:
+        batch = EmulatedBatch(uuid.uuid4().hex[:26].upper(), dataset_id, time.time(), self.clock.now())
+        for index in range(self.files_per_batch):
+            name = f"part-{index:05d}-{batch.id[:8].lower()}.snappy.parquet"
+            # Not a readable Parquet file: Parquet's magic bytes around deterministic filler.
+            filler = (f"{batch.id}:{index}:".encode() * (self.file_size // 16 + 1))[
+                : max(0, self.file_size - 8)
+            ]
+            file_id = f"{batch.id}-{index}"
+            self.files[file_id] = [(name, b"PAR1" + filler + b"PAR1")]
+            if self.directory_every and index % self.directory_every == 1:
+                directory = f"{batch.id}-dir{index}"
+                self.files[directory] = [file_id]  # a directory level above the file
+                batch.files.append(directory)
+            else:
+                batch.files.append(file_id)
+        self.batches[batch.id] = batch
+        return batch
+
+    def query_body(self, query: EmulatedQuery) -> dict[str, Any]:
+        state = self.state_of(query)
+        base = f"{self.urls['api']}{QUERY}/queries/{query.id}"
+        body: dict[str, Any] = {
+            "id": query.id,
+            "name": query.request.get("name"),
+            "description": query.request.get("description"),
+            "request": query.request,
+            "state": state,
+            "client": "API",
+            "isCTAS": bool(query.request.get("ctasParameters")),
+            "isInsertInto": bool(query.request.get("insertIntoParameters")),
+            "created": _iso(query.created_wall),
+            "updated": _iso(time.time()),
+            "elapsedTime": 0,
+            "rowCount": 0,
+            "errors": [],
+            "version": 1,
+            "_links": {
+                "self": {"href": base},
+                "cancel": {"href": base, "method": "PATCH", "body": '{"op": "cancel"}'},
+                "soft_delete": {"href": base, "method": "PATCH", "body": '{"op": "soft_delete"}'},
+            },
+        }
+        if state in TERMINAL or state == "IN_PROGRESS":
+            body["elapsedTime"] = int(min(self.clock.now() - query.created, query.duration) * 1000)
+        if state == "SUCCESS":
+            body["rowCount"] = self.row_count
+            dataset_id = self._output(query)
+            if dataset_id:
+                body["_links"]["created_dataset"] = {
+                    "id": dataset_id,
+                    "href": f"{self.urls['api']}{CATALOG}/dataSets/{dataset_id}",
+                }
+            if query.outcome == "SUCCESS_WITH_ERRORS":
+                body["errors"] = [
+                    {
+                        "code": "58000",
+                        "message": "Partial result: one file skipped",
+                        "errorType": "SYSTEM_ERROR",
+                    }
+                ]
+        elif state == "FAILED":
+            body["errors"] = [
+                {
+                    "code": "58000",
+                    "message": "Batch query execution gets : [failed reason ErrorCode: 58000 "
+                    "Function [varchar] not defined.]",
+                    "errorType": "USER_ERROR",
+                }
+            ]
+        elif state == "TIMEOUT":
+            body["errors"] = [
+                {"code": "53400", "message": "Query exceeded the 24 h limit", "errorType": "SYSTEM_ERROR"}
+            ]
+        if query.schedule_id:
+            body["_links"]["schedule"] = {"href": f"{self.urls['api']}{QUERY}/schedules/{query.schedule_id}"}
+        return body
+
+    async def _create(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if not isinstance(body, dict) or bool(body.get("sql")) == bool(body.get("templateId")):
+            return json_response(
+                {"message": "Exactly one of sql or templateId is required", "statusCode": 400}, 400
+            )
+        if body.get("templateId") and body["templateId"] not in self.templates:
+            return json_response({"message": "Template not found", "statusCode": 404}, 404)
+        sandbox = request.headers["x-sandbox-name"]
+        if not str(body.get("dbName", "")).startswith(f"{sandbox}:"):
+            return json_response({"message": f"dbName must be in sandbox {sandbox}", "statusCode": 400}, 400)
+        if "syntax error" in str(body.get("sql", "")).lower():
+            return json_response({"message": "ErrorCode: 42601 ... syntax error", "statusCode": 400}, 400)
+        query = self.add_query(body)
+        return json_response(self.query_body(query), 202)
+
+    async def _get(self, request: web.Request) -> web.Response:
+        query = self.queries.get(request.match_info["id"])
+        if query is None:
+            return json_response({"message": "Query not found", "statusCode": 404}, 404)
+        return json_response(self.query_body(query))
+
+    async def _patch(self, request: web.Request) -> web.Response:
+        query = self.queries.get(request.match_info["id"])
+        if query is None:
+            return json_response({"message": "Query not found", "statusCode": 404}, 404)
+        op = (await request.json()).get("op")
+        if op == "soft_delete":
+            query.soft_deleted = True
+            return json_response({"message": "Query soft delete request received", "statusCode": 202}, 202)
+        if op != "cancel":
+            return json_response({"message": "op must be cancel or soft_delete", "statusCode": 400}, 400)
+        if self.state_of(query) in TERMINAL:
+            return json_response(
+                {
+                    "message": "termination request failed because the job might already have terminated",
+                    "statusCode": 409,
+                },
+                409,
+            )
+        query.killed_at = self.clock.now()
+        return json_response({"message": "Query cancel request received", "statusCode": 202}, 202)
+
+    @staticmethod
+    def _matches(body: dict[str, Any], clause: str) -> bool:
+        found = re.match(r"^(\w+)(==|!=|>=|<=|~|>|<)(.*)$", clause)
+        if not found:
+            return True
+        name, op, value = found.groups()
+        actual = str(body.get(name) if name != "sql" else body["request"].get("sql", ""))
+        if op == "==":
+            return actual == value
+        if op == "!=":
+            return actual != value
+        if op == "~":
+            return value in actual
+        return {">": actual > value, "<": actual < value, ">=": actual >= value, "<=": actual <= value}[op]
+
+    async def _list(self, request: web.Request) -> web.Response:
+        raw_query = request.rel_url.raw_query_string
+        orderby = request.query.get("orderby", "-created")
+        if orderby.startswith(" "):  # an unescaped '+' arrives as a space
+            return json_response({"message": "orderby: '+' must be sent as %2B", "statusCode": 400}, 400)
+        limit = int(request.query.get("limit", "20"))
+        start = request.query.get("start")
+        clauses = [c for c in request.query.get("property", "").split(",") if c]
+        newest_first = orderby.startswith("-")
+        bodies = [
+            self.query_body(q)
+            for q in self.queries.values()
+            if not (q.soft_deleted and request.query.get("excludeSoftDeleted", "true") == "true")
+        ]
+        bodies = [b for b in bodies if all(self._matches(b, c) for c in clauses)]
+        bodies.sort(key=lambda b: b["created"], reverse=newest_first)
+        if start:
+            bodies = [b for b in bodies if (b["created"] < start if newest_first else b["created"] > start)]
+        page = bodies[:limit]
+        result: dict[str, Any] = {
+            "queries": page,
+            "_page": {"orderby": orderby, "start": start, "count": len(page)},
+            "_links": {},
+            "version": 1,
+        }
+        if len(bodies) > limit:
+            nxt = page[-1]["created"]
+            result["_page"]["next"] = nxt
+            kept = "&".join(p for p in raw_query.split("&") if p and not p.startswith("start="))
+            result["_links"]["next"] = {"href": f"{self.urls['api']}{QUERY}/queries?{kept}&start={nxt}"}
+        return json_response(result)
+
+    # -- templates ----------------------------------------------------------------------------
+    async def _create_template(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if not body.get("sql") or not body.get("name"):
+            return json_response({"message": "sql and name are required", "statusCode": 400}, 400)
+        template = {"id": str(uuid.uuid4()), "created": _iso(time.time()), **body}
+        self.templates[template["id"]] = template
+        return json_response(template, 202)
+
+    async def _list_templates(self, request: web.Request) -> web.Response:
+        limit = int(request.query.get("limit", "20"))
+        return json_response({"templates": list(self.templates.values())[:limit], "_links": {}, "version": 1})
+
+    async def _get_template(self, request: web.Request) -> web.Response:
+        template = self.templates.get(request.match_info["id"])
+        if template is None:
+            return json_response({"message": "Template not found", "statusCode": 404}, 404)
+        return json_response(template)
+
+    # -- schedules ----------------------------------------------------------------------------
+    async def _create_schedule(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        cron = (body.get("schedule") or {}).get("schedule")
+        if not body.get("query") or not cron:
+            return json_response(
+                {"message": "query and schedule.schedule are required", "statusCode": 400}, 400
+            )
+        schedule = {
+            "id": str(uuid.uuid4()),
+            "state": "ENABLED",
+            "query": body["query"],
+            "schedule": body["schedule"],
+            "version": 2,
+        }
+        self.schedules[schedule["id"]] = schedule
+        return json_response({**schedule, "state": "REGISTERING"}, 202)
+
+    async def _list_schedules(self, request: web.Request) -> web.Response:
+        return json_response({"schedules": list(self.schedules.values()), "_links": {}, "version": 2})
+
+    async def _get_schedule(self, request: web.Request) -> web.Response:
+        schedule = self.schedules.get(request.match_info["id"])
+        if schedule is None:
+            return json_response({"message": "Schedule not found", "statusCode": 404}, 404)
+        return json_response(schedule)
+
+    async def _patch_schedule(self, request: web.Request) -> web.Response:
+        schedule = self.schedules.get(request.match_info["id"])
+        if schedule is None:
+            return json_response({"message": "Schedule not found", "statusCode": 404}, 404)
+        for change in (await request.json()).get("body") or []:
+            if change.get("path") == "/state" and change.get("value") in ("enable", "disable"):
+                schedule["state"] = "ENABLED" if change["value"] == "enable" else "DISABLED"
+            else:
+                return json_response({"message": f"unsupported change {change}", "statusCode": 400}, 400)
+        return json_response({"message": "Request to update schedule received", "statusCode": 202}, 202)
+
+    def run_body(self, run: dict[str, Any]) -> dict[str, Any]:
+        query = self.queries[run["queryId"]]
+        state = self.state_of(query)
+        run_state = {"SUBMITTED": "IN_PROGRESS", "KILLED": "CANCELLED", "TIMEOUT": "FAILED"}.get(state, state)
+        body = {**run, "state": run_state}
+        if run_state == "FAILED":
+            body["errors"] = self.query_body(query)["errors"]
+        return body
+
+    async def _list_runs(self, request: web.Request) -> web.Response:
+        schedule_id = request.match_info["id"]
+        clauses = [c for c in request.query.get("property", "").split(",") if c]
+        runs = [self.run_body(r) for r in self.runs.values() if r["scheduleId"] == schedule_id]
+        runs = [r for r in runs if all(self._matches(r, c) for c in clauses)]
+        runs.sort(key=lambda r: r["created"], reverse=True)
+        return json_response({"runsSchedules": runs, "_links": {}, "version": 2})
+
+    async def _trigger_run(self, request: web.Request) -> web.Response:
+        schedule = self.schedules.get(request.match_info["id"])
+        if schedule is None:
+            return json_response({"message": "Schedule not found", "statusCode": 404}, 404)
+        run_id = f"c2NoZWR1bGVkX18{next(self._serial):06d}"
+        query = self.add_query(dict(schedule["query"]), schedule_id=schedule["id"], run_id=run_id)
+        self.runs[run_id] = {
+            "id": run_id,
+            "scheduleId": schedule["id"],
+            "queryId": query.id,
+            "externalTrigger": "true",
+            "created": _iso(time.time()),
+        }
+        return json_response({"message": "received request to trigger run", "statusCode": 202}, 202)
+
+    async def _get_run(self, request: web.Request) -> web.Response:
+        run = self.runs.get(request.match_info["run"])
+        if run is None or run["scheduleId"] != request.match_info["id"]:
+            return json_response({"message": "Run not found", "statusCode": 404}, 404)
+        return json_response(self.run_body(run))
+
+    async def _cancel_run(self, request: web.Request) -> web.Response:
+        run = self.runs.get(request.match_info["run"])
+        if run is None:
+            return json_response({"message": "Run not found", "statusCode": 404}, 404)
+        query = self.queries[run["queryId"]]
+        if self.state_of(query) in TERMINAL:
+            return json_response({"message": "run already finished", "statusCode": 409}, 409)
+        query.killed_at = self.clock.now()
+        return json_response({"message": "cancel request received", "statusCode": 202}, 202)
+
+    # -- Catalog ------------------------------------------------------------------------------
+    async def _find_datasets(self, request: web.Request) -> web.Response:
+        name = request.query.get("name")
+        return json_response({k: v for k, v in self.datasets.items() if name is None or v["name"] == name})
+
+    async def _get_dataset(self, request: web.Request) -> web.Response:
+        dataset = self.datasets.get(request.match_info["id"])
+        if dataset is None:
+            return json_response({"message": "Dataset not found", "statusCode": 404}, 404)
+        return json_response({request.match_info["id"]: dataset})
+
+    def batch_status(self, batch: EmulatedBatch) -> str:
+        return "success" if self.clock.now() - batch.created >= self.batch_delay else "processing"
+
+    async def _list_batches(self, request: web.Request) -> web.Response:
+        dataset_id = request.query.get("dataSet")
+        after = int(request.query.get("createdAfter", "0") or 0)
+        limit = min(100, int(request.query.get("limit", "20")))
+        start = int(request.query.get("start", "0"))
+        chosen = [
+            b for b in self.batches.values() if b.dataset_id == dataset_id and b.created_wall * 1000 > after
+        ]
+        chosen.sort(key=lambda b: b.created_wall, reverse=request.query.get("orderBy", "").startswith("desc"))
+        return json_response(
+            {
+                b.id: {
+                    "status": self.batch_status(b),
+                    "created": int(b.created_wall * 1000),
+                    "recordCount": self.row_count,
+                    "relatedObjects": [{"type": "dataSet", "id": b.dataset_id}],
+                }
+                for b in chosen[start : start + limit]
+            }
+        )
+
+    # -- Data Access --------------------------------------------------------------------------
+    def _page(self, request: web.Request, items: list[dict[str, Any]], path: str) -> web.Response:
+        limit = min(100, int(request.query.get("limit", "100")))
+        start = int(request.query.get("start", "0"))
+        links: dict[str, Any] = {}
+        if start + limit < len(items):
+            links["next"] = {"href": f"{self.urls['api']}{path}?start={start + limit}&limit={limit}"}
+        page = items[start : start + limit]
+        return json_response({"data": page, "_page": {"limit": limit, "count": len(page)}, "_links": links})
+
+    async def _batch_files(self, request: web.Request) -> web.Response:
+        batch = self.batches.get(request.match_info["id"])
+        if batch is None:
+            return json_response({"message": "Batch not found", "statusCode": 404}, 404)
+        items = [
+            {
+                "dataSetFileId": file_id,
+                "dataSetViewId": batch.dataset_id,
+                "version": "1.0.0",
+                "isValid": True,
+                "_links": {"self": {"href": f"{self.urls['api']}{EXPORT}/files/{file_id}"}},
+            }
+            for file_id in batch.files
+        ]
+        return self._page(request, items, request.path)
+
+    async def _file(self, request: web.Request) -> web.StreamResponse:
+        file_id = request.match_info["id"]
+        entries = self.files.get(file_id)
+        if entries is None:
+            return json_response({"message": "File not found", "statusCode": 404}, 404)
+        path = request.query.get("path")
+        if path is None:
+            items: list[dict[str, Any]] = []
+            for entry in entries:
+                if isinstance(entry, str):  # a directory: another file id
+                    href = f"{self.urls['api']}{EXPORT}/files/{entry}"
+                    items.append({"dataSetFileId": entry, "name": entry, "_links": {"self": {"href": href}}})
+                else:
+                    href = f"{self.urls['api']}{EXPORT}/files/{file_id}?path={entry[0]}"
+                    items.append(
+                        {"name": entry[0], "length": str(len(entry[1])), "_links": {"self": {"href": href}}}
+                    )
+            return self._page(request, items, request.path)
+        data = next((d for e in entries if not isinstance(e, str) for n, d in [e] if n == path), None)
+        if data is None:
+            return json_response({"message": "File not found", "statusCode": 404}, 404)
+        headers = {"Content-Type": "application/octet-stream", "Accept-Ranges": "bytes"}
+        ranged = re.match(r"^bytes=(\d+)-(\d*)$", request.headers.get("Range", ""))
+        if ranged:
+            first = int(ranged.group(1))
+            last = int(ranged.group(2)) if ranged.group(2) else len(data) - 1
+            headers["Content-Range"] = f"bytes {first}-{last}/{len(data)}"
+            return web.Response(body=data[first : last + 1], status=206, headers=headers)
+        return web.Response(body=data, headers=headers)

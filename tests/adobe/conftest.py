@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from airflow_provider_querytasks.hooks.adobe_query_service import AdobeQueryServiceHook
+from airflow_provider_querytasks.testing.adobe_query_service import AdobeQueryServiceEmulator
+
+from ..helpers import FAST_RETRY, use_connection
+
+
+@pytest.fixture
+def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[AdobeQueryServiceEmulator]:
+    server = AdobeQueryServiceEmulator(duration=0.3, file_size=1000)
+    server.start()
+    use_connection(monkeypatch, server.connection())
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def hook(emulator: AdobeQueryServiceEmulator) -> AdobeQueryServiceHook:
+    return AdobeQueryServiceHook(retry=FAST_RETRY)
