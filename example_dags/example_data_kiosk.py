@@ -4,6 +4,11 @@ Connection ``amazon_sp_api_default`` (type ``amazon_sp_api``): LWA client id in 
 secret in *password*, the ``refresh_token`` and ``region`` extras. ``scripts/demo`` points it at
 the local emulator.
 
+The second DAG is notification-driven (Airflow 3 with the ``messaging`` and ``amazon`` extras):
+it runs when a ``DATA_KIOSK_QUERY_PROCESSING_FINISHED`` notification reaches the SQS queue named by
+the environment variable ``DATA_KIOSK_NOTIFICATION_QUEUE``. It is defined only where those providers are
+installed (not in the bundled demo, which has no SQS).
+
 Results go under the Airflow Variable ``querytasks_output_dir`` (default ``/tmp/querytasks-output``).
 """
 
@@ -15,7 +20,10 @@ from typing import Any
 
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from airflow_provider_querytasks.operators.amazon_data_kiosk import DataKioskQueryOperator
+from airflow_provider_querytasks.operators.amazon_data_kiosk import (
+    DataKioskNotificationOperator,
+    DataKioskQueryOperator,
+)
 
 try:  # Airflow 3
     from airflow.sdk import DAG, task
@@ -53,3 +61,40 @@ with DAG(
         return int(result["rows"])
 
     summarise(sales.output)
+
+
+try:  # Airflow 3 with apache-airflow-providers-common-messaging and -amazon
+    from airflow.providers.common.messaging.triggers.msg_queue import MessageQueueTrigger
+    from airflow.sdk import Asset, AssetWatcher
+except ImportError:
+    MessageQueueTrigger = None
+
+if MessageQueueTrigger is not None:
+    notifications = Asset(
+        "data_kiosk_query_finished",
+        watchers=[
+            AssetWatcher(
+                name="data_kiosk_sqs",
+                trigger=MessageQueueTrigger(
+                    scheme="sqs",
+                    sqs_queue=os.environ.get(
+                        "DATA_KIOSK_NOTIFICATION_QUEUE",
+                        "https://sqs.us-east-1.amazonaws.com/123456789012/data-kiosk-notifications",
+                    ),
+                ),
+            )
+        ],
+    )
+    with DAG(
+        dag_id="example_data_kiosk_on_notification",
+        schedule=[notifications],
+        start_date=datetime(2026, 11, 1),
+        catchup=False,
+        tags=["example", "data_kiosk"],
+    ) as on_notification:
+        # Reads the triggering event's payload; other accounts' notifications skip the task.
+        DataKioskNotificationOperator(
+            task_id="fetch_finished_query",
+            destination=OUTPUT + "/{{ run_id }}/",
+            poll_interval=POLL,
+        )

@@ -47,6 +47,8 @@ def prepare_airflow_home(output: Path) -> Path:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
             "AIRFLOW_VAR_QUERYTASKS_OUTPUT_DIR": str(output),
+            # The emulators finish queries in seconds: poll them every second.
+            "QUERYTASKS_EXAMPLE_POLL_SECONDS": "1",
         }
     )
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)

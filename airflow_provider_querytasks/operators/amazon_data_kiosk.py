@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from functools import cached_property
 from typing import Any
@@ -10,9 +11,13 @@ from airflow_provider_querytasks.common.errors import InvalidInputError
 from airflow_provider_querytasks.common.fetch import Destination, destination_for, in_folder
 from airflow_provider_querytasks.common.operators import QueryTaskOperator
 from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
-from airflow_provider_querytasks.compat import BaseOperator, Context
+from airflow_provider_querytasks.compat import AirflowSkipException, BaseOperator, Context
 from airflow_provider_querytasks.hooks.amazon_data_kiosk import DataKioskHook
-from airflow_provider_querytasks.protocols.amazon_data_kiosk import next_token, validate_query
+from airflow_provider_querytasks.protocols.amazon_data_kiosk import (
+    QueryFinishedNotification,
+    next_token,
+    validate_query,
+)
 from airflow_provider_querytasks.triggers.amazon_data_kiosk import DataKioskQueryTrigger
 
 
@@ -103,6 +108,10 @@ class DataKioskQueryOperator(QueryTaskOperator):
 
     def validate_inputs(self) -> None:
         validate_query(self.query, validate_schema=self.validate_schema)
+        self._validate_destination()
+        self.resume_state = {"pages": []}
+
+    def _validate_destination(self) -> None:
         if self.destination is not None:
             if not self.wait_for_completion:
                 raise InvalidInputError(
@@ -110,7 +119,6 @@ class DataKioskQueryOperator(QueryTaskOperator):
                     "fetching needs wait_for_completion=True; or use DataKioskDownloadDocumentOperator",
                 )
             in_folder(self.destination, page_filename(1))  # rejects an empty destination
-        self.resume_state = {"pages": []}
 
     def submit(self, context: Context) -> str:
         return self.data_kiosk.create_query(self.query, validate_schema=False)  # validated above
@@ -137,6 +145,62 @@ class DataKioskQueryOperator(QueryTaskOperator):
             "pages": pages,
             "rows": sum((page["fetch"] or {}).get("rows", 0) for page in pages),
         }
+
+
+class DataKioskNotificationOperator(DataKioskQueryOperator):
+    """Continue from a ``DATA_KIOSK_QUERY_PROCESSING_FINISHED`` notification instead of polling.
+
+    For event-driven DAGs (Airflow 3): an ``Asset`` watched by an ``AssetWatcher`` with the
+    common-messaging provider's ``MessageQueueTrigger`` on the SQS queue the notifications go
+    to. The notification is validated, matched to the account, and handled exactly as a
+    finished poll: FATAL fails with the error document's message, DONE fetches the data document
+    into ``destination``, and with ``follow_pagination`` later pages are submitted and waited for
+    (by polling: only the first query is known to the subscription). Returns what
+    :class:`DataKioskQueryOperator` returns.
+
+    :param notification: the envelope (dict or JSON text) or the SQS message carrying it
+        (templated). ``None``: the payload of the event that triggered the DAG run
+        (``triggering_asset_events``).
+    :param account_id: the selling partner account to accept (default: the connection's
+        ``selling_partner_id`` extra, when set); notifications of other accounts skip the task.
+    :param destination: a folder for the pages' data documents (templated).
+    :param follow_pagination: submit and wait for the next pages.
+    :param conn_id: the ``amazon_sp_api`` connection (``amazon_sp_api_default``).
+    """
+
+    template_fields: Sequence[str] = ("conn_id", "destination", "notification", "account_id")
+    template_ext: Sequence[str] = ()
+
+    def __init__(self, *, notification: Any = None, account_id: str | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("validate_schema", False)  # the query already ran
+        super().__init__(query="", **kwargs)
+        self.notification = notification
+        self.account_id = account_id
+
+    def execute(self, context: Context) -> Any:
+        notification = QueryFinishedNotification.parse(self._envelope(context))
+        expected = self.account_id or self.data_kiosk.settings.selling_partner_id
+        if expected and notification.account_id != expected:
+            raise AirflowSkipException(
+                f"Notification for account {notification.account_id}, not {expected}: nothing to do"
+            )
+        self.query = notification.query  # the text later pages are submitted with
+        self._validate_destination()
+        self.resume_state = {"pages": []}
+        self._deadline = None if self.timeout is None else time.time() + self.timeout
+        self.log.info("Notification: %s", self.hook.describe_query(notification.query_id))
+        return self._finish(context, notification.snapshot())
+
+    def _envelope(self, context: Context) -> Any:
+        if self.notification is not None:
+            return self.notification
+        events: Any = context.get("triggering_asset_events") or {}
+        for asset_events in events.values():
+            if asset_events:
+                return (asset_events[-1].extra or {}).get("payload")
+        raise InvalidInputError(
+            "notification", "none given and the DAG run was not triggered by an asset event carrying one"
+        )
 
 
 class DataKioskCancelQueryOperator(BaseOperator):

@@ -84,6 +84,7 @@ class DataKioskSettings:
     :param refresh_token: LWA refresh token of the selling partner's authorisation.
     :param account: what scopes rate limits and caches (selling partner id, else the
         refresh token's hash: one authorisation is one account).
+    :param selling_partner_id: the ``selling_partner_id`` extra (matches notifications).
     """
 
     base_url: str
@@ -92,6 +93,7 @@ class DataKioskSettings:
     client_secret: str = field(repr=False)
     refresh_token: str = field(repr=False)
     account: str
+    selling_partner_id: str | None = None
 
     @classmethod
     def build(
@@ -120,7 +122,9 @@ class DataKioskSettings:
         base = validate_base_url(endpoint, "endpoint") if endpoint else base_url_for(region, use_sandbox)
         token_url = validate_base_url(lwa_token_url or DEFAULT_LWA_TOKEN_URL, "lwa_token_url")
         account = selling_partner_id or "rt-" + hashlib.sha256(refresh_token.encode()).hexdigest()[:16]
-        return cls(base, token_url, client_id, client_secret, refresh_token, account)
+        return cls(
+            base, token_url, client_id, client_secret, refresh_token, account, selling_partner_id or None
+        )
 
 
 class DataKioskApi(PlatformApi):
@@ -379,7 +383,7 @@ class QueryFinishedNotification:
 
     @classmethod
     def parse(cls, envelope: Any) -> QueryFinishedNotification:
-        """Validate an envelope (a dict or the SQS message body as JSON text).
+        """Validate an envelope: a dict, its JSON text, or an SQS message whose ``Body`` holds it.
 
         :raises InvalidInputError: naming ``notification`` and the missing or wrong field.
         """
@@ -388,6 +392,8 @@ class QueryFinishedNotification:
                 envelope = json.loads(envelope)
             except ValueError:
                 raise InvalidInputError("notification", "is not JSON") from None
+        if isinstance(envelope, dict) and "Body" in envelope and "notificationType" not in envelope:
+            return cls.parse(envelope["Body"])  # an SQS message: the envelope is its body
         if not isinstance(envelope, dict):
             raise InvalidInputError("notification", "must be a JSON object")
         kind = envelope.get("notificationType")

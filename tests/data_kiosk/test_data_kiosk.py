@@ -21,11 +21,12 @@ from airflow_provider_querytasks.common.errors import (
 )
 from airflow_provider_querytasks.common.transport import close_shared_client_session
 from airflow_provider_querytasks.common.wait import QueryState
-from airflow_provider_querytasks.compat import PokeReturnValue, TaskDeferred
+from airflow_provider_querytasks.compat import AirflowSkipException, PokeReturnValue, TaskDeferred
 from airflow_provider_querytasks.hooks.amazon_data_kiosk import DataKioskHook
 from airflow_provider_querytasks.operators.amazon_data_kiosk import (
     DataKioskCancelQueryOperator,
     DataKioskDownloadDocumentOperator,
+    DataKioskNotificationOperator,
     DataKioskQueryOperator,
 )
 from airflow_provider_querytasks.protocols.amazon_data_kiosk import QueryFinishedNotification
@@ -410,3 +411,44 @@ def test_example_dag_runs_end_to_end(
     # The template file was rendered with the data interval: one whole day, start = end.
     dates = re.findall(r'(?:startDate|endDate): "(\d{4}-\d{2}-\d{2})"', sent)
     assert len(dates) == 2 and dates[0] == dates[1] and "{{" not in sent
+
+
+def test_notification_operator_fetches_and_follows_the_next_page(
+    emulator: DataKioskEmulator, hook: DataKioskHook, tmp_path: Path
+) -> None:
+    emulator.pages, emulator.duration = 2, 0.2
+    first = hook.create_query(QUERY)
+    emulator.clock.advance(1)
+    envelope = emulator.notification_for(first)
+    sqs_message = {"MessageId": "m1", "Body": json.dumps(envelope)}
+    result = DataKioskNotificationOperator(
+        task_id="on_notification", notification=sqs_message, destination=str(tmp_path), poll_interval=0.05
+    ).execute({})  # type: ignore[arg-type]
+    assert result["pages"][0]["query_id"] == first and len(result["pages"]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["page-0001.jsonl", "page-0002.jsonl"]
+    follow_up = json.loads(emulator.requests_to("api", "POST", r"/queries$")[-1].body)
+    assert follow_up["query"] == QUERY and follow_up["paginationToken"]
+
+
+def test_notification_operator_reads_the_triggering_asset_event(
+    emulator: DataKioskEmulator, hook: DataKioskHook
+) -> None:
+    emulator.duration, emulator.outcome = 0.0, "FATAL"
+    envelope = emulator.notification_for(hook.create_query(QUERY))
+
+    class Event:
+        extra = {"payload": envelope}
+
+    context = {"triggering_asset_events": {"sqs-asset": [Event()]}}
+    with pytest.raises(RemoteQueryFailedError, match="startDate is after endDate"):
+        DataKioskNotificationOperator(task_id="n").execute(context)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="notification"):
+        DataKioskNotificationOperator(task_id="n").execute({})  # type: ignore[arg-type]
+
+
+def test_notification_of_another_account_skips(emulator: DataKioskEmulator, hook: DataKioskHook) -> None:
+    emulator.duration = 0.0
+    envelope = emulator.notification_for(hook.create_query(QUERY))
+    envelope["payload"]["accountId"] = "A-SOMEONE-ELSE"
+    with pytest.raises(AirflowSkipException, match="A-SOMEONE-ELSE"):
+        DataKioskNotificationOperator(task_id="n", notification=envelope).execute({})  # type: ignore[arg-type]
