@@ -70,13 +70,15 @@ with DAG(
     catchup=False,
     tags=["example", "shoplazza"],
 ) as backfill:
-    # Three days in one operator: split into three 24 h tasks, submitted one after another.
+    # Three days in one operator: split into three 24 h tasks, submitted one after another,
+    # each waited for in the triggerer.
     three_days = ShoplazzaDataTaskOperator(
         task_id="export_three_days",
         event="add_to_cart",
         begin_time="{{ data_interval_end - macros.timedelta(days=3) }}",
         end_time="{{ data_interval_end }}",
         destination=OUTPUT + "/three_days/",
+        deferrable=True,
         poll_interval=POLL,
     )
     # Or create without waiting, wait with a deferrable sensor, and download in its own task.

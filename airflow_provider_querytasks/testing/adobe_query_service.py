@@ -7,6 +7,7 @@ org, sandbox) with the gateway's ``{"error_code", "message"}`` bodies.
 
 A query's outcome is driven by its SQL: ``-- emulator: FAILED`` (or ``KILLED``, ``TIMEOUT``,
 ``SUCCESS_WITH_ERRORS``) anywhere in it; otherwise :attr:`AdobeQueryServiceEmulator.outcome`.
+``-- emulator-duration: 600`` sets how many emulator seconds it runs.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from airflow_provider_querytasks.testing.server import (
 OUTCOMES = ("SUCCESS", "FAILED", "KILLED", "TIMEOUT", "SUCCESS_WITH_ERRORS")
 TERMINAL = ("SUCCESS", "FAILED", "KILLED", "TIMEOUT")
 MARKER = re.compile(r"--\s*emulator:\s*(\w+)")
+DURATION_MARKER = re.compile(r"--\s*emulator-duration:\s*([0-9.]+)")
 
 
 def _iso(at: float) -> str:
@@ -242,12 +244,13 @@ class AdobeQueryServiceEmulator(EmulatorServer):
         sql = str(request.get("sql") or self.templates.get(str(request.get("templateId")), {}).get("sql", ""))
         marker = MARKER.search(sql)
         outcome = marker.group(1).upper() if marker and marker.group(1).upper() in OUTCOMES else self.outcome
+        duration = DURATION_MARKER.search(sql)
         query = EmulatedQuery(
             id=str(uuid.uuid4()),
             request=request,
             created=self.clock.now(),
             created_wall=time.time(),
-            duration=self.duration,
+            duration=float(duration.group(1)) if duration else self.duration,
             outcome=outcome,
             **links,
         )
