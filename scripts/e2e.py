@@ -110,7 +110,7 @@ class E2E:
         from airflow_provider_querytasks.testing.shoplazza import ShoplazzaEmulator
 
         tag = uuid.uuid4().hex[:12]
-        secrets = {
+        secrets: dict[str, dict[str, Any]] = {
             "shoplazza": {"access_token": f"shz-token-{tag}"},
             "data_kiosk": {"client_secret": f"dk-secret-{tag}", "refresh_token": f"Atzr|dk-refresh-{tag}"},
             "adobe": {"client_secret": f"adobe-secret-{tag}"},
