@@ -21,11 +21,9 @@ import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
-import requests
-import urllib3
 from tenacity import Retrying
 
 from airflow_provider_querytasks.common.errors import (
@@ -36,6 +34,9 @@ from airflow_provider_querytasks.common.errors import (
 )
 from airflow_provider_querytasks.common.transport import USER_AGENT, RetryPolicy
 from airflow_provider_querytasks.compat import ObjectStoragePath
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +211,8 @@ class _Download:
         headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **self.headers}
         if self.offset:
             headers["Range"] = f"bytes={self.offset}-"
+        import requests  # the HTTP stack is imported on first use, not at DAG parsing
+
         try:
             response = self.session.get(self.url, headers=headers, stream=True, timeout=self.timeout)
         except requests.RequestException as exc:
@@ -229,6 +232,9 @@ class _Download:
             self._read_body(response, out, digest)
 
     def _read_body(self, response: requests.Response, out: IO[bytes], digest: _Digest) -> None:
+        import requests
+        import urllib3
+
         if self.offset == 0:
             length = response.headers.get("Content-Length")
             self.total = int(length) if length and length.isdigit() else None
@@ -297,7 +303,11 @@ def fetch_url(
     provider = url_provider if callable(url_provider) else (lambda: str(url_provider))
     target = _Target(destination)
     owns_session = session is None
-    http = session or requests.Session()
+    if session is None:
+        import requests
+
+        session = requests.Session()
+    http = session
     digest = _Digest()
     try:
         download = _Download(provider, headers, decompress, timeout, http, url_refreshes)

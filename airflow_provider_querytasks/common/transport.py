@@ -21,11 +21,9 @@ import sys
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import aiohttp
-import requests
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -46,6 +44,10 @@ from airflow_provider_querytasks.common.errors import (
 )
 from airflow_provider_querytasks.common.protocol import ApiRequest, ApiResponse, PlatformApi
 from airflow_provider_querytasks.common.ratelimit import TokenBucket, rate_limiters
+
+if TYPE_CHECKING:
+    import aiohttp
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +216,8 @@ class _CallPolicy:
 
 
 def _requests_never_sent(exc: requests.RequestException) -> bool:
+    import requests
+
     if isinstance(exc, requests.ConnectTimeout):
         return True
     if isinstance(exc, requests.ConnectionError):
@@ -245,6 +249,8 @@ class SyncApiClient:
     ) -> None:
         self.policy = _CallPolicy(api, token_source, static_token, retry or RetryPolicy())
         self.timeout = timeout
+        import requests  # imported on first use: DAG parsing never needs it
+
         self.session = session or requests.Session()
 
     @property
@@ -288,6 +294,8 @@ class SyncApiClient:
         return self.policy.answer(request, response)
 
     def _send(self, request: ApiRequest, token: AccessToken | None) -> ApiResponse:
+        import requests
+
         url, headers = self.policy.url_and_headers(request, token)
         try:
             raw = self.session.request(
@@ -320,6 +328,8 @@ def shared_client_session() -> aiohttp.ClientSession:
     Every trigger in a triggerer shares it (and its connection pool), rather than opening a
     session per poll.
     """
+    import aiohttp  # imported on first use: DAG parsing never needs it
+
     loop = asyncio.get_running_loop()
     session = _SESSIONS.get(loop)
     if session is None or session.closed:
@@ -371,6 +381,8 @@ class AsyncApiClient:
         retry: RetryPolicy | None = None,
         timeout: tuple[float, float] = (10.0, 60.0),
     ) -> None:
+        import aiohttp
+
         self.policy = _CallPolicy(api, token_source, static_token, retry or RetryPolicy())
         self.timeout = aiohttp.ClientTimeout(connect=timeout[0], sock_read=timeout[1])
 
@@ -407,6 +419,8 @@ class AsyncApiClient:
         return self.policy.answer(request, response)
 
     async def _send(self, request: ApiRequest, token: AccessToken | None) -> ApiResponse:
+        import aiohttp
+
         url, headers = self.policy.url_and_headers(request, token)
         session = shared_client_session()
         try:

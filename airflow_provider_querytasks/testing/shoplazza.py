@@ -242,6 +242,23 @@ class ShoplazzaEmulator(EmulatorServer):
             url = self.storage.presign(task.object_key, self.url_ttl)
         return {"query_id": task.query_id, "query_status": status, "query": {"url": url}}
 
+    def add_task(self, event: str | None, begin: datetime, end: datetime) -> EmulatedTask:
+        """Create a task server-side, as ``GET /data/query`` does (seeds tests and benchmarks)."""
+        task = EmulatedTask(
+            query_id=str(uuid.uuid4()),
+            event=event,
+            begin=begin,
+            end=end,
+            created=self.clock.now(),
+            duration=self.duration,
+            final_status=self.final_status,
+            url_delay=self.url_delay,
+            rows=self.rows,
+            gzip=self.gzip,
+        )
+        self.tasks[task.query_id] = task
+        return task
+
     # -- routes -------------------------------------------------------------------------------
     async def _create(self, request: web.Request) -> web.Response:
         refused = self._authorise(request)
@@ -258,20 +275,7 @@ class ShoplazzaEmulator(EmulatorServer):
             return self._reply({"errors": ["the time range must be positive and at most 24 hours"]}, 422)
         if self.max_tasks is not None and len(self.tasks) >= self.max_tasks:
             return self._reply({"errors": ["file number error"]}, 400)
-        task = EmulatedTask(
-            query_id=str(uuid.uuid4()),
-            event=event,
-            begin=begin,
-            end=end,
-            created=self.clock.now(),
-            duration=self.duration,
-            final_status=self.final_status,
-            url_delay=self.url_delay,
-            rows=self.rows,
-            gzip=self.gzip,
-        )
-        self.tasks[task.query_id] = task
-        return self._reply({"query_id": task.query_id})
+        return self._reply({"query_id": self.add_task(event, begin, end).query_id})
 
     async def _detail(self, request: web.Request) -> web.Response:
         refused = self._authorise(request)

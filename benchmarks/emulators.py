@@ -1,0 +1,56 @@
+"""The three emulators in their own process, seeded with queries, for the benchmarks.
+
+``python benchmarks/emulators.py STATE_FILE N MIN_S MAX_S``: starts the emulators on 127.0.0.1,
+creates N queries per platform finishing after a random duration in [MIN_S, MAX_S] (fixed seed),
+writes ``{"urls", "connections", "ids"}`` to STATE_FILE and serves until stdin closes. Running
+apart keeps the servers' CPU out of the figures measured in the benchmark process.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow_provider_querytasks.testing.adobe_query_service import AdobeQueryServiceEmulator
+from airflow_provider_querytasks.testing.amazon_data_kiosk import DataKioskEmulator
+from airflow_provider_querytasks.testing.shoplazza import ShoplazzaEmulator
+
+QUERY = 'query { analytics_salesAndTraffic_2024_04_24 { salesAndTrafficByDate(startDate: "2026-11-01", endDate: "2026-11-01", aggregateBy: DAY, marketplaceIds: ["X"]) { startDate } } }'  # noqa: E501
+
+
+def main() -> None:
+    state_file, count, low, high = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+    chance = random.Random(7)
+    shoplazza = ShoplazzaEmulator(rate_capacity=1e12, rate_per_second=1e12).start()
+    data_kiosk = DataKioskEmulator(enforce_rate_limits="--dk-limits" in sys.argv).start()
+    adobe = AdobeQueryServiceEmulator().start()
+    ids: dict[str, list[str]] = {"shoplazza": [], "data_kiosk": [], "adobe": []}
+    day = datetime(2026, 11, 20)
+    for _ in range(count):
+        task = shoplazza.add_task("pageview", day, day + timedelta(hours=24))
+        task.duration = chance.uniform(low, high)
+        ids["shoplazza"].append(task.query_id)
+        query = data_kiosk.add_query(QUERY)
+        query.duration = chance.uniform(low, high)
+        ids["data_kiosk"].append(query.query_id)
+        adobe_query = adobe.add_query({"dbName": "prod:all", "sql": "SELECT 1"})
+        adobe_query.duration = chance.uniform(low, high)
+        ids["adobe"].append(adobe_query.id)
+    connections: dict[str, Any] = {
+        "shoplazza": shoplazza.connection(),
+        "data_kiosk": data_kiosk.connection(),
+        "adobe": adobe.connection(),
+    }
+    urls = {"shoplazza": shoplazza.urls, "data_kiosk": data_kiosk.urls, "adobe": adobe.urls}
+    with open(state_file, "w", encoding="utf-8") as out:
+        json.dump({"urls": urls, "connections": connections, "ids": ids}, out)
+    sys.stdin.read()  # serve until the benchmark closes our stdin
+    for server in (shoplazza, data_kiosk, adobe):
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

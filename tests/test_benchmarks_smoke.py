@@ -1,0 +1,29 @@
+"""The benchmarks run at a tiny size: a smoke test of the scripts, never of the timings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_benchmark_runs_and_reports_its_baseline(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    scale = results["scale"]
+    assert scale["succeeded"] == scale["waits"] and scale["polls"] >= scale["waits"]
+    assert scale["bare_get_cpu_ms"] > 0 and "cpu_ratio_vs_bare" in scale
+    assert [row["duration_s"] for row in results["economy"]] == [10.0, 300.0, 3600.0]
+    assert results["fairness"]["http_429"] >= 0 and results["fairness"]["waits_on_one_account"] == 10
+    assert results["download"]["bytes"] > 1_000_000 and results["download"]["throughput_ratio_vs_curl"] > 0
+    assert results["imports"][0]["ms"] is not None
