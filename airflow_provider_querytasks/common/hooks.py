@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from airflow_provider_querytasks.common.auth import TokenSource
 from airflow_provider_querytasks.common.errors import (
@@ -23,8 +23,10 @@ from airflow_provider_querytasks.compat import (
 )
 from airflow_provider_querytasks.connection_forms import ConnectionForm
 
+ApiT = TypeVar("ApiT", bound=PlatformApi)
 
-class QueryTaskHook(BaseHook):
+
+class QueryTaskHook(BaseHook, Generic[ApiT]):
     """Base of the platform hooks.
 
     A platform hook sets the class attributes and implements :meth:`build_settings` (validate the
@@ -183,6 +185,15 @@ class QueryTaskHook(BaseHook):
             settings = await self.aget_settings()
             self._aclient = AsyncApiClient(self.build_api(settings), **self._client_kwargs(settings))
         return self._aclient
+
+    @property
+    def api(self) -> ApiT:
+        """The platform's protocol object (request builders), as the sync client uses it."""
+        return cast("ApiT", self.client.api)
+
+    async def aapi(self) -> ApiT:
+        """The platform's protocol object, as the async client uses it."""
+        return cast("ApiT", (await self.aclient()).api)
 
     def call(self, request: ApiRequest) -> ApiResponse:
         """Execute an API request synchronously."""

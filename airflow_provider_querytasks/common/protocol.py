@@ -156,8 +156,15 @@ class PlatformApi:
         raise NotImplementedError
 
     def error_message(self, response: ApiResponse) -> str:
-        """The platform's error text out of an error body (any shape; never raises)."""
-        return response.text_excerpt()
+        """The platform's error text out of an error body (any shape; never raises).
+
+        Reads the common JSON shapes (:func:`first_error_text`), else an excerpt of the body.
+        """
+        try:
+            text = first_error_text(response.json())
+        except ApiError:
+            text = None
+        return text or response.text_excerpt()
 
     def is_token_expired(self, response: ApiResponse) -> bool:
         """Whether the answer means "refresh the access token and try once more"."""

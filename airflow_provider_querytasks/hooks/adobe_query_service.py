@@ -30,7 +30,7 @@ from airflow_provider_querytasks.protocols.adobe_query_service import (
 LIVE_STATES = ("SUBMITTED", "IN_PROGRESS")
 
 
-class AdobeQueryServiceHook(QueryTaskHook):
+class AdobeQueryServiceHook(QueryTaskHook[AdobeApi]):
     """Query Service queries, templates and schedules; Catalog batches; Data Access files.
 
     The connection (type ``adobe_experience_platform``) holds the OAuth server-to-server client
@@ -65,17 +65,6 @@ class AdobeQueryServiceHook(QueryTaskHook):
 
     def build_token_source(self, settings: AdobeSettings) -> TokenSource | None:
         return ImsTokenSource(settings)
-
-    @property
-    def api(self) -> AdobeApi:
-        api = self.client.api
-        assert isinstance(api, AdobeApi)
-        return api
-
-    async def aapi(self) -> AdobeApi:
-        api = (await self.aclient()).api
-        assert isinstance(api, AdobeApi)
-        return api
 
     def check_connection(self) -> str:
         body = self.call(self.api.list_queries_request(limit=1)).json_object()

@@ -35,7 +35,7 @@ from airflow_provider_querytasks.protocols.amazon_data_kiosk import (
 )
 
 
-class DataKioskHook(QueryTaskHook):
+class DataKioskHook(QueryTaskHook[DataKioskApi]):
     """Data Kiosk queries: create, read, list, cancel; documents: locate and download.
 
     The connection (type ``amazon_sp_api``) holds the LWA client id in *login*, the client secret
@@ -70,17 +70,6 @@ class DataKioskHook(QueryTaskHook):
 
     def build_token_source(self, settings: DataKioskSettings) -> TokenSource | None:
         return LwaTokenSource(settings)
-
-    @property
-    def api(self) -> DataKioskApi:
-        api = self.client.api
-        assert isinstance(api, DataKioskApi)
-        return api
-
-    async def aapi(self) -> DataKioskApi:
-        api = (await self.aclient()).api
-        assert isinstance(api, DataKioskApi)
-        return api
 
     def check_connection(self) -> str:
         queries, _ = parse_queries_page(self.call(self.api.get_queries_request(page_size=1)))

@@ -30,7 +30,7 @@ from airflow_provider_querytasks.protocols.shoplazza import (
 )
 
 
-class ShoplazzaHook(QueryTaskHook):
+class ShoplazzaHook(QueryTaskHook[ShoplazzaApi]):
     """Shoplazza data query tasks: create, read, list and count tasks, download their CSV.
 
     The connection (type ``shoplazza``) holds the shop in *host* (``mystore`` or
@@ -84,17 +84,6 @@ class ShoplazzaHook(QueryTaskHook):
 
     def static_token(self, settings: ShoplazzaSettings) -> str | None:
         return None if settings.uses_oauth else settings.access_token
-
-    @property
-    def api(self) -> ShoplazzaApi:
-        api = self.client.api
-        assert isinstance(api, ShoplazzaApi)
-        return api
-
-    async def aapi(self) -> ShoplazzaApi:
-        api = (await self.aclient()).api
-        assert isinstance(api, ShoplazzaApi)
-        return api
 
     def check_connection(self) -> str:
         return f"{self.settings.shop}: {self.count_tasks()} data query tasks"

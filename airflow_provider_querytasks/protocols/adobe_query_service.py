@@ -19,7 +19,6 @@ from airflow_provider_querytasks.common.protocol import (
     ApiRequest,
     ApiResponse,
     PlatformApi,
-    first_error_text,
     validate_base_url,
 )
 from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
@@ -146,13 +145,8 @@ class AdobeApi(PlatformApi):
             headers["Authorization"] = f"Bearer {token}"
         return headers
 
-    def error_message(self, response: ApiResponse) -> str:
-        try:
-            body = response.json()
-        except ApiError:
-            body = None
-        # Gateway {"error_code", "message"}, Query Service {"message", "statusCode"}, problem details.
-        return first_error_text(body) or response.text_excerpt()
+    # error_message: the base reads all three shapes Adobe uses (gateway {"error_code",
+    # "message"}, Query Service {"message", "statusCode"} and problem details).
 
     # -- queries ------------------------------------------------------------------------------
     def create_query_request(self, query_def: dict[str, Any]) -> ApiRequest:

@@ -145,13 +145,6 @@ class DataKioskApi(PlatformApi):
             headers["x-amz-access-token"] = token
         return headers
 
-    def error_message(self, response: ApiResponse) -> str:
-        try:
-            text = first_error_text(response.json())
-        except ApiError:
-            text = None
-        return text or response.text_excerpt()
-
     def is_token_expired(self, response: ApiResponse) -> bool:
         # SP-API answers an expired token with 403 (no 401 is documented).
         if response.status == 401:

@@ -27,7 +27,6 @@ from airflow_provider_querytasks.common.protocol import (
     ApiRequest,
     ApiResponse,
     PlatformApi,
-    first_error_text,
     validate_base_url,
 )
 from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
@@ -160,11 +159,7 @@ class ShoplazzaApi(PlatformApi):
         return headers
 
     def error_message(self, response: ApiResponse) -> str:
-        try:
-            text = first_error_text(response.json())
-        except ApiError:
-            text = None
-        text = text or response.text_excerpt(200)
+        text = super().error_message(response)
         if response.status == 404 and self.api_version != DEFAULT_API_VERSION:
             text += f" (data query tasks exist only in API version {DEFAULT_API_VERSION})"
         elif response.status == 404 and "page not found" in text:
