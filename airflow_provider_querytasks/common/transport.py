@@ -19,7 +19,7 @@ import contextlib
 import logging
 import sys
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -50,6 +50,23 @@ if TYPE_CHECKING:
     import requests
 
 log = logging.getLogger(__name__)
+
+#: The largest API answer read (status objects and listings are kilobytes; results are streamed).
+MAX_API_BODY = 16 * 2**20
+CHUNK = 64 * 1024
+
+
+def _capped(chunks: Iterator[bytes]) -> bytes:
+    """The chunks joined, stopping once past :data:`MAX_API_BODY` (the caller refuses that)."""
+    parts: list[bytes] = []
+    size = 0
+    for chunk in chunks:
+        parts.append(chunk)
+        size += len(chunk)
+        if size > MAX_API_BODY:
+            break
+    return b"".join(parts)
+
 
 #: Shaped as the SP-API asks (``AppName/version (Language=Python/3.x)``); fine for the others.
 USER_AGENT = (
@@ -153,6 +170,20 @@ class _CallPolicy:
         if self.api.shared_rate_limit is not None and request.authenticated:
             return rate_limiters.bucket(self.api.platform, self.api.account, "*", *self.api.shared_rate_limit)
         return None
+
+    def response(
+        self, request: ApiRequest, status: int, headers: dict[str, str], body: bytes, url: str
+    ) -> ApiResponse:
+        """An answer read whole, refused when larger than any API answer should be."""
+        if len(body) > MAX_API_BODY:
+            raise ApiError(
+                f"{request.operation} answered with more than {MAX_API_BODY // 2**20} MiB; refusing to "
+                "read it (API answers are small; results are downloaded by the fetch)",
+                platform=self.api.platform,
+                operation=request.operation,
+                status=status,
+            )
+        return ApiResponse(status, headers, body, url)
 
     def wants_token(self, request: ApiRequest) -> bool:
         return request.authenticated and self.token_source is not None
@@ -307,11 +338,13 @@ class SyncApiClient:
                 headers=headers,
                 timeout=self.timeout,
                 allow_redirects=False,
+                stream=True,
             )
-            body = raw.content
+            with raw:
+                body = _capped(raw.iter_content(CHUNK))
         except requests.RequestException as exc:
             raise self.policy.connection_error(request, exc, _requests_never_sent(exc)) from None
-        return ApiResponse(raw.status_code, dict(raw.headers), body, raw.url)
+        return self.policy.response(request, raw.status_code, dict(raw.headers), body, raw.url)
 
     def close(self) -> None:
         self.session.close()
@@ -434,8 +467,14 @@ class AsyncApiClient:
                 timeout=self.timeout,
                 allow_redirects=False,
             ) as raw:
-                body = await raw.read()
-                return ApiResponse(raw.status, dict(raw.headers), body, str(raw.url))
+                parts, size = [], 0
+                async for chunk in raw.content.iter_chunked(CHUNK):
+                    parts.append(chunk)
+                    size += len(chunk)
+                    if size > MAX_API_BODY:
+                        break
+                body = b"".join(parts)
+                return self.policy.response(request, raw.status, dict(raw.headers), body, str(raw.url))
         except aiohttp.ClientConnectorError as exc:
             raise self.policy.connection_error(request, exc, never_sent=True) from None
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:

@@ -33,6 +33,9 @@ from airflow_provider_querytasks.testing import EmulatorServer, Fault
 from airflow_provider_querytasks.testing.adobe_query_service import AdobeQueryServiceEmulator
 from airflow_provider_querytasks.testing.amazon_data_kiosk import DataKioskEmulator
 from airflow_provider_querytasks.testing.shoplazza import ShoplazzaEmulator
+from airflow_provider_querytasks.triggers.adobe_query_service import AdobeQueryTrigger
+from airflow_provider_querytasks.triggers.amazon_data_kiosk import DataKioskQueryTrigger
+from airflow_provider_querytasks.triggers.shoplazza import ShoplazzaDataTaskTrigger
 
 from ..data_kiosk.conftest import QUERY
 from ..helpers import run_trigger, use_connection
@@ -254,3 +257,53 @@ def test_malformed_answers_are_clear_errors(
     with pytest.raises(QueryTaskError, match=r"(?i)json|queryId|query_id|expected|answered"):
         spec.run(tmp_path / "out")
     assert spec.submissions(emulator) == 1
+
+
+def test_oversized_answer_is_refused_not_read(
+    platform: tuple[Platform, Any], tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    spec, emulator = platform
+    request.node.add_marker(pytest.mark.scenario("oversized answer while waiting", spec.name))
+    site, method, path = spec.phases["wait"]
+    huge = b'{"padding": "' + b"x" * (17 * 2**20) + b'"}'
+    emulator.inject(
+        Fault(action="status", status=200, body=huge, site=site, method=method, path=path, times=None)
+    )
+    with pytest.raises(QueryTaskError, match="more than 16 MiB"):
+        spec.run(tmp_path / "out")
+    # The async path (the trigger) refuses it the same way.
+    query_id = next(iter(getattr(emulator, "tasks", None) or getattr(emulator, "queries", {})))
+    trigger_class = {
+        "shoplazza": ShoplazzaDataTaskTrigger,
+        "data_kiosk": DataKioskQueryTrigger,
+        "adobe": AdobeQueryTrigger,
+    }[spec.name]
+    event = run_trigger(trigger_class(conn_id=emulator.connection()["conn_id"], query_id=query_id))
+    assert event["status"] == "error" and "more than 16 MiB" in event["message"]
+
+
+@pytest.mark.parametrize(
+    "spec", [p for p in PLATFORMS if p.phases["fetch"][0] == "storage"], ids=lambda p: p.name
+)
+def test_expired_result_url_is_replaced(
+    spec: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emulator = spec.emulator()
+    emulator.start()
+    try:
+        use_connection(monkeypatch, emulator.connection())
+        site, method, path = spec.phases["fetch"]
+        expired = emulator.inject(
+            Fault(
+                action="status",
+                status=403,
+                body=b"<Error><Code>AccessDenied</Code></Error>",
+                site=site,
+                path=path,
+            )
+        )
+        spec.run(tmp_path / "out")
+        assert expired.hits == 1 and _files(tmp_path / "out")
+        assert spec.submissions(emulator) == 1
+    finally:
+        emulator.stop()
