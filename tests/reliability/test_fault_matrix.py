@@ -286,8 +286,9 @@ def test_oversized_answer_is_refused_not_read(
     "spec", [p for p in PLATFORMS if p.phases["fetch"][0] == "storage"], ids=lambda p: p.name
 )
 def test_expired_result_url_is_replaced(
-    spec: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    spec: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
+    request.node.add_marker(pytest.mark.scenario("result URL expired at fetch (403 from storage)", spec.name))
     emulator = spec.emulator()
     emulator.start()
     try:
@@ -299,6 +300,7 @@ def test_expired_result_url_is_replaced(
                 status=403,
                 body=b"<Error><Code>AccessDenied</Code></Error>",
                 site=site,
+                method=method,
                 path=path,
             )
         )
