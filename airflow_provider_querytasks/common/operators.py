@@ -167,10 +167,11 @@ class QueryTaskOperator(BaseOperator):
         deadline: float | None = None,
     ) -> Any:
         """Resume after the trigger's event (failed, cancelled and timed-out queries raise)."""
-        if resume_state is None and isinstance((event or {}).get("resume"), dict):
+        echoed = (event or {}).get("resume")
+        if resume_state is None and isinstance(echoed, dict):
             # dag.test() passes the event without the defer kwargs; the trigger echoed them.
-            resume_state = event["resume"].get("resume_state")  # type: ignore[index]
-            deadline = event["resume"].get("deadline")  # type: ignore[index]
+            resume_state = echoed.get("resume_state")
+            deadline = echoed.get("deadline")
         self.resume_state = dict(resume_state or {})
         self._deadline = deadline
         self.query_id = (event or {}).get("query_id")

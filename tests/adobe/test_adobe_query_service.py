@@ -142,7 +142,6 @@ def test_expired_token_401_is_refreshed_once(
 def test_wrong_api_key_is_permission_denied_with_the_gateway_text(
     emulator: AdobeQueryServiceEmulator, hook: AdobeQueryServiceHook
 ) -> None:
-    hook.get_status  # noqa: B018
     hook.create_query(sql="SELECT 1")
     emulator.client_id = "another"
     with pytest.raises((PermissionDeniedError, AuthenticationError), match="403003|Api Key is invalid"):

@@ -150,7 +150,6 @@ def test_iter_queries_follows_next_token_with_the_same_filters(
 
 
 def test_create_is_not_resent_after_a_server_error(hook: DataKioskHook, emulator: DataKioskEmulator) -> None:
-    hook.get_query  # noqa: B018 - the token is fetched on the first call below
     emulator.inject(
         action="status", site="api", method="POST", path=r"/queries$", status=503, body="overloaded"
     )
