@@ -109,3 +109,29 @@ def test_foreign_hosts_are_refused(field: str, value: str) -> None:
     kwargs: dict[str, Any] = {"shop": "mystore", "access_token": "t" * 20, field: value}
     with pytest.raises(InvalidInputError):
         ShoplazzaSettings.build(**kwargs)
+
+
+@pytest.mark.scenario("no secret in exception messages", "all")
+def test_refused_credentials_do_not_echo_the_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_provider_querytasks.hooks.adobe_query_service import AdobeQueryServiceHook
+    from airflow_provider_querytasks.hooks.amazon_data_kiosk import DataKioskHook
+    from airflow_provider_querytasks.hooks.shoplazza import ShoplazzaHook
+
+    from ..helpers import FAST_RETRY
+
+    tag = uuid.uuid4().hex
+    cases: list[tuple[EmulatorServer, Any, dict[str, Any]]] = [
+        (ShoplazzaEmulator(), ShoplazzaHook, {"password": f"wrong-token-{tag}"}),
+        (DataKioskEmulator(), DataKioskHook, {"password": f"wrong-secret-{tag}"}),
+        (AdobeQueryServiceEmulator(), AdobeQueryServiceHook, {"password": f"wrong-secret-{tag}"}),
+    ]
+    for emulator, hook_class, wrong in cases:
+        emulator.start()
+        try:
+            conn = {**emulator.connection(), **wrong}
+            use_connection(monkeypatch, conn)
+            with pytest.raises(Exception) as raised:
+                hook_class(retry=FAST_RETRY).check_connection()
+            assert tag not in str(raised.value) and tag not in repr(raised.value.__dict__)
+        finally:
+            emulator.stop()
