@@ -5,6 +5,7 @@ DAG authors can test their own DAGs against the emulators with it.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from airflow_provider_querytasks.version_compat import AIRFLOW_V_3_0_PLUS
@@ -30,6 +31,11 @@ def run_dag(dag: Any, **kwargs: Any) -> Any:
             update_dag_parsing_results_in_db(
                 "dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(), session
             )
-    elif "logical_date" in kwargs:
-        kwargs["execution_date"] = kwargs.pop("logical_date")
+    else:
+        if "logical_date" in kwargs:
+            kwargs["execution_date"] = kwargs.pop("logical_date")
+        # dag.test() replaces an earlier run of the same date; deleting it walks dag_run_note's
+        # foreign key to the FAB user table, which must then be known to SQLAlchemy.
+        with contextlib.suppress(ImportError):
+            import airflow.providers.fab.auth_manager.models  # noqa: F401
     return dag.test(**kwargs)
