@@ -15,7 +15,9 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
+from airflow_provider_querytasks.common.errors import AuthenticationError
 from airflow_provider_querytasks.common.protocol import ApiRequest, ApiResponse
 from airflow_provider_querytasks.compat import mask_secret
 
@@ -61,9 +63,24 @@ class TokenSource:
         """The call to the token service."""
         raise NotImplementedError
 
+    #: How error messages name the token service.
+    service = "token endpoint"
+
     def parse_token(self, response: ApiResponse) -> AccessToken:
-        """Read the token service's answer."""
-        raise NotImplementedError
+        """Read an OAuth token answer: ``access_token``, its expiry, and a rotated ``refresh_token``."""
+        body = response.json_object()
+        value = body.get("access_token")
+        if not isinstance(value, str) or not value:
+            raise AuthenticationError(f"The {self.service} answered without an access_token")
+        refresh = body.get("refresh_token")
+        return AccessToken(
+            value, self.expires_at(body), refresh if isinstance(refresh, str) and refresh else None
+        )
+
+    def expires_at(self, body: dict[str, Any]) -> float | None:
+        """When the token stops working: ``expires_in`` seconds from now (``None`` if absent)."""
+        expires_in = body.get("expires_in")
+        return time.time() + float(expires_in) if isinstance(expires_in, int | float) else None
 
 
 class TokenCache:

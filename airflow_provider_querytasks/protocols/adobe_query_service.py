@@ -7,17 +7,15 @@ sources are in ``docs/adobe_query_service.md``.
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
-from airflow_provider_querytasks.common.auth import AccessToken, TokenSource
-from airflow_provider_querytasks.common.errors import ApiError, AuthenticationError, InvalidInputError
+from airflow_provider_querytasks.common.auth import TokenSource
+from airflow_provider_querytasks.common.errors import ApiError, InvalidInputError
 from airflow_provider_querytasks.common.protocol import (
     ApiRequest,
-    ApiResponse,
     PlatformApi,
     validate_base_url,
 )
@@ -422,7 +420,12 @@ def keyed_objects(body: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 class ImsTokenSource(TokenSource):
-    """IMS OAuth server-to-server (client_credentials; ~24 h tokens, no refresh token)."""
+    """IMS OAuth server-to-server (client_credentials; ~24 h tokens, no refresh token).
+
+    ``expires_in`` is in seconds, as the base reads it (the retired JWT exchange used ms).
+    """
+
+    service = "IMS token endpoint"
 
     def __init__(self, settings: AdobeSettings) -> None:
         super().__init__((settings.token_url, settings.client_id, settings.scopes), margin=300.0)
@@ -437,12 +440,3 @@ class ImsTokenSource(TokenSource):
             "scope": self.settings.scopes,
         }
         return ApiRequest("POST", self.settings.token_url, "imsToken", data=data, authenticated=False)
-
-    def parse_token(self, response: ApiResponse) -> AccessToken:
-        body = response.json_object()
-        value = body.get("access_token")
-        if not isinstance(value, str) or not value:
-            raise AuthenticationError("The IMS token endpoint answered without an access_token")
-        expires_in = body.get("expires_in")  # seconds (the retired JWT exchange used ms)
-        expires_at = time.time() + float(expires_in) if isinstance(expires_in, int | float) else None
-        return AccessToken(value, expires_at)

@@ -10,13 +10,12 @@ import functools
 import hashlib
 import json
 import re
-import time
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 from urllib.parse import quote
 
-from airflow_provider_querytasks.common.auth import AccessToken, TokenSource
+from airflow_provider_querytasks.common.auth import TokenSource
 from airflow_provider_querytasks.common.errors import (
     ApiError,
     AuthenticationError,
@@ -438,6 +437,8 @@ class QueryFinishedNotification:
 class LwaTokenSource(TokenSource):
     """Login with Amazon refresh-token grant (form-encoded); tokens live an hour."""
 
+    service = "LWA token endpoint"
+
     def __init__(self, settings: DataKioskSettings) -> None:
         super().__init__((settings.token_url, settings.client_id, settings.refresh_token), margin=300.0)
         self.settings = settings
@@ -450,12 +451,3 @@ class LwaTokenSource(TokenSource):
             "client_secret": self.settings.client_secret,
         }
         return ApiRequest("POST", self.settings.token_url, "lwaToken", data=data, authenticated=False)
-
-    def parse_token(self, response: ApiResponse) -> AccessToken:
-        body = response.json_object()
-        value = body.get("access_token")
-        if not isinstance(value, str) or not value:
-            raise AuthenticationError("The LWA token endpoint answered without an access_token")
-        expires_in = body.get("expires_in")
-        expires_at = time.time() + float(expires_in) if isinstance(expires_in, int | float) else None
-        return AccessToken(value, expires_at)

@@ -9,7 +9,6 @@ handled defensively and said so there.
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
@@ -376,6 +375,7 @@ class ShoplazzaTokenSource(TokenSource):
     (the connection keeps the one it was given: see the docs on persisting it).
     """
 
+    service = "Shoplazza token endpoint"
     #: Rotated refresh tokens, by credential, for this process.
     rotated: dict[str, str] = {}
 
@@ -401,17 +401,12 @@ class ShoplazzaTokenSource(TokenSource):
             authenticated=False,
         )
 
+    def expires_at(self, body: dict[str, Any]) -> float | None:
+        value = body.get("expires_at")  # unix seconds, not a duration
+        return float(value) if isinstance(value, int | float) else super().expires_at(body)
+
     def parse_token(self, response: ApiResponse) -> AccessToken:
-        body = response.json_object()
-        value = body.get("access_token")
-        if not isinstance(value, str) or not value:
-            raise AuthenticationError("The Shoplazza token endpoint answered without an access_token")
-        expires_at = body.get("expires_at")  # unix seconds, not a duration
-        if not isinstance(expires_at, int | float):
-            expires_in = body.get("expires_in")
-            expires_at = time.time() + float(expires_in) if isinstance(expires_in, int | float) else None
-        refresh = body.get("refresh_token")
-        token = AccessToken(value, float(expires_at) if expires_at else None, refresh or None)
-        if isinstance(refresh, str) and refresh:
-            self.rotated[self.cache_key] = refresh
+        token = super().parse_token(response)
+        if token.refresh_token:
+            self.rotated[self.cache_key] = token.refresh_token
         return token

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from airflow_provider_querytasks.common.auth import AccessToken, TokenSource
+from airflow_provider_querytasks.common.auth import TokenSource
 from airflow_provider_querytasks.common.hooks import QueryTaskHook
 from airflow_provider_querytasks.common.operators import QueryTaskOperator
 from airflow_provider_querytasks.common.protocol import (
@@ -217,10 +217,6 @@ class FakeTokenSource(TokenSource):
             "client_secret": self.settings.client_secret,
         }
         return ApiRequest("POST", self.settings.token_url, "token", data=data, authenticated=False)
-
-    def parse_token(self, response: ApiResponse) -> AccessToken:
-        body = response.json_object()
-        return AccessToken(body["access_token"], time.time() + float(body["expires_in"]))
 
 
 FAKE_FORM = ConnectionForm(
