@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from airflow_provider_querytasks.common.errors import (
     ApiError,
@@ -234,6 +234,21 @@ def first_error_text(body: Any) -> str | None:
             code = body.get("error_code") or body.get("code")
             return f"{code}: {value}" if code and key == "message" else value
     return None
+
+
+def required_id(value: Any, parameter: str, what: str = "id") -> str:
+    """A non-empty id (query, task, document...), stripped.
+
+    :raises InvalidInputError: naming ``parameter``.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInputError(parameter, f"must be a non-empty {what}, got {value!r}")
+    return value.strip()
+
+
+def path_segment(value: Any, parameter: str) -> str:
+    """A required id, escaped for use as one URL path segment."""
+    return quote(required_id(value, parameter), safe="")
 
 
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})

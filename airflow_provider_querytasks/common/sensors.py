@@ -8,9 +8,9 @@ from datetime import timedelta
 from functools import cached_property
 from typing import Any, ClassVar
 
-from airflow_provider_querytasks.common.errors import InvalidInputError
 from airflow_provider_querytasks.common.hooks import QueryTaskHook
 from airflow_provider_querytasks.common.operators import default_deferrable
+from airflow_provider_querytasks.common.protocol import required_id
 from airflow_provider_querytasks.common.triggers import (
     QueryTaskTrigger,
     check_final_state,
@@ -68,9 +68,7 @@ class QueryTaskSensor(BaseSensorOperator):
         return snapshot.to_event()
 
     def _query_id(self) -> str:
-        if not isinstance(self.query_id, str) or not self.query_id.strip():
-            raise InvalidInputError("query_id", f"must be a non-empty query id, got {self.query_id!r}")
-        return self.query_id.strip()
+        return required_id(self.query_id, "query_id", "query id")
 
     def poke(self, context: Context) -> PokeReturnValue | bool:
         query_id = self._query_id()

@@ -9,14 +9,13 @@ from typing import Any
 
 from airflow_provider_querytasks.common.auth import TokenSource
 from airflow_provider_querytasks.common.errors import (
-    InvalidInputError,
     QueryCancelledError,
     QueryTaskError,
     RemoteQueryFailedError,
 )
 from airflow_provider_querytasks.common.fetch import Destination, fetch_url
 from airflow_provider_querytasks.common.hooks import QueryTaskHook
-from airflow_provider_querytasks.common.protocol import PlatformApi
+from airflow_provider_querytasks.common.protocol import PlatformApi, required_id
 from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
 from airflow_provider_querytasks.compat import Connection
 from airflow_provider_querytasks.connection_forms import AMAZON_SP_API_FORM
@@ -187,8 +186,7 @@ class DataKioskHook(QueryTaskHook[DataKioskApi]):
         :return: the fetch record (``uri``, ``bytes``, ``sha256``, ``lines``, ``source``) plus
             ``document_id`` and ``rows`` (JSON Lines: one record per non-empty line).
         """
-        if not isinstance(document_id, str) or not document_id.strip():
-            raise InvalidInputError("document_id", f"must be a non-empty id, got {document_id!r}")
+        document_id = required_id(document_id, "document_id")
         record = fetch_url(
             lambda: self.get_document(document_id), destination, retry=self.retry, timeout=(10.0, 300.0)
         ).to_dict()

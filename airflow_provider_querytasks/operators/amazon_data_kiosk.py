@@ -10,6 +10,7 @@ from typing import Any
 from airflow_provider_querytasks.common.errors import InvalidInputError
 from airflow_provider_querytasks.common.fetch import Destination, destination_for, in_folder
 from airflow_provider_querytasks.common.operators import QueryTaskOperator
+from airflow_provider_querytasks.common.protocol import required_id
 from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
 from airflow_provider_querytasks.compat import AirflowSkipException, BaseOperator, Context
 from airflow_provider_querytasks.hooks.amazon_data_kiosk import DataKioskHook
@@ -221,9 +222,7 @@ class DataKioskCancelQueryOperator(BaseOperator):
         self.conn_id = conn_id
 
     def execute(self, context: Context) -> None:
-        if not isinstance(self.query_id, str) or not self.query_id.strip():
-            raise InvalidInputError("query_id", f"must be a non-empty query id, got {self.query_id!r}")
-        DataKioskHook(self.conn_id).cancel_query(self.query_id.strip())
+        DataKioskHook(self.conn_id).cancel_query(required_id(self.query_id, "query_id", "query id"))
 
 
 class DataKioskDownloadDocumentOperator(BaseOperator):
@@ -255,8 +254,6 @@ class DataKioskDownloadDocumentOperator(BaseOperator):
         self.conn_id = conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        if not isinstance(self.document_id, str) or not self.document_id.strip():
-            raise InvalidInputError("document_id", f"must be a non-empty id, got {self.document_id!r}")
-        document_id = self.document_id.strip()
+        document_id = required_id(self.document_id, "document_id")
         target = destination_for(self.destination, f"{document_id}.jsonl")
         return DataKioskHook(self.conn_id).download_document(document_id, target)

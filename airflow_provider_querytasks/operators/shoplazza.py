@@ -10,6 +10,7 @@ from typing import Any
 from airflow_provider_querytasks.common.errors import InvalidInputError
 from airflow_provider_querytasks.common.fetch import Destination, destination_for, redact_url
 from airflow_provider_querytasks.common.operators import QueryTaskOperator
+from airflow_provider_querytasks.common.protocol import required_id
 from airflow_provider_querytasks.common.wait import StatusSnapshot
 from airflow_provider_querytasks.compat import BaseOperator, Context
 from airflow_provider_querytasks.hooks.shoplazza import ShoplazzaHook
@@ -234,8 +235,6 @@ class ShoplazzaDownloadResultOperator(BaseOperator):
         self.conn_id = conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        if not isinstance(self.query_id, str) or not self.query_id.strip():
-            raise InvalidInputError("query_id", f"must be a non-empty task id, got {self.query_id!r}")
-        query_id = self.query_id.strip()
+        query_id = required_id(self.query_id, "query_id", "task id")
         target = destination_for(self.destination, f"{query_id}.csv")
         return ShoplazzaHook(self.conn_id).download_result(query_id, target)

@@ -17,6 +17,7 @@ from airflow_provider_querytasks.common.errors import ApiError, InvalidInputErro
 from airflow_provider_querytasks.common.protocol import (
     ApiRequest,
     PlatformApi,
+    path_segment,
     validate_base_url,
 )
 from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
@@ -151,13 +152,13 @@ class AdobeApi(PlatformApi):
         return ApiRequest("POST", f"{QUERY}/queries", "createQuery", json=query_def, idempotent=False)
 
     def get_query_request(self, query_id: str) -> ApiRequest:
-        return ApiRequest("GET", f"{QUERY}/queries/{path_id(query_id, 'query_id')}", "retrieveQuery")
+        return ApiRequest("GET", f"{QUERY}/queries/{path_segment(query_id, 'query_id')}", "retrieveQuery")
 
     def patch_query_request(self, query_id: str, op: str) -> ApiRequest:
         # 409: the query already ended; the caller re-reads its state.
         return ApiRequest(
             "PATCH",
-            f"{QUERY}/queries/{path_id(query_id, 'query_id')}",
+            f"{QUERY}/queries/{path_segment(query_id, 'query_id')}",
             f"{op}Query",
             json={"op": op},
             ok_statuses=(409,),
@@ -203,7 +204,7 @@ class AdobeApi(PlatformApi):
 
     def get_template_request(self, template_id: str) -> ApiRequest:
         return ApiRequest(
-            "GET", f"{QUERY}/query-templates/{path_id(template_id, 'template_id')}", "getTemplate"
+            "GET", f"{QUERY}/query-templates/{path_segment(template_id, 'template_id')}", "getTemplate"
         )
 
     def list_templates_request(self, limit: int = 50) -> ApiRequest:
@@ -217,7 +218,7 @@ class AdobeApi(PlatformApi):
         return ApiRequest("POST", f"{QUERY}/schedules", "createSchedule", json=body, idempotent=False)
 
     def get_schedule_request(self, schedule_id: str) -> ApiRequest:
-        return ApiRequest("GET", f"{QUERY}/schedules/{path_id(schedule_id, 'schedule_id')}", "getSchedule")
+        return ApiRequest("GET", self._schedule_path(schedule_id), "getSchedule")
 
     def list_schedules_request(self, limit: int = 50) -> ApiRequest:
         return ApiRequest("GET", f"{QUERY}/schedules", "listSchedules", params={"limit": _limit(limit, 1000)})
@@ -226,13 +227,16 @@ class AdobeApi(PlatformApi):
         # The PATCH body is wrapped in "body", unlike the query PATCH.
         body = {"body": [{"op": "replace", "path": "/state", "value": "enable" if enabled else "disable"}]}
         return ApiRequest(
-            "PATCH", f"{QUERY}/schedules/{path_id(schedule_id, 'schedule_id')}", "updateSchedule", json=body
+            "PATCH",
+            self._schedule_path(schedule_id),
+            "updateSchedule",
+            json=body,
         )
 
     def list_runs_request(self, schedule_id: str, limit: int = 50, property: str | None = None) -> ApiRequest:
         return ApiRequest(
             "GET",
-            f"{QUERY}/schedules/{path_id(schedule_id, 'schedule_id')}/runs",
+            f"{self._schedule_path(schedule_id)}/runs",
             "listRuns",
             params={"limit": _limit(limit, 1000), "orderby": "-created", "property": property},
         )
@@ -240,7 +244,7 @@ class AdobeApi(PlatformApi):
     def trigger_run_request(self, schedule_id: str) -> ApiRequest:
         return ApiRequest(
             "POST",
-            f"{QUERY}/schedules/{path_id(schedule_id, 'schedule_id')}/runs",
+            f"{self._schedule_path(schedule_id)}/runs",
             "triggerRun",
             idempotent=False,
         )
@@ -248,22 +252,29 @@ class AdobeApi(PlatformApi):
     def get_run_request(self, schedule_id: str, run_id: str) -> ApiRequest:
         return ApiRequest(
             "GET",
-            f"{QUERY}/schedules/{path_id(schedule_id, 'schedule_id')}/runs/{path_id(run_id, 'run_id')}",
+            self._run_path(schedule_id, run_id),
             "getRun",
         )
 
     def cancel_run_request(self, schedule_id: str, run_id: str) -> ApiRequest:
         return ApiRequest(
             "PATCH",
-            f"{QUERY}/schedules/{path_id(schedule_id, 'schedule_id')}/runs/{path_id(run_id, 'run_id')}",
+            self._run_path(schedule_id, run_id),
             "cancelRun",
             json={"op": "cancel"},
             ok_statuses=(409,),
         )
 
+    @staticmethod
+    def _schedule_path(schedule_id: str) -> str:
+        return f"{QUERY}/schedules/{path_segment(schedule_id, 'schedule_id')}"
+
+    def _run_path(self, schedule_id: str, run_id: str) -> str:
+        return f"{self._schedule_path(schedule_id)}/runs/{path_segment(run_id, 'run_id')}"
+
     # -- Catalog ------------------------------------------------------------------------------
     def get_dataset_request(self, dataset_id: str) -> ApiRequest:
-        return ApiRequest("GET", f"{CATALOG}/dataSets/{path_id(dataset_id, 'dataset_id')}", "getDataset")
+        return ApiRequest("GET", f"{CATALOG}/dataSets/{path_segment(dataset_id, 'dataset_id')}", "getDataset")
 
     def find_datasets_request(self, name: str, limit: int = 10) -> ApiRequest:
         params = {"name": name, "orderBy": "desc:created", "limit": _limit(limit, MAX_PAGE)}
@@ -285,21 +296,24 @@ class AdobeApi(PlatformApi):
     def list_batch_files_request(self, batch_id: str, start: int = 0, limit: int = MAX_PAGE) -> ApiRequest:
         params = {"start": start, "limit": _limit(limit, MAX_PAGE)}
         return ApiRequest(
-            "GET", f"{EXPORT}/batches/{path_id(batch_id, 'batch_id')}/files", "listBatchFiles", params=params
+            "GET",
+            f"{EXPORT}/batches/{path_segment(batch_id, 'batch_id')}/files",
+            "listBatchFiles",
+            params=params,
         )
 
     def list_file_request(self, file_id: str, start: int = 0, limit: int = MAX_PAGE) -> ApiRequest:
         params = {"start": start, "limit": _limit(limit, MAX_PAGE)}
-        return ApiRequest("GET", f"{EXPORT}/files/{path_id(file_id, 'file_id')}", "listFile", params=params)
+        return ApiRequest(
+            "GET", f"{EXPORT}/files/{path_segment(file_id, 'file_id')}", "listFile", params=params
+        )
 
     def file_url(self, file_id: str, path: str) -> str:
-        return f"{self.base_url}{EXPORT}/files/{path_id(file_id, 'file_id')}?path={quote(path, safe='')}"
+        return f"{self.base_url}{self._file_path(file_id)}?path={quote(path, safe='')}"
 
-
-def path_id(value: str, parameter: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidInputError(parameter, f"must be a non-empty id, got {value!r}")
-    return quote(value.strip(), safe="")
+    @staticmethod
+    def _file_path(file_id: str) -> str:
+        return f"{EXPORT}/files/{path_segment(file_id, 'file_id')}"
 
 
 def _limit(value: int, maximum: int) -> int:

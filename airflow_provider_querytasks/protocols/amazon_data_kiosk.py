@@ -13,7 +13,6 @@ import re
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
-from urllib.parse import quote
 
 from airflow_provider_querytasks.common.auth import TokenSource
 from airflow_provider_querytasks.common.errors import (
@@ -27,6 +26,7 @@ from airflow_provider_querytasks.common.protocol import (
     ApiResponse,
     PlatformApi,
     first_error_text,
+    path_segment,
     validate_base_url,
 )
 from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
@@ -167,13 +167,13 @@ class DataKioskApi(PlatformApi):
         return ApiRequest("POST", f"{API_PATH}/queries", "createQuery", json=body, idempotent=False)
 
     def get_query_request(self, query_id: str) -> ApiRequest:
-        return ApiRequest("GET", f"{API_PATH}/queries/{_path_id(query_id, 'query_id')}", "getQuery")
+        return ApiRequest("GET", f"{API_PATH}/queries/{path_segment(query_id, 'query_id')}", "getQuery")
 
     def cancel_query_request(self, query_id: str) -> ApiRequest:
         # A finished query cannot be cancelled: its 400/404 answer means "nothing to cancel".
         return ApiRequest(
             "DELETE",
-            f"{API_PATH}/queries/{_path_id(query_id, 'query_id')}",
+            f"{API_PATH}/queries/{path_segment(query_id, 'query_id')}",
             "cancelQuery",
             ok_statuses=(400, 404),
         )
@@ -205,14 +205,8 @@ class DataKioskApi(PlatformApi):
 
     def get_document_request(self, document_id: str) -> ApiRequest:
         return ApiRequest(
-            "GET", f"{API_PATH}/documents/{_path_id(document_id, 'document_id')}", "getDocument"
+            "GET", f"{API_PATH}/documents/{path_segment(document_id, 'document_id')}", "getDocument"
         )
-
-
-def _path_id(value: str, parameter: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidInputError(parameter, f"must be a non-empty id, got {value!r}")
-    return quote(value.strip(), safe="")
 
 
 # -- answers ----------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from airflow_provider_querytasks.common.protocol import (
     ApiRequest,
     ApiResponse,
     PlatformApi,
+    required_id,
     validate_base_url,
 )
 from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
@@ -183,10 +184,9 @@ class ShoplazzaApi(PlatformApi):
         return ApiRequest("GET", self._path("query"), "createDataTask", params=params, idempotent=False)
 
     def get_task_request(self, query_id: str) -> ApiRequest:
-        if not isinstance(query_id, str) or not query_id.strip():
-            # Without an id the API answers with the store's latest task, maybe someone else's.
-            raise InvalidInputError("query_id", f"must be a non-empty task id, got {query_id!r}")
-        return ApiRequest("GET", self._path("task"), "getDataTask", params={"id": query_id.strip()})
+        # Without an id the API answers with the store's latest task, maybe someone else's.
+        task_id = required_id(query_id, "query_id", "task id")
+        return ApiRequest("GET", self._path("task"), "getDataTask", params={"id": task_id})
 
     def list_tasks_request(self, page: int, limit: int) -> ApiRequest:
         if not isinstance(page, int) or page < 1:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from airflow_provider_querytasks.common.errors import InvalidInputError
+from airflow_provider_querytasks.common.protocol import required_id
 from airflow_provider_querytasks.common.sensors import QueryTaskSensor
 from airflow_provider_querytasks.common.triggers import check_final_state
 from airflow_provider_querytasks.common.wait import StatusSnapshot
@@ -78,12 +78,10 @@ class AdobeScheduledQueryRunSensor(BaseSensorOperator):
         self.conn_id = conn_id
 
     def poke(self, context: Context) -> PokeReturnValue | bool:
-        for name in ("schedule_id", "run_id"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value.strip():
-                raise InvalidInputError(name, f"must be a non-empty id, got {value!r}")
+        schedule_id = required_id(self.schedule_id, "schedule_id")
+        run_id = required_id(self.run_id, "run_id")
         hook = AdobeQueryServiceHook(self.conn_id)
-        snapshot = hook.get_run_status(self.schedule_id.strip(), self.run_id.strip())
+        snapshot = hook.get_run_status(schedule_id, run_id)
         self.log.info("Scheduled run %s: %s", snapshot.query_id, snapshot.remote_status)
         if not snapshot.state.terminal:
             return False
