@@ -76,8 +76,10 @@ def emulators(count: int, low: float, high: float, *extra: str) -> Any:
 
 
 def set_connection(conn_id: str, conn: dict[str, Any]) -> None:
-    conn = {k: v for k, v in conn.items() if k != "conn_id"}
-    os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(conn)
+    from airflow_provider_querytasks.testing import connection_env
+
+    name, value = connection_env({**conn, "conn_id": conn_id})
+    os.environ[name] = value
 
 
 class LoopWatch:

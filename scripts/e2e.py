@@ -105,6 +105,7 @@ class E2E:
         os.environ.update(env)
 
     def start_emulators(self) -> None:
+        from airflow_provider_querytasks.testing import connection_env
         from airflow_provider_querytasks.testing.adobe_query_service import AdobeQueryServiceEmulator
         from airflow_provider_querytasks.testing.amazon_data_kiosk import DataKioskEmulator
         from airflow_provider_querytasks.testing.shoplazza import ShoplazzaEmulator
@@ -124,9 +125,8 @@ class E2E:
         }
         self.secrets = [value for group in secrets.values() for value in group.values()]
         for emulator in self.emulators.values():
-            conn = emulator.connection()
-            conn_id = conn.pop("conn_id")
-            os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(conn)
+            name, value = connection_env(emulator.connection())
+            os.environ[name] = value
 
     def airflow(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import re
 import runpy
@@ -56,14 +55,13 @@ def prepare_airflow_home(output: Path) -> Path:
 
 
 def start_emulators() -> dict[str, Any]:
-    from airflow_provider_querytasks.testing import EMULATORS, emulator_class
+    from airflow_provider_querytasks.testing import EMULATORS, connection_env, emulator_class
 
     emulators: dict[str, Any] = {}
     for name in EMULATORS:
         emulator = emulator_class(name)().start()
-        conn = dict(emulator.connection())
-        conn_id = conn.pop("conn_id")
-        os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(conn)
+        variable, value = connection_env(emulator.connection())
+        os.environ[variable] = value
         emulators[name] = emulator
         print(f"emulator {name:<11} {' '.join(f'{s}={u}' for s, u in emulator.urls.items())}")
     return emulators

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import pytest
 
 from airflow_provider_querytasks.common.transport import RetryPolicy, close_shared_client_session
+from airflow_provider_querytasks.testing import connection_env
 
 #: Retries without waiting: the emulators answer at once.
 FAST_RETRY = RetryPolicy(attempts=4, initial=0.01, maximum=0.2, jitter=0.0)
@@ -16,10 +16,9 @@ FAST_RETRY = RetryPolicy(attempts=4, initial=0.01, maximum=0.2, jitter=0.0)
 
 def use_connection(monkeypatch: pytest.MonkeyPatch, conn: dict[str, Any]) -> str:
     """Expose an emulator's connection dict as ``AIRFLOW_CONN_<ID>`` (as a user would)."""
-    conn = dict(conn)
-    conn_id = str(conn.pop("conn_id"))
-    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
-    return conn_id
+    name, value = connection_env(conn)
+    monkeypatch.setenv(name, value)
+    return str(conn["conn_id"])
 
 
 def run_trigger(trigger: Any) -> dict[str, Any]:

@@ -9,7 +9,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from airflow_provider_querytasks.testing.server import EmulatorClock, EmulatorServer, Fault, RecordedRequest
+from airflow_provider_querytasks.testing.server import (
+    EmulatorClock,
+    EmulatorServer,
+    Fault,
+    RecordedRequest,
+    connection_env,
+)
 from airflow_provider_querytasks.testing.storage import ObjectStorageSite
 
 #: Emulator name -> "module:Class"; imported only when asked for.
@@ -37,5 +43,6 @@ __all__ = [
     "Fault",
     "ObjectStorageSite",
     "RecordedRequest",
+    "connection_env",
     "emulator_class",
 ]

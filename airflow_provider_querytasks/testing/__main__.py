@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import threading
 
-from airflow_provider_querytasks.testing import EMULATORS, emulator_class
+from airflow_provider_querytasks.testing import EMULATORS, connection_env, emulator_class
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,9 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     for server in servers:
         for site, url in server.urls.items():
             print(f"{server.name:<12} {site:<10} {url}")
-        conn = server.connection()
-        conn_id = conn.pop("conn_id")
-        lines.append(f"AIRFLOW_CONN_{conn_id.upper()}='{json.dumps(conn)}'")
+        name, value = connection_env(server.connection())
+        lines.append(f"{name}='{value}'")
     print("\n# connections pointing at the emulators:")
     for line in lines:
         print(f"export {line}")

@@ -10,10 +10,11 @@ loop (:meth:`EmulatorServer.start_async`, for async tests and benchmarks).
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -137,6 +138,15 @@ class RateBucket:
             return False
         self.level += 1
         return True
+
+
+def connection_env(conn: Mapping[str, Any]) -> tuple[str, str]:
+    """``(AIRFLOW_CONN_<ID>, JSON)`` for a connection dict that carries its ``conn_id``.
+
+    How the emulators' connections reach Airflow, as a user would set them.
+    """
+    fields = {key: value for key, value in conn.items() if key != "conn_id"}
+    return f"AIRFLOW_CONN_{str(conn['conn_id']).upper()}", json.dumps(fields)
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

@@ -20,7 +20,7 @@ from airflow_provider_querytasks.common.protocol import ApiRequest
 from airflow_provider_querytasks.common.transport import RetryPolicy, close_shared_client_session
 from airflow_provider_querytasks.compat import redact
 
-from .conftest import FAST_RETRY
+from ..helpers import FAST_RETRY, use_connection
 from .fake_platform import FakeEmulator, FakeHook
 
 
@@ -115,12 +115,7 @@ def test_expired_token_is_refreshed_once(emulator: FakeEmulator, hook: FakeHook)
 
 
 def test_bad_credentials_fail_clearly(emulator: FakeEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
-    import json
-
-    conn = emulator.connection()
-    conn.pop("conn_id")
-    conn["password"] = "wrong"
-    monkeypatch.setenv("AIRFLOW_CONN_FAKE_DEFAULT", json.dumps(conn))
+    use_connection(monkeypatch, {**emulator.connection(), "password": "wrong"})
     with pytest.raises(AuthenticationError, match="invalid_client"):
         FakeHook(retry=FAST_RETRY).create_query("select 1")
 
@@ -135,12 +130,9 @@ def test_credentials_are_never_sent_to_another_host(emulator: FakeEmulator, hook
 def test_plain_http_to_a_remote_host_is_refused(
     emulator: FakeEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import json
-
     conn = emulator.connection()
-    conn.pop("conn_id")
     conn["extra"]["endpoint"] = "http://api.example.com"
-    monkeypatch.setenv("AIRFLOW_CONN_FAKE_DEFAULT", json.dumps(conn))
+    use_connection(monkeypatch, conn)
     with pytest.raises(InvalidInputError, match="endpoint.*https is required"):
         FakeHook().create_query("select 1")
     assert emulator.requests == []

@@ -17,7 +17,7 @@ from airflow_provider_querytasks.common.fetch import destination_for, fetch_url
 from airflow_provider_querytasks.common.transport import RetryPolicy, close_shared_client_session
 from airflow_provider_querytasks.compat import ObjectStoragePath
 
-from .conftest import FAST_RETRY
+from ..helpers import FAST_RETRY
 from .fake_platform import FakeEmulator, FakeHook, FakeTrigger
 
 

@@ -206,9 +206,7 @@ def test_token_expired_mid_wait(
     spec, emulator = platform
     request.node.add_marker(pytest.mark.scenario("token expired mid-wait", spec.name))
     if spec.name == "shoplazza":  # the private-app token does not expire: use the OAuth connection
-        conn = emulator.connection(oauth=True)
-        conn.pop("conn_id")
-        request.getfixturevalue("monkeypatch").setenv("AIRFLOW_CONN_SHOPLAZZA_DEFAULT", json.dumps(conn))
+        use_connection(request.getfixturevalue("monkeypatch"), emulator.connection(oauth=True))
     site, method, path = spec.phases["wait"]
     injected = emulator.inject(Fault(action="expire_token", site=site, method=method, path=path, times=1))
     spec.run(tmp_path / "out")
