@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from datetime import timedelta
 from functools import cached_property
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from airflow_provider_querytasks.common.errors import QueryTaskError, QueryTimeoutError
 from airflow_provider_querytasks.common.hooks import QueryTaskHook
@@ -40,7 +40,10 @@ def default_deferrable() -> bool:
     return conf.getboolean("operators", "default_deferrable", fallback=False)
 
 
-class QueryTaskOperator(BaseOperator):
+HookT = TypeVar("HookT", bound=QueryTaskHook[Any])
+
+
+class QueryTaskOperator(BaseOperator, Generic[HookT]):
     """Submit a remote query, wait for it, and return a JSON-able record.
 
     :param conn_id: the Airflow connection id (the hook's default when omitted).
@@ -55,7 +58,7 @@ class QueryTaskOperator(BaseOperator):
         still runs or has succeeded) instead of submitting a duplicate.
     """
 
-    hook_class: ClassVar[type[QueryTaskHook]]
+    hook_class: ClassVar[type[QueryTaskHook[Any]]]
     trigger_class: ClassVar[type[QueryTaskTrigger]]
     #: Whether a CANCELLED query counts as finished (else the task fails).
     accept_cancelled: bool = False
@@ -90,8 +93,9 @@ class QueryTaskOperator(BaseOperator):
         self._started: float | None = None
 
     @cached_property
-    def hook(self) -> QueryTaskHook:
-        return self.hook_class(self.conn_id)
+    def hook(self) -> HookT:
+        """The platform hook (typed per platform: ``ShoplazzaHook`` for the Shoplazza operator)."""
+        return cast("HookT", self.hook_class(self.conn_id))
 
     # -- to implement -------------------------------------------------------------------------
     def validate_inputs(self) -> None:

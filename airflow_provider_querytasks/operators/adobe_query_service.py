@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from functools import cached_property
 from typing import Any
 
 from airflow_provider_querytasks.common.errors import InvalidInputError
@@ -41,7 +40,7 @@ def submission_name(context: Context) -> str:
     return f"airflow:{ti.dag_id}:{ti.task_id}:{ti.run_id}:{map_index if map_index is not None else -1}"
 
 
-class AdobeQueryOperator(QueryTaskOperator):
+class AdobeQueryOperator(QueryTaskOperator[AdobeQueryServiceHook]):
     """Run a Query Service query (SQL or a template): submit, wait, return its outcome.
 
     Non-interactive queries keep no rows: to get data out, write it with ``ctas_parameters``
@@ -116,12 +115,6 @@ class AdobeQueryOperator(QueryTaskOperator):
         self.ctas_parameters = ctas_parameters
         self.insert_into_parameters = insert_into_parameters
 
-    @cached_property
-    def adobe(self) -> AdobeQueryServiceHook:
-        hook = self.hook
-        assert isinstance(hook, AdobeQueryServiceHook)
-        return hook
-
     def validate_inputs(self) -> None:
         # The connection's sandbox is checked against db_name when submitting (before the call).
         build_query_def(
@@ -139,7 +132,7 @@ class AdobeQueryOperator(QueryTaskOperator):
         return self.name or submission_name(context)
 
     def submit(self, context: Context) -> str:
-        query = self.adobe.create_query(
+        query = self.hook.create_query(
             sql=self.sql,
             template_id=self.template_id,
             db_name=self.db_name,
@@ -152,7 +145,7 @@ class AdobeQueryOperator(QueryTaskOperator):
         return str(query["id"])
 
     def find_running(self, context: Context) -> str | None:
-        live = self.adobe.find_live_query(self._name(context))
+        live = self.hook.find_live_query(self._name(context))
         return str(live["id"]) if live else None
 
     def on_query_finished(self, context: Context, snapshot: StatusSnapshot) -> Any:

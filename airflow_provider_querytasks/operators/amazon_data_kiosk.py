@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from functools import cached_property
 from typing import Any
 
 from airflow_provider_querytasks.common.errors import InvalidInputError
@@ -40,7 +39,7 @@ def page_filename(page: int) -> str:
     return f"page-{page:04d}.jsonl"
 
 
-class DataKioskQueryOperator(QueryTaskOperator):
+class DataKioskQueryOperator(QueryTaskOperator[DataKioskHook]):
     """Run a Data Kiosk GraphQL query: submit, wait, follow result pages, optionally fetch.
 
     The query is validated before anything is sent: non-empty, at most 8,000 characters once
@@ -101,12 +100,6 @@ class DataKioskQueryOperator(QueryTaskOperator):
         self.validate_schema = validate_schema
         self.accept_cancelled = accept_cancelled
 
-    @cached_property
-    def data_kiosk(self) -> DataKioskHook:
-        hook = self.hook
-        assert isinstance(hook, DataKioskHook)
-        return hook
-
     def validate_inputs(self) -> None:
         validate_query(self.query, validate_schema=self.validate_schema)
         self._validate_destination()
@@ -122,10 +115,10 @@ class DataKioskQueryOperator(QueryTaskOperator):
             in_folder(self.destination, page_filename(1))  # rejects an empty destination
 
     def submit(self, context: Context) -> str:
-        return self.data_kiosk.create_query(self.query, validate_schema=False)  # validated above
+        return self.hook.create_query(self.query, validate_schema=False)  # validated above
 
     def find_running(self, context: Context) -> str | None:
-        live = self.data_kiosk.find_live_query(self.query)
+        live = self.hook.find_live_query(self.query)
         return str(live["queryId"]) if live else None
 
     def on_query_finished(self, context: Context, snapshot: StatusSnapshot) -> Any:
@@ -134,11 +127,11 @@ class DataKioskQueryOperator(QueryTaskOperator):
         self.resume_state["pages"] = pages
         if self.destination is not None and record["data_document_id"]:
             target = in_folder(self.destination, page_filename(len(pages)))
-            record["fetch"] = self.data_kiosk.download_document(record["data_document_id"], target)
+            record["fetch"] = self.hook.download_document(record["data_document_id"], target)
         token = record["next_token"]
         if snapshot.state is QueryState.SUCCEEDED and token and self.follow_pagination:
             self.log.info("Page %d has more results: submitting page %d", len(pages), len(pages) + 1)
-            next_id = self.data_kiosk.create_query(self.query, token, validate_schema=False)
+            next_id = self.hook.create_query(self.query, token, validate_schema=False)
             return self.wait_for(context, next_id)
         return {
             "query_id": pages[0]["query_id"],
@@ -180,7 +173,7 @@ class DataKioskNotificationOperator(DataKioskQueryOperator):
 
     def execute(self, context: Context) -> Any:
         notification = QueryFinishedNotification.parse(self._envelope(context))
-        expected = self.account_id or self.data_kiosk.settings.selling_partner_id
+        expected = self.account_id or self.hook.settings.selling_partner_id
         if expected and notification.account_id != expected:
             raise AirflowSkipException(
                 f"Notification for account {notification.account_id}, not {expected}: nothing to do"

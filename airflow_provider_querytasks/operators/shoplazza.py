@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime
-from functools import cached_property
 from typing import Any
 
 from airflow_provider_querytasks.common.errors import InvalidInputError
@@ -54,7 +53,7 @@ def split_window_kwargs(
     ]
 
 
-class ShoplazzaDataTaskOperator(QueryTaskOperator):
+class ShoplazzaDataTaskOperator(QueryTaskOperator[ShoplazzaHook]):
     """Export one event type over a time window as CSV: create task(s), wait, optionally fetch.
 
     A window longer than 24 h (Shoplazza's limit per task) is split into consecutive windows of
@@ -115,12 +114,6 @@ class ShoplazzaDataTaskOperator(QueryTaskOperator):
         self.timezone = timezone
         self.destination = destination
 
-    @cached_property
-    def shoplazza(self) -> ShoplazzaHook:
-        hook = self.hook
-        assert isinstance(hook, ShoplazzaHook)
-        return hook
-
     # -- validation before any call -----------------------------------------------------------
     def validate_inputs(self) -> None:
         validate_event(self.event)
@@ -147,7 +140,7 @@ class ShoplazzaDataTaskOperator(QueryTaskOperator):
 
     def _submit_window(self, index: int) -> str:
         window = self._windows()[index]
-        query_id = self.shoplazza.create_task(self.event, window.begin, window.end)
+        query_id = self.hook.create_task(self.event, window.begin, window.end)
         self.log.info(
             "Created Shoplazza data task %s: %s from %s to %s (%d/%d)",
             query_id,
@@ -175,7 +168,7 @@ class ShoplazzaDataTaskOperator(QueryTaskOperator):
         if self.destination is not None:
             window = TimeWindow(**record["window"])
             target = destination_for(self.destination, window_filename(self.event, window))
-            record["fetch"] = self.shoplazza.download_result(snapshot.query_id, target)
+            record["fetch"] = self.hook.download_result(snapshot.query_id, target)
         records = [*self.resume_state["records"], record]
         self.resume_state["records"] = records
         if len(records) < len(self.resume_state["windows"]):

@@ -258,12 +258,12 @@ def test_cancelled_fails_unless_accepted(emulator: DataKioskEmulator, hook: Data
         hook.cancel_query(query_id)
         return orig(query_id)
 
-    op.__dict__["hook"] = op.__dict__["data_kiosk"] = hook
+    op.__dict__["hook"] = hook
     hook.get_status = cancel_then_poll  # type: ignore[method-assign]
     with pytest.raises(QueryCancelledError):
         op.execute({})  # type: ignore[arg-type]
     accepting = operator(accept_cancelled=True)
-    accepting.__dict__["hook"] = accepting.__dict__["data_kiosk"] = hook
+    accepting.__dict__["hook"] = hook
     assert accepting.execute({})["status"] == "CANCELLED"  # type: ignore[arg-type]
 
 
