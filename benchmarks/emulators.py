@@ -1,7 +1,9 @@
 """The three emulators in their own process, seeded with queries, for the benchmarks.
 
-``python benchmarks/emulators.py STATE_FILE N MIN_S MAX_S``: starts the emulators on 127.0.0.1,
-creates N queries per platform finishing after a random duration in [MIN_S, MAX_S] (fixed seed),
+``python benchmarks/emulators.py STATE_FILE N MIN_S MAX_S [--dk-limits] [--rows R]``: starts the
+emulators on 127.0.0.1, creates N queries per platform finishing after a random duration in
+[MIN_S, MAX_S] (fixed seed; Shoplazza results of R CSV rows, Data Kiosk usage plans enforced with
+``--dk-limits``),
 writes ``{"urls", "connections", "ids"}`` to STATE_FILE and serves until stdin closes. Running
 apart keeps the servers' CPU out of the figures measured in the benchmark process.
 """
@@ -24,7 +26,8 @@ QUERY = 'query { analytics_salesAndTraffic_2024_04_24 { salesAndTrafficByDate(st
 def main() -> None:
     state_file, count, low, high = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
     chance = random.Random(7)
-    shoplazza = ShoplazzaEmulator(rate_capacity=1e12, rate_per_second=1e12).start()
+    rows = int(sys.argv[sys.argv.index("--rows") + 1]) if "--rows" in sys.argv else 100
+    shoplazza = ShoplazzaEmulator(rate_capacity=1e12, rate_per_second=1e12, rows=rows).start()
     data_kiosk = DataKioskEmulator(enforce_rate_limits="--dk-limits" in sys.argv).start()
     adobe = AdobeQueryServiceEmulator().start()
     ids: dict[str, list[str]] = {"shoplazza": [], "data_kiosk": [], "adobe": []}

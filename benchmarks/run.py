@@ -296,45 +296,26 @@ def download(mib: int) -> dict[str, Any]:
     from airflow_provider_querytasks.hooks.shoplazza import ShoplazzaHook
 
     rows = mib * 1024 * 1024 // 96  # the emulator's CSV lines are about 96 bytes
-    with tempfile.TemporaryDirectory() as folder:
-        # The storage host in its own process, serving one big generated CSV.
-        code = (
-            "import sys,time\n"
-            "from airflow_provider_querytasks.testing.shoplazza import ShoplazzaEmulator\n"
-            f"e=ShoplazzaEmulator(duration=0, rows={rows}).start()\n"
-            "import json; print(json.dumps(e.connection()), flush=True)\n"
-            "sys.stdin.read(); e.stop()\n"
-        )
-        server = subprocess.Popen(
-            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        assert server.stdout is not None
-        assert server.stdin is not None
-        conn = json.loads(server.stdout.readline())
-        try:
-            set_connection("bench_download", conn)
-            hook = ShoplazzaHook("bench_download")
-            query_id = hook.create_task("pageview", "2026-11-20T00:00:00", "2026-11-21T00:00:00")
-            time.sleep(0.2)
-            url = hook.result_url(query_id)
-            started = time.perf_counter()
-            if shutil.which("curl"):
-                baseline = "curl -o"
-                subprocess.run(["curl", "-s", "-o", f"{folder}/curl.csv", url], check=True)
-            else:  # a machine without curl: the standard library's copy loop instead
-                baseline = "urllib + shutil.copyfileobj"
-                with urllib.request.urlopen(url) as answer, open(f"{folder}/curl.csv", "wb") as out:
-                    shutil.copyfileobj(answer, out, 1 << 20)
-            curl_s = time.perf_counter() - started
-            size = Path(f"{folder}/curl.csv").stat().st_size
-            before = rss()
-            started = time.perf_counter()
-            record = hook.download_result(query_id, f"{folder}/ours.csv")
-            ours_s = time.perf_counter() - started
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        finally:
-            server.stdin.close()
-            server.wait(timeout=30)
+    with emulators(1, 0.0, 0.0, "--rows", str(rows)) as state, tempfile.TemporaryDirectory() as folder:
+        set_connection("bench_download", state["connections"]["shoplazza"])
+        hook = ShoplazzaHook("bench_download")
+        query_id = state["ids"]["shoplazza"][0]  # complete at once (duration 0)
+        url = hook.result_url(query_id)
+        started = time.perf_counter()
+        if shutil.which("curl"):
+            baseline = "curl -o"
+            subprocess.run(["curl", "-s", "-o", f"{folder}/curl.csv", url], check=True)
+        else:  # a machine without curl: the standard library's copy loop instead
+            baseline = "urllib + shutil.copyfileobj"
+            with urllib.request.urlopen(url) as answer, open(f"{folder}/curl.csv", "wb") as out:
+                shutil.copyfileobj(answer, out, 1 << 20)
+        curl_s = time.perf_counter() - started
+        size = Path(f"{folder}/curl.csv").stat().st_size
+        before = rss()
+        started = time.perf_counter()
+        record = hook.download_result(query_id, f"{folder}/ours.csv")
+        ours_s = time.perf_counter() - started
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {
         "bytes": size,
         "baseline": baseline,
