@@ -13,7 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
 
@@ -32,7 +32,6 @@ from airflow_provider_querytasks.testing.server import (
 )
 from airflow_provider_querytasks.testing.storage import ObjectStorageSite
 
-_Emulator = TypeVar("_Emulator", bound="DataKioskEmulator")
 OUTCOMES = ("DONE", "NO_DATA", "FATAL")
 
 
@@ -83,6 +82,7 @@ class DataKioskEmulator(EmulatorServer):
     """
 
     name = "data_kiosk"
+    storage: ObjectStorageSite
 
     def __init__(
         self,
@@ -139,11 +139,6 @@ class DataKioskEmulator(EmulatorServer):
         lwa = web.Application()
         lwa.router.add_post("/auth/o2/token", self._token)
         return {"api": api, "lwa": lwa, "storage": self.storage.app()}
-
-    async def start_async(self: _Emulator) -> _Emulator:
-        await super().start_async()
-        self.storage.base_url = self.urls["storage"]
-        return self
 
     def expire_tokens(self) -> None:
         self.tokens.clear()

@@ -16,9 +16,12 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
+
+if TYPE_CHECKING:
+    from airflow_provider_querytasks.testing.storage import ObjectStorageSite
 
 _Server = TypeVar("_Server", bound="EmulatorServer")
 
@@ -168,6 +171,8 @@ class EmulatorServer:
     """
 
     name = "emulator"
+    #: The object-storage site serving results, for emulators that have one (site ``storage``).
+    storage: ObjectStorageSite | None = None
 
     def __init__(self, *, host: str = "127.0.0.1", clock: EmulatorClock | None = None) -> None:
         self.host = host
@@ -288,6 +293,9 @@ class EmulatorServer:
             port = runner.addresses[0][1]
             self.urls[site_name] = f"http://{self.host}:{port}"
             self._runners.append(runner)
+        if self.storage is not None:
+            # Presigned URLs name the storage site, whose port is known only now.
+            self.storage.base_url = self.urls["storage"]
         return self
 
     async def stop_async(self) -> None:

@@ -15,7 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
 
@@ -27,8 +27,6 @@ from airflow_provider_querytasks.testing.server import (
     json_response,
 )
 from airflow_provider_querytasks.testing.storage import ObjectStorageSite
-
-_Emulator = TypeVar("_Emulator", bound="ShoplazzaEmulator")
 
 CSV_COLUMNS = ("event", "session_id", "store_id", "_os", "_ip", "city", "province", "country", "created_at")
 
@@ -84,6 +82,7 @@ class ShoplazzaEmulator(EmulatorServer):
     """
 
     name = "shoplazza"
+    storage: ObjectStorageSite
 
     def __init__(
         self,
@@ -146,11 +145,6 @@ class ShoplazzaEmulator(EmulatorServer):
         api.router.add_get("/openapi/{version}/data/count", self._count)
         api.router.add_post("/admin/oauth/token", self._token)
         return {"api": api, "storage": self.storage.app()}
-
-    async def start_async(self: _Emulator) -> _Emulator:
-        await super().start_async()
-        self.storage.base_url = self.urls["storage"]
-        return self
 
     def expire_tokens(self) -> None:
         self.oauth_tokens.clear()

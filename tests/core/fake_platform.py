@@ -49,6 +49,7 @@ class FakeEmulator(EmulatorServer):
     """Sites: ``api`` (queries), ``token`` (OAuth) and ``storage`` (presigned results)."""
 
     name = "fake"
+    storage: ObjectStorageSite
 
     def __init__(self, *, duration: float = 0.3, outcome: str = "DONE", token_ttl: int = 3600) -> None:
         super().__init__()
@@ -69,16 +70,6 @@ class FakeEmulator(EmulatorServer):
         token = web.Application()
         token.router.add_post("/token", self._token)
         return {"api": api, "token": token, "storage": self.storage.app()}
-
-    async def start_async(self) -> FakeEmulator:
-        await super().start_async()
-        self.storage.base_url = self.urls["storage"]
-        return self
-
-    def start(self) -> FakeEmulator:
-        super().start()
-        self.storage.base_url = self.urls["storage"]
-        return self
 
     def expire_tokens(self) -> None:
         self.tokens.clear()
