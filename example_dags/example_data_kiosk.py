@@ -66,10 +66,12 @@ with DAG(
 try:  # Airflow 3 with apache-airflow-providers-common-messaging and -amazon
     from airflow.providers.common.messaging.triggers.msg_queue import MessageQueueTrigger
     from airflow.sdk import Asset, AssetWatcher
-except ImportError:
-    MessageQueueTrigger = None
 
-if MessageQueueTrigger is not None:
+    HAS_MESSAGING = True
+except ImportError:
+    HAS_MESSAGING = False
+
+if HAS_MESSAGING:
     notifications = Asset(
         "data_kiosk_query_finished",
         watchers=[
@@ -92,9 +94,10 @@ if MessageQueueTrigger is not None:
         catchup=False,
         tags=["example", "data_kiosk"],
     ) as on_notification:
-        # Reads the triggering event's payload; other accounts' notifications skip the task.
+        # Reads the triggering event's payload (other accounts' notifications skip the task),
+        # fetches that page as <queryId>.jsonl and submits the next page, whose own notification
+        # starts the next run.
         DataKioskNotificationOperator(
             task_id="fetch_finished_query",
-            destination=OUTPUT + "/{{ run_id }}/",
-            poll_interval=POLL,
+            destination=OUTPUT + "/notified/",
         )

@@ -11,6 +11,7 @@ from airflow_provider_querytasks.common.errors import (
     QueryTaskError,
     RemoteQueryFailedError,
 )
+from airflow_provider_querytasks.common.notifications import Decoder
 from airflow_provider_querytasks.common.protocol import ApiRequest, ApiResponse, PlatformApi
 from airflow_provider_querytasks.common.transport import AsyncApiClient, RetryPolicy, SyncApiClient
 from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
@@ -106,6 +107,11 @@ class QueryTaskHook(BaseHook, Generic[ApiT]):
     async def acancel_query(self, query_id: str) -> None:
         """Cancel a remote query on the event loop."""
         raise NotImplementedError
+
+    @classmethod
+    def notification_decoder(cls) -> Decoder | None:
+        """How the platform's completion notifications read (``None``: it sends none)."""
+        return None
 
     def describe_query(self, query_id: str) -> str:
         """How log lines name the query (``Data Kiosk query 123``)."""

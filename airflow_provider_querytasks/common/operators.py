@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from airflow_provider_querytasks.common.errors import QueryTaskError, QueryTimeoutError
 from airflow_provider_querytasks.common.hooks import QueryTaskHook
+from airflow_provider_querytasks.common.notifications import NotificationSource, notification_listener
 from airflow_provider_querytasks.common.triggers import (
     QueryTaskTrigger,
     check_final_state,
@@ -120,6 +121,14 @@ class QueryTaskOperator(BaseOperator, Generic[HookT]):
         """The return value when ``wait_for_completion=False``."""
         return {"query_id": query_id, "status": "submitted"}
 
+    def notification_source(self) -> NotificationSource | None:
+        """Where completion notifications can end the wait (``None``: poll only)."""
+        return None
+
+    def poll_schedule(self) -> PollSchedule:
+        """When to poll the status (rarely when a notification is expected)."""
+        return PollSchedule.from_poll_interval(self.poll_interval)
+
     # -- the flow -----------------------------------------------------------------------------
     def execute(self, context: Context) -> Any:
         self.validate_inputs()
@@ -141,7 +150,8 @@ class QueryTaskOperator(BaseOperator, Generic[HookT]):
     def wait_for(self, context: Context, query_id: str) -> Any:
         """Wait for ``query_id`` (in the worker or deferred), then finish through the subclass."""
         self.remember(context, query_id)
-        schedule = PollSchedule.from_poll_interval(self.poll_interval)
+        schedule = self.poll_schedule()
+        source = self.notification_source()
         if self.deferrable:
             resume = {"resume_state": self.resume_state, "deadline": self._deadline}
             trigger = self.trigger_class(
@@ -152,12 +162,16 @@ class QueryTaskOperator(BaseOperator, Generic[HookT]):
                 started=time.time(),
                 cancel_on_kill=self.cancel_on_kill,
                 resume=resume,
+                notifications=source.to_dict() if source else None,
             )
             # The trigger carries the deadline: execution_timeout does not cover deferred time.
             self.defer(trigger=trigger, method_name="execute_complete", kwargs=resume, timeout=None)
         loop = WaitLoop(self.hook.describe_query(query_id), schedule, self._deadline, logger=self.log)
         try:
-            snapshot = loop.run(lambda: self.hook.get_status(query_id))
+            snapshot = loop.run(
+                lambda: self.hook.get_status(query_id),
+                listen=notification_listener(self.hook.notification_decoder(), source, query_id),
+            )
         except QueryTimeoutError:
             self._cancel_after_timeout()
             raise

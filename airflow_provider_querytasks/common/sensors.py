@@ -6,10 +6,11 @@ import time
 from collections.abc import Sequence
 from datetime import timedelta
 from functools import cached_property
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, cast
 
 from airflow_provider_querytasks.common.hooks import QueryTaskHook
-from airflow_provider_querytasks.common.operators import default_deferrable
+from airflow_provider_querytasks.common.notifications import NotificationSource, wait_for_notification
+from airflow_provider_querytasks.common.operators import HookT, default_deferrable
 from airflow_provider_querytasks.common.protocol import required_id
 from airflow_provider_querytasks.common.triggers import (
     QueryTaskTrigger,
@@ -20,7 +21,7 @@ from airflow_provider_querytasks.common.wait import PollSchedule, StatusSnapshot
 from airflow_provider_querytasks.compat import BaseSensorOperator, Context, PokeReturnValue
 
 
-class QueryTaskSensor(BaseSensorOperator):
+class QueryTaskSensor(BaseSensorOperator, Generic[HookT]):
     """Wait for a remote query submitted elsewhere (e.g. with ``wait_for_completion=False``).
 
     Succeeds when the query succeeds (its record goes to XCom); fails with the platform's error
@@ -60,19 +61,34 @@ class QueryTaskSensor(BaseSensorOperator):
         self.accept_cancelled = accept_cancelled
 
     @cached_property
-    def hook(self) -> QueryTaskHook:
-        return self.hook_class(self.conn_id)
+    def hook(self) -> HookT:
+        """The platform hook (typed per platform)."""
+        return cast("HookT", self.hook_class(self.conn_id))
 
     def result_record(self, context: Context, snapshot: StatusSnapshot) -> Any:
         """The XCom value for a finished query (platform sensors may add to it)."""
         return snapshot.to_event()
+
+    def notification_source(self) -> NotificationSource | None:
+        """Where completion notifications can end the wait (``None``: poll only)."""
+        return None
+
+    def poll_schedule(self) -> PollSchedule:
+        """When the deferred wait polls the status (rarely when a notification is expected)."""
+        return PollSchedule.from_poll_interval(self.poll_interval)
 
     def _query_id(self) -> str:
         return required_id(self.query_id, "query_id", "query id")
 
     def poke(self, context: Context) -> PokeReturnValue | bool:
         query_id = self._query_id()
-        snapshot = self.hook.get_status(query_id)
+        source = self.notification_source()
+        decoder = self.hook.notification_decoder()
+        notified = None
+        if source is not None and decoder is not None:
+            # One short look at the queue; the status call stays the authority when it is empty.
+            notified = wait_for_notification(source, decoder, query_id, 0)
+        snapshot = notified or self.hook.get_status(query_id)
         self.log.info(
             "%s: %s (%s)", self.hook.describe_query(query_id), snapshot.state.value, snapshot.remote_status
         )
@@ -93,9 +109,10 @@ class QueryTaskSensor(BaseSensorOperator):
                 conn_id=self.conn_id,
                 query_id=self._query_id(),
                 deadline=time.time() + timeout,
-                poll_schedule=PollSchedule.from_poll_interval(self.poll_interval).to_dict(),
+                poll_schedule=self.poll_schedule().to_dict(),
                 started=time.time(),
                 cancel_on_kill=False,  # the sensor does not own the query
+                notifications=source.to_dict() if (source := self.notification_source()) else None,
             ),
             method_name="execute_complete",
             timeout=None,

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from typing import Any, ClassVar
 
 from airflow_provider_querytasks.common.errors import QueryTaskError, QueryTimeoutError
 from airflow_provider_querytasks.common.hooks import QueryTaskHook
+from airflow_provider_querytasks.common.notifications import NotificationSource, subscribe
 from airflow_provider_querytasks.common.transport import shared_session_lease
 from airflow_provider_querytasks.common.wait import PollSchedule, QueryState, StatusSnapshot, WaitLoop
 from airflow_provider_querytasks.compat import (
@@ -47,6 +49,9 @@ class QueryTaskTrigger(BaseTrigger):
     :param resume: the operator's own state (JSON-able), echoed back in every event as
         ``resume``: ``dag.test()`` resumes a task with the event alone and drops the ``defer``
         kwargs, so the state has to travel with the trigger.
+    :param notifications: a :class:`~.notifications.NotificationSource` as a dict: also listen
+        on that SQS queue and end the wait when the query's completion notification arrives
+        (platforms whose hook has a ``notification_decoder``).
     """
 
     hook_class: ClassVar[type[QueryTaskHook]]
@@ -60,6 +65,7 @@ class QueryTaskTrigger(BaseTrigger):
         started: float | None = None,
         cancel_on_kill: bool = True,
         resume: dict[str, Any] | None = None,
+        notifications: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.conn_id = conn_id
@@ -69,6 +75,7 @@ class QueryTaskTrigger(BaseTrigger):
         self.started = time.time() if started is None else started
         self.cancel_on_kill = cancel_on_kill
         self.resume = resume
+        self.notifications = notifications
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -81,6 +88,7 @@ class QueryTaskTrigger(BaseTrigger):
                 "started": self.started,
                 "cancel_on_kill": self.cancel_on_kill,
                 "resume": self.resume,
+                "notifications": self.notifications,
             },
         )
 
@@ -109,8 +117,15 @@ class QueryTaskTrigger(BaseTrigger):
             logger=self.log,
         )
         try:
-            async with shared_session_lease():
-                snapshot = await loop.run_async(lambda: hook.aget_status(self.query_id))
+            async with AsyncExitStack() as stack:
+                await stack.enter_async_context(shared_session_lease())
+                listen = None
+                decoder = hook.notification_decoder()
+                if self.notifications is not None and decoder is not None:
+                    source = NotificationSource.from_dict(self.notifications)
+                    subscription = await stack.enter_async_context(subscribe(source, decoder, self.query_id))
+                    listen = subscription.wait
+                snapshot = await loop.run_async(lambda: hook.aget_status(self.query_id), listen)
         except QueryTimeoutError as exc:
             yield self._event("timeout", str(exc))
             return

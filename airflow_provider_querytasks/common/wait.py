@@ -118,6 +118,15 @@ class PollSchedule:
         first = min(poll_interval, 5.0) if initial is None else initial
         return cls(initial=first, maximum=poll_interval)
 
+    @classmethod
+    def safety_net(cls, poll_interval: float) -> PollSchedule:
+        """Polls behind a completion notification: rarer, and growing faster, than plain polling.
+
+        The first comes after at most a minute (a notification sent before the wait began is
+        not waited for); later ones back off to ``poll_interval``.
+        """
+        return cls(initial=min(poll_interval, 60.0), maximum=poll_interval, proportion=0.5)
+
     def next_interval(self, elapsed: float) -> float:
         return max(self.initial, min(self.maximum, self.proportion * elapsed))
 
@@ -195,21 +204,41 @@ class WaitLoop:
         )
 
     def run(
-        self, poll: Callable[[], StatusSnapshot], sleep: Callable[[float], None] = time.sleep
+        self,
+        poll: Callable[[], StatusSnapshot],
+        sleep: Callable[[float], None] = time.sleep,
+        listen: Callable[[float], StatusSnapshot | None] | None = None,
     ) -> StatusSnapshot:
-        """Poll (blocking) until terminal; raise :class:`QueryTimeoutError` at the deadline."""
-        while True:
-            snapshot = poll()
-            interval = self._next_sleep(snapshot)
-            if interval is None:
-                return snapshot
-            sleep(interval)
+        """Poll (blocking) until terminal; raise :class:`QueryTimeoutError` at the deadline.
 
-    async def run_async(self, poll: Callable[[], Awaitable[StatusSnapshot]]) -> StatusSnapshot:
-        """Poll (async) until terminal; raise :class:`QueryTimeoutError` at the deadline."""
-        while True:
-            snapshot = await poll()
-            interval = self._next_sleep(snapshot)
-            if interval is None:
-                return snapshot
-            await asyncio.sleep(interval)
+        :param listen: instead of sleeping between polls, wait up to that long for a
+            notification; a snapshot it returns counts as a poll's.
+        """
+        snapshot = poll()
+        while (interval := self._next_sleep(snapshot)) is not None:
+            notified = None
+            if listen is None:
+                sleep(interval)
+            else:
+                notified = listen(interval)
+            snapshot = notified or poll()
+        return snapshot
+
+    async def run_async(
+        self,
+        poll: Callable[[], Awaitable[StatusSnapshot]],
+        listen: Callable[[float], Awaitable[StatusSnapshot | None]] | None = None,
+    ) -> StatusSnapshot:
+        """Poll (async) until terminal; raise :class:`QueryTimeoutError` at the deadline.
+
+        :param listen: as for :meth:`run`.
+        """
+        snapshot = await poll()
+        while (interval := self._next_sleep(snapshot)) is not None:
+            notified = None
+            if listen is None:
+                await asyncio.sleep(interval)
+            else:
+                notified = await listen(interval)
+            snapshot = notified or await poll()
+        return snapshot

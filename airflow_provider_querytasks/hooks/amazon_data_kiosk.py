@@ -15,6 +15,7 @@ from airflow_provider_querytasks.common.errors import (
 )
 from airflow_provider_querytasks.common.fetch import Destination, fetch_url
 from airflow_provider_querytasks.common.hooks import QueryTaskHook
+from airflow_provider_querytasks.common.notifications import Decoder, NotificationSource
 from airflow_provider_querytasks.common.protocol import PlatformApi, required_id
 from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
 from airflow_provider_querytasks.compat import Connection
@@ -30,6 +31,7 @@ from airflow_provider_querytasks.protocols.amazon_data_kiosk import (
     parse_queries_page,
     parse_query,
     query_snapshot,
+    read_notification,
     validate_query,
 )
 
@@ -73,6 +75,17 @@ class DataKioskHook(QueryTaskHook[DataKioskApi]):
     def check_connection(self) -> str:
         queries, _ = parse_queries_page(self.call(self.api.get_queries_request(page_size=1)))
         return f"Data Kiosk reachable ({len(queries)} recent query shown)"
+
+    @classmethod
+    def notification_decoder(cls) -> Decoder:
+        return read_notification
+
+    def notification_source(self, queue_url: str | None, aws_conn_id: str) -> NotificationSource | None:
+        """The SQS queue to listen on for this account's completion notifications (validated), or
+        ``None`` without a ``queue_url``."""
+        if not queue_url:
+            return None
+        return NotificationSource.checked(queue_url, aws_conn_id, account=self.settings.selling_partner_id)
 
     def describe_query(self, query_id: str) -> str:
         return f"Data Kiosk query {query_id}"

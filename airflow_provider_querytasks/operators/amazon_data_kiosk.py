@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
-from airflow_provider_querytasks.common.errors import InvalidInputError
+from airflow_provider_querytasks.common.errors import InvalidInputError, QueryTaskError
 from airflow_provider_querytasks.common.fetch import Destination, destination_for, in_folder
+from airflow_provider_querytasks.common.notifications import DEFAULT_AWS_CONN_ID, NotificationSource
 from airflow_provider_querytasks.common.operators import QueryTaskOperator
 from airflow_provider_querytasks.common.protocol import required_id
-from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
+from airflow_provider_querytasks.common.triggers import check_final_state
+from airflow_provider_querytasks.common.wait import PollSchedule, QueryState, StatusSnapshot, to_seconds
 from airflow_provider_querytasks.compat import AirflowSkipException, BaseOperator, Context
 from airflow_provider_querytasks.hooks.amazon_data_kiosk import DataKioskHook
 from airflow_provider_querytasks.protocols.amazon_data_kiosk import (
@@ -74,11 +76,23 @@ class DataKioskQueryOperator(QueryTaskOperator[DataKioskHook]):
     :param cancel_on_kill: cancel the current query when the task is killed.
     :param reattach: on a task retry, re-attach to an IN_QUEUE/IN_PROGRESS query with the same
         text instead of submitting a duplicate.
+    :param notification_queue_url: the SQS queue the account's
+        ``DATA_KIOSK_QUERY_PROCESSING_FINISHED`` notifications go to (templated; needs the
+        ``amazon`` extra). The wait then ends when the query's notification arrives, and getQuery
+        is polled only as a safety net, every ``notification_poll_interval`` at most.
+    :param aws_conn_id: the ``aws`` connection that reads the queue (templated).
+    :param notification_poll_interval: with a queue, the longest time between safety-net polls.
     """
 
     hook_class = DataKioskHook
     trigger_class = DataKioskQueryTrigger
-    template_fields: Sequence[str] = ("conn_id", "query", "destination")
+    template_fields: Sequence[str] = (
+        "conn_id",
+        "query",
+        "destination",
+        "notification_queue_url",
+        "aws_conn_id",
+    )
     template_ext: Sequence[str] = (".graphql",)
     template_fields_renderers = {"query": "graphql"}
     ui_color = "#ffe8cc"
@@ -91,6 +105,9 @@ class DataKioskQueryOperator(QueryTaskOperator[DataKioskHook]):
         follow_pagination: bool = True,
         validate_schema: bool = True,
         accept_cancelled: bool = False,
+        notification_queue_url: str | None = None,
+        aws_conn_id: str = DEFAULT_AWS_CONN_ID,
+        notification_poll_interval: timedelta | float = timedelta(minutes=15),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -99,11 +116,23 @@ class DataKioskQueryOperator(QueryTaskOperator[DataKioskHook]):
         self.follow_pagination = follow_pagination
         self.validate_schema = validate_schema
         self.accept_cancelled = accept_cancelled
+        self.notification_queue_url = notification_queue_url
+        self.aws_conn_id = aws_conn_id
+        self.notification_poll_interval = to_seconds(notification_poll_interval, "notification_poll_interval")
 
     def validate_inputs(self) -> None:
         validate_query(self.query, validate_schema=self.validate_schema)
         self._validate_destination()
+        self.notification_source()
         self.resume_state = {"pages": []}
+
+    def notification_source(self) -> NotificationSource | None:
+        return self.hook.notification_source(self.notification_queue_url, self.aws_conn_id)
+
+    def poll_schedule(self) -> PollSchedule:
+        if self.notification_queue_url:
+            return PollSchedule.safety_net(self.notification_poll_interval)
+        return super().poll_schedule()
 
     def _validate_destination(self) -> None:
         if self.destination is not None:
@@ -141,60 +170,130 @@ class DataKioskQueryOperator(QueryTaskOperator[DataKioskHook]):
         }
 
 
-class DataKioskNotificationOperator(DataKioskQueryOperator):
-    """Continue from a ``DATA_KIOSK_QUERY_PROCESSING_FINISHED`` notification instead of polling.
+class DataKioskNotificationOperator(BaseOperator):
+    """Handle delivered ``DATA_KIOSK_QUERY_PROCESSING_FINISHED`` notifications: one page each.
 
     For event-driven DAGs (Airflow 3): an ``Asset`` watched by an ``AssetWatcher`` with the
     common-messaging provider's ``MessageQueueTrigger`` on the SQS queue the notifications go
-    to. The notification is validated, matched to the account, and handled exactly as a
-    finished poll: FATAL fails with the error document's message, DONE fetches the data document
-    into ``destination``, and with ``follow_pagination`` later pages are submitted and waited for
-    (by polling: only the first query is known to the subscription). Returns what
-    :class:`DataKioskQueryOperator` returns.
+    to. One DAG run may carry several notifications (a receive returns a batch, and queued asset
+    events can share a run): every one is handled. Every page's query sends its own
+    notification, so each is handled as exactly the notified query: validated and matched to the
+    account (other accounts' are skipped); DONE fetches the data document into
+    ``<destination>/<queryId>.jsonl``; when the page has a ``nextToken`` and ``follow_pagination``
+    is on, the next page's query is submitted and not waited for (its own notification starts a
+    later run). FATAL (with the error document's message) and CANCELLED (unless
+    ``accept_cancelled``) fail the task once the others are handled. On a task retry, a live
+    query with the same text (the next page the failed try submitted) is reused, not resubmitted.
 
-    :param notification: the envelope (dict or JSON text) or the SQS message carrying it
-        (templated). ``None``: the payload of the event that triggered the DAG run
-        (``triggering_asset_events``).
+    Returns a list of page records (``query_id``, ``status``, ``data_document_id``,
+    ``error_document_id``, ``next_token``, ``fetch``, ``next_query_id``), one per notification.
+
+    :param notification: what was delivered (templated): an envelope (dict or JSON text), the SQS
+        message carrying it, a list of those, or the SQS trigger's ``{"message_batch": [...]}``.
+        ``None``: the payloads of the asset events that triggered the DAG run.
     :param account_id: the selling partner account to accept (default: the connection's
-        ``selling_partner_id`` extra, when set); notifications of other accounts skip the task.
-    :param destination: a folder for the pages' data documents (templated).
-    :param follow_pagination: submit and wait for the next pages.
+        ``selling_partner_id`` extra, when set); when no notification is for it, the task skips.
+    :param destination: a folder for the data documents (templated); ``None``: do not fetch.
+    :param follow_pagination: submit the next page's query when there is one.
+    :param accept_cancelled: a CANCELLED query does not fail the task.
     :param conn_id: the ``amazon_sp_api`` connection (``amazon_sp_api_default``).
     """
 
     template_fields: Sequence[str] = ("conn_id", "destination", "notification", "account_id")
-    template_ext: Sequence[str] = ()
+    ui_color = "#ffe8cc"
 
-    def __init__(self, *, notification: Any = None, account_id: str | None = None, **kwargs: Any) -> None:
-        kwargs.setdefault("validate_schema", False)  # the query already ran
-        super().__init__(query="", **kwargs)
+    def __init__(
+        self,
+        *,
+        notification: Any = None,
+        account_id: str | None = None,
+        destination: Destination | None = None,
+        follow_pagination: bool = True,
+        accept_cancelled: bool = False,
+        conn_id: str = DataKioskHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
         self.notification = notification
         self.account_id = account_id
+        self.destination = destination
+        self.follow_pagination = follow_pagination
+        self.accept_cancelled = accept_cancelled
+        self.conn_id = conn_id
 
-    def execute(self, context: Context) -> Any:
-        notification = QueryFinishedNotification.parse(self._envelope(context))
-        expected = self.account_id or self.hook.settings.selling_partner_id
-        if expected and notification.account_id != expected:
-            raise AirflowSkipException(
-                f"Notification for account {notification.account_id}, not {expected}: nothing to do"
-            )
-        self.query = notification.query  # the text later pages are submitted with
-        self._validate_destination()
-        self.resume_state = {"pages": []}
-        self._deadline = None if self.timeout is None else time.time() + self.timeout
-        self.log.info("Notification: %s", self.hook.describe_query(notification.query_id))
-        return self._finish(context, notification.snapshot())
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        delivered = [
+            n for payload in self._payloads(context) for n in QueryFinishedNotification.parse_all(payload)
+        ]
+        if self.destination is not None:
+            in_folder(self.destination, "query.jsonl")  # rejects an empty destination
+        hook = DataKioskHook(self.conn_id)
+        expected = self.account_id or hook.settings.selling_partner_id
+        mine = [n for n in delivered if not expected or n.account_id == expected]
+        if not mine:
+            accounts = ", ".join(sorted({n.account_id for n in delivered}))
+            raise AirflowSkipException(f"Notifications for account {accounts}, not {expected}: nothing to do")
+        records, failures = [], []
+        for notification in mine:
+            try:
+                records.append(self._handle(context, hook, notification))
+            except QueryTaskError as exc:  # the other pages are still handled
+                self.log.error("%s", exc)
+                failures.append(exc)
+        if failures:
+            raise failures[0]
+        return records
 
-    def _envelope(self, context: Context) -> Any:
-        if self.notification is not None:
-            return self.notification
-        events: Any = context.get("triggering_asset_events") or {}
-        for asset_events in events.values():
-            if asset_events:
-                return (asset_events[-1].extra or {}).get("payload")
-        raise InvalidInputError(
-            "notification", "none given and the DAG run was not triggered by an asset event carrying one"
+    def _handle(
+        self, context: Context, hook: DataKioskHook, notification: QueryFinishedNotification
+    ) -> dict[str, Any]:
+        self.log.info(
+            "Notification: %s ended %s",
+            hook.describe_query(notification.query_id),
+            notification.processing_status,
         )
+        snapshot = notification.snapshot()
+        check_final_state(hook, snapshot, accept_cancelled=self.accept_cancelled)
+        record: dict[str, Any] = {**page_record(snapshot), "next_query_id": None}
+        if self.destination is not None and record["data_document_id"]:
+            target = in_folder(self.destination, f"{notification.query_id}.jsonl")
+            record["fetch"] = hook.download_document(record["data_document_id"], target)
+        if snapshot.state is QueryState.SUCCEEDED and record["next_token"] and self.follow_pagination:
+            record["next_query_id"] = self._submit_next_page(
+                context, hook, notification.query, record["next_token"]
+            )
+        return record
+
+    def _submit_next_page(self, context: Context, hook: DataKioskHook, query: str, token: str) -> str:
+        ti = context.get("ti")
+        if ti is not None and int(getattr(ti, "try_number", 1) or 1) > 1:
+            live = hook.find_live_query(query)
+            if live:
+                self.log.info(
+                    "Re-using %s submitted by the previous try", hook.describe_query(live["queryId"])
+                )
+                return str(live["queryId"])
+        next_id = hook.create_query(query, token, validate_schema=False)
+        self.log.info(
+            "Submitted the next page: %s (its notification starts a later run)", hook.describe_query(next_id)
+        )
+        return next_id
+
+    def _payloads(self, context: Context) -> list[Any]:
+        if self.notification is not None:
+            return [self.notification]
+        events: Any = context.get("triggering_asset_events") or {}
+        payloads = [
+            (event.extra or {}).get("payload")
+            for asset_events in events.values()
+            for event in asset_events or []
+        ]
+        payloads = [p for p in payloads if p is not None]
+        if not payloads:
+            raise InvalidInputError(
+                "notification", "none given and the DAG run was not triggered by an asset event carrying one"
+            )
+        return payloads
 
 
 class DataKioskCancelQueryOperator(BaseOperator):

@@ -21,6 +21,7 @@ from airflow_provider_querytasks.common.errors import (
     InvalidInputError,
     PermissionDeniedError,
 )
+from airflow_provider_querytasks.common.notifications import Notification
 from airflow_provider_querytasks.common.protocol import (
     ApiRequest,
     ApiResponse,
@@ -409,6 +410,21 @@ class QueryFinishedNotification:
             notification_id=metadata.get("notificationId") if isinstance(metadata, dict) else None,
         )
 
+    @classmethod
+    def parse_all(cls, delivered: Any) -> list[QueryFinishedNotification]:
+        """Every envelope in what a delivery carries: one envelope (see :meth:`parse`), a list, or
+        the payload of the amazon provider's SQS trigger (``{"message_batch": [message, ...]}``,
+        what an ``AssetWatcher`` on the queue puts in the asset event).
+
+        :raises InvalidInputError: naming ``notification``, for an empty delivery or a bad envelope.
+        """
+        if isinstance(delivered, dict) and "message_batch" in delivered:
+            delivered = delivered["message_batch"]
+        items = delivered if isinstance(delivered, list) else [delivered]
+        if not items:
+            raise InvalidInputError("notification", "the delivery holds no message")
+        return [cls.parse(item) for item in items]
+
     def to_query(self) -> dict[str, Any]:
         """The notification as a Query object (what a getQuery poll would have returned)."""
         query: dict[str, Any] = {
@@ -426,6 +442,16 @@ class QueryFinishedNotification:
 
     def snapshot(self) -> StatusSnapshot:
         return query_snapshot(self.to_query())
+
+
+def read_notification(body: str) -> Notification | None:
+    """An SQS message body as a completion notification, or ``None`` when it is not a valid
+    ``DATA_KIOSK_QUERY_PROCESSING_FINISHED`` envelope (left on the queue for its consumer)."""
+    try:
+        notification = QueryFinishedNotification.parse(body)
+    except InvalidInputError:
+        return None
+    return Notification(notification.query_id, notification.account_id, notification.snapshot())
 
 
 class LwaTokenSource(TokenSource):

@@ -28,7 +28,7 @@ def query_record(snapshot: StatusSnapshot) -> dict[str, Any]:
     }
 
 
-class AdobeQuerySensor(QueryTaskSensor):
+class AdobeQuerySensor(QueryTaskSensor[AdobeQueryServiceHook]):
     """Wait for a Query Service query submitted elsewhere until SUCCESS.
 
     FAILED and TIMEOUT fail with the query's ``errors[]``; KILLED fails unless

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
+from airflow_provider_querytasks.common.notifications import DEFAULT_AWS_CONN_ID, NotificationSource
 from airflow_provider_querytasks.common.sensors import QueryTaskSensor
-from airflow_provider_querytasks.common.wait import StatusSnapshot
+from airflow_provider_querytasks.common.wait import PollSchedule, StatusSnapshot, to_seconds
 from airflow_provider_querytasks.compat import Context
 from airflow_provider_querytasks.hooks.amazon_data_kiosk import DataKioskHook
 from airflow_provider_querytasks.operators.amazon_data_kiosk import page_record
 from airflow_provider_querytasks.triggers.amazon_data_kiosk import DataKioskQueryTrigger
 
 
-class DataKioskQuerySensor(QueryTaskSensor):
+class DataKioskQuerySensor(QueryTaskSensor[DataKioskHook]):
     """Wait for a Data Kiosk query submitted elsewhere until it is DONE.
 
     FATAL fails with the error document's message; CANCELLED fails unless
@@ -24,11 +27,43 @@ class DataKioskQuerySensor(QueryTaskSensor):
     :param deferrable: wait in the triggerer.
     :param poll_interval: longest time between polls (``timedelta`` or seconds).
     :param accept_cancelled: treat CANCELLED as done.
+    :param notification_queue_url: the SQS queue the account's completion notifications go to
+        (templated; needs the ``amazon`` extra). Deferred, the wait ends when the query's
+        notification arrives and getQuery is polled only as a safety net (every
+        ``notification_poll_interval`` at most); each poke looks at the queue before getQuery.
+    :param aws_conn_id: the ``aws`` connection that reads the queue (templated).
+    :param notification_poll_interval: with a queue, the longest time between safety-net polls.
     """
 
     hook_class = DataKioskHook
     trigger_class = DataKioskQueryTrigger
+    template_fields: Sequence[str] = (
+        *QueryTaskSensor.template_fields,
+        "notification_queue_url",
+        "aws_conn_id",
+    )
     ui_color = "#ffe8cc"
+
+    def __init__(
+        self,
+        *,
+        notification_queue_url: str | None = None,
+        aws_conn_id: str = DEFAULT_AWS_CONN_ID,
+        notification_poll_interval: timedelta | float = timedelta(minutes=15),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.notification_queue_url = notification_queue_url
+        self.aws_conn_id = aws_conn_id
+        self.notification_poll_interval = to_seconds(notification_poll_interval, "notification_poll_interval")
+
+    def notification_source(self) -> NotificationSource | None:
+        return self.hook.notification_source(self.notification_queue_url, self.aws_conn_id)
+
+    def poll_schedule(self) -> PollSchedule:
+        if self.notification_queue_url:
+            return PollSchedule.safety_net(self.notification_poll_interval)
+        return super().poll_schedule()
 
     def result_record(self, context: Context, snapshot: StatusSnapshot) -> Any:
         return page_record(snapshot)

@@ -13,7 +13,7 @@ from airflow_provider_querytasks.protocols.shoplazza import result_url
 from airflow_provider_querytasks.triggers.shoplazza import ShoplazzaDataTaskTrigger
 
 
-class ShoplazzaDataTaskSensor(QueryTaskSensor):
+class ShoplazzaDataTaskSensor(QueryTaskSensor[ShoplazzaHook]):
     """Wait for a Shoplazza data task created elsewhere (``wait_for_completion=False``).
 
     Succeeds when the task is complete with a result URL; fails on an undocumented

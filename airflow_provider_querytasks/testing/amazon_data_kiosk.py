@@ -1,8 +1,10 @@
-"""An emulator of the SP-API Data Kiosk 2023-11-15, its LWA token service and S3 documents.
+"""An emulator of the SP-API Data Kiosk 2023-11-15, its LWA token service, S3 documents and SQS.
 
-Three sites on 127.0.0.1: ``api`` (the Data Kiosk operations), ``lwa`` (``POST /auth/o2/token``)
-and ``storage`` (presigned documents that refuse ``x-amz-access-token``). Usage plans are
-enforced per operation and account with the published rates; statuses advance with the clock.
+Four sites on 127.0.0.1: ``api`` (the Data Kiosk operations), ``lwa`` (``POST /auth/o2/token``),
+``storage`` (presigned documents that refuse ``x-amz-access-token``) and ``sqs`` (the queue the
+``DATA_KIOSK_QUERY_PROCESSING_FINISHED`` notifications go to, one per finished query). Usage
+plans are enforced per operation and account with the published rates; statuses advance with
+the clock.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from airflow_provider_querytasks.testing.server import (
     RateBucket,
     json_response,
 )
+from airflow_provider_querytasks.testing.sqs import SqsSite
 from airflow_provider_querytasks.testing.storage import ObjectStorageSite
 
 OUTCOMES = ("DONE", "NO_DATA", "FATAL")
@@ -78,8 +81,16 @@ class DataKioskEmulator(EmulatorServer):
     :param url_ttl: lifetime of document URLs (5 minutes on the real service).
     :param enforce_rate_limits: answer 429 above the published usage plans.
     :param error_message: the ``errorMessage`` of FATAL queries' error documents.
+    :param notify: put a notification on the SQS queue :attr:`NOTIFICATION_QUEUE` when a query
+        finishes (as a subscription to ``DATA_KIOSK_QUERY_PROCESSING_FINISHED`` does).
     :param clock: emulator clock.
     """
+
+    #: The SQS queue (on site ``sqs``) notifications are delivered to.
+    NOTIFICATION_QUEUE = "data-kiosk-notifications"
+    #: The AWS credentials the SQS site accepts (see :meth:`aws_connection`).
+    AWS_ACCESS_KEY_ID = "AKIAEMULATORSQS00000"
+    AWS_SECRET_ACCESS_KEY = "emulator-aws-secret-access-key"
 
     name = "data_kiosk"
     storage: ObjectStorageSite
@@ -100,6 +111,7 @@ class DataKioskEmulator(EmulatorServer):
         url_ttl: float = 300.0,
         enforce_rate_limits: bool = True,
         error_message: str = "Dates in the query are invalid: startDate is after endDate.",
+        notify: bool = True,
         clock: EmulatorClock | None = None,
     ) -> None:
         super().__init__(clock=clock)
@@ -118,12 +130,16 @@ class DataKioskEmulator(EmulatorServer):
         self.url_ttl = url_ttl
         self.enforce_rate_limits = enforce_rate_limits
         self.error_message = error_message
+        self.notify = notify
         self.queries: dict[str, EmulatedQuery] = {}
         #: access token -> expiry (time.time()).
         self.tokens: dict[str, float] = {}
         self.storage = ObjectStorageSite(
             forbidden_headers=("x-amz-access-token",), style="s3", default_ttl=url_ttl
         )
+        self.sqs = SqsSite(access_key_id=self.AWS_ACCESS_KEY_ID, before_receive=self.publish_notifications)
+        self.sqs.create_queue(self.NOTIFICATION_QUEUE)
+        self._notified: set[str] = set()
         self._documents: dict[str, str] = {}
         self._buckets: dict[str, RateBucket] = {}
         self._serial = itertools.count(1)
@@ -138,7 +154,27 @@ class DataKioskEmulator(EmulatorServer):
         api.router.add_get(f"{API_PATH}/documents/{{document_id}}", self._document)
         lwa = web.Application()
         lwa.router.add_post("/auth/o2/token", self._token)
-        return {"api": api, "lwa": lwa, "storage": self.storage.app()}
+        return {"api": api, "lwa": lwa, "storage": self.storage.app(), "sqs": self.sqs.app()}
+
+    async def start_async(self) -> DataKioskEmulator:
+        await super().start_async()
+        self.sqs.base_url = self.urls["sqs"]
+        return self
+
+    @property
+    def notification_queue_url(self) -> str:
+        """The URL of the SQS queue notifications are delivered to."""
+        return self.sqs.queue_url(self.NOTIFICATION_QUEUE)
+
+    def aws_connection(self, conn_id: str = "aws_default") -> dict[str, Any]:
+        """An ``aws`` connection (amazon provider) pointing at the SQS site."""
+        return {
+            "conn_id": conn_id,
+            "conn_type": "aws",
+            "login": self.AWS_ACCESS_KEY_ID,
+            "password": self.AWS_SECRET_ACCESS_KEY,
+            "extra": {"region_name": "us-east-1", "endpoint_url": self.urls["sqs"]},
+        }
 
     def expire_tokens(self) -> None:
         self.tokens.clear()
@@ -244,6 +280,23 @@ class DataKioskEmulator(EmulatorServer):
                 "notificationId": str(uuid.uuid4()),
             },
         }
+
+    def publish_notifications(self) -> None:
+        """Queue the notification of every query that has finished since the last call.
+
+        Called before each SQS receive, so a notification is there as soon as a consumer could
+        see it, whether or not anybody polled the query.
+        """
+        if not self.notify:
+            return
+        for query in list(self.queries.values()):
+            if query.query_id not in self._notified and self.status_of(query) in (
+                "DONE",
+                "FATAL",
+                "CANCELLED",
+            ):
+                self._notified.add(query.query_id)
+                self.sqs.send(self.NOTIFICATION_QUEUE, self.notification_for(query.query_id))
 
     def add_query(self, text: str, page: int = 1) -> EmulatedQuery:
         """Create a query server-side, as createQuery does (seeds tests without the usage plan)."""

@@ -412,21 +412,47 @@ def test_example_dag_runs_end_to_end(
     assert len(dates) == 2 and dates[0] == dates[1] and "{{" not in sent
 
 
-def test_notification_operator_fetches_and_follows_the_next_page(
+def test_notification_operator_fetches_its_page_and_submits_the_next(
     emulator: DataKioskEmulator, hook: DataKioskHook, tmp_path: Path
 ) -> None:
     emulator.pages, emulator.duration = 2, 0.2
     first = hook.create_query(QUERY)
     emulator.clock.advance(1)
-    envelope = emulator.notification_for(first)
-    sqs_message = {"MessageId": "m1", "Body": json.dumps(envelope)}
-    result = DataKioskNotificationOperator(
-        task_id="on_notification", notification=sqs_message, destination=str(tmp_path), poll_interval=0.05
+    sqs_message = {"MessageId": "m1", "Body": json.dumps(emulator.notification_for(first))}
+    [result] = DataKioskNotificationOperator(
+        task_id="on_notification", notification=sqs_message, destination=str(tmp_path)
     ).execute({})  # type: ignore[arg-type]
-    assert result["pages"][0]["query_id"] == first and len(result["pages"]) == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["page-0001.jsonl", "page-0002.jsonl"]
+    # One page per run: this page is fetched, the next is submitted and not waited for.
+    assert result["query_id"] == first and result["fetch"]["rows"] == emulator.rows
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{first}.jsonl"]
     follow_up = json.loads(emulator.requests_to("api", "POST", r"/queries$")[-1].body)
-    assert follow_up["query"] == QUERY and follow_up["paginationToken"]
+    assert follow_up["query"] == QUERY and follow_up["paginationToken"] == result["next_token"]
+    assert not emulator.requests_to("api", "GET", rf"/queries/{result['next_query_id']}$")
+    # The next page's own notification ends the chain.
+    emulator.clock.advance(1)
+    [last] = DataKioskNotificationOperator(
+        task_id="on_notification", notification=emulator.notification_for(result["next_query_id"])
+    ).execute({})  # type: ignore[arg-type]
+    assert last["next_token"] is None and last["next_query_id"] is None
+    assert len(emulator.requests_to("api", "POST", r"/queries$")) == 2
+
+
+def test_notification_operator_retry_reuses_the_next_page_already_submitted(
+    emulator: DataKioskEmulator, hook: DataKioskHook
+) -> None:
+    emulator.pages, emulator.duration = 2, 5.0
+    first = hook.create_query(QUERY)
+    emulator.clock.advance(6)
+    envelope = emulator.notification_for(first)
+    [submitted] = DataKioskNotificationOperator(task_id="n", notification=envelope).execute({})  # type: ignore[arg-type]
+
+    class SecondTry:
+        try_number = 2
+
+    retry: Any = {"ti": SecondTry()}
+    [again] = DataKioskNotificationOperator(task_id="n", notification=envelope).execute(retry)
+    assert again["next_query_id"] == submitted["next_query_id"]
+    assert len(emulator.requests_to("api", "POST", r"/queries$")) == 2
 
 
 def test_notification_operator_reads_the_triggering_asset_event(

@@ -1,0 +1,257 @@
+"""An Amazon SQS host (JSON protocol, as botocore and aiobotocore speak it), for notifications.
+
+The SP-API delivers ``DATA_KIOSK_QUERY_PROCESSING_FINISHED`` notifications to an SQS queue only.
+This site answers the operations a consumer uses (``ReceiveMessage`` with long polling and
+visibility timeouts, ``DeleteMessage[Batch]``, ``ChangeMessageVisibility``, ``SendMessage``,
+``GetQueueUrl``, ``GetQueueAttributes``) with SQS's error shapes (``__type`` +
+``x-amzn-query-error``). Requests must carry a SigV4 ``Authorization`` header naming the access
+key the site was given; the signature itself is not verified (a stand-in, not an IAM).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+#: (``__type`` suffix, ``x-amzn-query-error`` code) of the errors this site answers.
+ERRORS = {
+    "QueueDoesNotExist": "AWS.SimpleQueueService.NonExistentQueue",
+    "ReceiptHandleIsInvalid": "ReceiptHandleIsInvalid",
+    "InvalidParameterValue": "InvalidParameterValue",
+    "InvalidAction": "InvalidAction",
+    "InvalidClientTokenId": "InvalidClientTokenId",
+}
+
+
+@dataclass
+class QueuedMessage:
+    """One message in an emulated queue."""
+
+    message_id: str
+    body: str
+    sent: float
+    visible_at: float = 0.0
+    receive_count: int = 0
+    receipt_handle: str | None = None
+
+    @property
+    def md5_of_body(self) -> str:
+        return hashlib.md5(self.body.encode()).hexdigest()  # noqa: S324 - SQS's own checksum
+
+
+class SqsError(Exception):
+    """An SQS error answer."""
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+class SqsSite:
+    """SQS queues on one host; queue URLs are ``<base_url>/<account>/<name>``.
+
+    :param access_key_id: the AWS access key id requests must be signed with.
+    :param account: the AWS account id in queue URLs.
+    :param default_visibility_timeout: seconds a received message stays hidden (SQS: 30).
+    :param before_receive: called before every receive attempt (publishes due messages).
+    """
+
+    def __init__(
+        self,
+        *,
+        access_key_id: str = "AKIAEMULATORSQS00000",
+        account: str = "123456789012",
+        default_visibility_timeout: float = 30.0,
+        before_receive: Callable[[], None] | None = None,
+    ) -> None:
+        self.access_key_id = access_key_id
+        self.account = account
+        self.default_visibility_timeout = default_visibility_timeout
+        self.before_receive = before_receive
+        #: Set by the emulator once the port is bound.
+        self.base_url = "http://127.0.0.1"
+        self.queues: dict[str, list[QueuedMessage]] = {}
+
+    # -- for tests and emulators --------------------------------------------------------------
+    def create_queue(self, name: str) -> str:
+        """Create a queue (idempotent) and return its name."""
+        self.queues.setdefault(name, [])
+        return name
+
+    def queue_url(self, name: str) -> str:
+        return f"{self.base_url}/{self.account}/{name}"
+
+    def send(self, name: str, body: str | dict[str, Any]) -> QueuedMessage:
+        """Put a message on a queue (what a publisher's SendMessage does)."""
+        text = body if isinstance(body, str) else json.dumps(body)
+        message = QueuedMessage(message_id=str(uuid.uuid4()), body=text, sent=time.time())
+        self.queues[name].append(message)
+        return message
+
+    def messages(self, name: str) -> list[QueuedMessage]:
+        """The messages still on a queue (visible or in flight)."""
+        return list(self.queues.get(name, []))
+
+    # -- the site -----------------------------------------------------------------------------
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/", self._handle)
+        app.router.add_post("/{tail:.*}", self._handle)
+        return app
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        target = request.headers.get("X-Amz-Target", "")
+        try:
+            self._authorise(request)
+            service, _, action = target.partition(".")
+            handler = getattr(self, f"_op_{action}", None)
+            if service != "AmazonSQS" or handler is None:
+                raise SqsError(
+                    "InvalidAction", f"The action {target or '(none)'} is not valid for this endpoint."
+                )
+            try:
+                params = json.loads(await request.read() or b"{}")
+            except ValueError:
+                raise SqsError("InvalidParameterValue", "The request body is not JSON.") from None
+            body = await handler(params) if action == "ReceiveMessage" else handler(params)
+        except SqsError as error:
+            return web.json_response(
+                {"__type": f"com.amazonaws.sqs#{error.code}", "message": error.message},
+                status=error.status,
+                content_type="application/x-amz-json-1.0",
+                headers={
+                    "x-amzn-RequestId": str(uuid.uuid4()),
+                    "x-amzn-query-error": f"{ERRORS[error.code]};Sender",
+                },
+            )
+        return web.json_response(
+            body, content_type="application/x-amz-json-1.0", headers={"x-amzn-RequestId": str(uuid.uuid4())}
+        )
+
+    def _authorise(self, request: web.Request) -> None:
+        authorization = request.headers.get("Authorization", "")
+        if not authorization.startswith(f"AWS4-HMAC-SHA256 Credential={self.access_key_id}/"):
+            raise SqsError(
+                "InvalidClientTokenId", "The security token included in the request is invalid.", 403
+            )
+
+    def _queue(self, params: dict[str, Any]) -> list[QueuedMessage]:
+        url = str(params.get("QueueUrl") or "")
+        prefix = f"{self.base_url}/{self.account}/"
+        name = url[len(prefix) :] if url.startswith(prefix) else None
+        if name is None or name not in self.queues:
+            raise SqsError("QueueDoesNotExist", "The specified queue does not exist.")
+        return self.queues[name]
+
+    @staticmethod
+    def _number(params: dict[str, Any], name: str, default: float, low: float, high: float) -> float:
+        value = params.get(name, default)
+        if not isinstance(value, int | float) or not low <= value <= high:
+            raise SqsError(
+                "InvalidParameterValue",
+                f"Value {value} for parameter {name} is invalid. Must be {low}-{high}.",
+            )
+        return float(value)
+
+    def _find(self, queue: list[QueuedMessage], receipt_handle: Any) -> QueuedMessage:
+        for message in queue:
+            if receipt_handle and message.receipt_handle == receipt_handle:
+                return message
+        raise SqsError("ReceiptHandleIsInvalid", f'The input receipt handle "{receipt_handle}" is not valid.')
+
+    # -- operations ---------------------------------------------------------------------------
+    async def _op_ReceiveMessage(self, params: dict[str, Any]) -> dict[str, Any]:
+        queue = self._queue(params)
+        limit = int(self._number(params, "MaxNumberOfMessages", 1, 1, 10))
+        wait = self._number(params, "WaitTimeSeconds", 0, 0, 20)
+        hide = self._number(params, "VisibilityTimeout", self.default_visibility_timeout, 0, 43200)
+        wanted = {*(params.get("AttributeNames") or []), *(params.get("MessageSystemAttributeNames") or [])}
+        until = time.monotonic() + wait
+        while True:
+            if self.before_receive is not None:
+                self.before_receive()
+            now = time.monotonic()
+            ready = [m for m in queue if m.visible_at <= now][:limit]
+            if ready or now >= until:
+                break
+            await asyncio.sleep(min(0.05, until - now))  # long polling: answer as soon as one arrives
+        messages = []
+        for message in ready:
+            message.visible_at = now + hide
+            message.receive_count += 1
+            message.receipt_handle = f"{message.message_id}#{uuid.uuid4().hex}"
+            answer: dict[str, Any] = {
+                "MessageId": message.message_id,
+                "ReceiptHandle": message.receipt_handle,
+                "MD5OfBody": message.md5_of_body,
+                "Body": message.body,
+            }
+            attributes = {
+                "ApproximateReceiveCount": str(message.receive_count),
+                "SentTimestamp": str(int(message.sent * 1000)),
+            }
+            chosen = {k: v for k, v in attributes.items() if "All" in wanted or k in wanted}
+            if chosen:  # SQS returns attributes only when asked for
+                answer["Attributes"] = chosen
+            messages.append(answer)
+        return {"Messages": messages} if messages else {}
+
+    def _op_DeleteMessage(self, params: dict[str, Any]) -> dict[str, Any]:
+        queue = self._queue(params)
+        queue.remove(self._find(queue, params.get("ReceiptHandle")))
+        return {}
+
+    def _op_DeleteMessageBatch(self, params: dict[str, Any]) -> dict[str, Any]:
+        queue = self._queue(params)
+        successful, failed = [], []
+        for entry in params.get("Entries") or []:
+            try:
+                queue.remove(self._find(queue, entry.get("ReceiptHandle")))
+                successful.append({"Id": entry.get("Id")})
+            except SqsError as error:
+                failed.append(
+                    {"Id": entry.get("Id"), "SenderFault": True, "Code": error.code, "Message": error.message}
+                )
+        return {"Successful": successful, "Failed": failed}
+
+    def _op_ChangeMessageVisibility(self, params: dict[str, Any]) -> dict[str, Any]:
+        queue = self._queue(params)
+        message = self._find(queue, params.get("ReceiptHandle"))
+        message.visible_at = time.monotonic() + self._number(params, "VisibilityTimeout", 0, 0, 43200)
+        return {}
+
+    def _op_SendMessage(self, params: dict[str, Any]) -> dict[str, Any]:
+        self._queue(params)
+        body = params.get("MessageBody")
+        if not isinstance(body, str) or not body:
+            raise SqsError("InvalidParameterValue", "The request must contain the parameter MessageBody.")
+        name = str(params["QueueUrl"]).rsplit("/", 1)[-1]
+        message = self.send(name, body)
+        return {"MessageId": message.message_id, "MD5OfMessageBody": message.md5_of_body}
+
+    def _op_GetQueueUrl(self, params: dict[str, Any]) -> dict[str, Any]:
+        name = params.get("QueueName")
+        if name not in self.queues:
+            raise SqsError("QueueDoesNotExist", "The specified queue does not exist.")
+        return {"QueueUrl": self.queue_url(str(name))}
+
+    def _op_GetQueueAttributes(self, params: dict[str, Any]) -> dict[str, Any]:
+        queue = self._queue(params)
+        now = time.monotonic()
+        return {
+            "Attributes": {
+                "ApproximateNumberOfMessages": str(sum(m.visible_at <= now for m in queue)),
+                "ApproximateNumberOfMessagesNotVisible": str(sum(m.visible_at > now for m in queue)),
+                "VisibilityTimeout": str(int(self.default_visibility_timeout)),
+            }
+        }

@@ -1,0 +1,352 @@
+"""Waiting on Data Kiosk completion notifications from SQS (the emulator's queue), with the amazon extra."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+
+from airflow_provider_querytasks.common.errors import InvalidInputError, QueryTaskError
+from airflow_provider_querytasks.common.notifications import Notification, NotificationSource
+from airflow_provider_querytasks.common.transport import close_shared_client_session
+from airflow_provider_querytasks.common.wait import PollSchedule, QueryState
+from airflow_provider_querytasks.compat import PokeReturnValue, TaskDeferred
+from airflow_provider_querytasks.hooks.amazon_data_kiosk import DataKioskHook
+from airflow_provider_querytasks.operators.amazon_data_kiosk import (
+    DataKioskNotificationOperator,
+    DataKioskQueryOperator,
+)
+from airflow_provider_querytasks.protocols.amazon_data_kiosk import read_notification
+from airflow_provider_querytasks.sensors.amazon_data_kiosk import DataKioskQuerySensor
+from airflow_provider_querytasks.testing.amazon_data_kiosk import DataKioskEmulator
+from airflow_provider_querytasks.triggers.amazon_data_kiosk import DataKioskQueryTrigger
+
+from ..helpers import run_trigger, use_connection
+from .conftest import QUERY
+
+boto3 = pytest.importorskip("boto3", reason="needs the amazon extra")
+pytest.importorskip("airflow.providers.amazon.aws.hooks.sqs", reason="needs the amazon extra")
+
+#: A wait that polls getQuery once at the start and then only after a long time.
+RARE_POLLS = PollSchedule(initial=600, maximum=600).to_dict()
+
+
+@pytest.fixture
+def aws(emulator: DataKioskEmulator, monkeypatch: pytest.MonkeyPatch) -> NotificationSource:
+    use_connection(monkeypatch, emulator.aws_connection())
+    return NotificationSource(emulator.notification_queue_url, "aws_default", emulator.account_id)
+
+
+def sqs_client(emulator: DataKioskEmulator) -> Any:
+    conn = emulator.aws_connection()
+    return boto3.client(
+        "sqs",
+        region_name="us-east-1",
+        endpoint_url=conn["extra"]["endpoint_url"],
+        aws_access_key_id=conn["login"],
+        aws_secret_access_key=conn["password"],
+    )
+
+
+def notified_trigger(
+    query_id: str, source: NotificationSource, deadline: float = 30.0
+) -> DataKioskQueryTrigger:
+    return DataKioskQueryTrigger(
+        conn_id="amazon_sp_api_default",
+        query_id=query_id,
+        deadline=time.time() + deadline,
+        poll_schedule=RARE_POLLS,
+        started=time.time(),
+        notifications=source.to_dict(),
+    )
+
+
+def polls_of(emulator: DataKioskEmulator, query_id: str) -> int:
+    return len(emulator.requests_to("api", "GET", rf"/queries/{query_id}$"))
+
+
+def sqs_calls(emulator: DataKioskEmulator, action: str) -> int:
+    return sum(r.header("X-Amz-Target") == f"AmazonSQS.{action}" for r in emulator.requests_to("sqs"))
+
+
+# -- the emulator's queue ---------------------------------------------------------------------
+def test_emulator_queues_one_notification_per_finished_query(emulator: DataKioskEmulator) -> None:
+    emulator.duration = 0.0
+    done = emulator.add_query(QUERY).query_id
+    client = sqs_client(emulator)
+    answer = client.receive_message(
+        QueueUrl=emulator.notification_queue_url, MaxNumberOfMessages=10, AttributeNames=["All"]
+    )
+    [message] = answer["Messages"]
+    notification = read_notification(message["Body"])
+    assert notification is not None and notification.query_id == done
+    assert (
+        notification.snapshot.state is QueryState.SUCCEEDED
+        and message["Attributes"]["ApproximateReceiveCount"] == "1"
+    )
+    # Received and not deleted: hidden for the visibility timeout, then offered again.
+    assert "Messages" not in client.receive_message(QueueUrl=emulator.notification_queue_url)
+    client.change_message_visibility(
+        QueueUrl=emulator.notification_queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+    )
+    again = client.receive_message(QueueUrl=emulator.notification_queue_url)["Messages"][0]
+    assert again["MessageId"] == message["MessageId"] and "Attributes" not in again
+    deleted = client.delete_message_batch(
+        QueueUrl=emulator.notification_queue_url,
+        Entries=[{"Id": "1", "ReceiptHandle": again["ReceiptHandle"]}],
+    )
+    assert deleted["Successful"] == [{"Id": "1"}] and not emulator.sqs.messages(emulator.NOTIFICATION_QUEUE)
+
+
+def test_emulator_answers_sqs_errors_as_sqs_does(emulator: DataKioskEmulator) -> None:
+    client = sqs_client(emulator)
+    with pytest.raises(client.exceptions.QueueDoesNotExist):
+        client.receive_message(QueueUrl=emulator.notification_queue_url + "-missing")
+    with pytest.raises(client.exceptions.ReceiptHandleIsInvalid):
+        client.delete_message(QueueUrl=emulator.notification_queue_url, ReceiptHandle="nope")
+    stranger = boto3.client(
+        "sqs",
+        region_name="us-east-1",
+        endpoint_url=emulator.urls["sqs"],
+        aws_access_key_id="AKIASOMEONEELSE",
+        aws_secret_access_key="x",
+    )
+    with pytest.raises(Exception, match="InvalidClientTokenId"):
+        stranger.receive_message(QueueUrl=emulator.notification_queue_url)
+
+
+def test_decoder_ignores_what_is_not_a_data_kiosk_notification(emulator: DataKioskEmulator) -> None:
+    emulator.duration = 0.0
+    envelope = emulator.notification_for(emulator.add_query(QUERY).query_id)
+    assert read_notification("not json") is None
+    assert (
+        read_notification(json.dumps({**envelope, "notificationType": "REPORT_PROCESSING_FINISHED"})) is None
+    )
+    notification = read_notification(json.dumps(envelope))
+    assert isinstance(notification, Notification)
+    source = NotificationSource("https://sqs.example/1/q", account=emulator.account_id)
+    assert source.accepts(notification, notification.query_id)
+    assert not source.accepts(notification, "another-query")
+    assert not NotificationSource("https://sqs.example/1/q", account="A-OTHER").accepts(
+        notification, notification.query_id
+    )
+
+
+# -- the deferred wait ------------------------------------------------------------------------
+def test_trigger_ends_on_the_notification_with_one_status_poll(
+    emulator: DataKioskEmulator, aws: NotificationSource
+) -> None:
+    emulator.duration = 1.0
+    query_id = emulator.add_query(QUERY).query_id
+    event = run_trigger(notified_trigger(query_id, aws))
+    assert event["status"] == "success", event
+    assert event["snapshot"]["raw"]["dataDocumentId"]
+    assert polls_of(emulator, query_id) == 1  # the first poll; the notification did the rest
+    assert not emulator.sqs.messages(emulator.NOTIFICATION_QUEUE)  # claimed and deleted
+
+
+def test_fifty_waits_share_one_queue_reader(emulator: DataKioskEmulator, aws: NotificationSource) -> None:
+    emulator.duration = 1.0
+    emulator.enforce_rate_limits = False  # this test is about SQS, not the getQuery plan
+    ids = [emulator.add_query(QUERY).query_id for _ in range(50)]
+
+    async def wait_all() -> list[dict[str, Any]]:
+        async def first(query_id: str) -> dict[str, Any]:
+            async for event in notified_trigger(query_id, aws).run():
+                return dict(event.payload)
+            raise AssertionError("no event")
+
+        try:
+            return await asyncio.gather(*(first(q) for q in ids))
+        finally:
+            await close_shared_client_session()
+
+    events = asyncio.run(wait_all())
+    assert [e["status"] for e in events] == ["success"] * 50
+    assert [e["query_id"] for e in events] == ids
+    assert sum(polls_of(emulator, q) for q in ids) == 50
+    # One long-polling reader, ten messages a call: far fewer receives than waits.
+    assert sqs_calls(emulator, "ReceiveMessage") <= 20
+    assert sqs_calls(emulator, "DeleteMessage") == 50
+
+
+def test_other_consumers_messages_are_left_on_the_queue(
+    emulator: DataKioskEmulator, aws: NotificationSource
+) -> None:
+    emulator.duration = 0.0
+    unrelated = emulator.add_query(QUERY).query_id
+    emulator.sqs.send(emulator.NOTIFICATION_QUEUE, {"some": "other message"})
+    emulator.duration = 0.5
+    mine = emulator.add_query(QUERY).query_id
+    assert run_trigger(notified_trigger(mine, aws))["status"] == "success"
+    left = [json.loads(m.body) for m in emulator.sqs.messages(emulator.NOTIFICATION_QUEUE)]
+    assert {"some": "other message"} in left
+    assert [m["payload"]["queryId"] for m in left if "payload" in m] == [unrelated]
+
+
+def test_lost_notification_still_ends_by_the_safety_net_poll(
+    emulator: DataKioskEmulator, aws: NotificationSource
+) -> None:
+    emulator.duration, emulator.notify = 0.5, False
+    query_id = emulator.add_query(QUERY).query_id
+    trigger = notified_trigger(query_id, aws)
+    trigger.poll_schedule = PollSchedule(initial=1.0, maximum=1.0).to_dict()
+    assert run_trigger(trigger)["status"] == "success"
+    assert polls_of(emulator, query_id) == 2
+
+
+def test_unreadable_queue_ends_the_wait_with_its_url(
+    emulator: DataKioskEmulator, aws: NotificationSource
+) -> None:
+    emulator.duration = 60.0
+    query_id = emulator.add_query(QUERY).query_id
+    wrong = NotificationSource(aws.queue_url + "-typo", aws.aws_conn_id, aws.account)
+    event = run_trigger(notified_trigger(query_id, wrong))
+    assert event["status"] == "error"
+    assert wrong.queue_url in event["message"] and "NonExistentQueue" in event["message"]
+    assert emulator.AWS_SECRET_ACCESS_KEY not in event["message"]
+
+
+# -- operators and sensors --------------------------------------------------------------------
+def test_operator_refuses_a_bad_queue_before_submitting(emulator: DataKioskEmulator) -> None:
+    for url, parameter in [("data-kiosk-notifications", "notification_queue_url"), ("", None)]:
+        op = DataKioskQueryOperator(task_id="q", query=QUERY, notification_queue_url=url)
+        if parameter is None:
+            assert op.notification_source() is None  # empty: poll only
+            continue
+        with pytest.raises(InvalidInputError, match=parameter):
+            op.execute({})  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="aws_conn_id"):
+        DataKioskQueryOperator(
+            task_id="q", query=QUERY, notification_queue_url="https://sqs.example/1/q", aws_conn_id=" "
+        ).execute({})  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="notification_poll_interval"):
+        DataKioskQueryOperator(task_id="q", query=QUERY, notification_poll_interval=0)
+    assert not emulator.requests_to("api", "POST")
+
+
+def test_deferrable_operator_hands_the_queue_to_its_trigger(
+    emulator: DataKioskEmulator, aws: NotificationSource
+) -> None:
+    emulator.duration = 1.0
+    op = DataKioskQueryOperator(
+        task_id="q",
+        query=QUERY,
+        deferrable=True,
+        notification_queue_url=aws.queue_url,
+        notification_poll_interval=900,
+    )
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute({})  # type: ignore[arg-type]
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, DataKioskQueryTrigger)
+    assert trigger.notifications == aws.to_dict()
+    assert trigger.poll_schedule == PollSchedule.safety_net(900).to_dict()
+    event = run_trigger(trigger)
+    result = op.execute_complete({}, event)  # type: ignore[arg-type]
+    assert result["status"] == "DONE" and polls_of(emulator, result["query_id"]) == 1
+
+
+def test_operator_waiting_in_the_worker_listens_to_the_queue(
+    emulator: DataKioskEmulator, aws: NotificationSource
+) -> None:
+    emulator.duration = 1.0
+    op = DataKioskQueryOperator(task_id="q", query=QUERY, notification_queue_url=aws.queue_url)
+    result = op.execute({})  # type: ignore[arg-type]
+    assert result["status"] == "DONE"
+    assert polls_of(emulator, result["query_id"]) == 1 and sqs_calls(emulator, "DeleteMessage") == 1
+
+
+def test_sensor_poke_takes_the_notification_without_a_status_call(
+    emulator: DataKioskEmulator, aws: NotificationSource
+) -> None:
+    emulator.duration = 0.0
+    query_id = emulator.add_query(QUERY).query_id
+    sensor = DataKioskQuerySensor(task_id="s", query_id=query_id, notification_queue_url=aws.queue_url)
+    done = sensor.poke({})  # type: ignore[arg-type]
+    assert isinstance(done, PokeReturnValue) and (done.xcom_value or {})["status"] == "DONE"
+    assert polls_of(emulator, query_id) == 0
+    # Deferred, the sensor's trigger listens to the same queue.
+    emulator.duration = 5.0
+    running = emulator.add_query(QUERY).query_id
+    with pytest.raises(TaskDeferred) as deferred:
+        DataKioskQuerySensor(
+            task_id="s", query_id=running, deferrable=True, notification_queue_url=aws.queue_url
+        ).execute({})  # type: ignore[arg-type]
+    assert deferred.value.trigger.notifications == aws.to_dict()
+
+
+def test_hook_scopes_the_source_to_the_connections_account(emulator: DataKioskEmulator) -> None:
+    source = DataKioskHook().notification_source("https://sqs.us-east-1.amazonaws.com/1/q", "aws_default")
+    assert source is not None and source.account == emulator.account_id
+
+
+# -- the event-driven DAG's path: MessageQueueTrigger -> asset event -> operator ---------------
+def test_message_queue_trigger_payload_drives_the_notification_operator(
+    emulator: DataKioskEmulator, aws: NotificationSource, tmp_path: Any
+) -> None:
+    msg_queue = pytest.importorskip(
+        "airflow.providers.common.messaging.triggers.msg_queue",
+        reason="needs the messaging extra (Airflow 3)",
+    )
+    emulator.duration = 0.0
+    query_id = emulator.add_query(QUERY).query_id
+    # What the example DAG's AssetWatcher runs in the triggerer.
+    trigger = msg_queue.MessageQueueTrigger(scheme="sqs", sqs_queue=aws.queue_url)
+    payload = run_trigger(trigger)
+
+    class AssetEvent:
+        extra = {"payload": payload}
+
+    context = {"triggering_asset_events": {"data_kiosk_query_finished": [AssetEvent()]}}
+    [result] = DataKioskNotificationOperator(task_id="n", destination=str(tmp_path)).execute(context)  # type: ignore[arg-type]
+    assert result["query_id"] == query_id and result["fetch"]["rows"] == emulator.rows
+    assert not emulator.sqs.messages(emulator.NOTIFICATION_QUEUE)
+
+
+def test_secrets_stay_out_of_errors(emulator: DataKioskEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    conn = emulator.aws_connection()
+    conn["password"] = "wrong-" + emulator.AWS_SECRET_ACCESS_KEY
+    conn["login"] = "AKIAWRONGKEY"
+    use_connection(monkeypatch, conn)
+    source = NotificationSource(emulator.notification_queue_url)
+    with pytest.raises(QueryTaskError) as raised:
+        DataKioskQuerySensor(task_id="s", query_id="1", notification_queue_url=source.queue_url).poke({})  # type: ignore[arg-type]
+    assert "InvalidClientTokenId" in str(raised.value)
+    assert emulator.AWS_SECRET_ACCESS_KEY not in str(raised.value)
+
+
+def test_notification_operator_handles_every_notification_a_run_carries(
+    emulator: DataKioskEmulator, tmp_path: Any
+) -> None:
+    emulator.duration = 0.0
+    done = [emulator.add_query(QUERY).query_id for _ in range(2)]
+    emulator.outcome = "FATAL"
+    fatal = emulator.add_query(QUERY).query_id
+    foreign = emulator.notification_for(done[1])
+    foreign["payload"]["accountId"] = "A-SOMEONE-ELSE"
+    batch = {"status": "success", "message_batch": [{"Body": json.dumps(emulator.notification_for(done[0]))}]}
+
+    class AssetEvent:
+        def __init__(self, payload: Any) -> None:
+            self.extra = {"payload": payload}
+
+    # Two queued asset events share the run: a batch of one, and a batch of the other two.
+    second = {
+        "message_batch": [
+            {"Body": json.dumps(foreign)},
+            {"Body": json.dumps(emulator.notification_for(fatal))},
+        ]
+    }
+    context = {
+        "triggering_asset_events": {"data_kiosk_query_finished": [AssetEvent(batch), AssetEvent(second)]}
+    }
+    with pytest.raises(QueryTaskError, match="startDate is after endDate"):
+        DataKioskNotificationOperator(task_id="n", destination=str(tmp_path)).execute(context)  # type: ignore[arg-type]
+    # The DONE page was fetched before the FATAL one failed the task; the foreign one was ignored.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{done[0]}.jsonl"]
+    with pytest.raises(InvalidInputError, match="no message"):
+        DataKioskNotificationOperator(task_id="n", notification={"message_batch": []}).execute({})  # type: ignore[arg-type]
