@@ -5,9 +5,10 @@ secret in *password*, the ``refresh_token`` and ``region`` extras. ``scripts/dem
 the local emulator.
 
 The second DAG is notification-driven (Airflow 3 with the ``messaging`` and ``amazon`` extras):
-it runs when a ``DATA_KIOSK_QUERY_PROCESSING_FINISHED`` notification reaches the SQS queue named by
-the environment variable ``DATA_KIOSK_NOTIFICATION_QUEUE``. It is defined only where those providers are
-installed (not in the bundled demo, which has no SQS).
+it runs when a ``DATA_KIOSK_QUERY_PROCESSING_FINISHED`` notification reaches the SQS queue whose
+URL is in the environment variable ``DATA_KIOSK_NOTIFICATION_QUEUE`` (read through the
+``aws_default`` connection). It is defined only where those providers are installed and the
+variable is set; ``scripts/e2e`` runs it against the emulator's queue.
 
 Results go under the Airflow Variable ``querytasks_output_dir`` (default ``/tmp/querytasks-output``).
 """
@@ -71,18 +72,25 @@ try:  # Airflow 3 with apache-airflow-providers-common-messaging and -amazon
 except ImportError:
     HAS_MESSAGING = False
 
-if HAS_MESSAGING:
+NOTIFICATION_QUEUE = os.environ.get("DATA_KIOSK_NOTIFICATION_QUEUE")
+
+if HAS_MESSAGING and NOTIFICATION_QUEUE:
     notifications = Asset(
         "data_kiosk_query_finished",
         watchers=[
             AssetWatcher(
                 name="data_kiosk_sqs",
+                # The amazon provider's SQS trigger, through the aws_default connection: long-polls
+                # (a notification is seen at once) and takes only Data Kiosk notifications off the
+                # queue, in batches of up to 5 (the operator handles each).
                 trigger=MessageQueueTrigger(
                     scheme="sqs",
-                    sqs_queue=os.environ.get(
-                        "DATA_KIOSK_NOTIFICATION_QUEUE",
-                        "https://sqs.us-east-1.amazonaws.com/123456789012/data-kiosk-notifications",
-                    ),
+                    sqs_queue=NOTIFICATION_QUEUE,
+                    wait_time_seconds=20,
+                    waiter_delay=1,
+                    message_filtering="jsonpath",
+                    message_filtering_config="notificationType",
+                    message_filtering_match_values=["DATA_KIOSK_QUERY_PROCESSING_FINISHED"],
                 ),
             )
         ],
@@ -94,9 +102,9 @@ if HAS_MESSAGING:
         catchup=False,
         tags=["example", "data_kiosk"],
     ) as on_notification:
-        # Reads the triggering event's payload (other accounts' notifications skip the task),
-        # fetches that page as <queryId>.jsonl and submits the next page, whose own notification
-        # starts the next run.
+        # Handles every notification the run carries (other accounts' are skipped): fetches each
+        # page as <queryId>.jsonl and submits the next page, whose own notification starts a
+        # later run.
         DataKioskNotificationOperator(
             task_id="fetch_finished_query",
             destination=OUTPUT + "/notified/",

@@ -43,6 +43,8 @@ EXPECTED: dict[str, tuple[str, tuple[str, ...]]] = {
     "e2e_adobe_query_killed": ("failed", ("long_query",)),
 }
 KILLED = ("e2e_adobe_query_killed", "long_query")
+#: Runs on the asset event of the sales query's SQS notification (Airflow 3 with the messaging extra).
+NOTIFIED = "example_data_kiosk_on_notification"
 RUN_TIMEOUT = 420.0
 
 
@@ -50,6 +52,14 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def has_messaging() -> bool:
+    try:
+        import airflow.providers.common.messaging  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def airflow_version() -> tuple[int, ...]:
@@ -63,6 +73,7 @@ class E2E:
         self.home = Path(tempfile.mkdtemp(prefix="querytasks-e2e-"))
         self.output = self.home / "output"
         self.v3 = airflow_version() >= (3, 0)
+        self.event_driven = self.v3 and has_messaging()
         self.api_port = free_port()
         self.processes: list[subprocess.Popen[bytes]] = []
         self.secrets: list[str] = []
@@ -105,7 +116,6 @@ class E2E:
         os.environ.update(env)
 
     def start_emulators(self) -> None:
-        from airflow_provider_querytasks.testing import connection_env
         from airflow_provider_querytasks.testing.adobe_query_service import AdobeQueryServiceEmulator
         from airflow_provider_querytasks.testing.amazon_data_kiosk import DataKioskEmulator
         from airflow_provider_querytasks.testing.shoplazza import ShoplazzaEmulator
@@ -113,7 +123,11 @@ class E2E:
         tag = uuid.uuid4().hex[:12]
         secrets: dict[str, dict[str, Any]] = {
             "shoplazza": {"access_token": f"shz-token-{tag}"},
-            "data_kiosk": {"client_secret": f"dk-secret-{tag}", "refresh_token": f"Atzr|dk-refresh-{tag}"},
+            "data_kiosk": {
+                "client_secret": f"dk-secret-{tag}",
+                "refresh_token": f"Atzr|dk-refresh-{tag}",
+                "aws_secret_access_key": f"aws-secret-{tag}",
+            },
             "adobe": {"client_secret": f"adobe-secret-{tag}"},
         }
         self.emulators = {
@@ -125,8 +139,9 @@ class E2E:
         }
         self.secrets = [value for group in secrets.values() for value in group.values()]
         for emulator in self.emulators.values():
-            name, value = connection_env(emulator.connection())
-            os.environ[name] = value
+            # With Data Kiosk's, the SQS queue that the notification-driven example DAG (Airflow 3
+            # with the messaging extra) watches for the sales query's completion notification.
+            os.environ.update(emulator.environment())
 
     def airflow(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -191,7 +206,7 @@ class E2E:
     def trigger_all(self) -> dict[str, float]:
         def parsed() -> bool:
             found = {row[0] for row in self.query("SELECT dag_id FROM dag")} if self.db_ready() else set()
-            return set(EXPECTED) <= found
+            return set(EXPECTED) | ({NOTIFIED} if self.event_driven else set()) <= found
 
         self.wait_for(parsed, 180, "every DAG to be parsed")
         started = {}
@@ -289,12 +304,36 @@ class E2E:
         adobe = self.emulators["adobe"]
         cancels = [r for r in adobe.requests_to("api", "PATCH", r"/queries/") if b'"cancel"' in r.body]
         self.check(len(cancels) >= 1, "the killed task's query was not cancelled remotely")
+        if self.event_driven:
+            self.verify_notified_run()
         self.check_submissions()
         self.check_files()
         logs = "\n".join(p.read_text(errors="replace") for p in self.home.rglob("*.log") if p.is_file())
         logs += "\n".join(p.read_text(errors="replace") for p in self.home.glob("*.out"))
         for secret in self.secrets:
             self.check(secret not in logs, "a secret value appears in a log file")
+
+    def verify_notified_run(self) -> None:
+        """The asset watcher read the notification off the emulator's SQS queue and ran the DAG."""
+        started = time.monotonic()
+
+        def finished() -> bool:
+            states = {row[0] for row in self.query("SELECT state FROM dag_run WHERE dag_id=?", NOTIFIED)}
+            return bool(states & {"success", "failed"})
+
+        try:
+            self.wait_for(finished, 180, f"{NOTIFIED} to run on the notification")
+        except TimeoutError as exc:
+            self.failures.append(str(exc))
+            return
+        states = [row[0] for row in self.query("SELECT state FROM dag_run WHERE dag_id=?", NOTIFIED)]
+        print(
+            f"{NOTIFIED:<44} runs={states} on the SQS asset event, "
+            f"{time.monotonic() - started:.1f}s after the others ended"
+        )
+        self.check(states == ["success"], f"{NOTIFIED}: runs ended {states}, expected one success")
+        queue = self.emulators["data_kiosk"].sqs.messages("data-kiosk-notifications")
+        self.check(not queue, "the notification was not taken off the queue")
 
     def check_submissions(self) -> None:
         shoplazza = self.emulators["shoplazza"].requests_to("api", "GET", r"/data/query$")
@@ -309,9 +348,12 @@ class E2E:
         csv = [p for name, p in files.items() if name.endswith(".csv")]
         self.check(len(csv) == 5, f"expected 5 CSV exports, found {sorted(files)}")
         self.check(all(p.read_bytes().count(b"\n") == 101 for p in csv), "a CSV export lacks rows")
+        # The sales DAG's page, and on Airflow 3 the same page fetched again by the notified run.
         jsonl = [p for name, p in files.items() if name.endswith(".jsonl")]
         self.check(
-            len(jsonl) == 1 and jsonl[0].read_bytes().count(b"\n") == 10, "the Data Kiosk page is missing"
+            len(jsonl) == (2 if self.event_driven else 1)
+            and all(p.read_bytes().count(b"\n") == 10 for p in jsonl),
+            f"Data Kiosk pages: {sorted(name for name in files if name.endswith('.jsonl'))}",
         )
         parquet = [p for name, p in files.items() if name.endswith(".parquet")]
         self.check(len(parquet) == 2, "the Adobe export files are missing")

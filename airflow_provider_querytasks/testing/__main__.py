@@ -6,7 +6,7 @@ import argparse
 import signal
 import threading
 
-from airflow_provider_querytasks.testing import EMULATORS, connection_env, emulator_class
+from airflow_provider_querytasks.testing import EMULATORS, emulator_class
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,13 +18,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     servers = [emulator_class(name)().start() for name in (args.names or list(EMULATORS))]
-    lines = []
+    lines: list[str] = []
     for server in servers:
         for site, url in server.urls.items():
             print(f"{server.name:<12} {site:<10} {url}")
-        name, value = connection_env(server.connection())
-        lines.append(f"{name}='{value}'")
-    print("\n# connections pointing at the emulators:")
+        lines.extend(f"{name}='{value}'" for name, value in server.environment().items())
+    print("\n# connections (and queues) pointing at the emulators:")
     for line in lines:
         print(f"export {line}")
     if args.env_file:

@@ -30,6 +30,7 @@ from airflow_provider_querytasks.testing.server import (
     EmulatorClock,
     EmulatorServer,
     RateBucket,
+    connection_env,
     json_response,
 )
 from airflow_provider_querytasks.testing.sqs import SqsSite
@@ -81,6 +82,8 @@ class DataKioskEmulator(EmulatorServer):
     :param url_ttl: lifetime of document URLs (5 minutes on the real service).
     :param enforce_rate_limits: answer 429 above the published usage plans.
     :param error_message: the ``errorMessage`` of FATAL queries' error documents.
+    :param aws_secret_access_key: the secret of the ``aws`` connection :meth:`aws_connection`
+        returns (the SQS site checks the access key id only, not the SigV4 signature).
     :param notify: put a notification on the SQS queue :attr:`NOTIFICATION_QUEUE` when a query
         finishes (as a subscription to ``DATA_KIOSK_QUERY_PROCESSING_FINISHED`` does).
     :param clock: emulator clock.
@@ -88,9 +91,8 @@ class DataKioskEmulator(EmulatorServer):
 
     #: The SQS queue (on site ``sqs``) notifications are delivered to.
     NOTIFICATION_QUEUE = "data-kiosk-notifications"
-    #: The AWS credentials the SQS site accepts (see :meth:`aws_connection`).
+    #: The AWS access key id the SQS site accepts (see :meth:`aws_connection`).
     AWS_ACCESS_KEY_ID = "AKIAEMULATORSQS00000"
-    AWS_SECRET_ACCESS_KEY = "emulator-aws-secret-access-key"
 
     name = "data_kiosk"
     storage: ObjectStorageSite
@@ -111,6 +113,7 @@ class DataKioskEmulator(EmulatorServer):
         url_ttl: float = 300.0,
         enforce_rate_limits: bool = True,
         error_message: str = "Dates in the query are invalid: startDate is after endDate.",
+        aws_secret_access_key: str = "emulator-aws-secret-access-key",
         notify: bool = True,
         clock: EmulatorClock | None = None,
     ) -> None:
@@ -130,6 +133,7 @@ class DataKioskEmulator(EmulatorServer):
         self.url_ttl = url_ttl
         self.enforce_rate_limits = enforce_rate_limits
         self.error_message = error_message
+        self.aws_secret_access_key = aws_secret_access_key
         self.notify = notify
         self.queries: dict[str, EmulatedQuery] = {}
         #: access token -> expiry (time.time()).
@@ -166,13 +170,22 @@ class DataKioskEmulator(EmulatorServer):
         """The URL of the SQS queue notifications are delivered to."""
         return self.sqs.queue_url(self.NOTIFICATION_QUEUE)
 
+    def environment(self) -> dict[str, str]:
+        """Also the ``aws_default`` connection and ``DATA_KIOSK_NOTIFICATION_QUEUE`` (the queue the
+        notification-driven example DAG watches)."""
+        return {
+            **super().environment(),
+            **dict([connection_env(self.aws_connection())]),
+            "DATA_KIOSK_NOTIFICATION_QUEUE": self.notification_queue_url,
+        }
+
     def aws_connection(self, conn_id: str = "aws_default") -> dict[str, Any]:
         """An ``aws`` connection (amazon provider) pointing at the SQS site."""
         return {
             "conn_id": conn_id,
             "conn_type": "aws",
             "login": self.AWS_ACCESS_KEY_ID,
-            "password": self.AWS_SECRET_ACCESS_KEY,
+            "password": self.aws_secret_access_key,
             "extra": {"region_name": "us-east-1", "endpoint_url": self.urls["sqs"]},
         }
 

@@ -197,6 +197,11 @@ class EmulatorServer:
         """The Airflow connection (as a JSON-able dict) that points a hook at this emulator."""
         raise NotImplementedError
 
+    def environment(self) -> dict[str, str]:
+        """Environment variables that point Airflow at this emulator: ``AIRFLOW_CONN_*`` of
+        :meth:`connection`, plus whatever else the emulator serves (queues...)."""
+        return dict([connection_env(self.connection())])
+
     # -- faults and request log ---------------------------------------------------------------
     def inject(self, fault: Fault | None = None, /, **kwargs: Any) -> Fault:
         """Add a fault (a :class:`Fault` or its keyword arguments) and return it."""

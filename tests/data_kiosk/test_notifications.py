@@ -30,7 +30,8 @@ from .conftest import QUERY
 boto3 = pytest.importorskip("boto3", reason="needs the amazon extra")
 pytest.importorskip("airflow.providers.amazon.aws.hooks.sqs", reason="needs the amazon extra")
 
-#: A wait that polls getQuery once at the start and then only after a long time.
+#: A wait that polls getQuery once at the start and then only after a long time. The tests that
+#: count on the notification give their query a duration well beyond that first poll.
 RARE_POLLS = PollSchedule(initial=600, maximum=600).to_dict()
 
 
@@ -139,7 +140,7 @@ def test_decoder_ignores_what_is_not_a_data_kiosk_notification(emulator: DataKio
 def test_trigger_ends_on_the_notification_with_one_status_poll(
     emulator: DataKioskEmulator, aws: NotificationSource
 ) -> None:
-    emulator.duration = 1.0
+    emulator.duration = 2.0
     query_id = emulator.add_query(QUERY).query_id
     event = run_trigger(notified_trigger(query_id, aws))
     assert event["status"] == "success", event
@@ -149,7 +150,7 @@ def test_trigger_ends_on_the_notification_with_one_status_poll(
 
 
 def test_fifty_waits_share_one_queue_reader(emulator: DataKioskEmulator, aws: NotificationSource) -> None:
-    emulator.duration = 1.0
+    emulator.duration = 3.0
     emulator.enforce_rate_limits = False  # this test is about SQS, not the getQuery plan
     ids = [emulator.add_query(QUERY).query_id for _ in range(50)]
 
@@ -179,7 +180,7 @@ def test_other_consumers_messages_are_left_on_the_queue(
     emulator.duration = 0.0
     unrelated = emulator.add_query(QUERY).query_id
     emulator.sqs.send(emulator.NOTIFICATION_QUEUE, {"some": "other message"})
-    emulator.duration = 0.5
+    emulator.duration = 2.0
     mine = emulator.add_query(QUERY).query_id
     assert run_trigger(notified_trigger(mine, aws))["status"] == "success"
     left = [json.loads(m.body) for m in emulator.sqs.messages(emulator.NOTIFICATION_QUEUE)]
@@ -207,7 +208,7 @@ def test_unreadable_queue_ends_the_wait_with_its_url(
     event = run_trigger(notified_trigger(query_id, wrong))
     assert event["status"] == "error"
     assert wrong.queue_url in event["message"] and "NonExistentQueue" in event["message"]
-    assert emulator.AWS_SECRET_ACCESS_KEY not in event["message"]
+    assert emulator.aws_secret_access_key not in event["message"]
 
 
 # -- operators and sensors --------------------------------------------------------------------
@@ -231,7 +232,7 @@ def test_operator_refuses_a_bad_queue_before_submitting(emulator: DataKioskEmula
 def test_deferrable_operator_hands_the_queue_to_its_trigger(
     emulator: DataKioskEmulator, aws: NotificationSource
 ) -> None:
-    emulator.duration = 1.0
+    emulator.duration = 2.0
     op = DataKioskQueryOperator(
         task_id="q",
         query=QUERY,
@@ -253,7 +254,7 @@ def test_deferrable_operator_hands_the_queue_to_its_trigger(
 def test_operator_waiting_in_the_worker_listens_to_the_queue(
     emulator: DataKioskEmulator, aws: NotificationSource
 ) -> None:
-    emulator.duration = 1.0
+    emulator.duration = 2.0
     op = DataKioskQueryOperator(task_id="q", query=QUERY, notification_queue_url=aws.queue_url)
     result = op.execute({})  # type: ignore[arg-type]
     assert result["status"] == "DONE"
@@ -309,14 +310,14 @@ def test_message_queue_trigger_payload_drives_the_notification_operator(
 
 def test_secrets_stay_out_of_errors(emulator: DataKioskEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
     conn = emulator.aws_connection()
-    conn["password"] = "wrong-" + emulator.AWS_SECRET_ACCESS_KEY
+    conn["password"] = "wrong-" + emulator.aws_secret_access_key
     conn["login"] = "AKIAWRONGKEY"
     use_connection(monkeypatch, conn)
     source = NotificationSource(emulator.notification_queue_url)
     with pytest.raises(QueryTaskError) as raised:
         DataKioskQuerySensor(task_id="s", query_id="1", notification_queue_url=source.queue_url).poke({})  # type: ignore[arg-type]
     assert "InvalidClientTokenId" in str(raised.value)
-    assert emulator.AWS_SECRET_ACCESS_KEY not in str(raised.value)
+    assert emulator.aws_secret_access_key not in str(raised.value)
 
 
 def test_notification_operator_handles_every_notification_a_run_carries(
