@@ -76,6 +76,7 @@ class E2E:
         self.event_driven = self.v3 and has_messaging()
         self.api_port = free_port()
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.scheduler: subprocess.Popen[bytes] | None = None
         self.secrets: list[str] = []
         self.emulators: dict[str, Any] = {}
         self.failures: list[str] = []
@@ -148,8 +149,8 @@ class E2E:
             [sys.executable, "-m", "airflow", *args], check=check, capture_output=True, text=True, timeout=300
         )
 
-    def start(self, *args: str) -> None:
-        log = (self.home / f"{args[0]}.out").open("wb")
+    def start(self, *args: str, log_name: str | None = None) -> None:
+        log = (self.home / f"{log_name or args[0]}.out").open("wb")
         self.processes.append(
             subprocess.Popen(
                 [sys.executable, "-m", "airflow", *args],
@@ -168,6 +169,7 @@ class E2E:
             )
             self.start("dag-processor")
         self.start("scheduler")
+        self.scheduler = self.processes[-1]
         self.start("triggerer")
 
     # -- helpers ------------------------------------------------------------------------------
@@ -314,8 +316,20 @@ class E2E:
             self.check(secret not in logs, "a secret value appears in a log file")
 
     def verify_notified_run(self) -> None:
-        """The asset watcher read the notification off the emulator's SQS queue and ran the DAG."""
+        """The asset watcher read the notification off the emulator's SQS queue and ran the DAG.
+
+        The scheduler so far ran without ``use_job_schedule`` (only the triggered runs), which
+        also keeps it from creating asset-triggered runs: pause the cron DAGs, then restart it
+        with the job schedule on, so that the queued asset event becomes a run.
+        """
         started = time.monotonic()
+        for dag_id in EXPECTED:
+            self.airflow("dags", "pause", dag_id)
+        if self.scheduler is not None:
+            os.killpg(self.scheduler.pid, signal.SIGTERM)
+            self.scheduler.wait(timeout=60)
+        os.environ["AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE"] = "True"
+        self.start("scheduler", log_name="scheduler-with-job-schedule")
 
         def finished() -> bool:
             states = {row[0] for row in self.query("SELECT state FROM dag_run WHERE dag_id=?", NOTIFIED)}

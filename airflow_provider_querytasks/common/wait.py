@@ -122,8 +122,8 @@ class PollSchedule:
     def safety_net(cls, poll_interval: float) -> PollSchedule:
         """Polls behind a completion notification: rarer, and growing faster, than plain polling.
 
-        The first comes after at most a minute (a notification sent before the wait began is
-        not waited for); later ones back off to ``poll_interval``.
+        The first comes after at most a minute (a notification lost, or taken by another
+        consumer, costs little); later ones back off to ``poll_interval``.
         """
         return cls(initial=min(poll_interval, 60.0), maximum=poll_interval, proportion=0.5)
 
@@ -166,19 +166,23 @@ class WaitLoop:
         self.log = logger or log
         self.polls = 0
 
-    def _next_sleep(self, snapshot: StatusSnapshot) -> float | None:
-        """Seconds to sleep before the next poll; ``None`` when the snapshot is terminal."""
-        self.polls += 1
+    def _next_sleep(self, snapshot: StatusSnapshot, notified: bool = False) -> float | None:
+        """Seconds to sleep before the next poll; ``None`` when the snapshot is terminal.
+
+        :param notified: the snapshot came from a completion notification, not a poll.
+        """
+        self.polls += not notified
         now = self.clock()
         elapsed = now - self.started
         if snapshot.state.terminal:
             self.log.info(
-                "%s: %s (%s) after %.0f s, %d polls",
+                "%s: %s (%s) after %.0f s, %d polls%s",
                 self.describe,
                 snapshot.state.value,
                 snapshot.remote_status,
                 elapsed,
                 self.polls,
+                ", then notified" if notified else "",
             )
             return None
         if self.deadline is not None and now >= self.deadline:
@@ -196,6 +200,13 @@ class WaitLoop:
         )
         return interval
 
+    def _first_interval(self) -> float:
+        """How long a listening wait listens before its first poll."""
+        interval = self.schedule.next_interval(self.clock() - self.started)
+        if self.deadline is not None:
+            interval = min(interval, max(0.0, self.deadline - self.clock()))
+        return interval
+
     def timeout_error(self, snapshot: StatusSnapshot | None) -> QueryTimeoutError:
         state = f"; last state {snapshot.state.value} ({snapshot.remote_status})" if snapshot else ""
         return QueryTimeoutError(
@@ -211,18 +222,22 @@ class WaitLoop:
     ) -> StatusSnapshot:
         """Poll (blocking) until terminal; raise :class:`QueryTimeoutError` at the deadline.
 
-        :param listen: instead of sleeping between polls, wait up to that long for a
-            notification; a snapshot it returns counts as a poll's.
+        :param listen: wait up to that long for a completion notification instead of sleeping,
+            and before the first poll too (a notification already queued ends the wait at once,
+            with no status call); a snapshot it returns ends the wait like a poll's.
         """
-        snapshot = poll()
-        while (interval := self._next_sleep(snapshot)) is not None:
-            notified = None
-            if listen is None:
+        if listen is None:
+            snapshot = poll()
+            while (interval := self._next_sleep(snapshot)) is not None:
                 sleep(interval)
-            else:
-                notified = listen(interval)
-            snapshot = notified or poll()
-        return snapshot
+                snapshot = poll()
+            return snapshot
+        interval = self._first_interval()
+        while True:
+            pushed = listen(interval)
+            snapshot, notified = (pushed, True) if pushed else (poll(), False)
+            if (interval := self._next_sleep(snapshot, notified)) is None:
+                return snapshot
 
     async def run_async(
         self,
@@ -233,12 +248,15 @@ class WaitLoop:
 
         :param listen: as for :meth:`run`.
         """
-        snapshot = await poll()
-        while (interval := self._next_sleep(snapshot)) is not None:
-            notified = None
-            if listen is None:
+        if listen is None:
+            snapshot = await poll()
+            while (interval := self._next_sleep(snapshot)) is not None:
                 await asyncio.sleep(interval)
-            else:
-                notified = await listen(interval)
-            snapshot = notified or await poll()
-        return snapshot
+                snapshot = await poll()
+            return snapshot
+        interval = self._first_interval()
+        while True:
+            pushed = await listen(interval)
+            snapshot, notified = (pushed, True) if pushed else (await poll(), False)
+            if (interval := self._next_sleep(snapshot, notified)) is None:
+                return snapshot

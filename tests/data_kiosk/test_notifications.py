@@ -30,8 +30,7 @@ from .conftest import QUERY
 boto3 = pytest.importorskip("boto3", reason="needs the amazon extra")
 pytest.importorskip("airflow.providers.amazon.aws.hooks.sqs", reason="needs the amazon extra")
 
-#: A wait that polls getQuery once at the start and then only after a long time. The tests that
-#: count on the notification give their query a duration well beyond that first poll.
+#: A wait whose first safety-net poll is ten minutes away: only the notification can end it soon.
 RARE_POLLS = PollSchedule(initial=600, maximum=600).to_dict()
 
 
@@ -137,7 +136,7 @@ def test_decoder_ignores_what_is_not_a_data_kiosk_notification(emulator: DataKio
 
 
 # -- the deferred wait ------------------------------------------------------------------------
-def test_trigger_ends_on_the_notification_with_one_status_poll(
+def test_trigger_ends_on_the_notification_without_a_status_poll(
     emulator: DataKioskEmulator, aws: NotificationSource
 ) -> None:
     emulator.duration = 2.0
@@ -145,8 +144,18 @@ def test_trigger_ends_on_the_notification_with_one_status_poll(
     event = run_trigger(notified_trigger(query_id, aws))
     assert event["status"] == "success", event
     assert event["snapshot"]["raw"]["dataDocumentId"]
-    assert polls_of(emulator, query_id) == 1  # the first poll; the notification did the rest
+    assert polls_of(emulator, query_id) == 0  # the wait listens first: getQuery is the safety net
     assert not emulator.sqs.messages(emulator.NOTIFICATION_QUEUE)  # claimed and deleted
+
+
+def test_a_notification_queued_before_the_wait_ends_it_at_once(
+    emulator: DataKioskEmulator, aws: NotificationSource
+) -> None:
+    emulator.duration = 0.0
+    query_id = emulator.add_query(QUERY).query_id
+    emulator.publish_notifications()  # delivered before anybody waits
+    event = run_trigger(notified_trigger(query_id, aws))
+    assert event["status"] == "success" and polls_of(emulator, query_id) == 0
 
 
 def test_fifty_waits_share_one_queue_reader(emulator: DataKioskEmulator, aws: NotificationSource) -> None:
@@ -168,7 +177,7 @@ def test_fifty_waits_share_one_queue_reader(emulator: DataKioskEmulator, aws: No
     events = asyncio.run(wait_all())
     assert [e["status"] for e in events] == ["success"] * 50
     assert [e["query_id"] for e in events] == ids
-    assert sum(polls_of(emulator, q) for q in ids) == 50
+    assert sum(polls_of(emulator, q) for q in ids) == 0
     # One long-polling reader, ten messages a call: far fewer receives than waits.
     assert sqs_calls(emulator, "ReceiveMessage") <= 20
     assert sqs_calls(emulator, "DeleteMessage") == 50
@@ -196,7 +205,7 @@ def test_lost_notification_still_ends_by_the_safety_net_poll(
     trigger = notified_trigger(query_id, aws)
     trigger.poll_schedule = PollSchedule(initial=1.0, maximum=1.0).to_dict()
     assert run_trigger(trigger)["status"] == "success"
-    assert polls_of(emulator, query_id) == 2
+    assert polls_of(emulator, query_id) == 1
 
 
 def test_unreadable_queue_ends_the_wait_with_its_url(
@@ -248,7 +257,7 @@ def test_deferrable_operator_hands_the_queue_to_its_trigger(
     assert trigger.poll_schedule == PollSchedule.safety_net(900).to_dict()
     event = run_trigger(trigger)
     result = op.execute_complete({}, event)  # type: ignore[arg-type]
-    assert result["status"] == "DONE" and polls_of(emulator, result["query_id"]) == 1
+    assert result["status"] == "DONE" and polls_of(emulator, result["query_id"]) == 0
 
 
 def test_operator_waiting_in_the_worker_listens_to_the_queue(
@@ -258,7 +267,7 @@ def test_operator_waiting_in_the_worker_listens_to_the_queue(
     op = DataKioskQueryOperator(task_id="q", query=QUERY, notification_queue_url=aws.queue_url)
     result = op.execute({})  # type: ignore[arg-type]
     assert result["status"] == "DONE"
-    assert polls_of(emulator, result["query_id"]) == 1 and sqs_calls(emulator, "DeleteMessage") == 1
+    assert polls_of(emulator, result["query_id"]) == 0 and sqs_calls(emulator, "DeleteMessage") == 1
 
 
 def test_sensor_poke_takes_the_notification_without_a_status_call(
