@@ -146,12 +146,15 @@ class _CallPolicy:
         self.token_source = token_source
         self.static_token = static_token
         self.retry = retry
+        # Computed once per client, not per call (a busy triggerer makes thousands of calls).
+        self.retry_kwargs = retry.tenacity_kwargs(api.platform)
+        self.api_origin = _origin(api.base_url)
 
     def url_and_headers(self, request: ApiRequest, token: AccessToken | None) -> tuple[str, dict[str, str]]:
         url = self.api.url(request)
         headers = {"User-Agent": USER_AGENT, **request.headers}
         if request.authenticated:
-            if _origin(url) != _origin(self.api.base_url):
+            if _origin(url) != self.api_origin:
                 # Credentials go to the API's own host only (never to a result or redirect host).
                 raise QueryTaskError(
                     f"Refusing to send {self.api.platform} credentials to {_origin(url)[1]!r}: "
@@ -290,7 +293,7 @@ class SyncApiClient:
 
     def call(self, request: ApiRequest) -> ApiResponse:
         """Send ``request`` with rate limiting, auth, token refresh and retries."""
-        for attempt in Retrying(**self.policy.retry.tenacity_kwargs(self.api.platform)):
+        for attempt in Retrying(**self.policy.retry_kwargs):
             with attempt:
                 return self._attempt(request)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -425,7 +428,7 @@ class AsyncApiClient:
 
     async def call(self, request: ApiRequest) -> ApiResponse:
         """Send ``request`` with rate limiting, auth, token refresh and retries."""
-        async for attempt in AsyncRetrying(**self.policy.retry.tenacity_kwargs(self.api.platform)):
+        async for attempt in AsyncRetrying(**self.policy.retry_kwargs):
             with attempt:
                 return await self._attempt(request)
         raise AssertionError("unreachable")  # pragma: no cover

@@ -9,6 +9,7 @@ event. Its kwargs are plain JSON and carry an absolute wall-clock deadline, sinc
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -107,11 +108,15 @@ class QueryTaskTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        # Spread the first calls of triggers that start together (a triggerer restart brings
+        # back every deferred task at once): up to a second, never beyond the first interval.
+        schedule = PollSchedule.from_dict(self.poll_schedule)
+        await asyncio.sleep(random.uniform(0, min(1.0, schedule.initial)))  # noqa: S311 - not crypto
         hook = self.hook()
         describe = hook.describe_query(self.query_id)
         loop = WaitLoop(
             describe,
-            PollSchedule.from_dict(self.poll_schedule),
+            schedule,
             self.deadline,
             started=self.started,
             logger=self.log,

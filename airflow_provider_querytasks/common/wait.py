@@ -165,6 +165,8 @@ class WaitLoop:
         self.started = clock() if started is None else started
         self.log = logger or log
         self.polls = 0
+        #: (state, remote status, when) of the last poll logged at info level.
+        self._logged: tuple[QueryState, Any, float] | None = None
 
     def _next_sleep(self, snapshot: StatusSnapshot, notified: bool = False) -> float | None:
         """Seconds to sleep before the next poll; ``None`` when the snapshot is terminal.
@@ -190,7 +192,15 @@ class WaitLoop:
         interval = self.schedule.next_interval(elapsed)
         if self.deadline is not None:
             interval = min(interval, max(0.0, self.deadline - now))
-        self.log.info(
+        # Info when the status changes, and every few minutes as a heartbeat; debug otherwise
+        # (a busy triggerer logs thousands of unchanged polls).
+        logged = self._logged
+        if logged is None or logged[:2] != (snapshot.state, snapshot.remote_status) or now - logged[2] >= 300:
+            self._logged = (snapshot.state, snapshot.remote_status, now)
+            emit = self.log.info
+        else:
+            emit = self.log.debug
+        emit(
             "%s: %s (%s), elapsed %.0f s, next poll in %.0f s",
             self.describe,
             snapshot.state.value,

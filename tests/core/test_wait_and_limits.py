@@ -75,19 +75,24 @@ def test_wait_times_out_at_the_deadline_with_the_last_state() -> None:
     assert clock.now == pytest.approx(1100.0)
 
 
-def test_wait_logs_one_line_per_poll(caplog: pytest.LogCaptureFixture) -> None:
+def test_wait_logs_status_changes_and_a_heartbeat(caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
     caplog.set_level(logging.INFO)
     clock = FakeClock()
-    answers = iter([running(), running(), StatusSnapshot("q", QueryState.SUCCEEDED, "DONE")])
-    WaitLoop("Fake query q", PollSchedule(initial=1, maximum=2), None, clock=clock).run(
+    queued = StatusSnapshot("q", QueryState.PENDING, "QUEUED")
+    polls = [queued, running(), running(), running(), StatusSnapshot("q", QueryState.SUCCEEDED, "DONE")]
+    answers = iter(polls)
+    WaitLoop("Fake query q", PollSchedule(initial=150, maximum=150), None, clock=clock).run(
         lambda: next(answers), sleep=clock.sleep
     )
     lines = [r.getMessage() for r in caplog.records if "Fake query q" in r.getMessage()]
-    assert len(lines) == 3
-    assert "running (RUNNING), elapsed 0 s, next poll in 1 s" in lines[0]
-    assert "succeeded (DONE)" in lines[2]
+    # Unchanged polls are debug lines unless 5 minutes passed since the last info line.
+    assert len(lines) == 4, lines
+    assert "pending (QUEUED), elapsed 0 s, next poll in 150 s" in lines[0]
+    assert "running (RUNNING), elapsed 150 s" in lines[1]
+    assert "running (RUNNING), elapsed 450 s" in lines[2]
+    assert "succeeded (DONE)" in lines[3] and "5 polls" in lines[3]
 
 
 @pytest.mark.parametrize("value", [0, -1, "10", float("inf"), True, timedelta(0)])
