@@ -41,7 +41,29 @@ def page_filename(page: int) -> str:
     return f"page-{page:04d}.jsonl"
 
 
-class DataKioskQueryOperator(QueryTaskOperator[DataKioskHook]):
+class NotificationWaitMixin:
+    """What the Data Kiosk operator and sensor share to end a wait on an SQS notification: the
+    ``notification_queue_url``, ``aws_conn_id`` and ``notification_poll_interval`` parameters
+    (set by each class's constructor) and the schedule of safety-net polls."""
+
+    notification_queue_url: str | None
+    aws_conn_id: str
+    notification_poll_interval: float
+
+    @property
+    def _data_kiosk_hook(self) -> DataKioskHook:
+        return self.hook  # type: ignore[attr-defined,no-any-return]
+
+    def notification_source(self) -> NotificationSource | None:
+        return self._data_kiosk_hook.notification_source(self.notification_queue_url, self.aws_conn_id)
+
+    def poll_schedule(self) -> PollSchedule:
+        if self.notification_queue_url:
+            return PollSchedule.safety_net(self.notification_poll_interval)
+        return super().poll_schedule()  # type: ignore[misc,no-any-return]
+
+
+class DataKioskQueryOperator(NotificationWaitMixin, QueryTaskOperator[DataKioskHook]):
     """Run a Data Kiosk GraphQL query: submit, wait, follow result pages, optionally fetch.
 
     The query is validated before anything is sent: non-empty, at most 8,000 characters once
@@ -125,14 +147,6 @@ class DataKioskQueryOperator(QueryTaskOperator[DataKioskHook]):
         self._validate_destination()
         self.notification_source()
         self.resume_state = {"pages": []}
-
-    def notification_source(self) -> NotificationSource | None:
-        return self.hook.notification_source(self.notification_queue_url, self.aws_conn_id)
-
-    def poll_schedule(self) -> PollSchedule:
-        if self.notification_queue_url:
-            return PollSchedule.safety_net(self.notification_poll_interval)
-        return super().poll_schedule()
 
     def _validate_destination(self) -> None:
         if self.destination is not None:

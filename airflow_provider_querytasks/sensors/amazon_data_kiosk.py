@@ -6,16 +6,16 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from airflow_provider_querytasks.common.notifications import DEFAULT_AWS_CONN_ID, NotificationSource
+from airflow_provider_querytasks.common.notifications import DEFAULT_AWS_CONN_ID
 from airflow_provider_querytasks.common.sensors import QueryTaskSensor
-from airflow_provider_querytasks.common.wait import PollSchedule, StatusSnapshot, to_seconds
+from airflow_provider_querytasks.common.wait import StatusSnapshot, to_seconds
 from airflow_provider_querytasks.compat import Context
 from airflow_provider_querytasks.hooks.amazon_data_kiosk import DataKioskHook
-from airflow_provider_querytasks.operators.amazon_data_kiosk import page_record
+from airflow_provider_querytasks.operators.amazon_data_kiosk import NotificationWaitMixin, page_record
 from airflow_provider_querytasks.triggers.amazon_data_kiosk import DataKioskQueryTrigger
 
 
-class DataKioskQuerySensor(QueryTaskSensor[DataKioskHook]):
+class DataKioskQuerySensor(NotificationWaitMixin, QueryTaskSensor[DataKioskHook]):
     """Wait for a Data Kiosk query submitted elsewhere until it is DONE.
 
     FATAL fails with the error document's message; CANCELLED fails unless
@@ -56,14 +56,6 @@ class DataKioskQuerySensor(QueryTaskSensor[DataKioskHook]):
         self.notification_queue_url = notification_queue_url
         self.aws_conn_id = aws_conn_id
         self.notification_poll_interval = to_seconds(notification_poll_interval, "notification_poll_interval")
-
-    def notification_source(self) -> NotificationSource | None:
-        return self.hook.notification_source(self.notification_queue_url, self.aws_conn_id)
-
-    def poll_schedule(self) -> PollSchedule:
-        if self.notification_queue_url:
-            return PollSchedule.safety_net(self.notification_poll_interval)
-        return super().poll_schedule()
 
     def result_record(self, context: Context, snapshot: StatusSnapshot) -> Any:
         return page_record(snapshot)
