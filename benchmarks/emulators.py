@@ -1,8 +1,9 @@
 """The three emulators in their own process, seeded with queries, for the benchmarks.
 
-``python benchmarks/emulators.py STATE_FILE N MIN_S MAX_S [--dk-limits] [--rows R]``: starts the
-emulators on 127.0.0.1, creates N queries per platform finishing after a random duration in
-[MIN_S, MAX_S] (fixed seed; Shoplazza results of R CSV rows, Data Kiosk usage plans enforced with
+``python benchmarks/emulators.py STATE_FILE N MIN_S MAX_S [--dk-limits] [--rows R] [--gzip]
+[--dk-rows R]``: starts the emulators on 127.0.0.1, creates N queries per platform finishing after
+a random duration in [MIN_S, MAX_S] (fixed seed; Shoplazza results of R CSV rows, gzip-encoded
+with ``--gzip``; Data Kiosk documents of R JSONL records; Data Kiosk usage plans enforced with
 ``--dk-limits``),
 writes ``{"urls", "connections", "ids"}`` to STATE_FILE and serves until stdin closes. Running
 apart keeps the servers' CPU out of the figures measured in the benchmark process.
@@ -27,8 +28,11 @@ def main() -> None:
     state_file, count, low, high = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
     chance = random.Random(7)
     rows = int(sys.argv[sys.argv.index("--rows") + 1]) if "--rows" in sys.argv else 100
-    shoplazza = ShoplazzaEmulator(rate_capacity=1e12, rate_per_second=1e12, rows=rows).start()
-    data_kiosk = DataKioskEmulator(enforce_rate_limits="--dk-limits" in sys.argv).start()
+    dk_rows = int(sys.argv[sys.argv.index("--dk-rows") + 1]) if "--dk-rows" in sys.argv else 10
+    shoplazza = ShoplazzaEmulator(
+        rate_capacity=1e12, rate_per_second=1e12, rows=rows, gzip="--gzip" in sys.argv
+    ).start()
+    data_kiosk = DataKioskEmulator(enforce_rate_limits="--dk-limits" in sys.argv, rows=dk_rows).start()
     adobe = AdobeQueryServiceEmulator().start()
     ids: dict[str, list[str]] = {"shoplazza": [], "data_kiosk": [], "adobe": []}
     day = datetime(2026, 11, 20)

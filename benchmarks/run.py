@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -95,6 +96,28 @@ class LoopWatch:
             await asyncio.sleep(0.05)
             self.worst_lag = max(self.worst_lag, time.perf_counter() - before - 0.05)
             self.peak_rss = max(self.peak_rss, rss())
+
+
+class PeakRss:
+    """The highest RSS seen (sampled every 5 ms from a thread) while the block runs."""
+
+    def __init__(self) -> None:
+        self.value = rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self.value = max(self.value, rss())
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.value = max(self.value, rss())
 
 
 def preload(*platforms: str) -> None:
@@ -341,37 +364,70 @@ async def _fairness(state: dict[str, Any], waits: int, low: float, high: float) 
 
 
 # -- 4. result download ------------------------------------------------------------------------
-def download(mib: int) -> dict[str, Any]:
+#: Bytes per record of the emulators' results, to size them: a Shoplazza CSV line, a Data Kiosk
+#: JSONL record.
+CSV_LINE, JSONL_RECORD = 96, 214
+
+
+def download(mib: int, large_mib: int | None) -> list[dict[str, Any]]:
+    """Our fetch vs ``curl`` of the same URL: CSV, gzip-encoded CSV, JSONL (and a large CSV)."""
+    rows = [download_one("csv", mib), download_one("csv, gzip-encoded", mib), download_one("jsonl", mib)]
+    if large_mib:
+        rows.append(download_one("csv", large_mib))
+    return rows
+
+
+def download_one(kind: str, mib: int) -> dict[str, Any]:
+    from airflow_provider_querytasks.hooks.amazon_data_kiosk import DataKioskHook
     from airflow_provider_querytasks.hooks.shoplazza import ShoplazzaHook
 
-    rows = mib * 1024 * 1024 // 96  # the emulator's CSV lines are about 96 bytes
-    with emulators(1, 0.0, 0.0, "--rows", str(rows)) as state, tempfile.TemporaryDirectory() as folder:
-        set_connection("bench_download", state["connections"]["shoplazza"])
-        hook = ShoplazzaHook("bench_download")
-        query_id = state["ids"]["shoplazza"][0]  # complete at once (duration 0)
-        url = hook.result_url(query_id)
+    records = mib * 2**20 // (JSONL_RECORD if kind == "jsonl" else CSV_LINE)
+    extra = ["--dk-rows", str(records)] if kind == "jsonl" else ["--rows", str(records)]
+    if "gzip" in kind:
+        extra.append("--gzip")
+    with emulators(1, 0.0, 0.0, *extra) as state, tempfile.TemporaryDirectory() as folder:
+        fetch: Any
+        if kind == "jsonl":
+            set_connection("bench_download", state["connections"]["data_kiosk"])
+            dk = DataKioskHook("bench_download")
+            document_id = dk.get_query(state["ids"]["data_kiosk"][0])["dataDocumentId"]
+            url = dk.get_document(document_id)
+
+            def fetch(target: str) -> dict[str, Any]:
+                return dk.download_document(document_id, target)
+        else:
+            set_connection("bench_download", state["connections"]["shoplazza"])
+            shop = ShoplazzaHook("bench_download")
+            query_id = state["ids"]["shoplazza"][0]  # complete at once (duration 0)
+            url = shop.result_url(query_id)
+
+            def fetch(target: str) -> dict[str, Any]:
+                return shop.download_result(query_id, target)
+
         started = time.perf_counter()
         if shutil.which("curl"):
-            baseline = "curl -o"
-            subprocess.run(["curl", "-s", "-o", f"{folder}/curl.csv", url], check=True)
+            baseline = "curl --compressed -o" if "gzip" in kind else "curl -o"
+            subprocess.run(["curl", "-s", *baseline.split()[1:], f"{folder}/curl.out", url], check=True)
         else:  # a machine without curl: the standard library's copy loop instead
             baseline = "urllib + shutil.copyfileobj"
-            with urllib.request.urlopen(url) as answer, open(f"{folder}/curl.csv", "wb") as out:
+            with urllib.request.urlopen(url) as answer, open(f"{folder}/curl.out", "wb") as out:
                 shutil.copyfileobj(answer, out, 1 << 20)
         curl_s = time.perf_counter() - started
-        size = Path(f"{folder}/curl.csv").stat().st_size
+        size = Path(f"{folder}/curl.out").stat().st_size
+        Path(f"{folder}/curl.out").unlink()  # keep one copy on disk at a time
         before = rss()
-        started = time.perf_counter()
-        record = hook.download_result(query_id, f"{folder}/ours.csv")
-        ours_s = time.perf_counter() - started
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        with PeakRss() as peak:
+            started = time.perf_counter()
+            record = fetch(f"{folder}/ours.out")
+            ours_s = time.perf_counter() - started
     return {
+        "kind": kind,
         "bytes": size,
         "baseline": baseline,
         "curl_mib_s": round(size / curl_s / 2**20, 1),
         "ours_mib_s": round(record["bytes"] / ours_s / 2**20, 1),
         "throughput_ratio_vs_curl": round(curl_s / ours_s, 2),
-        "rss_growth_mib": round(max(0, peak - before) / 2**20, 1),
+        "rss_growth_mib": round(max(0, peak.value - before) / 2**20, 1),
         "target": ">= 0.9x curl; RSS growth <= 50 MiB",
     }
 
@@ -404,18 +460,44 @@ print(time.perf_counter() - t, rss() - m)
 """
 
 
-def import_cost(repeats: int) -> list[dict[str, Any]]:
+#: The dbt-cloud provider, the import baseline: installed by the full run into benchmarks/.deps
+#: only (never into the test environments), without its dependencies (Airflow's environment has
+#: what it imports).
+DBT_CLOUD = "apache-airflow-providers-dbt-cloud==4.11.1"
+BENCHMARK_DEPS = ROOT / "benchmarks" / ".deps"
+
+
+def install_baseline() -> None:
+    if (BENCHMARK_DEPS / "airflow" / "providers" / "dbt").exists():
+        return
+    uv = Path(sys.executable).parent / "uv"
+    subprocess.run(
+        [str(uv), "pip", "install", "--quiet", "--target", str(BENCHMARK_DEPS), "--no-deps", DBT_CLOUD],
+        capture_output=True,
+        check=False,  # without it, the row says the baseline is not installed
+    )
+
+
+def import_cost(repeats: int, install: bool) -> list[dict[str, Any]]:
+    if install:
+        install_baseline()
+    # airflow.providers is a namespace package: a folder on PYTHONPATH adds the dbt provider.
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCHMARK_DEPS), os.environ.get("PYTHONPATH")])),
+    }
     rows: list[dict[str, Any]] = []
     for name, imports in IMPORTS.items():
         samples = []
-        for _ in range(repeats):
+        for _ in range(repeats + 1):  # the first run compiles bytecode: not counted
             done = subprocess.run(
-                [sys.executable, "-c", PROBE.format(imports=imports)], capture_output=True, text=True
+                [sys.executable, "-c", PROBE.format(imports=imports)], capture_output=True, text=True, env=env
             )
             if done.returncode:
                 break
             seconds, grown = done.stdout.split()
             samples.append((float(seconds), int(grown)))
+        samples = samples[1:]
         if not samples:
             rows.append({"import": name, "ms": None, "note": "not installed in this environment"})
             continue
@@ -439,9 +521,9 @@ def child(section: str, args: argparse.Namespace) -> Any:
     if section == "fairness":
         return rate_limit_fairness(args.fair_waits, *((4.0, 6.0) if args.quick else (10.0, 20.0)))
     if section == "download":
-        return download(args.download_mib)
+        return download(args.download_mib, args.download_large_mib)
     if section == "imports":
-        return import_cost(3 if args.quick else 10)
+        return import_cost(3 if args.quick else 10, install=not args.quick)
     raise ValueError(section)
 
 
@@ -453,12 +535,16 @@ def main() -> int:
         "--fair-waits", type=int, default=None, help="waits on one account for benchmark 3 (200)"
     )
     parser.add_argument("--download-mib", type=int, default=None, help="result size for benchmark 4 (100)")
+    parser.add_argument(
+        "--download-large-mib", type=int, default=None, help="also a CSV of this size for benchmark 4 (1024)"
+    )
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
     parser.add_argument("--section", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.waits = args.waits or (30 if args.quick else 1000)
     args.fair_waits = args.fair_waits or (10 if args.quick else 200)
     args.download_mib = args.download_mib or (2 if args.quick else 100)
+    args.download_large_mib = args.download_large_mib or (0 if args.quick else 1024)
     if args.section:
         print(json.dumps(child(args.section, args)))
         return 0
@@ -472,6 +558,8 @@ def main() -> int:
             str(args.fair_waits),
             "--download-mib",
             str(args.download_mib),
+            "--download-large-mib",
+            str(args.download_large_mib),
         ]
         command = [
             sys.executable,

@@ -25,5 +25,8 @@ def test_every_benchmark_runs_and_reports_its_baseline(tmp_path: Path) -> None:
     assert scale["bare_get_cpu_ms"] > 0 and "cpu_ratio_vs_bare" in scale
     assert [row["duration_s"] for row in results["economy"]] == [10.0, 300.0, 3600.0]
     assert results["fairness"]["http_429"] >= 0 and results["fairness"]["waits_on_one_account"] == 10
-    assert results["download"]["bytes"] > 1_000_000 and results["download"]["throughput_ratio_vs_curl"] > 0
+    assert [row["kind"] for row in results["download"]] == ["csv", "csv, gzip-encoded", "jsonl"]
+    assert all(
+        row["bytes"] > 1_000_000 and row["throughput_ratio_vs_curl"] > 0 for row in results["download"]
+    )
     assert results["imports"][0]["ms"] is not None
