@@ -1,10 +1,11 @@
 """Benchmarks: triggerer scale, polling economy, rate-limit fairness, result download, import cost.
 
-``python benchmarks/run.py [--quick] [--waits N] [--download-mib M] [--json PATH]`` (``benchmarks/run``
-wraps it). Every figure is reported beside a baseline measured in the same run, as a ratio:
-the machines are shared and noisy, absolute numbers are not comparable between runs. Each
-measurement runs in a fresh subprocess (clean RSS), against the emulators running in their own
-process (their CPU stays out of the figures). Targets are printed, never asserted.
+``python benchmarks/run.py [--quick] [--waits N] [--fair-waits N] [--download-mib M]
+[--download-large-mib M] [--json PATH]`` (``benchmarks/run`` wraps it). Every figure is reported
+beside a baseline measured in the same run, as a ratio: the machines are shared and noisy,
+absolute numbers are not comparable between runs. Each measurement runs in a fresh subprocess
+(clean RSS), against the emulators running in their own process (their CPU stays out of the
+figures). Targets are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -541,10 +542,14 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
     parser.add_argument("--section", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    args.waits = args.waits or (30 if args.quick else 1000)
-    args.fair_waits = args.fair_waits or (10 if args.quick else 200)
-    args.download_mib = args.download_mib or (2 if args.quick else 100)
-    args.download_large_mib = args.download_large_mib or (0 if args.quick else 1024)
+
+    def default(value: int | None, quick: int, full: int) -> int:
+        return (quick if args.quick else full) if value is None else value
+
+    args.waits = default(args.waits, 30, 1000)
+    args.fair_waits = default(args.fair_waits, 10, 200)
+    args.download_mib = default(args.download_mib, 2, 100)
+    args.download_large_mib = default(args.download_large_mib, 0, 1024)
     if args.section:
         print(json.dumps(child(args.section, args)))
         return 0

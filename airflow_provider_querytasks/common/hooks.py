@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from airflow_provider_querytasks.common.auth import TokenSource
@@ -25,6 +27,11 @@ from airflow_provider_querytasks.compat import (
 from airflow_provider_querytasks.connection_forms import ConnectionForm
 
 ApiT = TypeVar("ApiT", bound=PlatformApi)
+
+
+#: Seconds a connection read by a trigger serves the other triggers of the process.
+SHARED_SETTINGS_TTL = 60.0
+_SHARED_SETTINGS: dict[tuple[type, str], tuple[Any, str | None, float]] = {}
 
 
 class QueryTaskHook(BaseHook, Generic[ApiT]):
@@ -164,10 +171,23 @@ class QueryTaskHook(BaseHook, Generic[ApiT]):
         return self._settings
 
     async def aget_settings(self) -> Any:
-        """The validated connection settings, read without blocking the event loop."""
+        """The validated connection settings, read without blocking the event loop.
+
+        Shared by the hooks of one process for a minute (keyed by the hook class, the conn id and
+        its ``AIRFLOW_CONN_*`` value when there is one): a triggerer restart brings back thousands
+        of triggers on a few connections, and each lookup is a round trip to the supervisor (or
+        the secrets backend) plus a secrets-masker update.
+        """
         if self._settings is None:
-            conn = await get_async_connection(self.conn_id)
-            self._settings = self._read(conn, await get_async_extra_dejson(conn))
+            key = (type(self), self.conn_id)
+            env_value = os.environ.get(f"AIRFLOW_CONN_{self.conn_id.upper()}")
+            shared = _SHARED_SETTINGS.get(key)
+            if shared and shared[1] == env_value and time.monotonic() - shared[2] < SHARED_SETTINGS_TTL:
+                self._settings = shared[0]
+            else:
+                conn = await get_async_connection(self.conn_id)
+                self._settings = self._read(conn, await get_async_extra_dejson(conn))
+                _SHARED_SETTINGS[key] = (self._settings, env_value, time.monotonic())
         return self._settings
 
     # -- clients ------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import pytest
 
@@ -174,3 +175,33 @@ def test_secrets_are_masked_and_never_logged(
     assert token not in caplog.text
     # Registered with Airflow's masker as soon as read: any log line would show *** instead.
     assert redact(f"secret s3cr3t-client-secret token {token}") == "secret *** token ***"
+
+
+def test_triggers_of_a_process_share_a_connection_read(
+    emulator: FakeEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_querytasks.common import hooks as hooks_module
+
+    reads: list[str] = []
+    original = hooks_module.get_async_connection
+
+    async def counted(conn_id: str) -> Any:
+        reads.append(conn_id)
+        return await original(conn_id)
+
+    monkeypatch.setattr(hooks_module, "get_async_connection", counted)
+    monkeypatch.setattr(hooks_module, "_SHARED_SETTINGS", {})
+
+    async def settings_of_fresh_hooks(count: int) -> list[Any]:
+        return [await FakeHook().aget_settings() for _ in range(count)]
+
+    first = asyncio.run(settings_of_fresh_hooks(3))
+    assert reads == ["fake_default"] and first[0] is first[2]
+    # A changed AIRFLOW_CONN_* value is read again at once; so is any connection after the TTL.
+    conn = emulator.connection()
+    conn["extra"] = {**conn.get("extra", {}), "note": "rotated"}
+    use_connection(monkeypatch, conn)
+    asyncio.run(settings_of_fresh_hooks(1))
+    monkeypatch.setattr(hooks_module, "SHARED_SETTINGS_TTL", 0.0)
+    asyncio.run(settings_of_fresh_hooks(1))
+    assert reads == ["fake_default"] * 3
