@@ -243,7 +243,7 @@ async def _triggerer_scale(state: dict[str, Any], per_platform: int) -> dict[str
 
 
 # -- 2. polling economy ------------------------------------------------------------------------
-def polling_economy() -> list[dict[str, Any]]:
+def polling_economy(samples: int) -> list[dict[str, Any]]:
     """Calls and lateness of the default schedule (``poll_interval`` 60 s) vs a fixed 60 s poll,
     and of a Data Kiosk wait on SQS notifications (safety-net polls, 15 min at most)."""
     from airflow_provider_querytasks.common.wait import PollSchedule
@@ -256,7 +256,7 @@ def polling_economy() -> list[dict[str, Any]]:
             calls += 1
         return calls, t - duration
 
-    notified_late = notification_latency()
+    notified_late = notification_latency(samples)
     rows = []
     for duration in (10.0, 300.0, 3600.0):
         calls, late = polls_until(PollSchedule.from_poll_interval(60.0), duration)
@@ -281,9 +281,9 @@ def polling_economy() -> list[dict[str, Any]]:
     return rows
 
 
-def notification_latency() -> float:
+def notification_latency(samples: int) -> float:
     """Seconds from a Data Kiosk query's end to its notified trigger's event, against the emulator
-    (SQS long polling), median of 5 waits."""
+    (SQS long polling), median of ``samples`` waits."""
     from airflow_provider_querytasks.common.notifications import NotificationSource
     from airflow_provider_querytasks.common.transport import close_shared_client_session
     from airflow_provider_querytasks.common.wait import PollSchedule
@@ -311,7 +311,7 @@ def notification_latency() -> float:
 
         async def measure() -> list[float]:
             try:
-                return [await one() for _ in range(5)]
+                return [await one() for _ in range(samples)]
             finally:
                 await close_shared_client_session()
 
@@ -370,11 +370,16 @@ async def _fairness(state: dict[str, Any], waits: int, low: float, high: float) 
 CSV_LINE, JSONL_RECORD = 96, 214
 
 
-def download(mib: int, large_mib: int | None) -> list[dict[str, Any]]:
-    """Our fetch vs ``curl`` of the same URL: CSV, gzip-encoded CSV, JSONL (and a large CSV)."""
-    rows = [download_one("csv", mib), download_one("csv, gzip-encoded", mib), download_one("jsonl", mib)]
+DOWNLOAD_KINDS = ("csv", "csv, gzip-encoded", "jsonl")
+
+
+def download(
+    mib: int, large_mib: int | None, large_kinds: tuple[str, ...] = ("csv",)
+) -> list[dict[str, Any]]:
+    """Our fetch vs ``curl`` of the same URL: CSV, gzip-encoded CSV, JSONL (and large ones)."""
+    rows = [download_one(kind, mib) for kind in DOWNLOAD_KINDS if mib]
     if large_mib:
-        rows.append(download_one("csv", large_mib))
+        rows.extend(download_one(kind, large_mib) for kind in large_kinds)
     return rows
 
 
@@ -518,13 +523,14 @@ def child(section: str, args: argparse.Namespace) -> Any:
     if section == "scale":
         return triggerer_scale(args.waits, *((4.0, 8.0) if args.quick else (15.0, 60.0)))
     if section == "economy":
-        return polling_economy()
+        return polling_economy(1 if args.quick else 5)
     if section == "fairness":
         return rate_limit_fairness(args.fair_waits, *((4.0, 6.0) if args.quick else (10.0, 20.0)))
     if section == "download":
-        return download(args.download_mib, args.download_large_mib)
+        large_kinds = DOWNLOAD_KINDS if args.download_large_all else ("csv",)
+        return download(args.download_mib, args.download_large_mib, large_kinds)
     if section == "imports":
-        return import_cost(3 if args.quick else 10, install=not args.quick)
+        return import_cost(1 if args.quick else 10, install=not args.quick)
     raise ValueError(section)
 
 
@@ -538,6 +544,11 @@ def main() -> int:
     parser.add_argument("--download-mib", type=int, default=None, help="result size for benchmark 4 (100)")
     parser.add_argument(
         "--download-large-mib", type=int, default=None, help="also a CSV of this size for benchmark 4 (1024)"
+    )
+    parser.add_argument(
+        "--download-large-all",
+        action="store_true",
+        help="the large size in every format, not only CSV (the emulator builds gzip and JSONL in memory)",
     )
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
     parser.add_argument("--section", help=argparse.SUPPRESS)
@@ -565,6 +576,7 @@ def main() -> int:
             str(args.download_mib),
             "--download-large-mib",
             str(args.download_large_mib),
+            *(["--download-large-all"] if args.download_large_all else []),
         ]
         command = [
             sys.executable,
