@@ -134,7 +134,9 @@ class E2E:
         self.emulators = {
             # Queries run for 12 s: long enough that every wait really is deferred (a deferral
             # resumed within a scheduler loop can race the executor's report of the first part).
-            "shoplazza": ShoplazzaEmulator(duration=12.0, **secrets["shoplazza"]).start(),
+            # Shoplazza's run 20 s: its sensor starts only after the submitting task has ended,
+            # and on a loaded machine 12 s were gone by its first poke (nothing left to defer).
+            "shoplazza": ShoplazzaEmulator(duration=20.0, **secrets["shoplazza"]).start(),
             "data_kiosk": DataKioskEmulator(duration=12.0, **secrets["data_kiosk"]).start(),
             "adobe": AdobeQueryServiceEmulator(duration=12.0, **secrets["adobe"]).start(),
         }
