@@ -9,7 +9,7 @@ from functools import cached_property
 from typing import Any, ClassVar, Generic, cast
 
 from airflow_provider_querytasks.common.hooks import QueryTaskHook
-from airflow_provider_querytasks.common.notifications import NotificationSource, wait_for_notification
+from airflow_provider_querytasks.common.notifications import NotificationSource, notification_listener
 from airflow_provider_querytasks.common.operators import HookT, default_deferrable
 from airflow_provider_querytasks.common.protocol import required_id
 from airflow_provider_querytasks.common.triggers import (
@@ -82,12 +82,9 @@ class QueryTaskSensor(BaseSensorOperator, Generic[HookT]):
 
     def poke(self, context: Context) -> PokeReturnValue | bool:
         query_id = self._query_id()
-        source = self.notification_source()
-        decoder = self.hook.notification_decoder()
-        notified = None
-        if source is not None and decoder is not None:
-            # One short look at the queue; the status call stays the authority when it is empty.
-            notified = wait_for_notification(source, decoder, query_id, 0)
+        listen = notification_listener(self.hook.notification_decoder(), self.notification_source(), query_id)
+        # One short look at the queue; the status call stays the authority when it is empty.
+        notified = listen(0) if listen is not None else None
         snapshot = notified or self.hook.get_status(query_id)
         self.log.info(
             "%s: %s (%s)", self.hook.describe_query(query_id), snapshot.state.value, snapshot.remote_status
