@@ -108,10 +108,7 @@ class QueryTaskTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        # Spread the first calls of triggers that start together (a triggerer restart brings
-        # back every deferred task at once): up to a second, never beyond the first interval.
         schedule = PollSchedule.from_dict(self.poll_schedule)
-        await asyncio.sleep(random.uniform(0, min(1.0, schedule.initial)))  # noqa: S311 - not crypto
         hook = self.hook()
         describe = hook.describe_query(self.query_id)
         loop = WaitLoop(
@@ -122,6 +119,10 @@ class QueryTaskTrigger(BaseTrigger):
             logger=self.log,
         )
         try:
+            # Spread the first calls of triggers that start together (a triggerer restart brings
+            # back every deferred task at once): up to a second, never beyond the first interval.
+            # Inside the try: a kill during this sleep still cancels the query (before 3.3).
+            await asyncio.sleep(random.uniform(0, min(1.0, schedule.initial)))  # noqa: S311 - not crypto
             async with AsyncExitStack() as stack:
                 await stack.enter_async_context(shared_session_lease())
                 listen = None
