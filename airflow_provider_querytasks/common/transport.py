@@ -115,7 +115,7 @@ class RetryPolicy:
         return {
             "stop": stop_after_attempt(self.attempts),
             "wait": self._wait,
-            "retry": retry_if_exception(lambda exc: bool(getattr(exc, "retryable", False))),
+            "retry": retry_if_exception(is_retryable),
             "before_sleep": before_sleep,
             "reraise": True,
         }
@@ -124,6 +124,11 @@ class RetryPolicy:
 def _retryable(error: QueryTaskError) -> QueryTaskError:
     error.retryable = True  # type: ignore[attr-defined]
     return error
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether the transport marked ``error`` as worth another attempt."""
+    return bool(getattr(error, "retryable", False))
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
@@ -149,12 +154,15 @@ class _CallPolicy:
         # Computed once per client, not per call (a busy triggerer makes thousands of calls).
         self.retry_kwargs = retry.tenacity_kwargs(api.platform)
         self.api_origin = _origin(api.base_url)
+        # A URL under this prefix has the API's origin without parsing it (the usual case).
+        base = urlsplit(api.base_url)
+        self.api_prefix = f"{base.scheme}://{base.netloc}/"
 
     def url_and_headers(self, request: ApiRequest, token: AccessToken | None) -> tuple[str, dict[str, str]]:
         url = self.api.url(request)
         headers = {"User-Agent": USER_AGENT, **request.headers}
         if request.authenticated:
-            if _origin(url) != self.api_origin:
+            if not url.startswith(self.api_prefix) and _origin(url) != self.api_origin:
                 # Credentials go to the API's own host only (never to a result or redirect host).
                 raise QueryTaskError(
                     f"Refusing to send {self.api.platform} credentials to {_origin(url)[1]!r}: "
@@ -293,8 +301,17 @@ class SyncApiClient:
 
     def call(self, request: ApiRequest) -> ApiResponse:
         """Send ``request`` with rate limiting, auth, token refresh and retries."""
+        try:
+            return self._attempt(request)
+        except Exception as error:
+            if not is_retryable(error):
+                raise
+            first_failure = error
+        # Only retries go through tenacity (why: AsyncApiClient.call).
         for attempt in Retrying(**self.policy.retry_kwargs):
             with attempt:
+                if attempt.retry_state.attempt_number == 1:
+                    raise first_failure
                 return self._attempt(request)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -370,7 +387,10 @@ def shared_client_session() -> aiohttp.ClientSession:
     session = _SESSIONS.get(loop)
     if session is None or session.closed:
         connector = aiohttp.TCPConnector(limit=200, ttl_dns_cache=300, enable_cleanup_closed=True)
-        session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
+        # No cookie jar: API calls need none, and one session serves every account's triggers.
+        session = aiohttp.ClientSession(
+            connector=connector, cookie_jar=aiohttp.DummyCookieJar(), raise_for_status=False
+        )
         _SESSIONS[loop] = session
     return session
 
@@ -428,8 +448,19 @@ class AsyncApiClient:
 
     async def call(self, request: ApiRequest) -> ApiResponse:
         """Send ``request`` with rate limiting, auth, token refresh and retries."""
+        # The first attempt goes without tenacity, whose set-up per call was a fifth of a
+        # triggerer's CPU per status poll; a retryable failure is replayed to tenacity as its
+        # attempt 1, so that stops, backoff (Retry-After) and logs count it as before.
+        try:
+            return await self._attempt(request)
+        except Exception as error:
+            if not is_retryable(error):
+                raise
+            first_failure = error
         async for attempt in AsyncRetrying(**self.policy.retry_kwargs):
             with attempt:
+                if attempt.retry_state.attempt_number == 1:
+                    raise first_failure
                 return await self._attempt(request)
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -120,9 +120,10 @@ class QueryTaskTrigger(BaseTrigger):
         )
         try:
             # Spread the first calls of triggers that start together (a triggerer restart brings
-            # back every deferred task at once): up to a second, never beyond the first interval.
+            # back every deferred task at once) over the first interval, 5 s at most: a thousand
+            # waits then poll out of step, instead of a thousand polls in one loop iteration.
             # Inside the try: a kill during this sleep still cancels the query (before 3.3).
-            await asyncio.sleep(random.uniform(0, min(1.0, schedule.initial)))  # noqa: S311 - not crypto
+            await asyncio.sleep(random.uniform(0, min(5.0, schedule.initial)))  # noqa: S311 - not crypto
             async with AsyncExitStack() as stack:
                 await stack.enter_async_context(shared_session_lease())
                 listen = None

@@ -99,6 +99,37 @@ def test_retries_stop_at_the_cap(emulator: FakeEmulator) -> None:
     assert len(emulator.requests_to("api", "GET", f"/queries/{query_id}$")) == 3
 
 
+def test_async_retries_count_the_first_attempt_and_honour_retry_after(
+    emulator: FakeEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The first attempt runs outside tenacity: its failure must still count, wait and log.
+    hook = FakeHook(retry=RetryPolicy(attempts=3, initial=0.01, maximum=1.0, jitter=0))
+    query_id = hook.create_query("select 1")
+    emulator.inject(
+        action="status",
+        site="api",
+        method="GET",
+        times=None,
+        status=429,
+        body={"message": "x"},
+        headers={"Retry-After": "0.15"},
+    )
+
+    async def poll() -> None:
+        try:
+            await hook.aget_status(query_id)
+        finally:
+            await close_shared_client_session()
+
+    with caplog.at_level(logging.WARNING), pytest.raises(RateLimitedError):
+        asyncio.run(poll())
+    gets = emulator.requests_to("api", "GET", f"/queries/{query_id}$")
+    assert [r.status for r in gets] == [429, 429, 429]
+    assert gets[1].at - gets[0].at >= 0.12
+    retries = [m.split("; ")[-1] for m in caplog.messages if "HTTP 429" in m]
+    assert retries == ["retry 1/2 in 0.1 s", "retry 2/2 in 0.1 s"]
+
+
 def test_client_errors_are_not_retried_and_carry_the_platform_text(
     emulator: FakeEmulator, hook: FakeHook
 ) -> None:
