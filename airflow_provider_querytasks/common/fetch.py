@@ -18,7 +18,9 @@ import logging
 import os
 import uuid
 import zlib
+from collections import deque
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
@@ -42,6 +44,8 @@ log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
+#: Pieces handed to the writing thread and not yet written (memory: this many CHUNK_SIZEs).
+MAX_PENDING_WRITES = 4
 
 Destination = str | os.PathLike[str] | ObjectStoragePath
 
@@ -144,12 +148,20 @@ class _Target:
 
 
 class _Digest:
-    """Hash, size and line count of the bytes written, with gzip decoding on the way."""
+    """Hash, size and line count of the bytes written, with gzip decoding on the way.
+
+    Writing, hashing and counting run on a second thread, while the caller's thread reads (and
+    inflates) the next piece: hashlib, zlib and file writes release the GIL, so a download uses
+    two cores. At most :data:`MAX_PENDING_WRITES` pieces wait; :meth:`drain` waits for them all.
+    """
 
     def __init__(self) -> None:
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="querytasks-fetch")
+        self._pending: deque[Future[None]] = deque()
         self.reset()
 
     def reset(self) -> None:
+        self.drain()
         self.sha = hashlib.sha256()
         self.size = 0
         self.lines = 0
@@ -172,12 +184,32 @@ class _Digest:
     def finish(self, out: IO[bytes]) -> None:
         if self.inflater is not None:
             self._emit(out, self.inflater.flush())
-            if not self.inflater.eof:
-                raise ApiError("The gzip result ended early: the download is incomplete")
+        self.drain()
+        if self.inflater is not None and not self.inflater.eof:
+            raise ApiError("The gzip result ended early: the download is incomplete")
+
+    def drain(self) -> None:
+        """Wait until every piece is written; raise the first error a write met."""
+        error: BaseException | None = None
+        while self._pending:
+            try:
+                self._pending.popleft().result()
+            except BaseException as exc:  # the later writes are waited for all the same
+                error = error or exc
+        if error is not None:
+            raise error
+
+    def close(self) -> None:
+        self._writer.shutdown(wait=True, cancel_futures=True)
 
     def _emit(self, out: IO[bytes], data: bytes) -> None:
         if not data:
             return
+        self._pending.append(self._writer.submit(self._write, out, data))
+        if len(self._pending) > MAX_PENDING_WRITES:
+            self._pending.popleft().result()
+
+    def _write(self, out: IO[bytes], data: bytes) -> None:
         out.write(data)
         self.sha.update(data)
         self.size += len(data)
@@ -235,7 +267,11 @@ class _Download:
                 out.truncate()
                 digest.reset()
                 self.offset = 0
-            self._read_body(response, out, digest)
+            try:
+                self._read_body(response, out, digest)
+            finally:
+                # A resume asks for the bytes after those written: every piece must be on disk.
+                digest.drain()
 
     def _read_body(self, response: requests.Response, out: IO[bytes], digest: _Digest) -> None:
         import requests
@@ -325,9 +361,11 @@ def fetch_url(
             digest.finish(out)
         target.commit()
     except BaseException:
+        digest.close()  # no write may still be running when the temporary file goes
         target.discard()
         raise
     finally:
+        digest.close()
         if owns_session:
             http.close()
     record = FetchRecord(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import importlib
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_querytasks.common import fetch
 from airflow_provider_querytasks.common.errors import ApiError, InvalidInputError, ServerError
 from airflow_provider_querytasks.common.fetch import destination_for, fetch_url
 from airflow_provider_querytasks.common.transport import RetryPolicy, close_shared_client_session
@@ -188,6 +190,28 @@ def test_url_that_stays_expired_fails_clearly(emulator: FakeEmulator, tmp_path: 
     url = emulator.storage.presign("r.csv", ttl=-10)
     with pytest.raises(ApiError, match="(?s)HTTP 403.*expired"):
         fetch_url(lambda: url, tmp_path / "r.csv", retry=FAST_RETRY)
+    assert leftovers(tmp_path) == []
+
+
+def test_a_failed_write_fails_the_fetch_and_leaves_nothing(
+    emulator: FakeEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Writes run on the fetch's second thread: their error must still reach the caller.
+    emulator.storage.put("r.csv", ROWS)
+    opened = fetch._Target.open
+
+    def open_a_full_disk(target: Any) -> Any:
+        handle: Any = opened(target)
+
+        def write(data: bytes) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        handle.write = write
+        return handle
+
+    monkeypatch.setattr(fetch._Target, "open", open_a_full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        fetch_url(emulator.storage.presign("r.csv"), tmp_path / "r.csv", retry=FAST_RETRY)
     assert leftovers(tmp_path) == []
 
 
