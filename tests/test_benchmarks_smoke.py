@@ -20,7 +20,7 @@ def test_every_benchmark_runs_and_reports_its_baseline(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(out.read_text())
-    scale = results["scale"]
+    [scale] = results["scale"]
     assert scale["succeeded"] == scale["waits"] and scale["polls"] >= scale["waits"]
     assert scale["bare_get_cpu_ms"] > 0 and "cpu_ratio_vs_bare" in scale
     assert [row["duration_s"] for row in results["economy"]] == [10.0, 300.0, 3600.0]
