@@ -205,6 +205,10 @@ class _Digest:
     def _emit(self, out: IO[bytes], data: bytes) -> None:
         if not data:
             return
+        # Counting holds the GIL, hashing and writing do not: they go to the other thread.
+        self.size += len(data)
+        self.lines += data.count(b"\n")
+        self.last = data[-1:]
         self._pending.append(self._writer.submit(self._write, out, data))
         if len(self._pending) > MAX_PENDING_WRITES:
             self._pending.popleft().result()
@@ -212,9 +216,6 @@ class _Digest:
     def _write(self, out: IO[bytes], data: bytes) -> None:
         out.write(data)
         self.sha.update(data)
-        self.size += len(data)
-        self.lines += data.count(b"\n")
-        self.last = data[-1:]
 
     @property
     def line_count(self) -> int:
