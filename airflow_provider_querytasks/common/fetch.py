@@ -150,9 +150,9 @@ class _Target:
 class _Digest:
     """Hash, size and line count of the bytes written, with gzip decoding on the way.
 
-    Writing, hashing and counting run on a second thread, while the caller's thread reads (and
-    inflates) the next piece: hashlib, zlib and file writes release the GIL, so a download uses
-    two cores. At most :data:`MAX_PENDING_WRITES` pieces wait; :meth:`drain` waits for them all.
+    Writing and hashing run on a second thread, while the caller's thread reads, inflates and
+    counts the next piece: hashlib, zlib and file writes release the GIL, so a download uses two
+    cores. At most :data:`MAX_PENDING_WRITES` pieces wait; :meth:`drain` waits for them all.
     """
 
     def __init__(self) -> None:
