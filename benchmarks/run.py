@@ -222,7 +222,7 @@ async def _triggerer_scale(
         async with limit, session.get(url + query_id, headers=headers) as answer:
             await answer.read()
 
-    async def bare() -> float:
+    async def burst() -> float:
         before = cpu()
         async with aiohttp.ClientSession() as session:
             await asyncio.gather(*(get(session, query_ids[i % len(query_ids)]) for i in range(total)))
@@ -257,7 +257,7 @@ async def _triggerer_scale(
             await asyncio.gather(*(replay(i, o) for i, o in enumerate(offsets)))
         return cpu() - before
 
-    burst_cpu = await bare()
+    burst_cpu = await burst()
     fresh_cpu = await session_per_poll()
     paced_cpu = await paced()
     per_poll, per_get, per_fresh = trigger_cpu / total, paced_cpu / total, fresh_cpu / total

@@ -119,11 +119,6 @@ class QueryTaskTrigger(BaseTrigger):
             logger=self.log,
         )
         try:
-            # Spread the first calls of triggers that start together (a triggerer restart brings
-            # back every deferred task at once) over the first interval, 5 s at most: a thousand
-            # waits then poll out of step, instead of a thousand polls in one loop iteration.
-            # Inside the try: a kill during this sleep still cancels the query (before 3.3).
-            await asyncio.sleep(random.uniform(0, min(5.0, schedule.initial)))  # noqa: S311 - not crypto
             async with AsyncExitStack() as stack:
                 await stack.enter_async_context(shared_session_lease())
                 listen = None
@@ -132,6 +127,14 @@ class QueryTaskTrigger(BaseTrigger):
                     source = NotificationSource.from_dict(self.notifications)
                     subscription = await stack.enter_async_context(subscribe(source, decoder, self.query_id))
                     listen = subscription.wait
+                else:
+                    # Spread the first polls of triggers that start together (a triggerer restart
+                    # brings back every deferred task at once) over the first interval, 5 s at
+                    # most: a thousand waits then poll out of step, not in one loop iteration.
+                    # (A notified wait listens at once: that costs no call, and a wait not yet
+                    # subscribed would leave its notification hidden on the queue for a while.)
+                    # Inside the try: a kill during this sleep still cancels the query (< 3.3).
+                    await asyncio.sleep(random.uniform(0, min(5.0, schedule.initial)))  # noqa: S311
                 snapshot = await loop.run_async(lambda: hook.aget_status(self.query_id), listen)
         except QueryTimeoutError as exc:
             yield self._event("timeout", str(exc))
