@@ -355,18 +355,19 @@ def fetch_url(
     try:
         download = _Download(provider, headers, decompress, timeout, http, url_refreshes)
         with target.open() as out:
-            policy = retry or RetryPolicy()
-            for attempt in Retrying(**policy.tenacity_kwargs("fetch")):
-                with attempt:
-                    download.run(out, digest)
-            digest.finish(out)
+            try:
+                policy = retry or RetryPolicy()
+                for attempt in Retrying(**policy.tenacity_kwargs("fetch")):
+                    with attempt:
+                        download.run(out, digest)
+                digest.finish(out)
+            finally:
+                digest.close()  # no write may still run once the file is closed (or removed)
         target.commit()
     except BaseException:
-        digest.close()  # no write may still be running when the temporary file goes
         target.discard()
         raise
     finally:
-        digest.close()
         if owns_session:
             http.close()
     record = FetchRecord(
