@@ -12,6 +12,7 @@ import ipaddress
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -60,6 +61,8 @@ class ApiRequest:
 
     def query_items(self) -> list[tuple[str, str]]:
         """Query parameters as (name, value) pairs; lists repeat the name, booleans are lowercase."""
+        if not self.params:  # most calls (status polls) have none
+            return []
         items = self.params.items() if isinstance(self.params, Mapping) else (self.params or [])
         pairs: list[tuple[str, str]] = []
         for name, value in items:
@@ -81,11 +84,11 @@ class ApiResponse:
 
     def header(self, name: str) -> str | None:
         """A header value, case-insensitively."""
-        lower = name.lower()
-        for key, value in self.headers.items():
-            if key.lower() == lower:
-                return value
-        return None
+        return self._lowercase_headers.get(name.lower())
+
+    @cached_property
+    def _lowercase_headers(self) -> dict[str, str]:
+        return {key.lower(): value for key, value in self.headers.items()}
 
     def json(self) -> Any:
         """The body parsed as JSON; ``None`` for an empty body.

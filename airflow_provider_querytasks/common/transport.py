@@ -219,11 +219,13 @@ class _CallPolicy:
         raise error
 
     def _log_answer(self, request: ApiRequest, response: ApiResponse) -> None:
+        level = logging.INFO if response.status == 429 else logging.DEBUG
+        if not log.isEnabledFor(level):  # the usual case for a poll: skip building the line
+            return
         request_id = response.header(self.api.request_id_header)
         extra = "".join(
             f" {name}={value}" for name in self.api.logged_headers if (value := response.header(name))
         )
-        level = logging.INFO if response.status == 429 else logging.DEBUG
         log.log(
             level,
             "%s %s -> %s request_id=%s%s",
@@ -501,13 +503,17 @@ class AsyncApiClient:
                 timeout=self.timeout,
                 allow_redirects=False,
             ) as raw:
-                parts, size = [], 0
-                async for chunk in raw.content.iter_chunked(CHUNK):
-                    parts.append(chunk)
-                    size += len(chunk)
-                    if size > MAX_API_BODY:
-                        break
-                body = b"".join(parts)
+                length = raw.content_length
+                if length is not None and length <= MAX_API_BODY and "Content-Encoding" not in raw.headers:
+                    body = await raw.read()  # the usual answer: small, of a declared length
+                else:
+                    parts, size = [], 0
+                    async for chunk in raw.content.iter_chunked(CHUNK):
+                        parts.append(chunk)
+                        size += len(chunk)
+                        if size > MAX_API_BODY:
+                            break
+                    body = b"".join(parts)
                 return self.policy.response(request, raw.status, dict(raw.headers), body, str(raw.url))
         except aiohttp.ClientConnectorError as exc:
             raise self.policy.connection_error(request, exc, never_sent=True) from None
