@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import importlib
 import json
 import logging
@@ -85,18 +86,36 @@ def set_connection(conn_id: str, conn: dict[str, Any]) -> None:
 
 
 class LoopWatch:
-    """Worst event-loop lag and peak RSS while the loop runs."""
+    """Worst event-loop lag and peak RSS while the loop runs, and the cyclic GC's full
+    collections meanwhile (each one stops the loop for as long as it takes)."""
 
     def __init__(self) -> None:
         self.worst_lag = 0.0
         self.peak_rss = rss()
+        self.full_collections = 0
+        self.worst_full_collection = 0.0
+        self._collection_started = 0.0
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self._collection_started = time.perf_counter()
+        else:
+            self.full_collections += 1
+            pause = time.perf_counter() - self._collection_started
+            self.worst_full_collection = max(self.worst_full_collection, pause)
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            before = time.perf_counter()
-            await asyncio.sleep(0.05)
-            self.worst_lag = max(self.worst_lag, time.perf_counter() - before - 0.05)
-            self.peak_rss = max(self.peak_rss, rss())
+        gc.callbacks.append(self._on_gc)
+        try:
+            while not stop.is_set():
+                before = time.perf_counter()
+                await asyncio.sleep(0.05)
+                self.worst_lag = max(self.worst_lag, time.perf_counter() - before - 0.05)
+                self.peak_rss = max(self.peak_rss, rss())
+        finally:
+            gc.callbacks.remove(self._on_gc)
 
 
 class PeakRss:
@@ -282,6 +301,8 @@ async def _triggerer_scale(
         "session_per_poll_ratio_vs_bare": round(per_fresh / per_get, 2),
         "kib_per_wait": round((watch.peak_rss - base_rss) / 1024 / len(triggers), 1),
         "worst_loop_lag_ms": round(watch.worst_lag * 1000, 1),
+        "full_gc_collections": watch.full_collections,
+        "worst_full_gc_ms": round(watch.worst_full_collection * 1000, 1),
         "connections": len({t.conn_id for t in triggers}),
         "connections_first_sight_cpu_s": round(first_sight_cpu, 2),
         "targets": "5000 waits; cpu ratio <= 1.5; <= 20 KiB/wait; lag < 100 ms",

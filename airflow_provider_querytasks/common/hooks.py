@@ -32,6 +32,9 @@ ApiT = TypeVar("ApiT", bound=PlatformApi)
 #: Seconds a connection read by a trigger serves the other triggers of the process.
 SHARED_SETTINGS_TTL = 60.0
 _SHARED_SETTINGS: dict[tuple[type, str], tuple[Any, str | None, float]] = {}
+#: The async client built from those shared settings, reused by every hook of the same class,
+#: connection, retry policy and timeout (a triggerer holding 5,000 waits builds a few, not 5,000).
+_SHARED_ASYNC_CLIENTS: dict[tuple[Any, ...], tuple[Any, AsyncApiClient]] = {}
 
 
 class QueryTaskHook(BaseHook, Generic[ApiT]):
@@ -209,7 +212,13 @@ class QueryTaskHook(BaseHook, Generic[ApiT]):
     async def aclient(self) -> AsyncApiClient:
         if self._aclient is None:
             settings = await self.aget_settings()
-            self._aclient = AsyncApiClient(self.build_api(settings), **self._client_kwargs(settings))
+            key = (type(self), self.conn_id, self.retry, self.timeout)
+            shared = _SHARED_ASYNC_CLIENTS.get(key)
+            if shared is not None and shared[0] is settings:
+                self._aclient = shared[1]
+            else:
+                self._aclient = AsyncApiClient(self.build_api(settings), **self._client_kwargs(settings))
+                _SHARED_ASYNC_CLIENTS[key] = (settings, self._aclient)
         return self._aclient
 
     @property

@@ -15,11 +15,10 @@ Retries use tenacity: 429, 5xx and connection errors, exponential backoff with j
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sys
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -407,21 +406,29 @@ async def close_shared_client_session() -> None:
 _LEASES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = weakref.WeakKeyDictionary()
 
 
-@contextlib.asynccontextmanager
-async def shared_session_lease() -> AsyncIterator[None]:
+class _SessionLease:
+    """What :func:`shared_session_lease` returns: one small object per waiting trigger (a
+    generator-based context manager kept five alive for the whole wait)."""
+
+    __slots__ = ("_loop",)
+
+    async def __aenter__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        _LEASES[self._loop] = _LEASES.get(self._loop, 0) + 1
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        _LEASES[self._loop] -= 1
+        if _LEASES[self._loop] == 0:
+            await close_shared_client_session()
+
+
+def shared_session_lease() -> _SessionLease:
     """Keep the loop's shared session open while the body runs; the last lease closes it.
 
     Triggers hold a lease while they wait, so a busy triggerer keeps one warm connection pool,
     and a loop whose triggers are all done (``dag.test()``, tests) does not leak an open session.
     """
-    loop = asyncio.get_running_loop()
-    _LEASES[loop] = _LEASES.get(loop, 0) + 1
-    try:
-        yield
-    finally:
-        _LEASES[loop] -= 1
-        if _LEASES[loop] == 0:
-            await close_shared_client_session()
+    return _SessionLease()
 
 
 class AsyncApiClient:

@@ -9,10 +9,10 @@ event. Its kwargs are plain JSON and carry an absolute wall-clock deadline, sinc
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from typing import Any, ClassVar
 
 from airflow_provider_querytasks.common.errors import QueryTaskError, QueryTimeoutError
@@ -118,15 +118,14 @@ class QueryTaskTrigger(BaseTrigger):
             started=self.started,
             logger=self.log,
         )
+        poll = functools.partial(hook.aget_status, self.query_id)
         try:
-            async with AsyncExitStack() as stack:
-                await stack.enter_async_context(shared_session_lease())
-                listen = None
+            async with shared_session_lease():
                 decoder = hook.notification_decoder()
                 if self.notifications is not None and decoder is not None:
                     source = NotificationSource.from_dict(self.notifications)
-                    subscription = await stack.enter_async_context(subscribe(source, decoder, self.query_id))
-                    listen = subscription.wait
+                    async with subscribe(source, decoder, self.query_id) as subscription:
+                        snapshot = await loop.run_async(poll, subscription.wait)
                 else:
                     # Spread the first polls of triggers that start together (a triggerer restart
                     # brings back every deferred task at once) over the first interval, 5 s at
@@ -135,7 +134,7 @@ class QueryTaskTrigger(BaseTrigger):
                     # subscribed would leave its notification hidden on the queue for a while.)
                     # Inside the try: a kill during this sleep still cancels the query (< 3.3).
                     await asyncio.sleep(random.uniform(0, min(5.0, schedule.initial)))  # noqa: S311
-                snapshot = await loop.run_async(lambda: hook.aget_status(self.query_id), listen)
+                    snapshot = await loop.run_async(poll)
         except QueryTimeoutError as exc:
             yield self._event("timeout", str(exc))
             return

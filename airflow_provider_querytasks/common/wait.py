@@ -258,9 +258,13 @@ class WaitLoop:
 
         :param listen: as for :meth:`run`.
         """
+        # A snapshot is let go before sleeping: thousands of waits keeping their last answer
+        # through every sleep feed the cyclic GC's oldest generation, whose full collections
+        # stall the triggerer's loop.
         if listen is None:
             snapshot = await poll()
             while (interval := self._next_sleep(snapshot)) is not None:
+                del snapshot
                 await asyncio.sleep(interval)
                 snapshot = await poll()
             return snapshot
@@ -270,3 +274,4 @@ class WaitLoop:
             snapshot, notified = (pushed, True) if pushed else (await poll(), False)
             if (interval := self._next_sleep(snapshot, notified)) is None:
                 return snapshot
+            del pushed, snapshot

@@ -236,3 +236,27 @@ def test_triggers_of_a_process_share_a_connection_read(
     monkeypatch.setattr(hooks_module, "SHARED_SETTINGS_TTL", 0.0)
     asyncio.run(settings_of_fresh_hooks(1))
     assert reads == ["fake_default"] * 3
+
+
+def test_hooks_sharing_a_connection_read_share_one_async_client(
+    emulator: FakeEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_querytasks.common import hooks as hooks_module
+
+    monkeypatch.setattr(hooks_module, "_SHARED_SETTINGS", {})
+    monkeypatch.setattr(hooks_module, "_SHARED_ASYNC_CLIENTS", {})
+
+    async def clients(*hooks: FakeHook) -> list[Any]:
+        return [await hook.aclient() for hook in hooks]
+
+    first, second, patient = asyncio.run(
+        clients(FakeHook(), FakeHook(), FakeHook(retry=RetryPolicy(attempts=9)))
+    )
+    assert first is second
+    assert patient is not first and patient.policy.retry.attempts == 9
+    # New settings (a changed connection) build a new client, which later hooks share.
+    conn = emulator.connection()
+    conn["extra"] = {**conn.get("extra", {}), "note": "rotated"}
+    use_connection(monkeypatch, conn)
+    rotated, after = asyncio.run(clients(FakeHook(), FakeHook()))
+    assert rotated is not first and rotated is after
