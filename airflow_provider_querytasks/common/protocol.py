@@ -63,7 +63,7 @@ class ApiRequest:
         """Query parameters as (name, value) pairs; lists repeat the name, booleans are lowercase."""
         if not self.params:  # most calls (status polls) have none
             return []
-        items = self.params.items() if isinstance(self.params, Mapping) else (self.params or [])
+        items = self.params.items() if isinstance(self.params, Mapping) else self.params
         pairs: list[tuple[str, str]] = []
         for name, value in items:
             for item in value if isinstance(value, list | tuple) else [value]:

@@ -408,7 +408,7 @@ _LEASES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = weakref.Wea
 
 class _SessionLease:
     """What :func:`shared_session_lease` returns: one small object per waiting trigger (a
-    generator-based context manager kept five alive for the whole wait)."""
+    generator-based context manager kept five objects alive for the whole wait)."""
 
     __slots__ = ("_loop",)
 
