@@ -420,6 +420,19 @@ def created_dataset_id(query: dict[str, Any]) -> str | None:
     return str(value) if value else None
 
 
+def query_record(snapshot: StatusSnapshot) -> dict[str, Any]:
+    """What XCom shows of a finished query."""
+    raw = snapshot.raw
+    return {
+        "query_id": snapshot.query_id,
+        "state": snapshot.remote_status,
+        "row_count": raw.get("rowCount"),
+        "elapsed_time_ms": raw.get("elapsedTime"),
+        "created_dataset_id": created_dataset_id(raw),
+        "errors": raw.get("errors") or [],
+    }
+
+
 def next_href(body: dict[str, Any]) -> str | None:
     """``_links.next.href`` (or ``_links.next`` as a plain string, as on ``/schedules``)."""
     link = (body.get("_links") or {}).get("next")

@@ -245,6 +245,19 @@ def next_token(query: dict[str, Any]) -> str | None:
     return token if isinstance(token, str) and token else None
 
 
+def page_record(snapshot: StatusSnapshot) -> dict[str, Any]:
+    """What XCom shows of one finished query (one result page)."""
+    raw = snapshot.raw
+    return {
+        "query_id": snapshot.query_id,
+        "status": snapshot.remote_status,
+        "data_document_id": raw.get("dataDocumentId"),
+        "error_document_id": raw.get("errorDocumentId"),
+        "next_token": next_token(raw),
+        "fetch": None,
+    }
+
+
 def query_snapshot(query: dict[str, Any]) -> StatusSnapshot:
     """Normalise a Query object; an unknown status fails (with the raw object)."""
     status = query.get("processingStatus")
