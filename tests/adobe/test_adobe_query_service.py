@@ -256,6 +256,7 @@ def test_cancel_running_and_finished(
 def test_listing_follows_next_links_past_the_first_page(
     hook: AdobeQueryServiceHook, emulator: AdobeQueryServiceEmulator
 ) -> None:
+    emulator.duration = 60.0  # every query still SUBMITTED when listed, however slow the machine
     ids = []
     for _ in range(5):
         ids.append(hook.create_query(sql="SELECT 1")["id"])
