@@ -5,7 +5,8 @@
 a random duration in [MIN_S, MAX_S] (fixed seed; Shoplazza results of R CSV rows, gzip-encoded
 with ``--gzip``; Data Kiosk documents of R JSONL records; Data Kiosk usage plans enforced with
 ``--dk-limits``),
-writes ``{"urls", "connections", "ids"}`` to STATE_FILE and serves until stdin closes. Running
+writes ``{"urls", "connections", "ids"}`` to STATE_FILE and serves until stdin closes, then
+writes how many 429 answers each emulator gave to ``STATE_FILE.answered``. Running
 apart keeps the servers' CPU out of the figures measured in the benchmark process.
 """
 
@@ -55,8 +56,13 @@ def main() -> None:
     with open(state_file, "w", encoding="utf-8") as out:
         json.dump({"urls": urls, "connections": connections, "ids": ids}, out)
     sys.stdin.read()  # serve until the benchmark closes our stdin
-    for server in (shoplazza, data_kiosk, adobe):
+    servers = {"shoplazza": shoplazza, "data_kiosk": data_kiosk, "adobe": adobe}
+    for server in servers.values():
         server.stop()
+    # What the servers answered, counted where it happened (the client's logs could miss some).
+    answered = {name: sum(r.status == 429 for r in server.requests) for name, server in servers.items()}
+    with open(f"{state_file}.answered", "w", encoding="utf-8") as out:
+        json.dump({"http_429": answered}, out)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,11 @@ def test_every_benchmark_runs_and_reports_its_baseline(tmp_path: Path) -> None:
     assert scale["succeeded"] == scale["waits"] and scale["polls"] >= scale["waits"]
     assert scale["bare_get_cpu_ms"] > 0 and "cpu_ratio_vs_bare" in scale
     assert [row["duration_s"] for row in results["economy"]] == [10.0, 300.0, 3600.0]
-    assert results["fairness"]["http_429"] >= 0 and results["fairness"]["waits_on_one_account"] == 10
+    # More waits than getQuery's burst on one account, against an emulator enforcing Amazon's
+    # usage plan: unpaced polls are answered 429 there (57 in a run with the limiter lifted).
+    fairness = results["fairness"]
+    assert fairness["waits_on_one_account"] == 20
+    assert fairness["http_429"] == 0 and fairness["http_429_seen_by_client"] == 0
     assert [row["kind"] for row in results["download"]] == ["csv", "csv, gzip-encoded", "jsonl"]
     assert all(
         row["bytes"] > 1_000_000 and row["throughput_ratio_vs_curl"] > 0 for row in results["download"]

@@ -2,9 +2,12 @@
 
 A platform operator subclasses :class:`QueryTaskOperator`, sets ``hook_class`` and
 ``trigger_class``, and implements :meth:`~QueryTaskOperator.validate_inputs`,
-:meth:`~QueryTaskOperator.submit` and usually :meth:`~QueryTaskOperator.on_query_finished`.
-The base runs the flow: validate -> re-attach or submit -> wait (in the worker, or deferred to
-the triggerer with an absolute deadline) -> check the final state -> the subclass's result.
+:meth:`~QueryTaskOperator.submit` and usually :meth:`~QueryTaskOperator.on_query_finished`; a
+task that runs a chain of queries (windows, pages) implements
+:meth:`~QueryTaskOperator.next_query` too. The base runs the flow: validate -> re-attach or
+submit -> wait (in the worker, or deferred to the triggerer with an absolute deadline) -> check
+the final state -> the next query of the chain, waited for the same way, until there is none ->
+the subclass's result.
 """
 
 from __future__ import annotations
@@ -12,39 +15,24 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import timedelta
-from functools import cached_property
-from typing import Any, ClassVar, Generic, TypeVar, cast
+from typing import Any
 
+from airflow_provider_querytasks.common.chain import QueryChain
 from airflow_provider_querytasks.common.errors import QueryTaskError, QueryTimeoutError
-from airflow_provider_querytasks.common.hooks import QueryTaskHook
-from airflow_provider_querytasks.common.notifications import NotificationSource, notification_listener
-from airflow_provider_querytasks.common.triggers import (
-    QueryTaskTrigger,
-    check_final_state,
+from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot, WaitLoop, to_seconds
+from airflow_provider_querytasks.common.wait_mixin import (
+    HookT,
+    QueryWaitMixin,
+    default_deferrable,
     snapshot_from_event,
 )
-from airflow_provider_querytasks.common.wait import (
-    PollSchedule,
-    QueryState,
-    StatusSnapshot,
-    WaitLoop,
-    to_seconds,
-)
-from airflow_provider_querytasks.compat import BaseOperator, Context, conf
+from airflow_provider_querytasks.compat import BaseOperator, Context
 
 #: Key under which the current query id is kept in Airflow 3.3's ``task_state_store``.
 STATE_STORE_KEY = "querytasks_query"
 
 
-def default_deferrable() -> bool:
-    """``[operators] default_deferrable`` (False when unset), as Airflow's own operators read it."""
-    return conf.getboolean("operators", "default_deferrable", fallback=False)
-
-
-HookT = TypeVar("HookT", bound=QueryTaskHook[Any])
-
-
-class QueryTaskOperator(BaseOperator, Generic[HookT]):
+class QueryTaskOperator(QueryWaitMixin[HookT], BaseOperator):
     """Submit a remote query, wait for it, and return a JSON-able record.
 
     :param conn_id: the Airflow connection id (the hook's default when omitted).
@@ -58,11 +46,6 @@ class QueryTaskOperator(BaseOperator, Generic[HookT]):
     :param reattach: on a task retry, re-attach to the query the previous try started (when it
         still runs or has succeeded) instead of submitting a duplicate.
     """
-
-    hook_class: ClassVar[type[QueryTaskHook[Any]]]
-    trigger_class: ClassVar[type[QueryTaskTrigger]]
-    #: Whether a CANCELLED query counts as finished (else the task fails).
-    accept_cancelled: bool = False
 
     template_fields: Sequence[str] = ("conn_id",)
 
@@ -88,15 +71,16 @@ class QueryTaskOperator(BaseOperator, Generic[HookT]):
         self.reattach = reattach
         #: The query being waited for (what ``on_kill`` cancels).
         self.query_id: str | None = None
-        #: What a subclass keeps across deferrals (JSON-able): remaining windows, pages done...
+        #: What a subclass keeps across deferrals and retries (JSON-able): the chain's state
+        #: (:attr:`chain`), the windows to export...
         self.resume_state: dict[str, Any] = {}
         self._deadline: float | None = None
         self._started: float | None = None
 
-    @cached_property
-    def hook(self) -> HookT:
-        """The platform hook (typed per platform: ``ShoplazzaHook`` for the Shoplazza operator)."""
-        return cast("HookT", self.hook_class(self.conn_id))
+    @property
+    def chain(self) -> QueryChain:
+        """The chain of queries this task runs (kept in :attr:`resume_state`)."""
+        return QueryChain(self.resume_state)
 
     # -- to implement -------------------------------------------------------------------------
     def validate_inputs(self) -> None:
@@ -110,24 +94,23 @@ class QueryTaskOperator(BaseOperator, Generic[HookT]):
         """On a retry without a stored id: a live query the previous try submitted, if any."""
         return None
 
-    def on_query_finished(self, context: Context, snapshot: StatusSnapshot) -> Any:
-        """The task's return value (XCom) for a query that finished successfully.
+    def next_query(self, context: Context, snapshot: StatusSnapshot) -> str | None:
+        """After a query of the chain finished (succeeded, or cancelled when ``accept_cancelled``):
+        submit the next one and return its id, or ``None`` when the chain ends (the default: a
+        chain of one query).
 
-        May call :meth:`wait_for` with another query id to chain (next page, next window).
+        Record the finished query in :attr:`chain` first: the base then waits for the returned
+        query the same way (in the worker, or deferred again), in a loop.
         """
+        return None
+
+    def on_query_finished(self, context: Context, snapshot: StatusSnapshot) -> Any:
+        """The task's return value (XCom) once the last query of the chain finished successfully."""
         return snapshot.to_event()
 
     def submitted_result(self, context: Context, query_id: str) -> Any:
         """The return value when ``wait_for_completion=False``."""
         return {"query_id": query_id, "status": "submitted"}
-
-    def notification_source(self) -> NotificationSource | None:
-        """Where completion notifications can end the wait (``None``: poll only)."""
-        return None
-
-    def poll_schedule(self) -> PollSchedule:
-        """When to poll the status (rarely when a notification is expected)."""
-        return PollSchedule.from_poll_interval(self.poll_interval)
 
     # -- the flow -----------------------------------------------------------------------------
     def execute(self, context: Context) -> Any:
@@ -148,34 +131,30 @@ class QueryTaskOperator(BaseOperator, Generic[HookT]):
         return self.wait_for(context, query_id)
 
     def wait_for(self, context: Context, query_id: str) -> Any:
-        """Wait for ``query_id`` (in the worker or deferred), then finish through the subclass."""
+        """Wait for ``query_id`` and the chain's next queries, then return the task's result."""
+        return self._finish(context, self._wait(context, query_id))
+
+    def _wait(self, context: Context, query_id: str) -> StatusSnapshot:
+        """The final status of ``query_id``, waited for in the worker; deferrable, this defers
+        instead (raises ``TaskDeferred``) and :meth:`execute_complete` takes the chain up again."""
         self.remember(context, query_id)
-        schedule = self.poll_schedule()
-        source = self.notification_source()
         if self.deferrable:
             resume = {"resume_state": self.resume_state, "deadline": self._deadline}
-            trigger = self.trigger_class(
-                conn_id=self.conn_id,
-                query_id=query_id,
-                deadline=self._deadline,
-                poll_schedule=schedule.to_dict(),
-                started=time.time(),
-                cancel_on_kill=self.cancel_on_kill,
-                resume=resume,
-                notifications=source.to_dict() if source else None,
+            trigger = self.build_trigger(
+                query_id, deadline=self._deadline, cancel_on_kill=self.cancel_on_kill, resume=resume
             )
             # The trigger carries the deadline: execution_timeout does not cover deferred time.
             self.defer(trigger=trigger, method_name="execute_complete", kwargs=resume, timeout=None)
-        loop = WaitLoop(self.hook.describe_query(query_id), schedule, self._deadline, logger=self.log)
+        loop = WaitLoop(
+            self.hook.describe_query(query_id), self.poll_schedule(), self._deadline, logger=self.log
+        )
         try:
-            snapshot = loop.run(
-                lambda: self.hook.get_status(query_id),
-                listen=notification_listener(self.hook.notification_decoder(), source, query_id),
+            return loop.run(
+                lambda: self.hook.get_status(query_id), listen=self.notification_listener(query_id)
             )
         except QueryTimeoutError:
             self._cancel_after_timeout()
             raise
-        return self._finish(context, snapshot)
 
     def execute_complete(
         self,
@@ -201,9 +180,16 @@ class QueryTaskOperator(BaseOperator, Generic[HookT]):
         return self._finish(context, snapshot)
 
     def _finish(self, context: Context, snapshot: StatusSnapshot) -> Any:
-        self.query_id = snapshot.query_id
-        check_final_state(self.hook, snapshot, accept_cancelled=self.accept_cancelled)
-        return self.on_query_finished(context, snapshot)
+        """Check ``snapshot`` and go on with the chain until its last query: a loop, not a call
+        per query (a 425-window export waited for in the worker would overflow the stack)."""
+        while True:
+            self.query_id = snapshot.query_id
+            self.raise_for_final_state(snapshot)
+            next_id = self.next_query(context, snapshot)
+            if next_id is None:
+                return self.on_query_finished(context, snapshot)
+            self.log.info("Next query of the chain: %s", self.hook.describe_query(next_id))
+            snapshot = self._wait(context, next_id)
 
     def on_kill(self) -> None:
         """Cancel the remote query when the task is killed (or hits ``execution_timeout``)."""
@@ -235,6 +221,7 @@ class QueryTaskOperator(BaseOperator, Generic[HookT]):
         if ti is None or int(getattr(ti, "try_number", 1) or 1) <= 1:
             return None
         query_id = None
+        fresh = self.resume_state  # as validate_inputs built it, for a chain started again
         store = context.get("task_state_store")
         stored = store.get(STATE_STORE_KEY) if store is not None else None
         if isinstance(stored, dict) and stored.get("query_id"):
@@ -252,7 +239,7 @@ class QueryTaskOperator(BaseOperator, Generic[HookT]):
                 self.hook.describe_query(query_id),
                 snapshot.remote_status,
             )
-            self.resume_state = {}
+            self.resume_state = fresh
             return None
         self.log.info(
             "Re-attaching to %s (%s) from the previous try",

@@ -5,23 +5,20 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import timedelta
-from functools import cached_property
-from typing import Any, ClassVar, Generic, cast
+from typing import Any
 
-from airflow_provider_querytasks.common.hooks import QueryTaskHook
-from airflow_provider_querytasks.common.notifications import NotificationSource, notification_listener
-from airflow_provider_querytasks.common.operators import HookT, default_deferrable
 from airflow_provider_querytasks.common.protocol import required_id
-from airflow_provider_querytasks.common.triggers import (
-    QueryTaskTrigger,
-    check_final_state,
+from airflow_provider_querytasks.common.wait import StatusSnapshot, to_seconds
+from airflow_provider_querytasks.common.wait_mixin import (
+    HookT,
+    QueryWaitMixin,
+    default_deferrable,
     snapshot_from_event,
 )
-from airflow_provider_querytasks.common.wait import PollSchedule, StatusSnapshot, to_seconds
 from airflow_provider_querytasks.compat import BaseSensorOperator, Context, PokeReturnValue
 
 
-class QueryTaskSensor(BaseSensorOperator, Generic[HookT]):
+class QueryTaskSensor(QueryWaitMixin[HookT], BaseSensorOperator):
     """Wait for a remote query submitted elsewhere (e.g. with ``wait_for_completion=False``).
 
     Succeeds when the query succeeds (its record goes to XCom); fails with the platform's error
@@ -35,9 +32,6 @@ class QueryTaskSensor(BaseSensorOperator, Generic[HookT]):
         ``poke_interval``.
     :param accept_cancelled: treat a cancelled query as done instead of failing.
     """
-
-    hook_class: ClassVar[type[QueryTaskHook]]
-    trigger_class: ClassVar[type[QueryTaskTrigger]]
 
     template_fields: Sequence[str] = ("conn_id", "query_id")
 
@@ -60,29 +54,16 @@ class QueryTaskSensor(BaseSensorOperator, Generic[HookT]):
         self.poll_interval = interval
         self.accept_cancelled = accept_cancelled
 
-    @cached_property
-    def hook(self) -> HookT:
-        """The platform hook (typed per platform)."""
-        return cast("HookT", self.hook_class(self.conn_id))
-
     def result_record(self, context: Context, snapshot: StatusSnapshot) -> Any:
         """The XCom value for a finished query (platform sensors may add to it)."""
         return snapshot.to_event()
-
-    def notification_source(self) -> NotificationSource | None:
-        """Where completion notifications can end the wait (``None``: poll only)."""
-        return None
-
-    def poll_schedule(self) -> PollSchedule:
-        """When the deferred wait polls the status (rarely when a notification is expected)."""
-        return PollSchedule.from_poll_interval(self.poll_interval)
 
     def _query_id(self) -> str:
         return required_id(self.query_id, "query_id", "query id")
 
     def poke(self, context: Context) -> PokeReturnValue | bool:
         query_id = self._query_id()
-        listen = notification_listener(self.hook.notification_decoder(), self.notification_source(), query_id)
+        listen = self.notification_listener(query_id)
         # One short look at the queue; the status call stays the authority when it is empty.
         notified = listen(0) if listen is not None else None
         snapshot = notified or self.hook.get_status(query_id)
@@ -91,7 +72,7 @@ class QueryTaskSensor(BaseSensorOperator, Generic[HookT]):
         )
         if not snapshot.state.terminal:
             return False
-        check_final_state(self.hook, snapshot, accept_cancelled=self.accept_cancelled)
+        self.raise_for_final_state(snapshot)
         return PokeReturnValue(is_done=True, xcom_value=self.result_record(context, snapshot))
 
     def execute(self, context: Context) -> Any:
@@ -102,14 +83,9 @@ class QueryTaskSensor(BaseSensorOperator, Generic[HookT]):
             return done.xcom_value
         timeout = self.timeout.total_seconds() if isinstance(self.timeout, timedelta) else float(self.timeout)
         self.defer(
-            trigger=self.trigger_class(
-                conn_id=self.conn_id,
-                query_id=self._query_id(),
-                deadline=time.time() + timeout,
-                poll_schedule=self.poll_schedule().to_dict(),
-                started=time.time(),
-                cancel_on_kill=False,  # the sensor does not own the query
-                notifications=source.to_dict() if (source := self.notification_source()) else None,
+            # The sensor does not own the query: a killed sensor leaves it running.
+            trigger=self.build_trigger(
+                self._query_id(), deadline=time.time() + timeout, cancel_on_kill=False
             ),
             method_name="execute_complete",
             timeout=None,
@@ -117,5 +93,5 @@ class QueryTaskSensor(BaseSensorOperator, Generic[HookT]):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         snapshot = snapshot_from_event(event)
-        check_final_state(self.hook, snapshot, accept_cancelled=self.accept_cancelled)
+        self.raise_for_final_state(snapshot)
         return self.result_record(context, snapshot)

@@ -1,4 +1,4 @@
-"""The deferrable wait: one trigger class per platform, all written here once.
+"""The deferrable wait, written once: each platform's trigger only names its hook.
 
 A trigger polls its query's status with the shared :class:`~.wait.WaitLoop` on the triggerer's
 event loop (through the hook's async methods and the per-loop shared HTTP session) and yields one
@@ -172,29 +172,3 @@ class QueryTaskTrigger(BaseTrigger):
             self.log.info("Cancelled %s", hook.describe_query(self.query_id))
         except Exception:
             self.log.exception("Could not cancel %s", hook.describe_query(self.query_id))
-
-
-def snapshot_from_event(event: dict[str, Any] | None) -> StatusSnapshot:
-    """The final snapshot in a trigger event, or the error the event means.
-
-    :raises QueryTimeoutError: on a ``timeout`` event.
-    :raises QueryTaskError: on an ``error`` event or a missing event.
-    """
-    if not event:
-        raise QueryTaskError("The trigger returned no event")
-    status = event.get("status")
-    if status == "timeout":
-        raise QueryTimeoutError(event.get("message") or "The query did not finish before the timeout")
-    if status == "error" or not event.get("snapshot"):
-        raise QueryTaskError(event.get("message") or f"The trigger failed: {event!r}")
-    return StatusSnapshot.from_event(event["snapshot"])
-
-
-def check_final_state(
-    hook: QueryTaskHook, snapshot: StatusSnapshot, *, accept_cancelled: bool = False
-) -> None:
-    """Raise the hook's :meth:`~QueryTaskHook.failure_error` for a failed (or cancelled) query."""
-    if snapshot.state is QueryState.FAILED or (
-        snapshot.state is QueryState.CANCELLED and not accept_cancelled
-    ):
-        raise hook.failure_error(snapshot)

@@ -16,7 +16,7 @@ from airflow_provider_querytasks.common.errors import (
 from airflow_provider_querytasks.common.fetch import Destination, fetch_url
 from airflow_provider_querytasks.common.hooks import QueryTaskHook
 from airflow_provider_querytasks.common.notifications import Decoder, NotificationSource
-from airflow_provider_querytasks.common.protocol import PlatformApi, required_id
+from airflow_provider_querytasks.common.protocol import ApiRequest, ApiResponse, PlatformApi, required_id
 from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
 from airflow_provider_querytasks.compat import Connection
 from airflow_provider_querytasks.connection_forms import AMAZON_SP_API_FORM
@@ -143,19 +143,41 @@ class DataKioskHook(QueryTaskHook[DataKioskApi]):
         return max(matches, key=lambda q: str(q.get("createdTime", "")), default=None)
 
     def cancel_query(self, query_id: str) -> None:
-        """Cancel a queued or running query; a finished one is left alone (not an error)."""
-        response = self.call(self.api.cancel_query_request(query_id))
-        self._log_cancel(query_id, response.status)
+        """Cancel a queued or running query; a finished one is left alone (not an error).
+
+        :raises NotFoundError: for an unknown query (of this account).
+        """
+        request = self.api.cancel_query_request(query_id)
+        response = self.call(request)
+        query = self.get_query(query_id) if response.status == 400 else None
+        self._cancel_outcome(query_id, self.api, request, response, query)
 
     async def acancel_query(self, query_id: str) -> None:
-        response = await self.acall((await self.aapi()).cancel_query_request(query_id))
-        self._log_cancel(query_id, response.status)
+        api = await self.aapi()
+        request = api.cancel_query_request(query_id)
+        response = await self.acall(request)
+        query = await self.aget_query(query_id) if response.status == 400 else None
+        self._cancel_outcome(query_id, api, request, response, query)
 
-    def _log_cancel(self, query_id: str, status: int) -> None:
-        if status >= 400:
-            self.log.info("%s was not cancelled (HTTP %s): it had already finished", query_id, status)
-        else:
+    def _cancel_outcome(
+        self,
+        query_id: str,
+        api: DataKioskApi,
+        request: ApiRequest,
+        response: ApiResponse,
+        query: dict[str, Any] | None,
+    ) -> None:
+        if query is None:
             self.log.info("Cancelled %s", self.describe_query(query_id))
+            return
+        error = api.cancel_refusal_error(request, response, query)
+        if error is not None:
+            raise error
+        self.log.info(
+            "%s was not cancelled: it had already finished (%s)",
+            self.describe_query(query_id),
+            query.get("processingStatus"),
+        )
 
     # -- waiting ------------------------------------------------------------------------------
     def get_status(self, query_id: str) -> StatusSnapshot:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -16,19 +17,29 @@ from airflow_provider_querytasks.protocols.adobe_query_service import (
     build_query_def,
     created_dataset_id,
     errors_text,
-)
-from airflow_provider_querytasks.sensors.adobe_query_service import (
-    AdobeScheduledQueryRunSensor,
     query_record,
 )
 from airflow_provider_querytasks.triggers.adobe_query_service import AdobeQueryTrigger
 
-__all__ = [
-    "AdobeExportDatasetOperator",
-    "AdobeQueryOperator",
-    "AdobeScheduledQueryRunSensor",
-    "submission_name",
-]
+__all__ = ["AdobeExportDatasetOperator", "AdobeQueryOperator", "submission_name"]
+
+#: Sensors this module used to re-export; they live in ``sensors.adobe_query_service``.
+_MOVED_TO_SENSORS = ("AdobeQuerySensor", "AdobeScheduledQueryRunSensor")
+
+
+def __getattr__(name: str) -> Any:
+    """The sensors' old import path: still served, with a warning, and imported only on use."""
+    if name in _MOVED_TO_SENSORS:
+        warnings.warn(
+            f"Import {name} from airflow_provider_querytasks.sensors.adobe_query_service; "
+            "importing it from airflow_provider_querytasks.operators.adobe_query_service is deprecated",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        from airflow_provider_querytasks.sensors import adobe_query_service as sensors
+
+        return getattr(sensors, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def submission_name(context: Context) -> str:

@@ -8,32 +8,19 @@ from typing import Any
 
 from airflow_provider_querytasks.common.errors import InvalidInputError, QueryTaskError
 from airflow_provider_querytasks.common.fetch import Destination, destination_for, in_folder
-from airflow_provider_querytasks.common.notifications import DEFAULT_AWS_CONN_ID, NotificationSource
+from airflow_provider_querytasks.common.notifications import DEFAULT_AWS_CONN_ID
 from airflow_provider_querytasks.common.operators import QueryTaskOperator
 from airflow_provider_querytasks.common.protocol import required_id
-from airflow_provider_querytasks.common.triggers import check_final_state
-from airflow_provider_querytasks.common.wait import PollSchedule, QueryState, StatusSnapshot, to_seconds
+from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot, to_seconds
+from airflow_provider_querytasks.common.wait_mixin import raise_for_final_state
 from airflow_provider_querytasks.compat import AirflowSkipException, BaseOperator, Context
 from airflow_provider_querytasks.hooks.amazon_data_kiosk import DataKioskHook
 from airflow_provider_querytasks.protocols.amazon_data_kiosk import (
     QueryFinishedNotification,
-    next_token,
+    page_record,
     validate_query,
 )
-from airflow_provider_querytasks.triggers.amazon_data_kiosk import DataKioskQueryTrigger
-
-
-def page_record(snapshot: StatusSnapshot) -> dict[str, Any]:
-    """What XCom shows of one finished query (one result page)."""
-    raw = snapshot.raw
-    return {
-        "query_id": snapshot.query_id,
-        "status": snapshot.remote_status,
-        "data_document_id": raw.get("dataDocumentId"),
-        "error_document_id": raw.get("errorDocumentId"),
-        "next_token": next_token(raw),
-        "fetch": None,
-    }
+from airflow_provider_querytasks.triggers.amazon_data_kiosk import DataKioskWaitMixin
 
 
 def page_filename(page: int) -> str:
@@ -41,36 +28,15 @@ def page_filename(page: int) -> str:
     return f"page-{page:04d}.jsonl"
 
 
-class NotificationWaitMixin:
-    """What the Data Kiosk operator and sensor share to end a wait on an SQS notification: the
-    ``notification_queue_url``, ``aws_conn_id`` and ``notification_poll_interval`` parameters
-    (set by each class's constructor) and the schedule of safety-net polls."""
-
-    notification_queue_url: str | None
-    aws_conn_id: str
-    notification_poll_interval: float
-
-    @property
-    def _data_kiosk_hook(self) -> DataKioskHook:
-        return self.hook  # type: ignore[attr-defined,no-any-return]
-
-    def notification_source(self) -> NotificationSource | None:
-        return self._data_kiosk_hook.notification_source(self.notification_queue_url, self.aws_conn_id)
-
-    def poll_schedule(self) -> PollSchedule:
-        if self.notification_queue_url:
-            return PollSchedule.safety_net(self.notification_poll_interval)
-        return super().poll_schedule()  # type: ignore[misc,no-any-return]
-
-
-class DataKioskQueryOperator(NotificationWaitMixin, QueryTaskOperator[DataKioskHook]):
+class DataKioskQueryOperator(DataKioskWaitMixin, QueryTaskOperator[DataKioskHook]):
     """Run a Data Kiosk GraphQL query: submit, wait, follow result pages, optionally fetch.
 
     The query is validated before anything is sent: non-empty, at most 8,000 characters once
     whitespace is collapsed, and valid against the shipped Data Kiosk schemas (unknown fields and
     missing arguments are named). When a DONE query carries ``pagination.nextToken`` and
     ``follow_pagination`` is on, the same query is submitted again with that token, inside the
-    same task (and the same deferral chain), until a page has no token.
+    same task (a chain of queries, waited for in the worker or deferred), until a page has no
+    token.
 
     Each page's data document is fetched (when ``destination`` is set) as its own file,
     ``<destination>/page-0001.jsonl``, ``page-0002.jsonl``...: the pages are written as they
@@ -106,8 +72,6 @@ class DataKioskQueryOperator(NotificationWaitMixin, QueryTaskOperator[DataKioskH
     :param notification_poll_interval: with a queue, the longest time between safety-net polls.
     """
 
-    hook_class = DataKioskHook
-    trigger_class = DataKioskQueryTrigger
     template_fields: Sequence[str] = (
         "conn_id",
         "query",
@@ -146,7 +110,7 @@ class DataKioskQueryOperator(NotificationWaitMixin, QueryTaskOperator[DataKioskH
         validate_query(self.query, validate_schema=self.validate_schema)
         self._validate_destination()
         self.notification_source()
-        self.resume_state = {"pages": []}
+        self.resume_state = {}  # the chain's state: one record per page
 
     def _validate_destination(self) -> None:
         if self.destination is not None:
@@ -164,18 +128,21 @@ class DataKioskQueryOperator(NotificationWaitMixin, QueryTaskOperator[DataKioskH
         live = self.hook.find_live_query(self.query)
         return str(live["queryId"]) if live else None
 
-    def on_query_finished(self, context: Context, snapshot: StatusSnapshot) -> Any:
+    def next_query(self, context: Context, snapshot: StatusSnapshot) -> str | None:
         record = page_record(snapshot)
-        pages = [*self.resume_state.get("pages", []), record]
-        self.resume_state["pages"] = pages
+        page = len(self.chain.records) + 1
         if self.destination is not None and record["data_document_id"]:
-            target = in_folder(self.destination, page_filename(len(pages)))
+            target = in_folder(self.destination, page_filename(page))
             record["fetch"] = self.hook.download_document(record["data_document_id"], target)
+        self.chain.add_record(record)
         token = record["next_token"]
         if snapshot.state is QueryState.SUCCEEDED and token and self.follow_pagination:
-            self.log.info("Page %d has more results: submitting page %d", len(pages), len(pages) + 1)
-            next_id = self.hook.create_query(self.query, token, validate_schema=False)
-            return self.wait_for(context, next_id)
+            self.log.info("Page %d has more results: submitting page %d", page, page + 1)
+            return self.hook.create_query(self.query, token, validate_schema=False)
+        return None
+
+    def on_query_finished(self, context: Context, snapshot: StatusSnapshot) -> Any:
+        pages = self.chain.records
         return {
             "query_id": pages[0]["query_id"],
             "status": snapshot.remote_status,
@@ -267,7 +234,7 @@ class DataKioskNotificationOperator(BaseOperator):
             notification.processing_status,
         )
         snapshot = notification.snapshot()
-        check_final_state(hook, snapshot, accept_cancelled=self.accept_cancelled)
+        raise_for_final_state(hook, snapshot, accept_cancelled=self.accept_cancelled)
         record: dict[str, Any] = {**page_record(snapshot), "next_query_id": None}
         if self.destination is not None and record["data_document_id"]:
             target = in_folder(self.destination, f"{notification.query_id}.jsonl")

@@ -57,9 +57,9 @@ class ShoplazzaDataTaskOperator(QueryTaskOperator[ShoplazzaHook]):
     """Export one event type over a time window as CSV: create task(s), wait, optionally fetch.
 
     A window longer than 24 h (Shoplazza's limit per task) is split into consecutive windows of
-    at most 24 h; they are submitted one after another (each waited for, in the worker or
-    deferred, before the next is created) so the store's task cap and rate limit are not hit, and
-    all are fetched. For parallel windows, map the operator over :func:`split_window_kwargs` instead.
+    at most 24 h; they are submitted one after another as a chain (each waited for, in the worker
+    or deferred, before the next is created) so the store's task cap and rate limit are not hit,
+    and all are fetched. For parallel windows, map the operator over :func:`split_window_kwargs` instead.
 
     Shoplazza's times carry no offset: aware datetimes (such as ``data_interval_start``) are
     converted to ``timezone`` and naive ones are read in it. Which zone a shop uses is not
@@ -132,7 +132,9 @@ class ShoplazzaDataTaskOperator(QueryTaskOperator[ShoplazzaHook]):
                     f"the window is split into {len(windows)} tasks of at most 24 h: give a folder "
                     f"(ending in '/'), not the single file {str(self.destination)!r}",
                 )
-        self.resume_state = {"windows": [w.to_dict() for w in windows], "records": [], "current": None}
+        # The windows are the chain's plan; the chain's state (each finished window's record,
+        # the window being waited for) goes beside them, in the same resume_state.
+        self.resume_state = {"windows": [w.to_dict() for w in windows]}
 
     # -- the flow -----------------------------------------------------------------------------
     def _windows(self) -> list[TimeWindow]:
@@ -150,11 +152,11 @@ class ShoplazzaDataTaskOperator(QueryTaskOperator[ShoplazzaHook]):
             index + 1,
             len(self.resume_state["windows"]),
         )
-        self.resume_state["current"] = {"query_id": query_id, "window": window.to_dict()}
+        self.chain.submitted(query_id, window=window.to_dict())
         return query_id
 
     def submit(self, context: Context) -> str:
-        return self._submit_window(len(self.resume_state["records"]))
+        return self._submit_window(len(self.chain.records))
 
     def submitted_result(self, context: Context, query_id: str) -> Any:
         records = [self._record(query_id, "submitted")]
@@ -162,26 +164,26 @@ class ShoplazzaDataTaskOperator(QueryTaskOperator[ShoplazzaHook]):
             records.append(self._record(self._submit_window(index), "submitted"))
         return self._result(records, "submitted")
 
-    def on_query_finished(self, context: Context, snapshot: StatusSnapshot) -> Any:
+    def next_query(self, context: Context, snapshot: StatusSnapshot) -> str | None:
         url = result_url(snapshot.raw) or ""
         record = self._record(snapshot.query_id, "complete", url=redact_url(url))
         if self.destination is not None:
             window = TimeWindow(**record["window"])
             target = destination_for(self.destination, window_filename(self.event, window))
             record["fetch"] = self.hook.download_result(snapshot.query_id, target)
-        records = [*self.resume_state["records"], record]
-        self.resume_state["records"] = records
-        if len(records) < len(self.resume_state["windows"]):
-            return self.wait_for(context, self._submit_window(len(records)))
-        return self._result(records, "complete")
+        done = self.chain.add_record(record)
+        if done < len(self.resume_state["windows"]):
+            return self._submit_window(done)
+        return None
+
+    def on_query_finished(self, context: Context, snapshot: StatusSnapshot) -> Any:
+        return self._result(self.chain.records, "complete")
 
     def _record(self, query_id: str, status: str, url: str | None = None) -> dict[str, Any]:
-        current = self.resume_state.get("current") or {}
-        window = current.get("window") if current.get("query_id") == query_id else None
         return {
             "query_id": query_id,
             "event": self.event,
-            "window": window,
+            "window": self.chain.step_of(query_id).get("window"),
             "status": status,
             "url": url,
             "fetch": None,

@@ -10,7 +10,7 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from airflow_provider_querytasks.common.auth import TokenSource
 from airflow_provider_querytasks.common.errors import ApiError, InvalidInputError
@@ -191,7 +191,7 @@ class AdobeApi(PlatformApi):
         parts = urlsplit(href)
         if not parts.path.startswith("/data/foundation/"):
             raise ApiError(f"{operation}: unexpected next link {href!r}", platform=self.platform)
-        return ApiRequest("GET", parts.path, operation, params=parse_qsl(parts.query))
+        return ApiRequest("GET", parts.path, operation, params=link_query_pairs(parts.query))
 
     # -- templates ----------------------------------------------------------------------------
     def create_template_request(
@@ -418,6 +418,33 @@ def created_dataset_id(query: dict[str, Any]) -> str | None:
     link = (query.get("_links") or {}).get("created_dataset") or {}
     value = link.get("id") if isinstance(link, dict) else None
     return str(value) if value else None
+
+
+def query_record(snapshot: StatusSnapshot) -> dict[str, Any]:
+    """What XCom shows of a finished query."""
+    raw = snapshot.raw
+    return {
+        "query_id": snapshot.query_id,
+        "state": snapshot.remote_status,
+        "row_count": raw.get("rowCount"),
+        "elapsed_time_ms": raw.get("elapsedTime"),
+        "created_dataset_id": created_dataset_id(raw),
+        "errors": raw.get("errors") or [],
+    }
+
+
+def link_query_pairs(query: str) -> list[tuple[str, str]]:
+    """A link's query string as (name, value) pairs: percent-decoded, ``+`` kept as ``+``.
+
+    Not form decoding (``parse_qsl``): a next link's ``start`` cursor may carry a literal
+    ``+HH:MM`` offset, which form decoding would turn into a space.
+    """
+    pairs = []
+    for part in query.split("&"):
+        if part:
+            name, _, value = part.partition("=")
+            pairs.append((unquote(name), unquote(value)))
+    return pairs
 
 
 def next_href(body: dict[str, Any]) -> str | None:

@@ -39,6 +39,7 @@ DEFAULT_LWA_TOKEN_URL = "https://api.amazon.com/auth/o2/token"  # noqa: S105 (a 
 MAX_QUERY_LENGTH = 8000
 MAX_PAGE_SIZE = 100
 STATUSES = ("IN_QUEUE", "IN_PROGRESS", "DONE", "FATAL", "CANCELLED")
+TERMINAL_STATUSES = ("DONE", "FATAL", "CANCELLED")
 STATE_OF_STATUS = {
     "IN_QUEUE": QueryState.PENDING,
     "IN_PROGRESS": QueryState.RUNNING,
@@ -171,13 +172,24 @@ class DataKioskApi(PlatformApi):
         return ApiRequest("GET", f"{API_PATH}/queries/{path_segment(query_id, 'query_id')}", "getQuery")
 
     def cancel_query_request(self, query_id: str) -> ApiRequest:
-        # A finished query cannot be cancelled: its 400/404 answer means "nothing to cancel".
+        # Cancelling a CANCELLED query is a documented no-op (204); a DONE or FATAL one is refused
+        # with an error the model does not spell out, so a 400 is returned as an answer and read
+        # with the query's status (cancel_refusal_error). A 404 is an unknown query: an error.
         return ApiRequest(
             "DELETE",
             f"{API_PATH}/queries/{path_segment(query_id, 'query_id')}",
             "cancelQuery",
-            ok_statuses=(400, 404),
+            ok_statuses=(400,),
         )
+
+    def cancel_refusal_error(
+        self, request: ApiRequest, response: ApiResponse, query: dict[str, Any]
+    ) -> ApiError | None:
+        """What a 400 answer to cancelQuery means, given the query as getQuery shows it after:
+        ``None`` when the query has finished (nothing to cancel), else the error it is."""
+        if query.get("processingStatus") in TERMINAL_STATUSES:
+            return None
+        return self.error_for(request, response)
 
     def get_queries_request(
         self,
@@ -243,6 +255,19 @@ def next_token(query: dict[str, Any]) -> str | None:
     """The ``pagination.nextToken`` of a DONE query (more results to fetch), or ``None``."""
     token = (query.get("pagination") or {}).get("nextToken")
     return token if isinstance(token, str) and token else None
+
+
+def page_record(snapshot: StatusSnapshot) -> dict[str, Any]:
+    """What XCom shows of one finished query (one result page)."""
+    raw = snapshot.raw
+    return {
+        "query_id": snapshot.query_id,
+        "status": snapshot.remote_status,
+        "data_document_id": raw.get("dataDocumentId"),
+        "error_document_id": raw.get("errorDocumentId"),
+        "next_token": next_token(raw),
+        "fetch": None,
+    }
 
 
 def query_snapshot(query: dict[str, Any]) -> StatusSnapshot:

@@ -26,6 +26,7 @@ from airflow_provider_querytasks.common.protocol import (
     ApiRequest,
     ApiResponse,
     PlatformApi,
+    first_error_text,
     required_id,
     validate_base_url,
 )
@@ -245,8 +246,13 @@ def task_snapshot(
     value fails with the raw task (no failure code is published, and other Shoplazza task APIs use
     small numbers for failures, so an unknown value must not look like "still running").
     ``url_missing_for`` is how long the task has been complete without a URL; the caller decides
-    when that has lasted too long.
+    when that has lasted too long. A body with ``errors`` (or ``error``) and no ``query_status``
+    fails with that text.
     """
+    if "query_status" not in task and (error := first_error_text(task)):
+        # An error body read as a task ({"errors": ["no result"]} is documented, its HTTP status
+        # is not): no task state to wait for, so it fails now rather than at the timeout.
+        return StatusSnapshot(query_id, QueryState.FAILED, "with errors", raw=task, message=error)
     status = task.get("query_status", STATUS_PENDING)
     if status == STATUS_COMPLETE:
         if result_url(task):

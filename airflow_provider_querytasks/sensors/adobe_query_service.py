@@ -7,25 +7,12 @@ from typing import Any
 
 from airflow_provider_querytasks.common.protocol import required_id
 from airflow_provider_querytasks.common.sensors import QueryTaskSensor
-from airflow_provider_querytasks.common.triggers import check_final_state
 from airflow_provider_querytasks.common.wait import StatusSnapshot
+from airflow_provider_querytasks.common.wait_mixin import raise_for_final_state
 from airflow_provider_querytasks.compat import BaseSensorOperator, Context, PokeReturnValue
 from airflow_provider_querytasks.hooks.adobe_query_service import AdobeQueryServiceHook
-from airflow_provider_querytasks.protocols.adobe_query_service import created_dataset_id
+from airflow_provider_querytasks.protocols.adobe_query_service import query_record
 from airflow_provider_querytasks.triggers.adobe_query_service import AdobeQueryTrigger
-
-
-def query_record(snapshot: StatusSnapshot) -> dict[str, Any]:
-    """What XCom shows of a finished query."""
-    raw = snapshot.raw
-    return {
-        "query_id": snapshot.query_id,
-        "state": snapshot.remote_status,
-        "row_count": raw.get("rowCount"),
-        "elapsed_time_ms": raw.get("elapsedTime"),
-        "created_dataset_id": created_dataset_id(raw),
-        "errors": raw.get("errors") or [],
-    }
 
 
 class AdobeQuerySensor(QueryTaskSensor[AdobeQueryServiceHook]):
@@ -85,5 +72,5 @@ class AdobeScheduledQueryRunSensor(BaseSensorOperator):
         self.log.info("Scheduled run %s: %s", snapshot.query_id, snapshot.remote_status)
         if not snapshot.state.terminal:
             return False
-        check_final_state(hook, snapshot)
+        raise_for_final_state(hook, snapshot)
         return PokeReturnValue(is_done=True, xcom_value=snapshot.raw)

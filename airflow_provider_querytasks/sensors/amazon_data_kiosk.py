@@ -11,11 +11,11 @@ from airflow_provider_querytasks.common.sensors import QueryTaskSensor
 from airflow_provider_querytasks.common.wait import StatusSnapshot, to_seconds
 from airflow_provider_querytasks.compat import Context
 from airflow_provider_querytasks.hooks.amazon_data_kiosk import DataKioskHook
-from airflow_provider_querytasks.operators.amazon_data_kiosk import NotificationWaitMixin, page_record
-from airflow_provider_querytasks.triggers.amazon_data_kiosk import DataKioskQueryTrigger
+from airflow_provider_querytasks.protocols.amazon_data_kiosk import page_record
+from airflow_provider_querytasks.triggers.amazon_data_kiosk import DataKioskWaitMixin
 
 
-class DataKioskQuerySensor(NotificationWaitMixin, QueryTaskSensor[DataKioskHook]):
+class DataKioskQuerySensor(DataKioskWaitMixin, QueryTaskSensor[DataKioskHook]):
     """Wait for a Data Kiosk query submitted elsewhere until it is DONE.
 
     FATAL fails with the error document's message; CANCELLED fails unless
@@ -35,8 +35,6 @@ class DataKioskQuerySensor(NotificationWaitMixin, QueryTaskSensor[DataKioskHook]
     :param notification_poll_interval: with a queue, the longest time between safety-net polls.
     """
 
-    hook_class = DataKioskHook
-    trigger_class = DataKioskQueryTrigger
     template_fields: Sequence[str] = (
         *QueryTaskSensor.template_fields,
         "notification_queue_url",

@@ -36,8 +36,17 @@ MARKER = re.compile(r"--\s*emulator:\s*(\w+)")
 DURATION_MARKER = re.compile(r"--\s*emulator-duration:\s*([0-9.]+)")
 
 
-def _iso(at: float) -> str:
-    return datetime.fromtimestamp(at, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+def _iso(at: float, zone: str = "Z") -> str:
+    return datetime.fromtimestamp(at, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + zone
+
+
+def _parse_iso(value: str) -> datetime | None:
+    """An ISO 8601 timestamp (``Z`` or an offset; none means UTC), or ``None`` when malformed."""
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 @dataclass
@@ -81,6 +90,9 @@ class AdobeQueryServiceEmulator(EmulatorServer):
     :param batch_delay: emulator seconds a new batch stays ``processing`` after the query's SUCCESS.
     :param rate_limit: (requests per second, burst) per client id, or ``None`` (real limits are
         unknown); over it: 429 ``429050`` with ``Retry-After: 1``.
+    :param cursor_zone: how the ``start`` cursor of a ``/queries`` next link writes its zone:
+        ``Z`` (as the docs' examples) or an offset such as ``+00:00``, written as a literal ``+``
+        (a client that form-decodes the link turns it into a space, refused with a 400).
     :param clock: emulator clock.
     """
 
@@ -102,6 +114,7 @@ class AdobeQueryServiceEmulator(EmulatorServer):
         directory_every: int = 2,
         batch_delay: float = 0.0,
         rate_limit: tuple[float, float] | None = None,
+        cursor_zone: str = "Z",
         clock: EmulatorClock | None = None,
     ) -> None:
         super().__init__(clock=clock)
@@ -118,6 +131,7 @@ class AdobeQueryServiceEmulator(EmulatorServer):
         self.directory_every = directory_every
         self.batch_delay = batch_delay
         self.rate_limit = rate_limit
+        self.cursor_zone = cursor_zone
         self.tokens: dict[str, float] = {}
         self.queries: dict[str, EmulatedQuery] = {}
         self.templates: dict[str, dict[str, Any]] = {}
@@ -417,6 +431,11 @@ class AdobeQueryServiceEmulator(EmulatorServer):
             return json_response({"message": "orderby: '+' must be sent as %2B", "statusCode": 400}, 400)
         limit = int(request.query.get("limit", "20"))
         start = request.query.get("start")
+        cursor = _parse_iso(start) if start else None
+        if start and cursor is None:
+            return json_response(
+                {"message": f"start: not an ISO timestamp: {start!r}", "statusCode": 400}, 400
+            )
         clauses = [c for c in request.query.get("property", "").split(",") if c]
         newest_first = orderby.startswith("-")
         bodies = [
@@ -426,8 +445,13 @@ class AdobeQueryServiceEmulator(EmulatorServer):
         ]
         bodies = [b for b in bodies if all(self._matches(b, c) for c in clauses)]
         bodies.sort(key=lambda b: b["created"], reverse=newest_first)
-        if start:
-            bodies = [b for b in bodies if (b["created"] < start if newest_first else b["created"] > start)]
+        if cursor is not None:
+            bodies = [
+                b
+                for b in bodies
+                if ((created := _parse_iso(b["created"])) is not None)
+                and (created < cursor if newest_first else created > cursor)
+            ]
         page = bodies[:limit]
         result: dict[str, Any] = {
             "queries": page,
@@ -437,6 +461,10 @@ class AdobeQueryServiceEmulator(EmulatorServer):
         }
         if len(bodies) > limit:
             nxt = page[-1]["created"]
+            if self.cursor_zone != "Z":
+                zone = datetime.strptime(self.cursor_zone, "%z").tzinfo
+                at = datetime.fromisoformat(nxt.replace("Z", "+00:00"))
+                nxt = at.astimezone(zone).isoformat(timespec="milliseconds")
             result["_page"]["next"] = nxt
             kept = "&".join(p for p in raw_query.split("&") if p and not p.startswith("start="))
             result["_links"]["next"] = {"href": f"{self.urls['api']}{QUERY}/queries?{kept}&start={nxt}"}

@@ -1,8 +1,11 @@
-"""Trigger for Data Kiosk queries."""
+"""Trigger for Data Kiosk queries, and the wait the Data Kiosk operator and sensor share."""
 
 from __future__ import annotations
 
+from airflow_provider_querytasks.common.notifications import NotificationSource
 from airflow_provider_querytasks.common.triggers import QueryTaskTrigger
+from airflow_provider_querytasks.common.wait import PollSchedule
+from airflow_provider_querytasks.common.wait_mixin import QueryWaitMixin
 from airflow_provider_querytasks.hooks.amazon_data_kiosk import DataKioskHook
 
 
@@ -23,3 +26,23 @@ class DataKioskQueryTrigger(QueryTaskTrigger):
     """
 
     hook_class = DataKioskHook
+
+
+class DataKioskWaitMixin(QueryWaitMixin[DataKioskHook]):
+    """The wait of the Data Kiosk operator and sensor, which may end on an SQS notification: the
+    ``notification_queue_url``, ``aws_conn_id`` and ``notification_poll_interval`` parameters
+    (set by each class's constructor) and the schedule of safety-net polls."""
+
+    hook_class = DataKioskHook
+    trigger_class = DataKioskQueryTrigger
+    notification_queue_url: str | None
+    aws_conn_id: str
+    notification_poll_interval: float
+
+    def notification_source(self) -> NotificationSource | None:
+        return self.hook.notification_source(self.notification_queue_url, self.aws_conn_id)
+
+    def poll_schedule(self) -> PollSchedule:
+        if self.notification_queue_url:
+            return PollSchedule.safety_net(self.notification_poll_interval)
+        return super().poll_schedule()

@@ -33,7 +33,10 @@ from airflow_provider_querytasks.operators.adobe_query_service import (
     AdobeQueryOperator,
     AdobeScheduledQueryRunSensor,
 )
-from airflow_provider_querytasks.protocols.adobe_query_service import build_query_def
+from airflow_provider_querytasks.protocols.adobe_query_service import (
+    build_query_def,
+    link_query_pairs,
+)
 from airflow_provider_querytasks.sensors.adobe_query_service import AdobeQuerySensor
 from airflow_provider_querytasks.testing.adobe_query_service import AdobeQueryServiceEmulator
 from airflow_provider_querytasks.testing.dags import run_dag
@@ -253,6 +256,7 @@ def test_cancel_running_and_finished(
 def test_listing_follows_next_links_past_the_first_page(
     hook: AdobeQueryServiceHook, emulator: AdobeQueryServiceEmulator
 ) -> None:
+    emulator.duration = 60.0  # every query still SUBMITTED when listed, however slow the machine
     ids = []
     for _ in range(5):
         ids.append(hook.create_query(sql="SELECT 1")["id"])
@@ -261,6 +265,35 @@ def test_listing_follows_next_links_past_the_first_page(
     assert listed == list(reversed(ids))
     assert len(emulator.requests_to("api", "GET", r"/queries$")) == 3
     assert [q["id"] for q in hook.iter_queries("state==SUBMITTED", limit=2)] == list(reversed(ids))
+
+
+@pytest.mark.parametrize("zone", ["+00:00", "+02:00"])
+def test_next_links_with_a_literal_plus_offset_are_followed(
+    hook: AdobeQueryServiceHook, emulator: AdobeQueryServiceEmulator, zone: str
+) -> None:
+    emulator.cursor_zone = zone
+    ids = []
+    for _ in range(5):
+        ids.append(hook.create_query(sql="SELECT 1")["id"])
+        time.sleep(0.002)  # distinct created times (the cursor is a timestamp)
+    listed = [q["id"] for q in hook.iter_queries(limit=2)]
+    assert listed == list(reversed(ids))
+    # Each next page was asked for with the cursor as the link wrote it, '+' and all.
+    starts = [
+        r.query["start"][0] for r in emulator.requests_to("api", "GET", r"/queries$") if "start" in r.query
+    ]
+    assert len(starts) == 2 and all(start.endswith(zone) for start in starts)
+
+
+def test_link_query_pairs_keep_a_plus_and_decode_percent_escapes() -> None:
+    assert link_query_pairs(
+        "orderby=%2Bcreated&start=2026-11-20T00:52:34.839+00:00&property=a%3D%3Db&&x"
+    ) == [
+        ("orderby", "+created"),
+        ("start", "2026-11-20T00:52:34.839+00:00"),
+        ("property", "a==b"),
+        ("x", ""),
+    ]
 
 
 def test_on_kill_and_killed_trigger_cancel(

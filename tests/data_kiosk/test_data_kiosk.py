@@ -15,7 +15,9 @@ import pytest
 
 from airflow_provider_querytasks.common.errors import (
     AmbiguousSubmissionError,
+    ApiError,
     InvalidInputError,
+    NotFoundError,
     QueryCancelledError,
     RemoteQueryFailedError,
 )
@@ -125,7 +127,7 @@ def test_expired_token_403_is_refreshed_once(hook: DataKioskHook, emulator: Data
 def test_statuses_advance_to_done(hook: DataKioskHook, emulator: DataKioskEmulator) -> None:
     emulator.duration = 30.0
     query_id = hook.create_query(QUERY)
-    assert hook.get_status(query_id).state is QueryState.PENDING
+    assert not hook.get_status(query_id).state.terminal
     emulator.clock.advance(15)
     assert hook.get_status(query_id).remote_status == "IN_PROGRESS"
     emulator.clock.advance(15)
@@ -175,6 +177,60 @@ def test_cancel_a_running_query_and_a_finished_one(hook: DataKioskHook, emulator
     done = hook.create_query(QUERY)
     hook.cancel_query(done)  # already DONE: nothing to cancel, not an error
     assert hook.get_status(done).state is QueryState.SUCCEEDED
+
+
+def cancel(hook: DataKioskHook, query_id: str, mode: str) -> None:
+    if mode == "sync":
+        hook.cancel_query(query_id)
+        return
+
+    async def acancel() -> None:
+        try:
+            await hook.acancel_query(query_id)
+        finally:
+            await close_shared_client_session()
+
+    asyncio.run(acancel())
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_cancel_of_an_unknown_query_is_an_error_not_already_finished(hook: DataKioskHook, mode: str) -> None:
+    with pytest.raises(NotFoundError, match="cancelQuery failed with HTTP 404"):
+        cancel(hook, "no-such-query", mode)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_cancel_refused_while_the_query_still_runs_is_an_error(
+    hook: DataKioskHook, emulator: DataKioskEmulator, mode: str
+) -> None:
+    emulator.duration = 30.0
+    query_id = hook.create_query(QUERY)
+    emulator.inject(
+        action="status",
+        site="api",
+        method="DELETE",
+        path=r"/queries/",
+        status=400,
+        body={"errors": [{"code": "InvalidInput", "message": "Invalid input"}]},
+    )
+    with pytest.raises(ApiError, match="HTTP 400: .*Invalid input"):
+        cancel(hook, query_id, mode)
+    assert not hook.get_status(query_id).state.terminal
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_cancel_of_a_finished_query_is_nothing_to_cancel(
+    hook: DataKioskHook, emulator: DataKioskEmulator, mode: str
+) -> None:
+    emulator.duration = 0.0
+    query_id = hook.create_query(QUERY)
+    emulator.clear()
+    cancel(hook, query_id, mode)  # refused with a 400: the query's status says it had finished
+    assert [(r.method, r.path.rsplit("/", 1)[-1]) for r in emulator.requests_to("api")] == [
+        ("DELETE", query_id),
+        ("GET", query_id),
+    ]
+    assert hook.get_status(query_id).state is QueryState.SUCCEEDED
 
 
 def test_expired_document_url_is_replaced(

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_querytasks.common.errors import InvalidInputError
+from airflow_provider_querytasks.common.errors import ApiError, InvalidInputError
 from airflow_provider_querytasks.protocols.shoplazza import ShoplazzaSettings
 from airflow_provider_querytasks.testing import EmulatorServer
 from airflow_provider_querytasks.testing.adobe_query_service import AdobeQueryServiceEmulator
@@ -130,8 +130,14 @@ def test_refused_credentials_do_not_echo_the_secret(monkeypatch: pytest.MonkeyPa
         try:
             conn = {**emulator.connection(), **wrong}
             use_connection(monkeypatch, conn)
-            with pytest.raises(Exception) as raised:
+            # Refused by the platform as a client error (not some other failure that would leave
+            # the secret out by accident), naming the call, and without the secret.
+            with pytest.raises(ApiError) as raised:
                 hook_class(retry=FAST_RETRY).check_connection()
-            assert tag not in str(raised.value) and tag not in repr(raised.value.__dict__)
+            error = raised.value
+            assert (
+                error.platform and error.operation and error.status is not None and 400 <= error.status < 500
+            )
+            assert tag not in str(error) and tag not in repr(error.__dict__)
         finally:
             emulator.stop()

@@ -21,6 +21,7 @@ from airflow_provider_querytasks.common.errors import (
 )
 from airflow_provider_querytasks.common.wait import QueryState
 from airflow_provider_querytasks.hooks.shoplazza import ShoplazzaHook
+from airflow_provider_querytasks.operators.shoplazza import ShoplazzaDataTaskOperator
 from airflow_provider_querytasks.testing.shoplazza import ShoplazzaEmulator
 from airflow_provider_querytasks.triggers.shoplazza import ShoplazzaDataTaskTrigger
 
@@ -330,6 +331,59 @@ def test_trigger_reports_an_undocumented_status_as_failed(
     query_id = hook.create_task("purchase_product", *DAY)
     event = run_trigger(trigger_for(query_id))
     assert event["status"] == "failed" and event["snapshot"]["remote_status"] == 5
+
+
+def answer_task_detail_with_errors(emulator: ShoplazzaEmulator) -> None:
+    """The documented ``{"errors": ["no result"]}``, with a 200 (its HTTP status is undocumented)."""
+    emulator.inject(
+        action="status",
+        site="api",
+        method="GET",
+        path=r"/data/task$",
+        status=200,
+        body={"errors": ["no result"]},
+        times=None,
+    )
+
+
+def test_an_error_body_without_query_status_fails_at_once(
+    emulator: ShoplazzaEmulator, hook: ShoplazzaHook
+) -> None:
+    query_id = hook.create_task("purchase_product", *DAY)
+    answer_task_detail_with_errors(emulator)
+    snapshot = hook.get_status(query_id)
+    assert snapshot.state is QueryState.FAILED and snapshot.message == "no result"
+    # A task body without errors still defaults to pending (query_status defaults to 0).
+    emulator.clear()
+    emulator.inject(
+        action="status",
+        site="api",
+        method="GET",
+        path=r"/data/task$",
+        status=200,
+        body={"query_id": query_id},
+    )
+    assert hook.get_status(query_id).state is QueryState.PENDING
+
+
+def test_an_error_body_ends_the_wait_in_the_worker_and_the_trigger(
+    emulator: ShoplazzaEmulator, hook: ShoplazzaHook
+) -> None:
+    query_id = hook.create_task("purchase_product", *DAY)
+    answer_task_detail_with_errors(emulator)
+    event = run_trigger(trigger_for(query_id))
+    assert event["status"] == "failed" and event["message"].endswith(": no result")
+    started = time.monotonic()
+    with pytest.raises(RemoteQueryFailedError, match="no result"):
+        ShoplazzaDataTaskOperator(
+            task_id="export",
+            event="pageview",
+            begin_time=DAY[0],
+            end_time=DAY[1],
+            poll_interval=0.05,
+            timeout=5,
+        ).execute({})  # type: ignore[arg-type]
+    assert time.monotonic() - started < 4  # failed at the first poll, not at the timeout
 
 
 def test_trigger_serializes_to_its_own_class() -> None:

@@ -1,0 +1,137 @@
+"""The package's layers: nothing imports upwards, and operators and sensors not each other."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+PACKAGE = "airflow_provider_querytasks"
+ROOT = Path(__file__).resolve().parents[1] / PACKAGE
+
+#: Layer -> the layers it must never import. ``common`` is shared machinery and knows no
+#: platform; a platform's operators and sensors sit side by side on its hook, protocol and
+#: trigger, which know neither.
+FORBIDDEN = {
+    "common": ("hooks", "operators", "sensors", "triggers", "protocols", "testing"),
+    "protocols": ("hooks", "operators", "sensors", "triggers"),
+    "hooks": ("operators", "sensors", "triggers"),
+    "triggers": ("operators", "sensors"),
+    "operators": ("sensors",),
+    "sensors": ("operators",),
+}
+
+#: A module-level ``__getattr__`` may import lazily what the module used to re-export.
+LAZY_REEXPORT = "__getattr__"
+
+
+def imports(source: str, module: str) -> list[tuple[str, str | None]]:
+    """``(imported module, enclosing function or None)`` for every import in ``source``."""
+    package = module.rsplit(".", 1)[0]
+    found: list[tuple[str, str | None]] = []
+
+    def visit(node: ast.AST, function: str | None) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                visit(child, child.name)
+                continue
+            if isinstance(child, ast.Import):
+                found.extend((alias.name, function) for alias in child.names)
+            elif isinstance(child, ast.ImportFrom):
+                base = child.module or ""
+                if child.level:
+                    parent = package.rsplit(".", child.level - 1)[0] if child.level > 1 else package
+                    base = f"{parent}.{base}" if base else parent
+                # ``from pkg.sensors import adobe`` imports pkg.sensors.adobe: count both.
+                found.append((base, function))
+                found.extend((f"{base}.{alias.name}", function) for alias in child.names)
+            visit(child, function)
+
+    visit(ast.parse(source), None)
+    return found
+
+
+def violations(source: str, module: str) -> list[str]:
+    """What ``module`` (``airflow_provider_querytasks.<layer>...``) imports against :data:`FORBIDDEN`."""
+    parts = module.split(".")
+    layer = parts[1] if len(parts) > 2 else None
+    bad = []
+    for target, function in imports(source, module):
+        target_parts = target.split(".")
+        if target_parts[0] != PACKAGE or len(target_parts) < 2 or layer not in FORBIDDEN:
+            continue
+        if target_parts[1] not in FORBIDDEN[layer]:
+            continue
+        if layer in ("operators", "sensors") and function == LAZY_REEXPORT:
+            continue
+        bad.append(f"{module} imports {target}" + (f" (in {function})" if function else ""))
+    return sorted(set(bad))
+
+
+def package_modules() -> list[tuple[str, Path]]:
+    return [
+        (".".join((PACKAGE, *path.relative_to(ROOT).with_suffix("").parts)), path)
+        for path in sorted(ROOT.rglob("*.py"))
+    ]
+
+
+def test_no_layer_imports_a_layer_it_must_not() -> None:
+    found = [v for module, path in package_modules() for v in violations(path.read_text(), module)]
+    assert found == []
+
+
+def test_every_layer_is_checked() -> None:
+    layers = {module.split(".")[1] for module, _ in package_modules() if module.count(".") >= 2}
+    assert set(FORBIDDEN) <= layers
+
+
+@pytest.mark.parametrize(
+    ("module", "source"),
+    [
+        (f"{PACKAGE}.common.operators", f"from {PACKAGE}.hooks.shoplazza import ShoplazzaHook"),
+        (f"{PACKAGE}.common.wait", f"def f():\n    import {PACKAGE}.protocols.shoplazza"),
+        (f"{PACKAGE}.sensors.amazon_data_kiosk", f"from {PACKAGE}.operators import amazon_data_kiosk"),
+        (f"{PACKAGE}.operators.adobe_query_service", "from ..sensors.adobe_query_service import X"),
+        (f"{PACKAGE}.operators.adobe_query_service", f"def helper():\n    from {PACKAGE}.sensors import x"),
+        (f"{PACKAGE}.hooks.shoplazza", f"from {PACKAGE}.triggers.shoplazza import T"),
+    ],
+)
+def test_the_check_sees_an_upward_or_sideways_import(module: str, source: str) -> None:
+    assert violations(source, module)
+
+
+def test_the_check_allows_a_lazy_reexport_and_downward_imports() -> None:
+    lazy = f"def __getattr__(name):\n    from {PACKAGE}.sensors import adobe_query_service\n"
+    assert violations(lazy, f"{PACKAGE}.operators.adobe_query_service") == []
+    down = f"from {PACKAGE}.common.wait import WaitLoop\nfrom {PACKAGE}.triggers.shoplazza import T\n"
+    assert violations(down, f"{PACKAGE}.sensors.shoplazza") == []
+
+
+def test_adobe_operators_module_does_not_load_the_sensors() -> None:
+    code = (
+        "import sys\n"
+        f"import {PACKAGE}.operators.adobe_query_service\n"
+        f"print({PACKAGE!r} + '.sensors.adobe_query_service' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+@pytest.mark.parametrize("name", ["AdobeQuerySensor", "AdobeScheduledQueryRunSensor"])
+def test_sensors_old_import_path_still_works_with_a_warning(name: str) -> None:
+    from airflow_provider_querytasks.operators import adobe_query_service as operators
+    from airflow_provider_querytasks.sensors import adobe_query_service as sensors
+
+    with pytest.warns(DeprecationWarning, match=f"{name} from airflow_provider_querytasks.sensors"):
+        moved = getattr(operators, name)
+    assert moved is getattr(sensors, name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(AttributeError, match="no attribute 'AdobeNothing'"):
+            operators.AdobeNothing  # noqa: B018
