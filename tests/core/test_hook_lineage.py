@@ -30,7 +30,7 @@ def collector(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         yield lineage.get_hook_lineage_collector()
         lineage.get_hook_lineage_collector.cache_clear()
     else:
-        from airflow.lineage import hook
+        from airflow.lineage import hook  # type: ignore[attr-defined]
 
         monkeypatch.setattr(hook, "_hook_lineage_collector", hook.HookLineageCollector())
         yield hook.get_hook_lineage_collector()
