@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from airflow.sdk import (
         BaseHook,
         BaseOperator,
+        BaseOperatorLink,
         BaseSensorOperator,
         Connection,
         Context,
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
         AirflowSkipException,
         TaskDeferred,
     )
+    from airflow.sdk.execution_time.xcom import XCom
     from airflow.sdk.log import mask_secret, redact
 else:
     from airflow.providers.common.compat.sdk import (
@@ -42,12 +44,14 @@ else:
         AirflowSkipException,
         BaseHook,
         BaseOperator,
+        BaseOperatorLink,
         BaseSensorOperator,
         Connection,
         Context,
         ObjectStoragePath,
         PokeReturnValue,
         TaskDeferred,
+        XCom,
         conf,
     )
 
@@ -143,6 +147,7 @@ __all__ = [
     "AirflowSkipException",
     "BaseHook",
     "BaseOperator",
+    "BaseOperatorLink",
     "BaseSensorOperator",
     "BaseTrigger",
     "Connection",
@@ -151,6 +156,7 @@ __all__ = [
     "PokeReturnValue",
     "TaskDeferred",
     "TriggerEvent",
+    "XCom",
     "conf",
     "get_async_connection",
     "get_async_extra_dejson",

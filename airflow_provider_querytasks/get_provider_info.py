@@ -46,4 +46,8 @@ def get_provider_info() -> dict[str, Any]:
         "operators": _by_kind("operators"),
         "sensors": _by_kind("sensors"),
         "triggers": _by_kind("triggers"),
+        "extra-links": [
+            f"{_PACKAGE}.links.adobe_query_service.AdobeQueryLink",
+            f"{_PACKAGE}.links.adobe_query_service.AdobeScheduledQueryLink",
+        ],
     }

@@ -98,6 +98,20 @@ def in_folder(folder: Destination, filename: str) -> Destination:
     return destination_for(str(folder).rstrip("/") + "/", filename)
 
 
+def report_output(final: Path | ObjectStoragePath, *, local: bool) -> None:
+    """Tell Airflow's hook lineage collector (which OpenLineage reads) that ``final`` was written.
+
+    A no-op unless a lineage reader is registered; lineage never fails a fetch.
+    """
+    try:
+        from airflow.providers.common.compat.lineage.hook import get_hook_lineage_collector
+
+        path = ObjectStoragePath(Path(str(final)).resolve().as_uri()) if local else final
+        get_hook_lineage_collector().add_output_asset(context=path, uri=str(path))
+    except Exception:
+        log.debug("Could not report %s to the hook lineage collector", path, exc_info=True)
+
+
 def _is_local(destination: Destination) -> bool:
     if isinstance(destination, ObjectStoragePath):
         return False
@@ -127,7 +141,12 @@ class _Target:
         return str(self.final) if self.local else self.final.as_uri()
 
     def open(self) -> IO[bytes]:
-        return self.temp.open("wb")  # type: ignore[no-any-return]
+        if self.local:
+            return self.temp.open("wb")  # type: ignore[no-any-return]
+        # Through the filesystem, not ObjectStoragePath.open(): that reports every write of the
+        # temporary name to Airflow's hook lineage; the final URI is reported on commit instead.
+        remote_temp = cast("ObjectStoragePath", self.temp)
+        return remote_temp.fs.open(remote_temp.path, "wb")  # type: ignore[no-any-return]
 
     def commit(self) -> None:
         if self.local:
@@ -138,6 +157,7 @@ class _Target:
                 cast("ObjectStoragePath", self.final),
             )
             remote_temp.fs.mv(remote_temp.path, remote_final.path)
+        report_output(self.final, local=self.local)
 
     def discard(self) -> None:
         try:

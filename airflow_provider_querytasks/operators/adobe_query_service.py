@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_querytasks.common.errors import InvalidInputError
 from airflow_provider_querytasks.common.fetch import Destination, in_folder
@@ -13,6 +13,7 @@ from airflow_provider_querytasks.common.operators import QueryTaskOperator
 from airflow_provider_querytasks.common.wait import StatusSnapshot
 from airflow_provider_querytasks.compat import BaseOperator, Context
 from airflow_provider_querytasks.hooks.adobe_query_service import AdobeQueryServiceHook
+from airflow_provider_querytasks.links.adobe_query_service import AdobeQueryLink
 from airflow_provider_querytasks.protocols.adobe_query_service import (
     build_query_def,
     created_dataset_id,
@@ -20,6 +21,9 @@ from airflow_provider_querytasks.protocols.adobe_query_service import (
     query_record,
 )
 from airflow_provider_querytasks.triggers.adobe_query_service import AdobeQueryTrigger
+
+if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
 
 __all__ = ["AdobeExportDatasetOperator", "AdobeQueryOperator", "submission_name"]
 
@@ -102,6 +106,7 @@ class AdobeQueryOperator(QueryTaskOperator[AdobeQueryServiceHook]):
     template_ext: Sequence[str] = (".sql",)
     template_fields_renderers = {"sql": "sql", "query_parameters": "json"}
     ui_color = "#fde2e2"
+    operator_extra_links = (AdobeQueryLink(),)
 
     def __init__(
         self,
@@ -158,6 +163,23 @@ class AdobeQueryOperator(QueryTaskOperator[AdobeQueryServiceHook]):
     def find_running(self, context: Context) -> str | None:
         live = self.hook.find_live_query(self._name(context))
         return str(live["id"]) if live else None
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the tables the SQL reads and writes, and the CTAS / INSERT INTO target.
+
+        The SQL is parsed by the OpenLineage provider's ``SQLParser`` (the ``openlineage`` extra);
+        a template query reports only its target.
+        """
+        from airflow_provider_querytasks.lineage import adobe_sql_lineage
+
+        settings = self.hook.settings
+        target = (self.ctas_parameters or self.insert_into_parameters or {}).get("datasetName")
+        return adobe_sql_lineage(
+            self.sql,
+            org_id=settings.org_id,
+            sandbox=(self.db_name or "").split(":", 1)[0] or settings.sandbox,
+            target=str(target) if target else None,
+        )
 
     def on_query_finished(self, context: Context, snapshot: StatusSnapshot) -> Any:
         record = query_record(snapshot)
@@ -232,6 +254,29 @@ class AdobeExportDatasetOperator(BaseOperator):
             "record_count": batch.get("recordCount"),
             "files": files,
         }
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the exported dataset as input, the files written as outputs (final URIs)."""
+        from airflow_provider_querytasks.lineage import (
+            adobe_dataset,
+            fetched_files,
+            operator_lineage,
+            task_result,
+        )
+
+        result = task_result(task_instance) or {}
+        hook = AdobeQueryServiceHook(self.conn_id)
+        inputs = []
+        if result.get("dataset_id"):
+            name = self.dataset_name
+            if not name:  # named as the CTAS / INSERT INTO that wrote it names it
+                try:
+                    name = hook.get_dataset(str(result["dataset_id"])).get("name")
+                except Exception:
+                    self.log.debug("Catalog did not name dataset %s", result["dataset_id"], exc_info=True)
+            settings = hook.settings
+            inputs.append(adobe_dataset(settings.org_id, settings.sandbox, str(name or result["dataset_id"])))
+        return operator_lineage(inputs, fetched_files(result.get("files") or []))
 
     def _dataset(self, hook: AdobeQueryServiceHook) -> tuple[str, int | None]:
         if self.dataset_id:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_querytasks.common.errors import InvalidInputError, QueryTaskError
 from airflow_provider_querytasks.common.fetch import Destination, destination_for, in_folder
@@ -21,6 +21,9 @@ from airflow_provider_querytasks.protocols.amazon_data_kiosk import (
     validate_query,
 )
 from airflow_provider_querytasks.triggers.amazon_data_kiosk import DataKioskWaitMixin
+
+if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
 
 
 def page_filename(page: int) -> str:
@@ -127,6 +130,24 @@ class DataKioskQueryOperator(DataKioskWaitMixin, QueryTaskOperator[DataKioskHook
     def find_running(self, context: Context) -> str | None:
         live = self.hook.find_live_query(self.query)
         return str(live["queryId"]) if live else None
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the account's dataset the query selects as input, the pages' data
+        documents fetched as outputs (final URIs)."""
+        from airflow_provider_querytasks.lineage import (
+            data_kiosk_namespace,
+            data_kiosk_query_name,
+            dataset,
+            fetched_files,
+            operator_lineage,
+            task_result,
+        )
+
+        result = task_result(task_instance) or {}
+        source = dataset(data_kiosk_namespace(self.hook.settings.account), data_kiosk_query_name(self.query))
+        return operator_lineage(
+            [source], fetched_files(page.get("fetch") for page in result.get("pages") or [])
+        )
 
     def next_query(self, context: Context, snapshot: StatusSnapshot) -> str | None:
         record = page_record(snapshot)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_querytasks.common.errors import InvalidInputError
 from airflow_provider_querytasks.common.fetch import Destination, destination_for, redact_url
@@ -21,6 +21,9 @@ from airflow_provider_querytasks.protocols.shoplazza import (
     validate_event,
 )
 from airflow_provider_querytasks.triggers.shoplazza import ShoplazzaDataTaskTrigger
+
+if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
 
 TimeValue = datetime | date | str
 
@@ -179,6 +182,21 @@ class ShoplazzaDataTaskOperator(QueryTaskOperator[ShoplazzaHook]):
     def on_query_finished(self, context: Context, snapshot: StatusSnapshot) -> Any:
         return self._result(self.chain.records, "complete")
 
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the shop's event as input, the CSV files fetched as outputs (final URIs)."""
+        from airflow_provider_querytasks.lineage import (
+            fetched_files,
+            operator_lineage,
+            shoplazza_event_dataset,
+            task_result,
+        )
+
+        result = task_result(task_instance) or {}
+        fetches = [record.get("fetch") for record in result.get("windows") or []]
+        return operator_lineage(
+            [shoplazza_event_dataset(self.hook.settings.shop, self.event)], fetched_files(fetches)
+        )
+
     def _record(self, query_id: str, status: str, url: str | None = None) -> dict[str, Any]:
         return {
             "query_id": query_id,
@@ -233,3 +251,18 @@ class ShoplazzaDownloadResultOperator(BaseOperator):
         query_id = required_id(self.query_id, "query_id", "task id")
         target = destination_for(self.destination, f"{query_id}.csv")
         return ShoplazzaHook(self.conn_id).download_result(query_id, target)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the shop's events as input (a task does not report its event type), the
+        CSV file as output (its final URI)."""
+        from airflow_provider_querytasks.lineage import (
+            fetched_files,
+            operator_lineage,
+            shoplazza_event_dataset,
+            task_result,
+        )
+
+        shop = ShoplazzaHook(self.conn_id).settings.shop
+        return operator_lineage(
+            [shoplazza_event_dataset(shop, None)], fetched_files([task_result(task_instance)])
+        )

@@ -481,3 +481,27 @@ class ImsTokenSource(TokenSource):
             "scope": self.settings.scopes,
         }
         return ApiRequest("POST", self.settings.token_url, "imsToken", data=data, authenticated=False)
+
+
+# -- Experience Platform UI pages (operator extra links) --------------------------------------
+#: Documented: UI URLs are ``https://experience.adobe.com/#/@<IMS org id>/sname:<sandbox>/platform/
+#: <app>/...`` (the ``url`` of Adobe's Experience Platform alert payloads), and the Queries
+#: workspace is ``platform/query`` with its Log tab at ``platform/query/log`` (linked from Adobe's
+#: license-usage dashboard help). Inferred: the paths of one query's log details page and of one
+#: schedule's details page below (no public document spells them); see docs/adobe_query_service.md.
+UI_HOST = "https://experience.adobe.com"
+
+
+def ui_query_workspace_url(org_id: str, sandbox: str) -> str:
+    """The Queries workspace of a sandbox in the Experience Platform UI."""
+    return f"{UI_HOST}/#/@{quote(org_id, safe='@')}/sname:{quote(sandbox, safe='')}/platform/query"
+
+
+def ui_query_url(org_id: str, sandbox: str, query_id: str) -> str:
+    """A query's page (Queries > Log > query log details); the path after ``log/`` is inferred."""
+    return f"{ui_query_workspace_url(org_id, sandbox)}/log/{quote(query_id, safe='')}"
+
+
+def ui_schedule_url(org_id: str, sandbox: str, schedule_id: str) -> str:
+    """A scheduled query's page (Queries > Scheduled Queries > schedule details); path inferred."""
+    return f"{ui_query_workspace_url(org_id, sandbox)}/scheduled-queries/{quote(schedule_id, safe='')}"

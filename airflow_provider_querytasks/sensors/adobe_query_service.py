@@ -11,6 +11,7 @@ from airflow_provider_querytasks.common.wait import StatusSnapshot
 from airflow_provider_querytasks.common.wait_mixin import raise_for_final_state
 from airflow_provider_querytasks.compat import BaseSensorOperator, Context, PokeReturnValue
 from airflow_provider_querytasks.hooks.adobe_query_service import AdobeQueryServiceHook
+from airflow_provider_querytasks.links.adobe_query_service import AdobeQueryLink, AdobeScheduledQueryLink
 from airflow_provider_querytasks.protocols.adobe_query_service import query_record
 from airflow_provider_querytasks.triggers.adobe_query_service import AdobeQueryTrigger
 
@@ -32,6 +33,7 @@ class AdobeQuerySensor(QueryTaskSensor[AdobeQueryServiceHook]):
     hook_class = AdobeQueryServiceHook
     trigger_class = AdobeQueryTrigger
     ui_color = "#fde2e2"
+    operator_extra_links = (AdobeQueryLink(),)
 
     def result_record(self, context: Context, snapshot: StatusSnapshot) -> Any:
         return query_record(snapshot)
@@ -50,6 +52,7 @@ class AdobeScheduledQueryRunSensor(BaseSensorOperator):
 
     template_fields: Sequence[str] = ("conn_id", "schedule_id", "run_id")
     ui_color = "#fde2e2"
+    operator_extra_links = (AdobeScheduledQueryLink(),)
 
     def __init__(
         self,
