@@ -63,7 +63,7 @@ def finish(process: subprocess.Popen[str]) -> dict[str, Any]:
 
 def token_calls(emulator: ShoplazzaEmulator) -> list[tuple[str, int | None]]:
     """(refresh token sent, answer status) of every call to the token endpoint, in order."""
-    calls = []
+    calls: list[tuple[str, int | None]] = []
     for request in emulator.requests_to("api", "POST", TOKEN_PATH):
         sent = dict(item.split("=", 1) for item in request.body.decode().split("&"))["refresh_token"]
         calls.append((sent, request.status))
@@ -173,7 +173,7 @@ def test_the_stored_tokens_are_encrypted_and_masked(oauth: tuple[ShoplazzaEmulat
     _, conn_id = oauth
     finish(run_process(conn_id))
     key = store_key(conn_id)
-    with Session() as session:
+    with Session() as session:  # type: ignore[misc]
         raw, encrypted = session.execute(
             text("select val, is_encrypted from variable where key = :key"), {"key": key}
         ).one()
@@ -256,7 +256,13 @@ def test_dag_test_task_and_trigger_use_the_shared_store(
     emulator, conn_id = oauth
     channels: list[bool] = []
     original = compat._supervisor_comms
-    monkeypatch.setattr(compat, "_supervisor_comms", lambda: channels.append(bool(original())) or original())
+
+    def recording() -> Any:
+        comms = original()
+        channels.append(comms is not None)
+        return comms
+
+    monkeypatch.setattr(compat, "_supervisor_comms", recording)
     # The trigger's second poll finds the task's access token revoked: it must refresh with the
     # refresh token the task stored, and store the next one.
     emulator.inject(action="expire_token", site="api", path=r"/data/task$", times=1)
@@ -282,6 +288,7 @@ def test_a_triggerer_reaches_the_store_through_its_supervisor(
     oauth: tuple[ShoplazzaEmulator, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The triggerer's trigger runner has no DB: Variables go over its async supervisor channel."""
+    from airflow.sdk.exceptions import ErrorType
     from airflow.sdk.execution_time import task_runner
     from airflow.sdk.execution_time.comms import ErrorResponse, GetVariable, PutVariable, VariableResult
 
@@ -300,7 +307,7 @@ def test_a_triggerer_reaches_the_store_through_its_supervisor(
                 if isinstance(msg, GetVariable):
                     value = read_variable(msg.key)
                     if value is None:
-                        return ErrorResponse(error="VARIABLE_NOT_FOUND")
+                        return ErrorResponse(error=ErrorType.VARIABLE_NOT_FOUND)
                     return VariableResult(key=msg.key, value=value)
                 if isinstance(msg, PutVariable):
                     write_variable(msg.key, msg.value or "", msg.description or "")
