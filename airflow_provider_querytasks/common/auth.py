@@ -263,9 +263,12 @@ class StoredTokens:
         return AccessToken(self.access_token, self.expires_at, self.refresh_token, self.issued_at)
 
 
-#: Records this process wrote, by store key: what it falls back on when the shared store cannot
-#: be reached (this process keeps working; other processes are warned about in the log).
+#: The last record this process wrote, by store key: what it goes on with when the shared store
+#: cannot be read (this process keeps working; the log says other processes may not).
 _WRITTEN: dict[str, StoredTokens] = {}
+#: Records whose write to the shared store failed, with the refresh token each replaced: while
+#: the store still shows that replaced token, this process's own record is the newer one.
+_UNSAVED: dict[str, tuple[StoredTokens, str]] = {}
 
 
 class SharedTokenStore:
@@ -278,20 +281,18 @@ class SharedTokenStore:
 
     :param key: the Variable's key; ``None`` keeps the record in this process only.
     :param description: the Variable's description (what it is, how to reset it).
+    :param memory_key: names this process's copy (default: ``key``).
     """
 
-    def __init__(self, key: str | None, description: str) -> None:
+    def __init__(self, key: str | None, description: str, *, memory_key: str | None = None) -> None:
         self.key = key
         self.description = description
-
-    @property
-    def memory_key(self) -> str:
-        return self.key or f"process:{id(self)}"
+        self.memory_key = memory_key or key or "process"
 
     def _newest(self, shared: StoredTokens | None) -> StoredTokens | None:
-        own = _WRITTEN.get(self.memory_key)
-        if own is not None and (shared is None or own.updated_at > shared.updated_at):
-            return own  # our own newer write did not reach the store
+        unsaved = _UNSAVED.get(self.memory_key)
+        if unsaved is not None and (shared is None or shared.refresh_token == unsaved[1]):
+            return unsaved[0]  # our refresh never reached the store: the store's token is dead
         return shared
 
     def _unreadable(self, error: VariableStoreError) -> StoredTokens | None:
@@ -326,21 +327,34 @@ class SharedTokenStore:
         except VariableStoreError as error:
             return self._unreadable(error)
 
-    def write(self, record: StoredTokens) -> None:
+    def _saved(self, record: StoredTokens, replaced: str, error: VariableStoreError | None) -> None:
+        if error is None:
+            _UNSAVED.pop(self.memory_key, None)
+            return
+        _UNSAVED[self.memory_key] = (record, replaced)
+        self._unwritable(error)
+
+    def write(self, record: StoredTokens, replaced: str) -> None:
+        """Publish ``record``, which replaced the refresh token ``replaced``."""
         _WRITTEN[self.memory_key] = record
         if self.key is not None:
             try:
                 write_variable(self.key, record.to_json(), self.description)
             except VariableStoreError as error:
-                self._unwritable(error)
+                self._saved(record, replaced, error)
+            else:
+                self._saved(record, replaced, None)
 
-    async def awrite(self, record: StoredTokens) -> None:
+    async def awrite(self, record: StoredTokens, replaced: str) -> None:
+        """:meth:`write` without blocking the event loop."""
         _WRITTEN[self.memory_key] = record
         if self.key is not None:
             try:
                 await awrite_variable(self.key, record.to_json(), self.description)
             except VariableStoreError as error:
-                self._unwritable(error)
+                self._saved(record, replaced, error)
+            else:
+                self._saved(record, replaced, None)
 
 
 class RotatingTokenSource(TokenSource):
@@ -377,7 +391,8 @@ class RotatingTokenSource(TokenSource):
         self.initial_refresh_token = refresh_token
         self.lineage = digest(token_url, client_id, refresh_token)
         self.credential = digest(self.lineage, client_secret)
-        self.store = SharedTokenStore(None, "")
+        # Until bound to a connection (hooks always bind), the tokens stay in this process.
+        self.store = SharedTokenStore(None, "", memory_key=f"process:{self.lineage}")
 
     @staticmethod
     def store_key(store_name: str, conn_id: str) -> str:
@@ -434,7 +449,7 @@ class RotatingTokenSource(TokenSource):
     # -- sync ---------------------------------------------------------------------------------
     def _refresh(self, fetch: Fetch, used: str) -> AccessToken:
         token = self.parse_token(fetch(self.refresh_request(used)))
-        self.store.write(self._record(token, used))
+        self.store.write(self._record(token, used), used)
         return token
 
     def obtain(self, fetch: Fetch, rejected: Collection[str] = ()) -> AccessToken:
@@ -459,7 +474,7 @@ class RotatingTokenSource(TokenSource):
     # -- async --------------------------------------------------------------------------------
     async def _arefresh(self, fetch: AsyncFetch, used: str) -> AccessToken:
         token = self.parse_token(await fetch(self.refresh_request(used)))
-        await self.store.awrite(self._record(token, used))
+        await self.store.awrite(self._record(token, used), used)
         return token
 
     async def aobtain(self, fetch: AsyncFetch, rejected: Collection[str] = ()) -> AccessToken:
@@ -562,6 +577,7 @@ class TokenCache:
             self._rejected.clear()
             self.fetches.clear()
             _WRITTEN.clear()
+            _UNSAVED.clear()
 
 
 #: The process-wide token cache.

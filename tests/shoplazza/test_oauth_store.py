@@ -338,3 +338,26 @@ def test_a_triggerer_reaches_the_store_through_its_supervisor(
     ]
     assert [sent for sent, _ in token_calls(emulator)][-1] == "shoplazza-emulator-refresh-1"
     assert stored(conn_id).refresh_token == "shoplazza-emulator-refresh-2"
+
+
+def test_a_store_that_refuses_writes_is_warned_about_and_this_process_goes_on(
+    oauth: tuple[ShoplazzaEmulator, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from airflow_provider_querytasks.common import auth
+    from airflow_provider_querytasks.compat import VariableStoreError
+
+    def refused(key: str, value: str, description: str) -> None:
+        raise VariableStoreError(f"Variable {key!r}: PermissionError")
+
+    emulator, conn_id = oauth
+    monkeypatch.setattr(auth, "write_variable", refused)
+    ShoplazzaHook(conn_id, retry=FAST_RETRY).count_tasks()
+    assert "Could not save the rotated OAuth tokens" in caplog.text
+    assert "refresh-1" not in caplog.text
+    # The next refresh in this process uses the token it could not publish, not a dead one.
+    emulator.expire_tokens()
+    ShoplazzaHook(conn_id, retry=FAST_RETRY).count_tasks()
+    assert token_calls(emulator) == [
+        ("shoplazza-emulator-refresh-0", 200),
+        ("shoplazza-emulator-refresh-1", 200),
+    ]
