@@ -264,9 +264,9 @@ class QueryTaskHook(BaseHook, Generic[ApiT]):
         or revoked credential is tested as it is now. Tokens are cached by credential (secret
         included), so a wrong secret fails here even where the right one has a cached token.
         """
-        self._settings = None
-        self._client = None
-        self._aclient = None
+        if self._client is not None:
+            self._client.close()
+        self._settings, self._client, self._aclient = None, None, None
         self.forget_shared_settings()
         try:
             return True, self.check_connection()

@@ -137,3 +137,32 @@ def test_the_refresh_margin_scales_with_the_lifetime() -> None:
     assert not AccessToken("a-token-value-3", expires_at=now + 10, issued_at=now - 50).fresh(300.0)
     # Without an issue time (a platform that does not say), the plain margin applies.
     assert not AccessToken("a-token-value-4", expires_at=now + 60).fresh(300.0)
+
+
+def test_a_refused_credential_drops_the_connection_read_shared_by_triggers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+
+    from airflow_provider_querytasks.common import hooks as hooks_module
+    from airflow_provider_querytasks.common.transport import close_shared_client_session
+
+    emulator = AdobeQueryServiceEmulator()
+    emulator.start()
+    try:
+        use_connection(monkeypatch, with_secret(emulator.connection("creds"), "mistyped-secret"))
+
+        async def poll() -> None:
+            try:
+                await AdobeQueryServiceHook("creds", retry=FAST_RETRY).aget_status("q-1")
+            finally:
+                await close_shared_client_session()
+
+        with pytest.raises(AuthenticationError, match="invalid_client"):
+            asyncio.run(poll())
+    finally:
+        emulator.stop()
+    # The next trigger on this connection reads it again (it may have been fixed meanwhile)
+    # instead of reusing the refused read for up to SHARED_SETTINGS_TTL.
+    assert (AdobeQueryServiceHook, "creds") not in hooks_module._SHARED_SETTINGS
+    assert not [key for key in hooks_module._SHARED_ASYNC_CLIENTS if key[1] == "creds"]
