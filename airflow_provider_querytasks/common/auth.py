@@ -396,7 +396,9 @@ class RotatingTokenSource(TokenSource):
 
     @staticmethod
     def store_key(store_name: str, conn_id: str) -> str:
-        return f"querytasks.{store_name}.oauth_token.{conn_id}"
+        """The Variable's key; a conn id too long for a key (250 characters) is shortened by hash."""
+        key = f"querytasks.{store_name}.oauth_token.{conn_id}"
+        return key if len(key) <= 250 else f"{key[:185]}.{digest(conn_id)}"
 
     def bind(self, conn_id: str) -> None:
         super().bind(conn_id)
