@@ -22,6 +22,19 @@ os.environ.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{_HOME 
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
 
 
+def _fernet_key(home: Path) -> str:
+    """The home's Fernet key (kept beside its DB): Variables are encrypted as in production."""
+    path = home / "fernet.key"
+    if not path.exists():
+        from cryptography.fernet import Fernet
+
+        path.write_text(Fernet.generate_key().decode())
+    return path.read_text().strip()
+
+
+os.environ.setdefault("AIRFLOW__CORE__FERNET_KEY", _fernet_key(_HOME))
+
+
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
     """A migrated metadata DB (needed by ``dag.test()``); migrated once per test session."""

@@ -8,6 +8,7 @@ from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from airflow_provider_querytasks.common.auth import TokenSource
 from airflow_provider_querytasks.common.errors import (
+    AuthenticationError,
     InvalidInputError,
     QueryCancelledError,
     QueryTaskError,
@@ -195,8 +196,11 @@ class QueryTaskHook(BaseHook, Generic[ApiT]):
 
     # -- clients ------------------------------------------------------------------------------
     def _client_kwargs(self, settings: Any) -> dict[str, Any]:
+        token_source = self.build_token_source(settings)
+        if token_source is not None:
+            token_source.bind(self.conn_id)
         return {
-            "token_source": self.build_token_source(settings),
+            "token_source": token_source,
             "static_token": self.static_token(settings),
             "retry": self.retry,
             "timeout": self.timeout,
@@ -236,14 +240,34 @@ class QueryTaskHook(BaseHook, Generic[ApiT]):
 
     async def acall(self, request: ApiRequest) -> ApiResponse:
         """Execute an API request on the event loop."""
-        return await (await self.aclient()).call(request)
+        try:
+            return await (await self.aclient()).call(request)
+        except AuthenticationError:
+            # The credentials may have been fixed since the shared read: the next hook reads again.
+            self.forget_shared_settings()
+            raise
+
+    def forget_shared_settings(self) -> None:
+        """Drop this connection's read shared by the process's triggers (read again on next use)."""
+        _SHARED_SETTINGS.pop((type(self), self.conn_id), None)
+        for key in [key for key in _SHARED_ASYNC_CLIENTS if key[:2] == (type(self), self.conn_id)]:
+            _SHARED_ASYNC_CLIENTS.pop(key, None)
 
     def get_conn(self) -> SyncApiClient:
         """The sync API client (Airflow's ``get_conn`` convention)."""
         return self.client
 
     def test_connection(self) -> tuple[bool, str]:
-        """Used by the UI's *Test* button and ``airflow connections test``."""
+        """Used by the UI's *Test* button and ``airflow connections test``.
+
+        Reads the connection afresh (never a read shared by other hooks of the process): a fixed
+        or revoked credential is tested as it is now. Tokens are cached by credential (secret
+        included), so a wrong secret fails here even where the right one has a cached token.
+        """
+        if self._client is not None:
+            self._client.close()
+        self._settings, self._client, self._aclient = None, None, None
+        self.forget_shared_settings()
         try:
             return True, self.check_connection()
         except QueryTaskError as exc:

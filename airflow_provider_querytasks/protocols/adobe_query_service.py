@@ -467,9 +467,21 @@ class ImsTokenSource(TokenSource):
     """
 
     service = "IMS token endpoint"
+    platform = "adobe_query_service"
+    operation = "imsToken"
+    hints = {
+        **TokenSource.hints,
+        "invalid_client": "check the client id (login) and client secret (password) of {conn}, "
+        "as the Adobe Developer Console shows them for the OAuth server-to-server credential",
+        "invalid_scope": "check the scopes extra of {conn} against the credential's scopes in "
+        "the Adobe Developer Console",
+    }
 
     def __init__(self, settings: AdobeSettings) -> None:
-        super().__init__((settings.token_url, settings.client_id, settings.scopes), margin=300.0)
+        super().__init__(
+            (settings.token_url, settings.client_id, settings.client_secret, settings.scopes),
+            margin=300.0,
+        )
         self.settings = settings
 
     def token_request(self) -> ApiRequest:
@@ -480,7 +492,7 @@ class ImsTokenSource(TokenSource):
             "client_secret": self.settings.client_secret,
             "scope": self.settings.scopes,
         }
-        return ApiRequest("POST", self.settings.token_url, "imsToken", data=data, authenticated=False)
+        return self.form_request(self.settings.token_url, data)
 
 
 # -- Experience Platform UI pages (operator extra links) --------------------------------------

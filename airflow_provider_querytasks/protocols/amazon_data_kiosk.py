@@ -483,9 +483,20 @@ class LwaTokenSource(TokenSource):
     """Login with Amazon refresh-token grant (form-encoded); tokens live an hour."""
 
     service = "LWA token endpoint"
+    platform = "amazon_data_kiosk"
+    operation = "lwaToken"
+    hints = {
+        **TokenSource.hints,
+        "invalid_client": "check the LWA client id (login) and client secret (password) of {conn}",
+        "invalid_grant": "the refresh token is wrong or its authorisation was revoked: have the "
+        "selling partner authorise the app again and set the new refresh_token extra of {conn}",
+    }
 
     def __init__(self, settings: DataKioskSettings) -> None:
-        super().__init__((settings.token_url, settings.client_id, settings.refresh_token), margin=300.0)
+        super().__init__(
+            (settings.token_url, settings.client_id, settings.client_secret, settings.refresh_token),
+            margin=300.0,
+        )
         self.settings = settings
 
     def token_request(self) -> ApiRequest:
@@ -495,4 +506,4 @@ class LwaTokenSource(TokenSource):
             "client_id": self.settings.client_id,
             "client_secret": self.settings.client_secret,
         }
-        return ApiRequest("POST", self.settings.token_url, "lwaToken", data=data, authenticated=False)
+        return self.form_request(self.settings.token_url, data)

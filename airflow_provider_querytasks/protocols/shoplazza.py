@@ -15,7 +15,7 @@ from typing import Any
 
 import pendulum
 
-from airflow_provider_querytasks.common.auth import AccessToken, TokenSource
+from airflow_provider_querytasks.common.auth import RotatingTokenSource
 from airflow_provider_querytasks.common.errors import (
     ApiError,
     AuthenticationError,
@@ -152,6 +152,7 @@ class ShoplazzaApi(PlatformApi):
     def __init__(self, settings: ShoplazzaSettings) -> None:
         super().__init__(settings.base_url, settings.shop)
         self.api_version = settings.api_version
+        self.oauth = settings.uses_oauth
 
     def headers(self, token: str | None) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -159,17 +160,39 @@ class ShoplazzaApi(PlatformApi):
             headers["Access-Token"] = token
         return headers
 
-    def error_message(self, response: ApiResponse) -> str:
-        text = super().error_message(response)
+    def _version_hint(self, response: ApiResponse, text: str) -> str:
         if response.status == 404 and self.api_version != DEFAULT_API_VERSION:
             text += f" (data query tasks exist only in API version {DEFAULT_API_VERSION})"
         elif response.status == 404 and "page not found" in text:
             text += f" (API version {self.api_version} may be retired)"
         return text
 
+    @staticmethod
+    def _store_not_active(response: ApiResponse) -> bool:
+        return response.status == 400 and "store is not active" in response.text_excerpt(200)
+
+    def is_token_expired(self, response: ApiResponse) -> bool:
+        # Shoplazza reports a missing, invalid or expired token as 401 or as 400 "store is not
+        # active" (both documented): with OAuth, either is worth one refresh and one retry.
+        return response.status == 401 or self._store_not_active(response)
+
+    def error_message(self, response: ApiResponse) -> str:
+        text = self._version_hint(response, super().error_message(response))
+        if self._store_not_active(response) or response.status == 401:
+            if self.oauth:
+                text += (
+                    " (Shoplazza refused a freshly refreshed access token: check that the app is "
+                    "still installed on this shop and that the shop is active)"
+                )
+            else:
+                text += (
+                    " (Shoplazza refused the access token: check the private app's access token "
+                    "in the connection's password and that the app is still installed)"
+                )
+        return text
+
     def error_class(self, response: ApiResponse) -> type[ApiError]:
-        # "store is not active" is how Shoplazza reports a missing or invalid token.
-        if response.status == 400 and "store is not active" in response.text_excerpt(200):
+        if self._store_not_active(response):
             return AuthenticationError
         if response.status in (400, 404) and "no result" in response.text_excerpt(200):
             return NotFoundError
@@ -374,45 +397,52 @@ def validate_event(event: str) -> str:
 
 
 # -- OAuth refresh (public apps) ------------------------------------------------------------------
-class ShoplazzaTokenSource(TokenSource):
+class ShoplazzaTokenSource(RotatingTokenSource):
     """Refresh-token grant at ``<shop>/admin/oauth/token``.
 
-    Shoplazza rotates the refresh token on every refresh; the newest one is kept for this process
-    (the connection keeps the one it was given: see the docs on persisting it).
+    Shoplazza replaces the refresh token on every refresh and the old one stops working, so the
+    newest pair lives in the connection's shared store (an Airflow Variable, see
+    :class:`~airflow_provider_querytasks.common.auth.SharedTokenStore` and ``docs/shoplazza.md``),
+    which every process reads before refreshing and writes after.
     """
 
     service = "Shoplazza token endpoint"
-    #: Rotated refresh tokens, by credential, for this process.
-    rotated: dict[str, str] = {}
+    platform = "shoplazza"
+    operation = "oauthToken"
+    store_name = "shoplazza"
+    hints = {
+        **RotatingTokenSource.hints,
+        "invalid_grant": "the refresh token is wrong, revoked or already used (Shoplazza replaces "
+        "it on every refresh): install or authorise the app again and set its new refresh token "
+        "as the refresh_token extra of {conn}",
+        "invalid_client": "check the client_id and client_secret extras of {conn}",
+    }
 
     def __init__(self, settings: ShoplazzaSettings) -> None:
         if not (settings.refresh_token and settings.client_id and settings.client_secret):
             raise ValueError("ShoplazzaTokenSource needs refresh_token, client_id and client_secret")
-        super().__init__((settings.base_url, settings.client_id, settings.refresh_token), margin=300.0)
+        url = f"{settings.base_url}/admin/oauth/token"
+        super().__init__(
+            (url, settings.client_id, settings.client_secret, settings.refresh_token),
+            token_url=url,
+            client_id=settings.client_id,
+            client_secret=settings.client_secret,
+            refresh_token=settings.refresh_token,
+        )
+        self.url = url
         self.settings = settings
 
-    def token_request(self) -> ApiRequest:
-        refresh_token = self.rotated.get(self.cache_key, self.settings.refresh_token)
-        data = {
-            "grant_type": "refresh_token",
-            "refresh_token": refresh_token or "",
-            "client_id": self.settings.client_id or "",
-            "client_secret": self.settings.client_secret or "",
-        }
-        return ApiRequest(
-            "POST",
-            f"{self.settings.base_url}/admin/oauth/token",
-            "oauthToken",
-            data=data,
-            authenticated=False,
+    def refresh_request(self, refresh_token: str) -> ApiRequest:
+        return self.form_request(
+            self.url,
+            {
+                "grant_type": "refresh_token",
+                "refresh_token": refresh_token,
+                "client_id": self.settings.client_id or "",
+                "client_secret": self.settings.client_secret or "",
+            },
         )
 
     def expires_at(self, body: dict[str, Any]) -> float | None:
         value = body.get("expires_at")  # unix seconds, not a duration
         return float(value) if isinstance(value, int | float) else super().expires_at(body)
-
-    def parse_token(self, response: ApiResponse) -> AccessToken:
-        token = super().parse_token(response)
-        if token.refresh_token:
-            self.rotated[self.cache_key] = token.refresh_token
-        return token

@@ -62,7 +62,8 @@ class ShoplazzaEmulator(EmulatorServer):
     :param access_token: the private-app token accepted in ``Access-Token``.
     :param client_id: OAuth client id (public app).
     :param client_secret: OAuth client secret.
-    :param refresh_token: the refresh token issued at install; rotated on each refresh.
+    :param refresh_token: the refresh token issued at install; every refresh replaces it with a
+        new one and the old one is refused (``invalid_grant``) from then on.
     :param token_ttl: OAuth access-token lifetime, seconds.
     :param duration: emulator seconds from creation to ``query_status`` 2 (0 before the first
         third of it, 1 after).
@@ -309,10 +310,25 @@ class ShoplazzaEmulator(EmulatorServer):
             form: dict[str, Any] = json.loads(await request.read() or b"{}")
         else:
             form = dict(await request.post())
+        # RFC 6749 section 5.2 errors; the text of the descriptions is ours (Shoplazza's is unknown).
         if form.get("client_id") != self.client_id or form.get("client_secret") != self.client_secret:
-            return self._reply({"error": "invalid_client"}, 401)
-        if form.get("grant_type") != "refresh_token" or form.get("refresh_token") not in self.refresh_tokens:
-            return self._reply({"error": "invalid_grant"}, 400)
+            return self._reply(
+                {"error": "invalid_client", "error_description": "Client authentication failed"}, 401
+            )
+        if form.get("grant_type") != "refresh_token":
+            return self._reply(
+                {"error": "unsupported_grant_type", "error_description": "Use grant_type=refresh_token"},
+                400,
+            )
+        if form.get("refresh_token") not in self.refresh_tokens:
+            return self._reply(
+                {
+                    "error": "invalid_grant",
+                    "error_description": "The refresh token is invalid, expired, revoked or was already used",
+                },
+                400,
+            )
+        # Rotation: the old refresh token stops working the moment a new one is issued.
         self.refresh_tokens.discard(str(form["refresh_token"]))
         new_refresh = f"shoplazza-emulator-refresh-{next(self._serial)}"
         self.refresh_tokens.add(new_refresh)

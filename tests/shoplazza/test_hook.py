@@ -222,7 +222,7 @@ def test_retired_api_version_explains_itself(
 
 
 def test_oauth_refresh_rotates_the_refresh_token(
-    emulator: ShoplazzaEmulator, monkeypatch: pytest.MonkeyPatch
+    airflow_db: Path, emulator: ShoplazzaEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     use_connection(monkeypatch, emulator.connection(oauth=True))
     hook = ShoplazzaHook(retry=FAST_RETRY)
@@ -232,7 +232,7 @@ def test_oauth_refresh_rotates_the_refresh_token(
     emulator.expire_tokens()
     from airflow_provider_querytasks.common.auth import token_cache
 
-    token_cache.clear()
+    token_cache.clear()  # as a new process: only the shared store knows the rotated token
     ShoplazzaHook(retry=FAST_RETRY).count_tasks()
     second = emulator.requests_to("api", "POST", r"/admin/oauth/token$")
     # The first refresh rotated the token: the second refresh must use the new one.
