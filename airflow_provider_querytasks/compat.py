@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from airflow.sdk.configuration import conf
     from airflow.sdk.exceptions import (
         AirflowException,
+        AirflowFailException,
         AirflowNotFoundException,
         AirflowSkipException,
         TaskDeferred,
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 else:
     from airflow.providers.common.compat.sdk import (
         AirflowException,
+        AirflowFailException,
         AirflowNotFoundException,
         AirflowSkipException,
         BaseHook,
@@ -62,6 +64,14 @@ else:
         from airflow.sdk.log import redact
     except ImportError:  # pragma: no cover - Airflow 2.11 line
         from airflow.utils.log.secrets_masker import redact
+
+try:  # both lines have it in airflow.exceptions; the fallback keeps the warning filterable
+    from airflow.exceptions import AirflowProviderDeprecationWarning
+except ImportError:  # pragma: no cover - an Airflow that dropped it
+
+    class AirflowProviderDeprecationWarning(DeprecationWarning):  # type: ignore[no-redef]
+        """A deprecated provider feature (stand-in where Airflow has none)."""
+
 
 #: ``BaseTrigger.on_kill`` (remote cancel when a user kills a deferred task) exists from 3.3.0.
 TRIGGER_ON_KILL_SUPPORTED = AIRFLOW_V_3_3_PLUS
@@ -139,7 +149,9 @@ __all__ = [
     "AIRFLOW_V_3_3_PLUS",
     "TRIGGER_ON_KILL_SUPPORTED",
     "AirflowException",
+    "AirflowFailException",
     "AirflowNotFoundException",
+    "AirflowProviderDeprecationWarning",
     "AirflowSkipException",
     "BaseHook",
     "BaseOperator",

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from airflow_provider_querytasks.common.errors import QueryTaskError, QueryTimeoutError
 from airflow_provider_querytasks.common.hooks import QueryTaskHook
+from airflow_provider_querytasks.common.no_retry import FailWithoutRetryMixin
 from airflow_provider_querytasks.common.notifications import NotificationSource, notification_listener
 from airflow_provider_querytasks.common.triggers import (
     QueryTaskTrigger,
@@ -44,7 +45,7 @@ def default_deferrable() -> bool:
 HookT = TypeVar("HookT", bound=QueryTaskHook[Any])
 
 
-class QueryTaskOperator(BaseOperator, Generic[HookT]):
+class QueryTaskOperator(FailWithoutRetryMixin, BaseOperator, Generic[HookT]):
     """Submit a remote query, wait for it, and return a JSON-able record.
 
     :param conn_id: the Airflow connection id (the hook's default when omitted).

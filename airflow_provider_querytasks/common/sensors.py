@@ -9,6 +9,7 @@ from functools import cached_property
 from typing import Any, ClassVar, Generic, cast
 
 from airflow_provider_querytasks.common.hooks import QueryTaskHook
+from airflow_provider_querytasks.common.no_retry import FailWithoutRetryMixin
 from airflow_provider_querytasks.common.notifications import NotificationSource, notification_listener
 from airflow_provider_querytasks.common.operators import HookT, default_deferrable
 from airflow_provider_querytasks.common.protocol import required_id
@@ -21,7 +22,7 @@ from airflow_provider_querytasks.common.wait import PollSchedule, StatusSnapshot
 from airflow_provider_querytasks.compat import BaseSensorOperator, Context, PokeReturnValue
 
 
-class QueryTaskSensor(BaseSensorOperator, Generic[HookT]):
+class QueryTaskSensor(FailWithoutRetryMixin, BaseSensorOperator, Generic[HookT]):
     """Wait for a remote query submitted elsewhere (e.g. with ``wait_for_completion=False``).
 
     Succeeds when the query succeeds (its record goes to XCom); fails with the platform's error

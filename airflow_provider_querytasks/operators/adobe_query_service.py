@@ -8,6 +8,7 @@ from typing import Any
 
 from airflow_provider_querytasks.common.errors import InvalidInputError
 from airflow_provider_querytasks.common.fetch import Destination, in_folder
+from airflow_provider_querytasks.common.no_retry import FailWithoutRetryMixin
 from airflow_provider_querytasks.common.operators import QueryTaskOperator
 from airflow_provider_querytasks.common.wait import StatusSnapshot
 from airflow_provider_querytasks.compat import BaseOperator, Context
@@ -156,7 +157,7 @@ class AdobeQueryOperator(QueryTaskOperator[AdobeQueryServiceHook]):
         return record
 
 
-class AdobeExportDatasetOperator(BaseOperator):
+class AdobeExportDatasetOperator(FailWithoutRetryMixin, BaseOperator):
     """Export the output of a CTAS or INSERT INTO query: dataset -> newest batch -> every file.
 
     The dataset is ``dataset_id``, or found from ``query_id`` (its ``_links.created_dataset``,

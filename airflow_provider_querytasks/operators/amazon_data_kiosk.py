@@ -8,6 +8,7 @@ from typing import Any
 
 from airflow_provider_querytasks.common.errors import InvalidInputError, QueryTaskError
 from airflow_provider_querytasks.common.fetch import Destination, destination_for, in_folder
+from airflow_provider_querytasks.common.no_retry import FailWithoutRetryMixin
 from airflow_provider_querytasks.common.notifications import DEFAULT_AWS_CONN_ID, NotificationSource
 from airflow_provider_querytasks.common.operators import QueryTaskOperator
 from airflow_provider_querytasks.common.protocol import required_id
@@ -184,7 +185,7 @@ class DataKioskQueryOperator(NotificationWaitMixin, QueryTaskOperator[DataKioskH
         }
 
 
-class DataKioskNotificationOperator(BaseOperator):
+class DataKioskNotificationOperator(FailWithoutRetryMixin, BaseOperator):
     """Handle delivered ``DATA_KIOSK_QUERY_PROCESSING_FINISHED`` notifications: one page each.
 
     For event-driven DAGs (Airflow 3): an ``Asset`` watched by an ``AssetWatcher`` with the
@@ -310,7 +311,7 @@ class DataKioskNotificationOperator(BaseOperator):
         return payloads
 
 
-class DataKioskCancelQueryOperator(BaseOperator):
+class DataKioskCancelQueryOperator(FailWithoutRetryMixin, BaseOperator):
     """Cancel a Data Kiosk query (IN_QUEUE or IN_PROGRESS); a finished one is left alone.
 
     :param query_id: the query id (templated).
@@ -331,7 +332,7 @@ class DataKioskCancelQueryOperator(BaseOperator):
         DataKioskHook(self.conn_id).cancel_query(required_id(self.query_id, "query_id", "query id"))
 
 
-class DataKioskDownloadDocumentOperator(BaseOperator):
+class DataKioskDownloadDocumentOperator(FailWithoutRetryMixin, BaseOperator):
     """Download a Data Kiosk document (data JSONL or error JSON) to a destination, atomically.
 
     Returns the fetch record (``uri``, ``bytes``, ``sha256``, ``lines``, ``rows``, ``source``,
