@@ -15,6 +15,7 @@ from datetime import timedelta
 from functools import cached_property
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
+from airflow_provider_querytasks.common.deadline import wait_deadline
 from airflow_provider_querytasks.common.errors import QueryTaskError, QueryTimeoutError
 from airflow_provider_querytasks.common.hooks import QueryTaskHook
 from airflow_provider_querytasks.common.no_retry import FailWithoutRetryMixin
@@ -55,6 +56,8 @@ class QueryTaskOperator(FailWithoutRetryMixin, BaseOperator, Generic[HookT]):
         polls start more often and back off to it.
     :param timeout: how long to wait in total, deferred time included (``timedelta`` or seconds;
         ``None`` for no limit). On timeout the remote query is cancelled when ``cancel_on_kill``.
+        The task's ``execution_timeout``, counted from the try's start, ends the wait the same
+        way when it comes first (deferred time included).
     :param cancel_on_kill: cancel the remote query when the task is killed or times out.
     :param reattach: on a task retry, re-attach to the query the previous try started (when it
         still runs or has succeeded) instead of submitting a duplicate.
@@ -134,7 +137,8 @@ class QueryTaskOperator(FailWithoutRetryMixin, BaseOperator, Generic[HookT]):
     def execute(self, context: Context) -> Any:
         self.validate_inputs()
         self._started = time.time()
-        self._deadline = None if self.timeout is None else self._started + self.timeout
+        # The earlier of timeout and execution_timeout: deferred time counts against both.
+        self._deadline = wait_deadline(context, self.timeout, self.execution_timeout, self._started)
         reattached = self._reattach(context) if self.reattach else None
         if reattached is not None:
             if reattached.state is QueryState.SUCCEEDED:

@@ -8,6 +8,7 @@ from datetime import timedelta
 from functools import cached_property
 from typing import Any, ClassVar, Generic, cast
 
+from airflow_provider_querytasks.common.deadline import wait_deadline
 from airflow_provider_querytasks.common.hooks import QueryTaskHook
 from airflow_provider_querytasks.common.no_retry import FailWithoutRetryMixin
 from airflow_provider_querytasks.common.notifications import NotificationSource, notification_listener
@@ -27,7 +28,8 @@ class QueryTaskSensor(FailWithoutRetryMixin, BaseSensorOperator, Generic[HookT])
 
     Succeeds when the query succeeds (its record goes to XCom); fails with the platform's error
     text when it fails. ``mode="poke"`` or ``"reschedule"`` poll from a worker; ``deferrable=True``
-    pokes once and then waits in the triggerer until the sensor's ``timeout``.
+    pokes once and then waits in the triggerer until the sensor's ``timeout`` or, when it comes
+    first, the try's start + ``execution_timeout``.
 
     :param query_id: the remote query id (templated, e.g. from the submit task's XCom).
     :param conn_id: the Airflow connection id (the hook's default when omitted).
@@ -102,11 +104,13 @@ class QueryTaskSensor(FailWithoutRetryMixin, BaseSensorOperator, Generic[HookT])
         if isinstance(done, PokeReturnValue):
             return done.xcom_value
         timeout = self.timeout.total_seconds() if isinstance(self.timeout, timedelta) else float(self.timeout)
+        # The earlier of timeout and execution_timeout: deferred time counts against both.
+        deadline = wait_deadline(context, timeout, self.execution_timeout, time.time())
         self.defer(
             trigger=self.trigger_class(
                 conn_id=self.conn_id,
                 query_id=self._query_id(),
-                deadline=time.time() + timeout,
+                deadline=deadline,
                 poll_schedule=self.poll_schedule().to_dict(),
                 started=time.time(),
                 cancel_on_kill=False,  # the sensor does not own the query
