@@ -28,6 +28,10 @@ class StartedTI:
         pass
 
 
+def started_context(ago: float) -> Any:
+    return {"ti": StartedTI(ago)}
+
+
 def test_the_earlier_limit_wins() -> None:
     ctx = {"ti": StartedTI(ago=600)}
     now = time.time()
@@ -46,7 +50,7 @@ def test_operator_defers_with_the_execution_timeout_deadline(emulator: FakeEmula
         task_id="q", sql="select 1", deferrable=True, execution_timeout=dt.timedelta(hours=1)
     )
     with pytest.raises(TaskDeferred) as deferred:
-        op.execute({"ti": StartedTI(ago=600)})  # type: ignore[arg-type]
+        op.execute(started_context(600))
     deadline = deferred.value.trigger.deadline  # type: ignore[attr-defined]
     assert deadline == pytest.approx(time.time() + 3000, abs=5)  # not the 24 h default timeout
     assert deferred.value.kwargs["deadline"] == deadline  # a resume keeps it, never recomputes it
@@ -62,7 +66,7 @@ def test_deferrable_sensor_defers_with_the_execution_timeout_deadline(emulator: 
         execution_timeout=dt.timedelta(minutes=30),
     )
     with pytest.raises(TaskDeferred) as deferred:
-        sensor.execute({"ti": StartedTI(ago=60)})  # type: ignore[arg-type]
+        sensor.execute(started_context(60))
     deadline = deferred.value.trigger.deadline  # type: ignore[attr-defined]
     assert deadline == pytest.approx(time.time() + 1740, abs=5)
 
@@ -78,7 +82,7 @@ def test_a_passed_execution_timeout_ends_the_trigger_and_cancels_the_query(emula
         execution_timeout=dt.timedelta(seconds=61),
     )
     with pytest.raises(TaskDeferred) as deferred:
-        op.execute({"ti": StartedTI(ago=60)})  # type: ignore[arg-type]
+        op.execute(started_context(60))
     started = time.monotonic()
     event = run_trigger(deferred.value.trigger)
     assert event["status"] == "timeout"
