@@ -53,7 +53,7 @@ def test_operator_defers_with_the_execution_timeout_deadline(emulator: FakeEmula
         op.execute(started_context(600))
     deadline = deferred.value.trigger.deadline  # type: ignore[attr-defined]
     assert deadline == pytest.approx(time.time() + 3000, abs=5)  # not the 24 h default timeout
-    assert deferred.value.kwargs["deadline"] == deadline  # a resume keeps it, never recomputes it
+    assert (deferred.value.kwargs or {})["deadline"] == deadline  # a resume keeps it, never recomputes it
 
 
 def test_deferrable_sensor_defers_with_the_execution_timeout_deadline(emulator: FakeEmulator) -> None:
