@@ -73,6 +73,15 @@ except ImportError:  # pragma: no cover - an Airflow that dropped it
         """A deprecated provider feature (stand-in where Airflow has none)."""
 
 
+def count_resumable_job(event: str, operator: object) -> None:
+    """Airflow 3.3+: count a re-attach decision as ``ResumableJobMixin`` does (``resumable_job.*``)."""
+    if not AIRFLOW_V_3_3_PLUS:
+        return
+    from airflow.sdk.observability.stats import Stats
+
+    Stats.incr(f"resumable_job.{event}", tags={"operator": type(operator).__name__})
+
+
 #: ``BaseTrigger.on_kill`` (remote cancel when a user kills a deferred task) exists from 3.3.0.
 TRIGGER_ON_KILL_SUPPORTED = AIRFLOW_V_3_3_PLUS
 
@@ -164,6 +173,7 @@ __all__ = [
     "TaskDeferred",
     "TriggerEvent",
     "conf",
+    "count_resumable_job",
     "get_async_connection",
     "get_async_extra_dejson",
     "mask_secret",

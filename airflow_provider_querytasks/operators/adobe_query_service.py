@@ -73,7 +73,8 @@ class AdobeQueryOperator(QueryTaskOperator[AdobeQueryServiceHook]):
     :param poll_interval: longest time between polls (``timedelta`` or seconds).
     :param timeout: total wait, deferred time included (batch queries may run 24 h).
     :param cancel_on_kill: cancel the query when the task is killed or times out.
-    :param reattach: re-attach by name on a task retry.
+    :param durable: re-attach on a task retry (stored id on Airflow 3.3+, else by name;
+        ``reattach`` is its deprecated name).
     """
 
     hook_class = AdobeQueryServiceHook

@@ -97,8 +97,9 @@ class DataKioskQueryOperator(NotificationWaitMixin, QueryTaskOperator[DataKioskH
     :param poll_interval: longest time between polls (``timedelta`` or seconds).
     :param timeout: total wait, deferred time included; on timeout the current query is cancelled.
     :param cancel_on_kill: cancel the current query when the task is killed.
-    :param reattach: on a task retry, re-attach to an IN_QUEUE/IN_PROGRESS query with the same
-        text instead of submitting a duplicate.
+    :param durable: on a task retry, re-attach to the query the previous try stored (Airflow
+        3.3+) or to an IN_QUEUE/IN_PROGRESS query with the same text instead of submitting a
+        duplicate (``reattach`` is its deprecated name).
     :param notification_queue_url: the SQS queue the account's
         ``DATA_KIOSK_QUERY_PROCESSING_FINISHED`` notifications go to (templated; needs the
         ``amazon`` extra). The wait then ends when the query's notification arrives, and getQuery
