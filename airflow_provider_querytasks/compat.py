@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from airflow.sdk.configuration import conf
     from airflow.sdk.exceptions import (
         AirflowException,
+        AirflowFailException,
         AirflowNotFoundException,
         AirflowSkipException,
         TaskDeferred,
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 else:
     from airflow.providers.common.compat.sdk import (
         AirflowException,
+        AirflowFailException,
         AirflowNotFoundException,
         AirflowSkipException,
         BaseHook,
@@ -67,6 +69,23 @@ else:
         from airflow.sdk.log import redact
     except ImportError:  # pragma: no cover - Airflow 2.11 line
         from airflow.utils.log.secrets_masker import redact
+
+try:  # both lines have it in airflow.exceptions; the fallback keeps the warning filterable
+    from airflow.exceptions import AirflowProviderDeprecationWarning
+except ImportError:  # pragma: no cover - an Airflow that dropped it
+
+    class AirflowProviderDeprecationWarning(DeprecationWarning):  # type: ignore[no-redef]
+        """A deprecated provider feature (stand-in where Airflow has none)."""
+
+
+def count_resumable_job(event: str, operator: object) -> None:
+    """Airflow 3.3+: count a re-attach decision as ``ResumableJobMixin`` does (``resumable_job.*``)."""
+    if not AIRFLOW_V_3_3_PLUS:
+        return
+    from airflow.sdk.observability.stats import Stats
+
+    Stats.incr(f"resumable_job.{event}", tags={"operator": type(operator).__name__})
+
 
 #: ``BaseTrigger.on_kill`` (remote cancel when a user kills a deferred task) exists from 3.3.0.
 TRIGGER_ON_KILL_SUPPORTED = AIRFLOW_V_3_3_PLUS
@@ -256,7 +275,9 @@ __all__ = [
     "AIRFLOW_V_3_3_PLUS",
     "TRIGGER_ON_KILL_SUPPORTED",
     "AirflowException",
+    "AirflowFailException",
     "AirflowNotFoundException",
+    "AirflowProviderDeprecationWarning",
     "AirflowSkipException",
     "BaseHook",
     "BaseOperator",
@@ -274,6 +295,7 @@ __all__ = [
     "aread_variable",
     "awrite_variable",
     "conf",
+    "count_resumable_job",
     "get_async_connection",
     "get_async_extra_dejson",
     "mask_secret",

@@ -30,6 +30,7 @@ class ExtraField:
     :param placeholder: example value shown in an empty field.
     :param default: default value; ``None`` for none.
     :param choices: allowed values, if the field is an enumeration.
+    :param deprecated_names: earlier names of the field, still read (with a deprecation warning).
     """
 
     name: str
@@ -39,6 +40,7 @@ class ExtraField:
     placeholder: str | None = None
     default: Any = None
     choices: tuple[str, ...] = ()
+    deprecated_names: tuple[str, ...] = ()
 
     def to_conn_field(self) -> dict[str, Any]:
         """The Airflow 3.2+ ``conn-fields`` entry (a JSON schema)."""
@@ -50,6 +52,11 @@ class ExtraField:
             schema["default"] = self.default
         if self.choices:
             schema["enum"] = [*self.choices, None]
+        if self.placeholder and not self.choices and self.kind == "string":
+            # Airflow 3.2+ forms ignore ui-field-behaviour placeholders of extras; a string field
+            # with schema examples gets a placeholder ("Start typing to see options") and offers
+            # the examples as suggestions.
+            schema["examples"] = [self.placeholder]
         return {"label": self.label, "description": self.description, "schema": schema}
 
 
@@ -198,11 +205,13 @@ AMAZON_SP_API_FORM = ConnectionForm(
         ExtraField(
             "endpoint", "Endpoint", _ENDPOINT_HELP, placeholder="https://sellingpartnerapi-na.amazon.com"
         ),
+        # Not "lwa_token_url": Airflow masks every extra whose name contains "token".
         ExtraField(
-            "lwa_token_url",
-            "LWA token URL",
-            "Login with Amazon token endpoint.",
+            "lwa_endpoint",
+            "LWA endpoint",
+            "Login with Amazon token endpoint (default https://api.amazon.com/auth/o2/token).",
             placeholder="https://api.amazon.com/auth/o2/token",
+            deprecated_names=("lwa_token_url",),
         ),
         ExtraField(
             "selling_partner_id",
@@ -235,11 +244,13 @@ ADOBE_EXPERIENCE_PLATFORM_FORM = ConnectionForm(
             placeholder="openid,AdobeID,read_organizations,additional_info.projectedProductContext,session",
         ),
         ExtraField("endpoint", "Endpoint", _ENDPOINT_HELP, placeholder="https://platform.adobe.io"),
+        # Not "ims_token_url": Airflow masks every extra whose name contains "token".
         ExtraField(
-            "ims_token_url",
-            "IMS token URL",
-            "Adobe IMS token endpoint.",
+            "ims_endpoint",
+            "IMS endpoint",
+            "Adobe IMS token endpoint (default https://ims-na1.adobelogin.com/ims/token/v3).",
             placeholder="https://ims-na1.adobelogin.com/ims/token/v3",
+            deprecated_names=("ims_token_url",),
         ),
     ),
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from airflow_provider_querytasks.common.auth import TokenSource
@@ -19,6 +20,7 @@ from airflow_provider_querytasks.common.protocol import ApiRequest, ApiResponse,
 from airflow_provider_querytasks.common.transport import AsyncApiClient, RetryPolicy, SyncApiClient
 from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
 from airflow_provider_querytasks.compat import (
+    AirflowProviderDeprecationWarning,
     BaseHook,
     Connection,
     get_async_connection,
@@ -143,11 +145,21 @@ class QueryTaskHook(BaseHook, Generic[ApiT]):
 
     # -- connection reading -------------------------------------------------------------------
     def extra_value(self, extra: dict[str, Any], name: str, default: Any = None) -> Any:
-        """An extra field, also under the ``extra__<conn_type>__<name>`` key older forms wrote."""
-        for key in (name, f"extra__{self.conn_type}__{name}"):
-            value = extra.get(key)
-            if value not in (None, ""):
-                return value
+        """An extra field, also under the ``extra__<conn_type>__<name>`` key older forms wrote,
+        and under the field's deprecated names (with a deprecation warning)."""
+        field = next((f for f in self.form.extras if f.name == name), None)
+        for key_name in (name, *(field.deprecated_names if field else ())):
+            for key in (key_name, f"extra__{self.conn_type}__{key_name}"):
+                value = extra.get(key)
+                if value not in (None, ""):
+                    if key_name != name:
+                        warnings.warn(
+                            f"Connection {self.conn_id!r}: the extra {key_name!r} is deprecated; "
+                            f"rename it {name!r}",
+                            AirflowProviderDeprecationWarning,
+                            stacklevel=2,
+                        )
+                    return value
         return default
 
     def _read(self, conn: Connection, extra: dict[str, Any]) -> Any:

@@ -13,12 +13,15 @@ the subclass's result.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 from airflow_provider_querytasks.common.chain import QueryChain
+from airflow_provider_querytasks.common.deadline import wait_deadline
 from airflow_provider_querytasks.common.errors import QueryTaskError, QueryTimeoutError
+from airflow_provider_querytasks.common.no_retry import FailWithoutRetryMixin
 from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot, WaitLoop, to_seconds
 from airflow_provider_querytasks.common.wait_mixin import (
     HookT,
@@ -26,13 +29,18 @@ from airflow_provider_querytasks.common.wait_mixin import (
     default_deferrable,
     snapshot_from_event,
 )
-from airflow_provider_querytasks.compat import BaseOperator, Context
+from airflow_provider_querytasks.compat import (
+    AirflowProviderDeprecationWarning,
+    BaseOperator,
+    Context,
+    count_resumable_job,
+)
 
 #: Key under which the current query id is kept in Airflow 3.3's ``task_state_store``.
 STATE_STORE_KEY = "querytasks_query"
 
 
-class QueryTaskOperator(QueryWaitMixin[HookT], BaseOperator):
+class QueryTaskOperator(FailWithoutRetryMixin, QueryWaitMixin[HookT], BaseOperator):
     """Submit a remote query, wait for it, and return a JSON-able record.
 
     :param conn_id: the Airflow connection id (the hook's default when omitted).
@@ -42,10 +50,19 @@ class QueryTaskOperator(QueryWaitMixin[HookT], BaseOperator):
         polls start more often and back off to it.
     :param timeout: how long to wait in total, deferred time included (``timedelta`` or seconds;
         ``None`` for no limit). On timeout the remote query is cancelled when ``cancel_on_kill``.
+        The task's ``execution_timeout``, counted from the try's start, ends the wait the same
+        way when it comes first (deferred time included).
     :param cancel_on_kill: cancel the remote query when the task is killed or times out.
-    :param reattach: on a task retry, re-attach to the query the previous try started (when it
-        still runs or has succeeded) instead of submitting a duplicate.
+    :param durable: on a task retry, re-attach to the query the previous try started (when it
+        still runs or has succeeded) instead of submitting a duplicate: from Airflow 3.3's
+        ``task_state_store``, else by a remote look-up where the platform allows one. The name,
+        the store key (:attr:`external_id_key`) and the ``resumable_job.*`` metrics (3.3+) follow
+        Airflow's ``ResumableJobMixin``.
+    :param reattach: deprecated name of ``durable``.
     """
+
+    #: ``task_state_store`` key of the current query (``ResumableJobMixin``'s attribute name).
+    external_id_key: str = STATE_STORE_KEY
 
     template_fields: Sequence[str] = ("conn_id",)
 
@@ -58,17 +75,25 @@ class QueryTaskOperator(QueryWaitMixin[HookT], BaseOperator):
         poll_interval: timedelta | float = timedelta(seconds=60),
         timeout: timedelta | float | None = timedelta(hours=24),
         cancel_on_kill: bool = True,
-        reattach: bool = True,
+        durable: bool = True,
+        reattach: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if reattach is not None:
+            warnings.warn(
+                "`reattach` is deprecated; use `durable` (the name Airflow 3.3's ResumableJobMixin uses)",
+                AirflowProviderDeprecationWarning,
+                stacklevel=2,
+            )
+            durable = reattach
         self.conn_id = conn_id or self.hook_class.default_conn_name
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
         self.poll_interval = to_seconds(poll_interval, "poll_interval")
         self.timeout = to_seconds(timeout, "timeout", allow_none=True)
         self.cancel_on_kill = cancel_on_kill
-        self.reattach = reattach
+        self.durable = durable
         #: The query being waited for (what ``on_kill`` cancels).
         self.query_id: str | None = None
         #: What a subclass keeps across deferrals and retries (JSON-able): the chain's state
@@ -116,8 +141,9 @@ class QueryTaskOperator(QueryWaitMixin[HookT], BaseOperator):
     def execute(self, context: Context) -> Any:
         self.validate_inputs()
         self._started = time.time()
-        self._deadline = None if self.timeout is None else self._started + self.timeout
-        reattached = self._reattach(context) if self.reattach else None
+        # The earlier of timeout and execution_timeout: deferred time counts against both.
+        self._deadline = wait_deadline(context, self.timeout, self.execution_timeout, self._started)
+        reattached = self._reattach(context) if self.durable else None
         if reattached is not None:
             if reattached.state is QueryState.SUCCEEDED:
                 return self._finish(context, reattached)
@@ -213,27 +239,31 @@ class QueryTaskOperator(QueryWaitMixin[HookT], BaseOperator):
             ti.xcom_push(key="query_id", value=query_id)
         store = context.get("task_state_store")
         if store is not None:
-            store.set(STATE_STORE_KEY, {"query_id": query_id, "resume_state": self.resume_state})
+            store.set(self.external_id_key, {"query_id": query_id, "resume_state": self.resume_state})
 
     def _reattach(self, context: Context) -> StatusSnapshot | None:
         """A live or succeeded query of a previous try (state restored), or ``None``."""
         ti = context.get("ti")
         if ti is None or int(getattr(ti, "try_number", 1) or 1) <= 1:
+            count_resumable_job("fresh_submit", self)
             return None
         query_id = None
         fresh = self.resume_state  # as validate_inputs built it, for a chain started again
         store = context.get("task_state_store")
-        stored = store.get(STATE_STORE_KEY) if store is not None else None
+        stored = store.get(self.external_id_key) if store is not None else None
         if isinstance(stored, dict) and stored.get("query_id"):
+            count_resumable_job("reconnect_attempt", self)
             query_id = str(stored["query_id"])
             saved = stored.get("resume_state")
             self.resume_state = dict(saved) if isinstance(saved, dict) else {}
         else:
             query_id = self.find_running(context)
         if query_id is None:
+            count_resumable_job("fresh_submit", self)
             return None
         snapshot = self.hook.get_status(query_id)
         if snapshot.state in (QueryState.FAILED, QueryState.CANCELLED):
+            count_resumable_job("terminal_resubmit", self)
             self.log.info(
                 "The previous try's %s ended %s: submitting again",
                 self.hook.describe_query(query_id),
@@ -241,6 +271,8 @@ class QueryTaskOperator(QueryWaitMixin[HookT], BaseOperator):
             )
             self.resume_state = fresh
             return None
+        succeeded = snapshot.state is QueryState.SUCCEEDED
+        count_resumable_job("already_succeeded" if succeeded else "reconnect_success", self)
         self.log.info(
             "Re-attaching to %s (%s) from the previous try",
             self.hook.describe_query(query_id),

@@ -270,7 +270,7 @@ def is_loopback_host(host: str | None) -> bool:
 
 
 def validate_base_url(url: str, parameter: str) -> str:
-    """Check a base URL override (``endpoint``, ``lwa_token_url``, ``ims_token_url``).
+    """Check a base URL override (``endpoint``, ``lwa_endpoint``, ``ims_endpoint``).
 
     https is required; http only for loopback hosts, so a token is never sent in clear text to
     another machine. Returns the URL without a trailing slash.

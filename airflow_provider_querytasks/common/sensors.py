@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
+from airflow_provider_querytasks.common.deadline import wait_deadline
+from airflow_provider_querytasks.common.no_retry import FailWithoutRetryMixin
 from airflow_provider_querytasks.common.protocol import required_id
 from airflow_provider_querytasks.common.wait import StatusSnapshot, to_seconds
 from airflow_provider_querytasks.common.wait_mixin import (
@@ -18,12 +20,13 @@ from airflow_provider_querytasks.common.wait_mixin import (
 from airflow_provider_querytasks.compat import BaseSensorOperator, Context, PokeReturnValue
 
 
-class QueryTaskSensor(QueryWaitMixin[HookT], BaseSensorOperator):
+class QueryTaskSensor(FailWithoutRetryMixin, QueryWaitMixin[HookT], BaseSensorOperator):
     """Wait for a remote query submitted elsewhere (e.g. with ``wait_for_completion=False``).
 
     Succeeds when the query succeeds (its record goes to XCom); fails with the platform's error
     text when it fails. ``mode="poke"`` or ``"reschedule"`` poll from a worker; ``deferrable=True``
-    pokes once and then waits in the triggerer until the sensor's ``timeout``.
+    pokes once and then waits in the triggerer until the sensor's ``timeout`` or, when it comes
+    first, the try's start + ``execution_timeout``.
 
     :param query_id: the remote query id (templated, e.g. from the submit task's XCom).
     :param conn_id: the Airflow connection id (the hook's default when omitted).
@@ -82,11 +85,11 @@ class QueryTaskSensor(QueryWaitMixin[HookT], BaseSensorOperator):
         if isinstance(done, PokeReturnValue):
             return done.xcom_value
         timeout = self.timeout.total_seconds() if isinstance(self.timeout, timedelta) else float(self.timeout)
+        # The earlier of timeout and execution_timeout: deferred time counts against both.
+        deadline = wait_deadline(context, timeout, self.execution_timeout, time.time())
         self.defer(
             # The sensor does not own the query: a killed sensor leaves it running.
-            trigger=self.build_trigger(
-                self._query_id(), deadline=time.time() + timeout, cancel_on_kill=False
-            ),
+            trigger=self.build_trigger(self._query_id(), deadline=deadline, cancel_on_kill=False),
             method_name="execute_complete",
             timeout=None,
         )

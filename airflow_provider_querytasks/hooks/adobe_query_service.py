@@ -35,8 +35,9 @@ class AdobeQueryServiceHook(QueryTaskHook[AdobeApi]):
 
     The connection (type ``adobe_experience_platform``) holds the OAuth server-to-server client
     id in *login*, its secret in *password*, and the ``org_id``, ``sandbox`` (default ``prod``),
-    ``scopes``, ``endpoint`` and ``ims_token_url`` extras. Every call carries ``Authorization``,
-    ``x-api-key``, ``x-gw-ims-org-id`` and ``x-sandbox-name``; TLS is always verified.
+    ``scopes``, ``endpoint`` and ``ims_endpoint`` (formerly ``ims_token_url``) extras. Every call
+    carries ``Authorization``, ``x-api-key``, ``x-gw-ims-org-id`` and ``x-sandbox-name``; TLS is
+    always verified.
 
     :param conn_id: the Airflow connection id (``adobe_experience_platform_default``).
     :param retry: retry policy for API calls.
@@ -45,7 +46,7 @@ class AdobeQueryServiceHook(QueryTaskHook[AdobeApi]):
 
     default_conn_name = "adobe_experience_platform_default"
     conn_type = "adobe_experience_platform"
-    hook_name = "Adobe Query Service"
+    hook_name = ADOBE_EXPERIENCE_PLATFORM_FORM.hook_name
     form = ADOBE_EXPERIENCE_PLATFORM_FORM
 
     # -- connection ---------------------------------------------------------------------------
@@ -57,7 +58,7 @@ class AdobeQueryServiceHook(QueryTaskHook[AdobeApi]):
             sandbox=self.extra_value(extra, "sandbox"),
             scopes=self.extra_value(extra, "scopes"),
             endpoint=self.extra_value(extra, "endpoint"),
-            ims_token_url=self.extra_value(extra, "ims_token_url"),
+            ims_endpoint=self.extra_value(extra, "ims_endpoint"),
         )
 
     def build_api(self, settings: AdobeSettings) -> PlatformApi:

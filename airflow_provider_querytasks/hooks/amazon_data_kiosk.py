@@ -41,7 +41,7 @@ class DataKioskHook(QueryTaskHook[DataKioskApi]):
 
     The connection (type ``amazon_sp_api``) holds the LWA client id in *login*, the client secret
     in *password*, and the ``refresh_token``, ``region`` (na/eu/fe), ``sandbox``, ``endpoint``,
-    ``lwa_token_url`` and ``selling_partner_id`` extras.
+    ``lwa_endpoint`` (formerly ``lwa_token_url``) and ``selling_partner_id`` extras.
 
     :param conn_id: the Airflow connection id (``amazon_sp_api_default``).
     :param retry: retry policy for API calls.
@@ -50,7 +50,7 @@ class DataKioskHook(QueryTaskHook[DataKioskApi]):
 
     default_conn_name = "amazon_sp_api_default"
     conn_type = "amazon_sp_api"
-    hook_name = "Data Kiosk"
+    hook_name = AMAZON_SP_API_FORM.hook_name
     form = AMAZON_SP_API_FORM
 
     # -- connection ---------------------------------------------------------------------------
@@ -62,7 +62,7 @@ class DataKioskHook(QueryTaskHook[DataKioskApi]):
             region=self.extra_value(extra, "region"),
             sandbox=self.extra_value(extra, "sandbox", False),
             endpoint=self.extra_value(extra, "endpoint"),
-            lwa_token_url=self.extra_value(extra, "lwa_token_url"),
+            lwa_endpoint=self.extra_value(extra, "lwa_endpoint"),
             selling_partner_id=self.extra_value(extra, "selling_partner_id"),
         )
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_querytasks.common.errors import InvalidInputError
 from airflow_provider_querytasks.common.fetch import Destination, in_folder
+from airflow_provider_querytasks.common.no_retry import FailWithoutRetryMixin
 from airflow_provider_querytasks.common.operators import QueryTaskOperator
 from airflow_provider_querytasks.common.wait import StatusSnapshot
 from airflow_provider_querytasks.compat import BaseOperator, Context
@@ -87,7 +88,8 @@ class AdobeQueryOperator(QueryTaskOperator[AdobeQueryServiceHook]):
     :param poll_interval: longest time between polls (``timedelta`` or seconds).
     :param timeout: total wait, deferred time included (batch queries may run 24 h).
     :param cancel_on_kill: cancel the query when the task is killed or times out.
-    :param reattach: re-attach by name on a task retry.
+    :param durable: re-attach on a task retry (stored id on Airflow 3.3+, else by name;
+        ``reattach`` is its deprecated name).
     """
 
     hook_class = AdobeQueryServiceHook
@@ -189,7 +191,7 @@ class AdobeQueryOperator(QueryTaskOperator[AdobeQueryServiceHook]):
         return record
 
 
-class AdobeExportDatasetOperator(BaseOperator):
+class AdobeExportDatasetOperator(FailWithoutRetryMixin, BaseOperator):
     """Export the output of a CTAS or INSERT INTO query: dataset -> newest batch -> every file.
 
     The dataset is ``dataset_id``, or found from ``query_id`` (its ``_links.created_dataset``,

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_querytasks.common.errors import InvalidInputError, QueryTaskError
 from airflow_provider_querytasks.common.fetch import Destination, destination_for, in_folder
+from airflow_provider_querytasks.common.no_retry import FailWithoutRetryMixin
 from airflow_provider_querytasks.common.notifications import DEFAULT_AWS_CONN_ID
 from airflow_provider_querytasks.common.operators import QueryTaskOperator
 from airflow_provider_querytasks.common.protocol import required_id
@@ -65,8 +66,9 @@ class DataKioskQueryOperator(DataKioskWaitMixin, QueryTaskOperator[DataKioskHook
     :param poll_interval: longest time between polls (``timedelta`` or seconds).
     :param timeout: total wait, deferred time included; on timeout the current query is cancelled.
     :param cancel_on_kill: cancel the current query when the task is killed.
-    :param reattach: on a task retry, re-attach to an IN_QUEUE/IN_PROGRESS query with the same
-        text instead of submitting a duplicate.
+    :param durable: on a task retry, re-attach to the query the previous try stored (Airflow
+        3.3+) or to an IN_QUEUE/IN_PROGRESS query with the same text instead of submitting a
+        duplicate (``reattach`` is its deprecated name).
     :param notification_queue_url: the SQS queue the account's
         ``DATA_KIOSK_QUERY_PROCESSING_FINISHED`` notifications go to (templated; needs the
         ``amazon`` extra). The wait then ends when the query's notification arrives, and getQuery
@@ -172,7 +174,7 @@ class DataKioskQueryOperator(DataKioskWaitMixin, QueryTaskOperator[DataKioskHook
         }
 
 
-class DataKioskNotificationOperator(BaseOperator):
+class DataKioskNotificationOperator(FailWithoutRetryMixin, BaseOperator):
     """Handle delivered ``DATA_KIOSK_QUERY_PROCESSING_FINISHED`` notifications: one page each.
 
     For event-driven DAGs (Airflow 3): an ``Asset`` watched by an ``AssetWatcher`` with the
@@ -298,7 +300,7 @@ class DataKioskNotificationOperator(BaseOperator):
         return payloads
 
 
-class DataKioskCancelQueryOperator(BaseOperator):
+class DataKioskCancelQueryOperator(FailWithoutRetryMixin, BaseOperator):
     """Cancel a Data Kiosk query (IN_QUEUE or IN_PROGRESS); a finished one is left alone.
 
     :param query_id: the query id (templated).
@@ -319,7 +321,7 @@ class DataKioskCancelQueryOperator(BaseOperator):
         DataKioskHook(self.conn_id).cancel_query(required_id(self.query_id, "query_id", "query id"))
 
 
-class DataKioskDownloadDocumentOperator(BaseOperator):
+class DataKioskDownloadDocumentOperator(FailWithoutRetryMixin, BaseOperator):
     """Download a Data Kiosk document (data JSONL or error JSON) to a destination, atomically.
 
     Returns the fetch record (``uri``, ``bytes``, ``sha256``, ``lines``, ``rows``, ``source``,

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_querytasks.common.errors import InvalidInputError
 from airflow_provider_querytasks.common.fetch import Destination, destination_for, redact_url
+from airflow_provider_querytasks.common.no_retry import FailWithoutRetryMixin
 from airflow_provider_querytasks.common.operators import QueryTaskOperator
 from airflow_provider_querytasks.common.protocol import required_id
 from airflow_provider_querytasks.common.wait import StatusSnapshot
@@ -220,7 +221,7 @@ class ShoplazzaDataTaskOperator(QueryTaskOperator[ShoplazzaHook]):
         return result
 
 
-class ShoplazzaDownloadResultOperator(BaseOperator):
+class ShoplazzaDownloadResultOperator(FailWithoutRetryMixin, BaseOperator):
     """Fetch a complete data task's CSV to a destination (atomically; no Shoplazza header sent).
 
     Returns the fetch record (``uri``, ``bytes``, ``sha256``, ``lines``, ``rows``, ``source``).

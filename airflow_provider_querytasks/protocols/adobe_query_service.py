@@ -87,7 +87,7 @@ class AdobeSettings:
         sandbox: str | None = None,
         scopes: str | None = None,
         endpoint: str | None = None,
-        ims_token_url: str | None = None,
+        ims_endpoint: str | None = None,
     ) -> AdobeSettings:
         """Validate connection fields (raise :class:`InvalidInputError` naming the field)."""
         if not client_id:
@@ -104,7 +104,7 @@ class AdobeSettings:
             raise InvalidInputError("scopes", "give at least one scope from the Developer Console project")
         return cls(
             base_url=validate_base_url(endpoint or DEFAULT_ENDPOINT, "endpoint"),
-            token_url=validate_base_url(ims_token_url or DEFAULT_IMS_TOKEN_URL, "ims_token_url"),
+            token_url=validate_base_url(ims_endpoint or DEFAULT_IMS_TOKEN_URL, "ims_endpoint"),
             client_id=client_id,
             client_secret=client_secret,
             org_id=org_id.strip(),

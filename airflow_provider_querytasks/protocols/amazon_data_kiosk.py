@@ -106,7 +106,7 @@ class DataKioskSettings:
         region: str | None = None,
         sandbox: Any = False,
         endpoint: str | None = None,
-        lwa_token_url: str | None = None,
+        lwa_endpoint: str | None = None,
         selling_partner_id: str | None = None,
     ) -> DataKioskSettings:
         """Validate connection fields (raise :class:`InvalidInputError` naming the field)."""
@@ -121,7 +121,7 @@ class DataKioskSettings:
         if not refresh_token:
             raise InvalidInputError("refresh_token", "set the LWA refresh token extra")
         base = validate_base_url(endpoint, "endpoint") if endpoint else base_url_for(region, use_sandbox)
-        token_url = validate_base_url(lwa_token_url or DEFAULT_LWA_TOKEN_URL, "lwa_token_url")
+        token_url = validate_base_url(lwa_endpoint or DEFAULT_LWA_TOKEN_URL, "lwa_endpoint")
         account = selling_partner_id or "rt-" + hashlib.sha256(refresh_token.encode()).hexdigest()[:16]
         return cls(
             base, token_url, client_id, client_secret, refresh_token, account, selling_partner_id or None

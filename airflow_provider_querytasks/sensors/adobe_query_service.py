@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from airflow_provider_querytasks.common.no_retry import FailWithoutRetryMixin
 from airflow_provider_querytasks.common.protocol import required_id
 from airflow_provider_querytasks.common.sensors import QueryTaskSensor
 from airflow_provider_querytasks.common.wait import StatusSnapshot
@@ -39,7 +40,7 @@ class AdobeQuerySensor(QueryTaskSensor[AdobeQueryServiceHook]):
         return query_record(snapshot)
 
 
-class AdobeScheduledQueryRunSensor(BaseSensorOperator):
+class AdobeScheduledQueryRunSensor(FailWithoutRetryMixin, BaseSensorOperator):
     """Wait for a run of a scheduled query (``poke`` or ``reschedule`` mode).
 
     Succeeds on SUCCESS (the run goes to XCom); FAILED fails with the run's errors; a cancelled

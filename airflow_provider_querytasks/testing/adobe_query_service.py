@@ -186,7 +186,7 @@ class AdobeQueryServiceEmulator(EmulatorServer):
                 "org_id": self.org_id,
                 "sandbox": self.sandboxes[0],
                 "endpoint": self.urls["api"],
-                "ims_token_url": f"{self.urls['ims']}/ims/token/v3",
+                "ims_endpoint": f"{self.urls['ims']}/ims/token/v3",
             },
         }
 

@@ -203,7 +203,7 @@ class DataKioskEmulator(EmulatorServer):
                 "refresh_token": self.refresh_token,
                 "region": "na",
                 "endpoint": self.urls["api"],
-                "lwa_token_url": f"{self.urls['lwa']}/auth/o2/token",
+                "lwa_endpoint": f"{self.urls['lwa']}/auth/o2/token",
                 "selling_partner_id": self.account_id,
             },
         }

@@ -148,11 +148,11 @@ def test_connection_fields(host: Any, token: Any, endpoint: Any, region: Any, or
         lambda: DataKioskSettings.build(
             client_id=token, client_secret="s", refresh_token="r", region=region, endpoint=endpoint
         ),
-        {"login", "password", "refresh_token", "region", "sandbox", "endpoint", "lwa_token_url"},
+        {"login", "password", "refresh_token", "region", "sandbox", "endpoint", "lwa_endpoint"},
     )
     check(
         lambda: AdobeSettings.build(
             client_id="c", client_secret=token, org_id=org, sandbox=sandbox, endpoint=endpoint
         ),
-        {"login", "password", "org_id", "sandbox", "scopes", "endpoint", "ims_token_url"},
+        {"login", "password", "org_id", "sandbox", "scopes", "endpoint", "ims_endpoint"},
     )
