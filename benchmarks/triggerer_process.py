@@ -7,8 +7,9 @@
      "triggers": [{"class": "<module>.<Class>", "kwargs": {...}}, ...]}
 
 and at once runs every trigger on one event loop (as a triggerer does, each to its first event),
-then prints one JSON line: ``{"events": [{"query_id", "status", "at"}...], "http_429": N}``
-(``at``: ``time.time()`` when the event came). :class:`TriggererProcesses` starts several and
+then prints one JSON line: ``{"events": [{"query_id", "status", "at"}...], "http_429": N,
+"http_429_at": [...], "buckets": [...]}`` (``at``: ``time.time()``; ``buckets``: each rate
+limiter's 429s and cuts). :class:`TriggererProcesses` starts several and
 splits the waits between them; ``benchmarks/run.py`` (section ``multiprocess``) and the tests that run
 several triggerers against one emulator use it: a wait's state lives in its process, as in
 production.
@@ -33,11 +34,11 @@ class _Count429(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
-        self.count = 0
+        self.at: list[float] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         if "-> 429" in record.getMessage():
-            self.count += 1
+            self.at.append(time.time())
 
 
 def main() -> None:
@@ -79,7 +80,12 @@ def main() -> None:
             await close_shared_client_session()
 
     events = asyncio.run(run_all())
-    print(json.dumps({"events": events, "http_429": counter.count}), flush=True)
+    buckets = [
+        {"key": list(key), "throttles": getattr(b, "throttles", None), "cuts": getattr(b, "cuts", None)}
+        for key, b in rate_limiters._buckets.items()
+    ]
+    result = {"events": events, "http_429": len(counter.at), "http_429_at": counter.at, "buckets": buckets}
+    print(json.dumps(result), flush=True)
 
 
 class TriggererProcesses:

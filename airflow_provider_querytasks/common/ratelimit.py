@@ -184,6 +184,10 @@ class AdaptiveTokenBucket(TokenBucket):
             missing = place + 1 - (self._tokens + self._issued)
             if missing <= 1e-9:
                 self._window_sent += 1
+                # Paced at random (each request costs 0.5 to 1.5 tokens, 1 on average): a
+                # process pacing exactly at its rate, below the platform's, would never meet
+                # a 429 while its peers met them all, and never learn it has to share.
+                self._tokens -= self._jitter() - 0.5
                 return 0.0
             return min(missing / rate, self.MAX_NAP)
 
@@ -230,12 +234,16 @@ class AdaptiveTokenBucket(TokenBucket):
                 return  # sent before the last cut, at the old rate: that cut answered it already
             if self.cuts and self._window_sent < self.MIN_SHARE_SAMPLES:
                 # Too soon after the last cut to tell it was too small: the others sharing the
-                # plan may not have cut yet. Keep the rate (whoever has not cut gets the next
-                # 429s), spend no burst, and spread the next request over an interval.
+                # plan may not have cut yet. Keep the rate and the pace (whoever has not cut
+                # then gets the next 429s; pausing would leave it the room), spend no burst.
                 self._refill(now)
-                self._tokens = min(self._tokens, 0.0) - self._jitter()
+                self._tokens = min(self._tokens, 0.0) - (self._jitter() if self._one_off() else 0.0)
                 return
             self._cut(now)
+
+    def _one_off(self) -> bool:
+        """Whether this bucket has served too few requests to be anything but a one-off caller."""
+        return self._issued <= self.MIN_SHARE_SAMPLES
 
     def _lower_ceiling(self, limit: float, now: float) -> None:
         factor = limit / self.server_rate
@@ -261,9 +269,10 @@ class AdaptiveTokenBucket(TokenBucket):
             w_max = min(rate, share)
             spread = 0.0
         else:
-            # A one-off caller (a worker submitting once) knows no share: its next request goes
-            # at a random moment of the next two intervals, out of step with the others.
-            spread = self._jitter()
+            # Too few requests to estimate a share (a worker submitting once): the next request
+            # of a one-off caller goes at a random moment of the next two intervals, out of
+            # step with the other workers'.
+            spread = self._jitter() if self._one_off() else 0.0
         self._cut_rate = max(self.ceiling * self.FLOOR, cut)
         self._w_max = max(self._cut_rate, w_max)
         self._cut_at = now
