@@ -8,11 +8,12 @@ as a notification for its query arrives. What a message means is the platform pr
 
 In the triggerer, every wait on one queue shares a single long-polling reader per event loop, so
 1,000 deferred queries cost one ``ReceiveMessage`` call at a time, not 1,000. A message for a
-query being waited for is deleted once handed over. Any other message is *handed back* at once
-(``ChangeMessageVisibilityBatch`` to 0), not hidden for the visibility timeout: with several
+query being waited for is deleted once handed over. Any other message is *handed back*
+(``ChangeMessageVisibilityBatch``), not hidden for the visibility timeout: with several
 triggerers (or a worker waiting beside them) it is probably another one's, and that one's own
 long poll takes it within moments; the reader that handed it back pauses a moment before its next
-receive, so as not to take it again. Each receive counts towards the queue's ``maxReceiveCount``,
+receive, so as not to take it again. Handed back at once its first two receives, then hidden 1,
+2, 4... up to 30 s: a message nobody claims does not keep every reader busy. Each receive counts towards the queue's ``maxReceiveCount``,
 so a notification received :data:`REQUEUE_AT_RECEIVE_COUNT` times and still unclaimed is sent
 again as a fresh message (its receive count starts over; its first send time travels in a message
 attribute) and the old one deleted, for up to :data:`REQUEUE_FOR_SECONDS` after it was first sent:
@@ -52,8 +53,10 @@ HAND_BACK_PAUSE = 0.5
 REQUEUE_AT_RECEIVE_COUNT = 5
 #: ... for this long after it was first sent (then the redrive policy applies).
 REQUEUE_FOR_SECONDS = 900.0
-#: The message attribute carrying a re-sent notification's first send time (epoch ms).
+#: The message attributes carrying a re-sent notification's first send time (epoch ms) and
+#: how many times it was received before.
 FIRST_SENT_ATTRIBUTE = "querytasks-first-sent"
+RECEIVES_ATTRIBUTE = "querytasks-receives"
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +144,42 @@ def _receive_kwargs(source: NotificationSource, wait_seconds: float) -> dict[str
         "WaitTimeSeconds": max(0, min(LONG_POLL_SECONDS, int(wait_seconds))),
         "VisibilityTimeout": VISIBILITY_TIMEOUT,
         "AttributeNames": ["ApproximateReceiveCount", "SentTimestamp"],
-        "MessageAttributeNames": [FIRST_SENT_ATTRIBUTE],
+        "MessageAttributeNames": [FIRST_SENT_ATTRIBUTE, RECEIVES_ATTRIBUTE],
     }
+
+
+@dataclass
+class _Returned:
+    """A received message that is not this reader's: how often it was received in all (copies
+    included) and when it was first sent (epoch ms)."""
+
+    message: dict[str, Any]
+    receives: int
+    first_sent: int
+
+    @classmethod
+    def of(cls, message: dict[str, Any]) -> _Returned:
+        custom = message.get("MessageAttributes") or {}
+        system = message.get("Attributes") or {}
+
+        def number(value: Any, default: int) -> int:
+            try:
+                return int(value)
+            except (TypeError, ValueError):
+                return default
+
+        count = number(system.get("ApproximateReceiveCount"), 1)
+        before = number((custom.get(RECEIVES_ATTRIBUTE) or {}).get("StringValue"), 0)
+        sent = number(system.get("SentTimestamp"), int(time.time() * 1000))
+        first = number((custom.get(FIRST_SENT_ATTRIBUTE) or {}).get("StringValue"), sent)
+        return cls(message, before + count, first)
+
+    @property
+    def hidden_for(self) -> int:
+        """Seconds it stays hidden when handed back: none for the first two receives (probably
+        another triggerer's, whose long poll takes it at once), then doubling up to the
+        visibility timeout (a message nobody claims must not keep every reader busy)."""
+        return 0 if self.receives <= 2 else min(2 ** (self.receives - 2), VISIBILITY_TIMEOUT)
 
 
 @dataclass
@@ -151,26 +188,22 @@ class _Settlement:
     notifications received too often, hand back the rest."""
 
     claimed: list[tuple[dict[str, Any], Notification]]
-    requeue: list[tuple[dict[str, Any], int]]
-    hand_back: list[dict[str, Any]]
+    requeue: list[_Returned]
+    hand_back: list[_Returned]
 
     def delete_entries(self) -> list[dict[str, Any]]:
-        messages = [m for m, _ in self.claimed] + [m for m, _ in self.requeue]
+        messages = [m for m, _ in self.claimed] + [r.message for r in self.requeue]
         return [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
 
     def hand_back_entries(self) -> list[dict[str, Any]]:
         return [
-            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
-            for i, m in enumerate(self.hand_back)
+            {"Id": str(i), "ReceiptHandle": r.message["ReceiptHandle"], "VisibilityTimeout": r.hidden_for}
+            for i, r in enumerate(self.hand_back)
         ]
 
-
-def _first_sent_ms(message: dict[str, Any]) -> int:
-    attribute = (message.get("MessageAttributes") or {}).get(FIRST_SENT_ATTRIBUTE) or {}
-    try:
-        return int(attribute.get("StringValue") or (message.get("Attributes") or {})["SentTimestamp"])
-    except (KeyError, ValueError):
-        return int(time.time() * 1000)
+    def requeue_refused(self, returned: _Returned) -> None:
+        self.requeue.remove(returned)
+        self.hand_back.append(returned)
 
 
 def _settle(
@@ -183,25 +216,28 @@ def _settle(
         if notification is not None and claims(notification):
             settlement.claimed.append((message, notification))
             continue
+        returned = _Returned.of(message)
         count = int((message.get("Attributes") or {}).get("ApproximateReceiveCount") or 1)
-        first_sent = _first_sent_ms(message)
         if (
             notification is not None
             and may_requeue
             and count >= REQUEUE_AT_RECEIVE_COUNT
-            and now_ms - first_sent < REQUEUE_FOR_SECONDS * 1000
+            and now_ms - returned.first_sent < REQUEUE_FOR_SECONDS * 1000
         ):
-            settlement.requeue.append((message, first_sent))
+            settlement.requeue.append(returned)
         else:
-            settlement.hand_back.append(message)
+            settlement.hand_back.append(returned)
     return settlement
 
 
-def _requeue_kwargs(source: NotificationSource, message: dict[str, Any], first_sent: int) -> dict[str, Any]:
+def _requeue_kwargs(source: NotificationSource, returned: _Returned) -> dict[str, Any]:
     return {
         "QueueUrl": source.queue_url,
-        "MessageBody": message["Body"],
-        "MessageAttributes": {FIRST_SENT_ATTRIBUTE: {"DataType": "Number", "StringValue": str(first_sent)}},
+        "MessageBody": returned.message["Body"],
+        "MessageAttributes": {
+            FIRST_SENT_ATTRIBUTE: {"DataType": "Number", "StringValue": str(returned.first_sent)},
+            RECEIVES_ATTRIBUTE: {"DataType": "Number", "StringValue": str(returned.receives)},
+        },
     }
 
 
@@ -243,14 +279,13 @@ def wait_for_notification(
                 lambda n: source.accepts(n, query_id),
                 may_requeue,
             )
-            for message, first_sent in list(settlement.requeue):
+            for returned in list(settlement.requeue):
                 try:
-                    client.send_message(**_requeue_kwargs(source, message, first_sent))
+                    client.send_message(**_requeue_kwargs(source, returned))
                 except Exception as exc:  # no sqs:SendMessage: hand it back instead
                     _requeue_refused(source, exc)
                     may_requeue = False
-                    settlement.requeue.remove((message, first_sent))
-                    settlement.hand_back.append(message)
+                    settlement.requeue_refused(returned)
             if settlement.claimed or settlement.requeue:
                 client.delete_message_batch(QueueUrl=source.queue_url, Entries=settlement.delete_entries())
             if settlement.hand_back:
@@ -336,14 +371,13 @@ class _QueueReader:
         Returns whether re-sending is still allowed (``False`` once SQS refused it).
         """
         url = self.source.queue_url
-        for message, first_sent in list(settlement.requeue):
+        for returned in list(settlement.requeue):
             try:
-                await client.send_message(**_requeue_kwargs(self.source, message, first_sent))
+                await client.send_message(**_requeue_kwargs(self.source, returned))
             except Exception as exc:  # no sqs:SendMessage: hand it back instead
                 _requeue_refused(self.source, exc)
                 may_requeue = False
-                settlement.requeue.remove((message, first_sent))
-                settlement.hand_back.append(message)
+                settlement.requeue_refused(returned)
         if settlement.claimed or settlement.requeue:
             await client.delete_message_batch(QueueUrl=url, Entries=settlement.delete_entries())
         if settlement.hand_back:
