@@ -699,9 +699,9 @@ def child(section: str, args: argparse.Namespace) -> Any:
     if section == "multiprocess":
         quick = args.quick
         rows = several_triggerers(
-            args.multi_waits, args.triggerers, *((3.0, 6.0) if quick else (10.0, 20.0)), with_static=not quick
+            args.multi_waits, args.triggerers, *((2.0, 4.0) if quick else (10.0, 20.0)), with_static=not quick
         )
-        sqs = notifications_several_triggerers(args.sqs_waits, 2, *((1.0, 4.0) if quick else (2.0, 20.0)))
+        sqs = notifications_several_triggerers(args.sqs_waits, 2, *((1.0, 3.0) if quick else (2.0, 20.0)))
         return {"one_account": rows, "one_queue": sqs}
     if section == "imports":
         return import_cost(1 if args.quick else 10, install=not args.quick)
@@ -779,9 +779,9 @@ def main() -> int:
     args.fair_waits = default(args.fair_waits, 10, 200)
     args.download_mib = default(args.download_mib, 2, 100)
     args.download_large_mib = default(args.download_large_mib, 0, 1024)
-    args.multi_waits = default(args.multi_waits, 12, 90)
-    args.triggerers = default(args.triggerers, 3, 3)
-    args.sqs_waits = default(args.sqs_waits, 10, 50)
+    args.multi_waits = default(args.multi_waits, 8, 90)
+    args.triggerers = default(args.triggerers, 2, 3)
+    args.sqs_waits = default(args.sqs_waits, 6, 50)
     if args.section:
         print(json.dumps(child(args.section, args)))
         return 0

@@ -13,11 +13,12 @@ query being waited for is deleted once handed over. Any other message is *handed
 triggerers (or a worker waiting beside them) it is probably another one's, and that one's own
 long poll takes it within moments; the reader that handed it back pauses a moment before its next
 receive, so as not to take it again. Handed back at once its first two receives, then hidden 1,
-2, 4... up to 30 s: a message nobody claims does not keep every reader busy. Each receive counts towards the queue's ``maxReceiveCount``,
-so a notification received :data:`REQUEUE_AT_RECEIVE_COUNT` times and still unclaimed is sent
-again as a fresh message (its receive count starts over; its first send time travels in a message
-attribute) and the old one deleted, for up to :data:`REQUEUE_FOR_SECONDS` after it was first sent:
-no notification reaches the dead-letter queue while its wait may still be starting or moving
+2, 4... up to 30 s: a message nobody claims does not keep every reader busy. Each receive counts
+towards the queue's ``maxReceiveCount``, so a notification received
+:data:`REQUEUE_AT_RECEIVE_COUNT` times and still unclaimed is sent again as a fresh message (its
+receive count starts over; its first send time and receives so far travel in message attributes)
+and the old one deleted, for up to :data:`REQUEUE_FOR_SECONDS` after it was first sent: no
+notification reaches the dead-letter queue while its wait may still be starting or moving
 between triggerers. Past that, and for messages that are not notifications, the queue's redrive
 policy applies (see docs/data_kiosk.md for the ``maxReceiveCount`` to use).
 """

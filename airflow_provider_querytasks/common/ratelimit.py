@@ -9,13 +9,14 @@ A process does not know how many other processes (triggerers, workers) spend the
 plan, and a platform's plan is one budget for all of them. So the bucket is *adaptive*, after
 the AWS SDKs' "adaptive" retry mode (botocore ``retries/adaptive.py``: a CUBIC rate controller
 over a token bucket): the published plan is only the ceiling; an HTTP 429 cuts the rate, which
-then grows back along a CUBIC curve, flat near the rate where the last 429 happened. Two choices
-differ from botocore, both measured with several processes on one account
-(``benchmarks/run.py --section multiprocess``):
+then grows back along a CUBIC curve, flat near the rate where the last 429 happened. Where it
+differs from botocore (measured with several processes on one account:
+``benchmarks/run.py --only multiprocess``):
 
-- A new bucket starts as if it had just been throttled at the ceiling: half the plan's burst and
-  rate, growing back to the ceiling within seconds. N processes started together (a triggerer
-  restart, HA triggerers) therefore do not spend N full bursts at once.
+- A new bucket keeps back the part of the burst its plan refills within seconds (a getQuery
+  bucket starts with a tenth of it), so N processes started together (a triggerer restart, HA
+  triggerers) do not spend N full bursts at once; and it paces its requests at random around its
+  rate, so that every process sharing a plan meets the 429s, not only those pacing unluckily.
 - A 429 cuts the rate to at most this process's *share* of what the platform admitted since the
   last 429: when a 429 comes, the platform's bucket is empty, so between two 429s it admitted
   exactly ``rate x elapsed`` (plus its burst before the first one); the fraction of that sent by
@@ -95,8 +96,14 @@ class AdaptiveTokenBucket(TokenBucket):
     :param jitter: source of uniform [0, 1) numbers (for tests).
     """
 
-    #: A new bucket's tokens, as a fraction of the burst (its rate starts at the ceiling).
+    #: A new bucket holds back the part of the burst its plan refills within START_SECONDS,
+    #: keeping at least START_BURST of it (its rate starts at the ceiling): a getQuery bucket
+    #: (2/s, burst 15) starts with a tenth, as N processes starting together would otherwise
+    #: spend N bursts at once; a createQuery bucket (1 a minute, burst 15) starts full, since
+    #: holding it back would delay a task's submissions by minutes (a 429 then makes its retry
+    #: wait for the refill, below).
     START_BURST = 0.1
+    START_SECONDS = 10.0
     #: CUBIC's cut on a 429 (botocore's), and its scale as a fraction of the ceiling per second
     #: cubed: after a cut by BETA the rate is back after about 45 s; near a share it stays
     #: within 5 % for 25 s and within 15 % for 35 s, so processes that found their shares
@@ -128,7 +135,7 @@ class AdaptiveTokenBucket(TokenBucket):
         self.server_burst = server_burst or burst
         self._jitter = jitter
         now = clock()
-        self._tokens = max(1.0, burst * self.START_BURST)
+        self._tokens = max(1.0, burst * self.START_BURST, burst - rate * self.START_SECONDS)
         self._issued = 0
         #: CUBIC state: the rate it returns to, when the last cut happened, the cut rate.
         self._w_max = rate
