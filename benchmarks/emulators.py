@@ -5,9 +5,9 @@
 a random duration in [MIN_S, MAX_S] (fixed seed; Shoplazza results of R CSV rows, gzip-encoded
 with ``--gzip``; Data Kiosk documents of R JSONL records; Data Kiosk usage plans enforced with
 ``--dk-limits``),
-writes ``{"urls", "connections", "ids"}`` to STATE_FILE and serves until stdin closes, then
-writes how many 429 answers each emulator gave to ``STATE_FILE.answered``. Running
-apart keeps the servers' CPU out of the figures measured in the benchmark process.
+writes ``{"urls", "connections", "ids", "data_kiosk_ends", ...}`` to STATE_FILE and serves until
+stdin closes, then writes how many 429 answers each emulator gave to ``STATE_FILE.answered``.
+Running apart keeps the servers' CPU out of the figures measured in the benchmark process.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ def main() -> None:
     data_kiosk = DataKioskEmulator(enforce_rate_limits="--dk-limits" in sys.argv, rows=dk_rows).start()
     adobe = AdobeQueryServiceEmulator().start()
     ids: dict[str, list[str]] = {"shoplazza": [], "data_kiosk": [], "adobe": []}
+    #: When each Data Kiosk query finishes (``time.time()``): its notification is due then.
+    data_kiosk_ends: dict[str, float] = {}
     day = datetime(2026, 11, 20)
     for _ in range(count):
         task = shoplazza.add_task("pageview", day, day + timedelta(hours=24))
@@ -44,6 +46,7 @@ def main() -> None:
         query = data_kiosk.add_query(QUERY)
         query.duration = chance.uniform(low, high)
         ids["data_kiosk"].append(query.query_id)
+        data_kiosk_ends[query.query_id] = query.created_wall + query.duration
         adobe_query = adobe.add_query({"dbName": "prod:all", "sql": "SELECT 1"})
         adobe_query.duration = chance.uniform(low, high)
         ids["adobe"].append(adobe_query.id)
@@ -51,10 +54,21 @@ def main() -> None:
         "shoplazza": shoplazza.connection(),
         "data_kiosk": data_kiosk.connection(),
         "adobe": adobe.connection(),
+        "aws": data_kiosk.aws_connection(),
     }
     urls = {"shoplazza": shoplazza.urls, "data_kiosk": data_kiosk.urls, "adobe": adobe.urls}
     with open(state_file, "w", encoding="utf-8") as out:
-        json.dump({"urls": urls, "connections": connections, "ids": ids}, out)
+        json.dump(
+            {
+                "urls": urls,
+                "connections": connections,
+                "ids": ids,
+                "data_kiosk_ends": data_kiosk_ends,
+                "notification_queue_url": data_kiosk.notification_queue_url,
+                "account_id": data_kiosk.account_id,
+            },
+            out,
+        )
     sys.stdin.read()  # serve until the benchmark closes our stdin
     servers = {"shoplazza": shoplazza, "data_kiosk": data_kiosk, "adobe": adobe}
     for server in servers.values():

@@ -1,7 +1,8 @@
-"""Benchmarks: triggerer scale, polling economy, rate-limit fairness, result download, import cost.
+"""Benchmarks: triggerer scale, polling economy, rate-limit fairness, download, imports, many triggerers.
 
-``python benchmarks/run.py [--quick] [--waits N] [--fair-waits N] [--download-mib M]
-[--download-large-mib M] [--json PATH]`` (``benchmarks/run`` wraps it). Every figure is reported
+``python benchmarks/run.py [--quick] [--only SECTIONS] [--waits N] [--fair-waits N]
+[--download-mib M] [--download-large-mib M] [--multi-waits N] [--triggerers N] [--sqs-waits N]
+[--json PATH]`` (``benchmarks/run`` wraps it). Every figure is reported
 beside a baseline measured in the same run, as a ratio: the machines are shared and noisy,
 absolute numbers are not comparable between runs. Each measurement runs in a fresh subprocess
 (clean RSS), against the emulators running in their own process (their CPU stays out of the
@@ -441,6 +442,93 @@ async def _fairness(state: dict[str, Any], waits: int, low: float, high: float) 
     }
 
 
+# -- 6. several triggerers on one account and one queue --------------------------------------
+DATA_KIOSK_TRIGGER = "airflow_provider_querytasks.triggers.amazon_data_kiosk.DataKioskQueryTrigger"
+#: Benchmark 3's stress schedule: far more polls wanted than the account's plan allows.
+STRESS_POLLS = {"initial": 1.0, "maximum": 5.0, "proportion": 0.1}
+
+
+def _triggerers_run(processes: int, waits: int, low: float, high: float, static: bool) -> dict[str, Any]:
+    """``waits`` polling waits on one Data Kiosk account (usage plans enforced), split between
+    ``processes`` triggerer-like processes started together."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from triggerer_process import TriggererProcesses
+
+    with TriggererProcesses(processes) as group, emulators(waits, low, high, "--dk-limits") as state:
+        conn = dict(state["connections"]["data_kiosk"], conn_id="bench_dk")
+        triggers = [
+            {
+                "class": DATA_KIOSK_TRIGGER,
+                "kwargs": {"conn_id": "bench_dk", "query_id": q, "poll_schedule": STRESS_POLLS},
+            }
+            for q in state["ids"]["data_kiosk"][:waits]
+        ]
+        handed_over, results = group.run([conn], triggers, static_buckets=static)
+    events = [e for r in results for e in r["events"]]
+    return {
+        "triggerers": processes,
+        "buckets": "static (before)" if static else "adaptive",
+        "waits_on_one_account": waits,
+        "succeeded": sum(e["status"] == "success" for e in events),
+        "http_429": sum(r["http_429"] for r in results),
+        "last_completion_s": round(max(e["at"] for e in events) - handed_over, 1),
+    }
+
+
+def several_triggerers(
+    waits: int, processes: int, low: float, high: float, with_static: bool
+) -> list[dict[str, Any]]:
+    """Benchmark 6a: ``waits`` waits on one account, one process vs ``processes`` processes."""
+    rows = [_triggerers_run(1, waits, low, high, static=False)]
+    rows.append(_triggerers_run(processes, waits, low, high, static=False))
+    if with_static:
+        rows.append(_triggerers_run(processes, waits, low, high, static=True))
+    baseline = rows[0]["last_completion_s"]
+    for row in rows:
+        row["last_completion_vs_one_process"] = round(row["last_completion_s"] / baseline, 2)
+        row["target"] = "<= 5 x 429 in all; last completion <= 1.2x one process"
+    return rows
+
+
+def notifications_several_triggerers(waits: int, processes: int, low: float, high: float) -> dict[str, Any]:
+    """Benchmark 6b: ``waits`` Data Kiosk waits on one SQS queue, split between ``processes``
+    triggerer-like processes; how late each wait ends after its query finished."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from triggerer_process import TriggererProcesses
+
+    safety_net = {"initial": 60.0, "maximum": 900.0, "proportion": 0.5}  # PollSchedule.safety_net(900)
+    with TriggererProcesses(processes) as group, emulators(waits, low, high) as state:
+        conn = dict(state["connections"]["data_kiosk"], conn_id="bench_dk")
+        source = {
+            "queue_url": state["notification_queue_url"],
+            "aws_conn_id": "aws_default",
+            "account": state["account_id"],
+        }
+        triggers = [
+            {
+                "class": DATA_KIOSK_TRIGGER,
+                "kwargs": {
+                    "conn_id": "bench_dk",
+                    "query_id": q,
+                    "poll_schedule": safety_net,
+                    "notifications": source,
+                },
+            }
+            for q in state["ids"]["data_kiosk"][:waits]
+        ]
+        _, results = group.run([conn, state["connections"]["aws"]], triggers)
+        ends = state["data_kiosk_ends"]
+    late = sorted(e["at"] - ends[e["query_id"]] for r in results for e in r["events"])
+    return {
+        "triggerers": processes,
+        "waits_on_one_queue": waits,
+        "succeeded": sum(e["status"] == "success" for r in results for e in r["events"]),
+        "median_late_s": round(statistics.median(late), 2),
+        "worst_late_s": round(late[-1], 2),
+        "target": "every wait ends <= 10 s after its notification",
+    }
+
+
 # -- 4. result download ------------------------------------------------------------------------
 #: Bytes per record of the emulators' results, to size them: a Shoplazza CSV line, a Data Kiosk
 #: JSONL record.
@@ -617,13 +705,64 @@ def child(section: str, args: argparse.Namespace) -> Any:
     if section == "download":
         large_kinds = DOWNLOAD_KINDS if args.download_large_all else ("csv",)
         return download(args.download_mib, args.download_large_mib, large_kinds)
+    if section == "multiprocess":
+        quick = args.quick
+        rows = several_triggerers(
+            args.multi_waits, args.triggerers, *((2.0, 4.0) if quick else (10.0, 20.0)), with_static=not quick
+        )
+        sqs = notifications_several_triggerers(args.sqs_waits, 2, *((1.0, 3.0) if quick else (2.0, 20.0)))
+        return {"one_account": rows, "one_queue": sqs}
     if section == "imports":
         return import_cost(1 if args.quick else 10, install=not args.quick)
     raise ValueError(section)
 
 
+SECTIONS_HELP = """sections (--only, comma-separated; default: all):
+  scale         1. concurrent waits in one triggerer: CPU per poll, memory, loop lag
+  economy       2. status calls and lateness of the poll schedule, and of SQS notifications
+  fairness      3. --fair-waits waits on one Data Kiosk account in one process: HTTP 429s
+  download      4. result download vs curl
+  imports       5. import cost vs the dbt-cloud provider
+  multiprocess  6. several triggerer-like processes (separate OS processes, each running its
+                share of the waits through the real trigger classes on its own event loop)
+                against ONE emulator process:
+                6a. --multi-waits polling waits on one Data Kiosk account (getQuery 2 rps,
+                    burst 15, enforced; polls wanted every 1-5 s), in 1 process (the baseline)
+                    and split over --triggerers processes, with the adaptive buckets, and with
+                    static per-process buckets (what the provider did before): HTTP 429s in
+                    all, and the last completion vs the one-process run (target: <= 5 x 429,
+                    <= 1.2x);
+                6b. --sqs-waits waits ended by SQS notifications on one queue, split over 2
+                    processes: how late each ends after its query finished (target: <= 10 s).
+"""
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    """Rows as an aligned text table (the keys of the first row are the columns)."""
+    columns = list(rows[0])
+    cells = [[str(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    print("  " + "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for row in cells:
+        print("  " + "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog=SECTIONS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--only", default=None, help="run only these sections (comma-separated, see below)")
+    parser.add_argument(
+        "--multi-waits", type=int, default=None, help="waits on one account for benchmark 6a (90)"
+    )
+    parser.add_argument(
+        "--triggerers", type=int, default=None, help="triggerer processes for benchmark 6a (3)"
+    )
+    parser.add_argument(
+        "--sqs-waits", type=int, default=None, help="waits on one queue for benchmark 6b (50)"
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes (the test suite's smoke run)")
     parser.add_argument("--waits", type=int, default=None, help="concurrent waits for benchmark 1 (1000)")
     parser.add_argument(
@@ -651,14 +790,26 @@ def main() -> int:
     args.fair_waits = default(args.fair_waits, 20, 200)
     args.download_mib = default(args.download_mib, 2, 100)
     args.download_large_mib = default(args.download_large_mib, 0, 1024)
+    args.multi_waits = default(args.multi_waits, 8, 90)
+    args.triggerers = default(args.triggerers, 2, 3)
+    args.sqs_waits = default(args.sqs_waits, 6, 50)
     if args.section:
         print(json.dumps(child(args.section, args)))
         return 0
     logging.disable(logging.WARNING)
     results: dict[str, Any] = {"python": sys.version.split()[0], "cpus": os.cpu_count()}
     scales = [f"scale:{name}" for name in (["stress"] if args.quick else SCALE_SCHEDULES)]
-    for section in (*scales, "economy", "fairness", "download", "imports"):
+    sections = [*scales, "economy", "fairness", "download", "imports", "multiprocess"]
+    if args.only:
+        wanted = set(args.only.split(","))
+        unknown = wanted - {s.partition(":")[0] for s in sections}
+        if unknown:
+            parser.error(f"--only: unknown sections {sorted(unknown)}")
+        sections = [s for s in sections if s.partition(":")[0] in wanted]
+    for section in sections:
         flags = [
+            *("--multi-waits", str(args.multi_waits), "--triggerers", str(args.triggerers)),
+            *("--sqs-waits", str(args.sqs_waits)),
             "--waits",
             str(args.waits),
             "--fair-waits",
@@ -689,6 +840,12 @@ def main() -> int:
             results.setdefault("scale", []).extend(result)
         else:
             results[section] = result
+        if section == "multiprocess":
+            print("6a. waits on one Data Kiosk account, one process vs several")
+            print_table(result["one_account"])
+            print("6b. waits on one SQS queue, several processes")
+            print_table([result["one_queue"]])
+            continue
         for row in result if isinstance(result, list) else [result]:
             print("  " + "  ".join(f"{k}={v}" for k, v in row.items()))
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -34,3 +34,7 @@ def test_every_benchmark_runs_and_reports_its_baseline(tmp_path: Path) -> None:
         row["bytes"] > 1_000_000 and row["throughput_ratio_vs_curl"] > 0 for row in results["download"]
     )
     assert results["imports"][0]["ms"] is not None
+    one_account, one_queue = results["multiprocess"]["one_account"], results["multiprocess"]["one_queue"]
+    assert [row["triggerers"] for row in one_account] == [1, 2]
+    assert all(row["succeeded"] == row["waits_on_one_account"] == 8 for row in one_account)
+    assert one_queue["succeeded"] == one_queue["waits_on_one_queue"] == 6 and one_queue["worst_late_s"] >= 0

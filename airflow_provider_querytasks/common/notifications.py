@@ -8,14 +8,26 @@ as a notification for its query arrives. What a message means is the platform pr
 
 In the triggerer, every wait on one queue shares a single long-polling reader per event loop, so
 1,000 deferred queries cost one ``ReceiveMessage`` call at a time, not 1,000. A message for a
-query being waited for is deleted once handed over; any other message is left alone and comes
-back after its visibility timeout for the consumer it belongs to (give the queue a redrive policy
-so that messages nobody claims end in a dead-letter queue).
+query being waited for is deleted once handed over. Any other message is *handed back*
+(``ChangeMessageVisibilityBatch``), not hidden for the visibility timeout: with several
+triggerers (or a worker waiting beside them) it is probably another one's, and that one's own
+long poll takes it within moments; the reader that handed it back pauses a moment before its next
+receive, so as not to take it again. Handed back at once its first two receives, then hidden 1,
+2, 4... up to 30 s: a message nobody claims does not keep every reader busy. Each receive counts
+towards the queue's ``maxReceiveCount``, so a notification received
+:data:`REQUEUE_AT_RECEIVE_COUNT` times and still unclaimed is sent again as a fresh message (its
+receive count starts over; its first send time and receives so far travel in message attributes)
+and the old one deleted, for up to :data:`REQUEUE_FOR_SECONDS` after it was first sent: no
+notification reaches the dead-letter queue while its wait may still be starting or moving
+between triggerers. Past that, and for messages that are not notifications, the queue's redrive
+policy applies (see docs/data_kiosk.md for the ``maxReceiveCount`` to use).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable
@@ -34,6 +46,20 @@ VISIBILITY_TIMEOUT = 30
 
 #: The ``aws`` connection used when none is named (the amazon provider's default).
 DEFAULT_AWS_CONN_ID = "aws_default"
+
+#: Seconds a reader waits before its next receive after handing messages back (jittered), so
+#: that another consumer's long poll takes them rather than this reader again.
+HAND_BACK_PAUSE = 0.5
+#: An unclaimed notification received this many times is sent again as a fresh message...
+REQUEUE_AT_RECEIVE_COUNT = 5
+#: ... for this long after it was first sent (then the redrive policy applies).
+REQUEUE_FOR_SECONDS = 900.0
+#: The message attributes carrying a re-sent notification's first send time (epoch ms) and
+#: how many times it was received before.
+FIRST_SENT_ATTRIBUTE = "querytasks-first-sent"
+RECEIVES_ATTRIBUTE = "querytasks-receives"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -118,16 +144,118 @@ def _receive_kwargs(source: NotificationSource, wait_seconds: float) -> dict[str
         "MaxNumberOfMessages": BATCH_SIZE,
         "WaitTimeSeconds": max(0, min(LONG_POLL_SECONDS, int(wait_seconds))),
         "VisibilityTimeout": VISIBILITY_TIMEOUT,
+        "AttributeNames": ["ApproximateReceiveCount", "SentTimestamp"],
+        "MessageAttributeNames": [FIRST_SENT_ATTRIBUTE, RECEIVES_ATTRIBUTE],
     }
 
 
-def _decode_all(messages: list[dict[str, Any]], decode: Decoder) -> list[tuple[dict[str, Any], Notification]]:
-    decoded = []
+@dataclass
+class _Returned:
+    """A received message that is not this reader's: how often it was received in all (copies
+    included) and when it was first sent (epoch ms)."""
+
+    message: dict[str, Any]
+    receives: int
+    first_sent: int
+
+    @classmethod
+    def of(cls, message: dict[str, Any]) -> _Returned:
+        custom = message.get("MessageAttributes") or {}
+        system = message.get("Attributes") or {}
+
+        def number(value: Any, default: int) -> int:
+            try:
+                return int(value)
+            except (TypeError, ValueError):
+                return default
+
+        count = number(system.get("ApproximateReceiveCount"), 1)
+        before = number((custom.get(RECEIVES_ATTRIBUTE) or {}).get("StringValue"), 0)
+        sent = number(system.get("SentTimestamp"), int(time.time() * 1000))
+        first = number((custom.get(FIRST_SENT_ATTRIBUTE) or {}).get("StringValue"), sent)
+        return cls(message, before + count, first)
+
+    @property
+    def hidden_for(self) -> int:
+        """Seconds it stays hidden when handed back: none for the first two receives (probably
+        another triggerer's, whose long poll takes it at once), then doubling up to the
+        visibility timeout (a message nobody claims must not keep every reader busy)."""
+        return 0 if self.receives <= 2 else min(2 ** (self.receives - 2), VISIBILITY_TIMEOUT)
+
+
+@dataclass
+class _Settlement:
+    """What to do with one received batch: delete what was claimed, re-send and delete the
+    notifications received too often, hand back the rest."""
+
+    claimed: list[tuple[dict[str, Any], Notification]]
+    requeue: list[_Returned]
+    hand_back: list[_Returned]
+
+    def delete_entries(self) -> list[dict[str, Any]]:
+        messages = [m for m, _ in self.claimed] + [r.message for r in self.requeue]
+        return [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
+
+    def hand_back_entries(self) -> list[dict[str, Any]]:
+        return [
+            {"Id": str(i), "ReceiptHandle": r.message["ReceiptHandle"], "VisibilityTimeout": r.hidden_for}
+            for i, r in enumerate(self.hand_back)
+        ]
+
+    def requeue_refused(self, returned: _Returned) -> None:
+        self.requeue.remove(returned)
+        self.hand_back.append(returned)
+
+
+def _settle(
+    messages: list[dict[str, Any]], decode: Decoder, claims: Callable[[Notification], bool], may_requeue: bool
+) -> _Settlement:
+    settlement = _Settlement([], [], [])
+    now_ms = time.time() * 1000
     for message in messages:
         notification = decode(str(message.get("Body") or ""))
-        if notification is not None:
-            decoded.append((message, notification))
-    return decoded
+        if notification is not None and claims(notification):
+            settlement.claimed.append((message, notification))
+            continue
+        returned = _Returned.of(message)
+        count = int((message.get("Attributes") or {}).get("ApproximateReceiveCount") or 1)
+        if (
+            notification is not None
+            and may_requeue
+            and count >= REQUEUE_AT_RECEIVE_COUNT
+            and now_ms - returned.first_sent < REQUEUE_FOR_SECONDS * 1000
+        ):
+            settlement.requeue.append(returned)
+        else:
+            settlement.hand_back.append(returned)
+    return settlement
+
+
+def _requeue_kwargs(source: NotificationSource, returned: _Returned) -> dict[str, Any]:
+    return {
+        "QueueUrl": source.queue_url,
+        "MessageBody": returned.message["Body"],
+        "MessageAttributes": {
+            FIRST_SENT_ATTRIBUTE: {"DataType": "Number", "StringValue": str(returned.first_sent)},
+            RECEIVES_ATTRIBUTE: {"DataType": "Number", "StringValue": str(returned.receives)},
+        },
+    }
+
+
+def _pause() -> float:
+    return HAND_BACK_PAUSE * random.uniform(0.5, 1.5)  # noqa: S311 - spreading, not security
+
+
+def _requeue_refused(source: NotificationSource, exc: Exception) -> None:
+    log.warning(
+        "Cannot re-send notifications on %s (%s: %s); a notification received %d times is then "
+        "left to the queue's redrive policy: grant sqs:SendMessage, or set maxReceiveCount high "
+        "(docs/data_kiosk.md)",
+        source.queue_url,
+        type(exc).__name__,
+        exc,
+        REQUEUE_AT_RECEIVE_COUNT,
+    )
 
 
 # -- workers: blocking ------------------------------------------------------------------------
@@ -136,20 +264,41 @@ def wait_for_notification(
 ) -> StatusSnapshot | None:
     """Long-poll the queue (blocking) for up to ``timeout`` seconds for ``query_id``'s notification.
 
-    Returns its snapshot (the message is deleted), or ``None`` when none came in time.
+    Returns its snapshot (the message is deleted), or ``None`` when none came in time. Other
+    messages are handed back at once (see the module docstring).
     """
     client = source.sqs_hook().get_conn()
     until = time.monotonic() + timeout
+    may_requeue = True
     while True:
         remaining = until - time.monotonic()
         try:
             answer = client.receive_message(**_receive_kwargs(source, remaining))
-            for message, notification in _decode_all(answer.get("Messages") or [], decode):
-                if source.accepts(notification, query_id):
-                    client.delete_message(QueueUrl=source.queue_url, ReceiptHandle=message["ReceiptHandle"])
-                    return notification.snapshot
+            settlement = _settle(
+                answer.get("Messages") or [],
+                decode,
+                lambda n: source.accepts(n, query_id),
+                may_requeue,
+            )
+            for returned in list(settlement.requeue):
+                try:
+                    client.send_message(**_requeue_kwargs(source, returned))
+                except Exception as exc:  # no sqs:SendMessage: hand it back instead
+                    _requeue_refused(source, exc)
+                    may_requeue = False
+                    settlement.requeue_refused(returned)
+            if settlement.claimed or settlement.requeue:
+                client.delete_message_batch(QueueUrl=source.queue_url, Entries=settlement.delete_entries())
+            if settlement.hand_back:
+                client.change_message_visibility_batch(
+                    QueueUrl=source.queue_url, Entries=settlement.hand_back_entries()
+                )
         except Exception as exc:
             raise source.error(exc) from exc
+        if settlement.claimed:
+            return settlement.claimed[0][1].snapshot
+        if settlement.hand_back and until - time.monotonic() > 1:
+            time.sleep(_pause())
         if until - time.monotonic() < 1:
             return None
 
@@ -193,12 +342,15 @@ class _QueueReader:
             self.task = None
 
     async def _read(self) -> None:
+        may_requeue = True
         try:
             async with await self.source.sqs_hook().get_async_conn() as client:
                 while self.waiters:
                     answer = await client.receive_message(**_receive_kwargs(self.source, LONG_POLL_SECONDS))
-                    for message, notification in _decode_all(answer.get("Messages") or [], self.decode):
-                        await self._deliver(client, message, notification)
+                    settlement = _settle(answer.get("Messages") or [], self.decode, self._claims, may_requeue)
+                    may_requeue = await self._settle(client, settlement, may_requeue)
+                    if settlement.hand_back:
+                        await asyncio.sleep(_pause())
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # every waiter fails with the reason (a wrong URL, no access...)
@@ -208,17 +360,34 @@ class _QueueReader:
                     if not future.done():
                         future.set_exception(error)
 
-    async def _deliver(self, client: Any, message: dict[str, Any], notification: Notification) -> None:
-        claimed = [
-            future
+    def _claims(self, notification: Notification) -> bool:
+        return any(
+            source.accepts(notification, notification.query_id) and not future.done()
             for source, future in self.waiters.get(notification.query_id, [])
-            if source.accepts(notification, notification.query_id) and not future.done()
-        ]
-        if not claimed:
-            return  # somebody else's: it comes back after the visibility timeout
-        await client.delete_message(QueueUrl=self.source.queue_url, ReceiptHandle=message["ReceiptHandle"])
-        for future in claimed:
-            future.set_result(notification.snapshot)
+        )
+
+    async def _settle(self, client: Any, settlement: _Settlement, may_requeue: bool) -> bool:
+        """Re-send, delete and hand back (one batch call each); then resolve the claimed waits.
+
+        Returns whether re-sending is still allowed (``False`` once SQS refused it).
+        """
+        url = self.source.queue_url
+        for returned in list(settlement.requeue):
+            try:
+                await client.send_message(**_requeue_kwargs(self.source, returned))
+            except Exception as exc:  # no sqs:SendMessage: hand it back instead
+                _requeue_refused(self.source, exc)
+                may_requeue = False
+                settlement.requeue_refused(returned)
+        if settlement.claimed or settlement.requeue:
+            await client.delete_message_batch(QueueUrl=url, Entries=settlement.delete_entries())
+        if settlement.hand_back:
+            await client.change_message_visibility_batch(QueueUrl=url, Entries=settlement.hand_back_entries())
+        for _, notification in settlement.claimed:
+            for source, future in self.waiters.get(notification.query_id, []):
+                if source.accepts(notification, notification.query_id) and not future.done():
+                    future.set_result(notification.snapshot)
+        return may_requeue
 
 
 _readers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[Any, ...], _QueueReader]] = (

@@ -144,6 +144,8 @@ class PlatformApi:
     shared_rate_limit: tuple[float, float] | None = None
     #: response headers worth a log line (rate-limit state, request ids); never credentials.
     logged_headers: tuple[str, ...] = ()
+    #: the response header giving the rate (requests per second) the platform applies, if any.
+    rate_limit_header: str | None = None
 
     def __init__(self, base_url: str, account: str) -> None:
         self.base_url = base_url.rstrip("/")

@@ -1,21 +1,41 @@
-"""Client-side rate limiting: token buckets shared by every hook and trigger in a process.
+"""Client-side rate limiting: per-account buckets that adapt to what the platform answers.
 
 A bucket is keyed by (platform, account, operation), so 50 triggers polling one selling
 partner's queries share that account's ``getQuery`` plan instead of each assuming it has the
-whole plan. Callers *reserve* a slot (which may lie in the future) under a lock and then sleep
-outside it, so the same bucket serves threads (hooks) and event loops (triggers).
+whole plan. Callers take a place in the bucket's queue under a lock and sleep outside it, so the
+same bucket serves threads (hooks) and event loops (triggers).
+
+A process does not know how many other processes (triggerers, workers) spend the same account's
+plan, and a platform's plan is one budget for all of them. So the bucket is *adaptive*, after
+the AWS SDKs' "adaptive" retry mode (botocore ``retries/adaptive.py``: a CUBIC rate controller
+over a token bucket): the published plan is only the ceiling; an HTTP 429 cuts the rate, which
+then grows back along a CUBIC curve, flat near the rate where the last 429 happened. Where it
+differs from botocore (measured with several processes on one account:
+``benchmarks/run.py --only multiprocess``):
+
+- A new bucket keeps back the part of the burst its plan refills within seconds (a getQuery
+  bucket starts with a tenth of it), so N processes started together (a triggerer restart, HA
+  triggerers) do not spend N full bursts at once; and it paces its requests at random around its
+  rate, so that every process sharing a plan meets the 429s, not only those pacing unluckily.
+- A 429 cuts the rate to at most this process's *share* of what the platform admitted since the
+  last 429: when a 429 comes, the platform's bucket is empty, so between two 429s it admitted
+  exactly ``rate x elapsed`` (plus its burst before the first one); the fraction of that sent by
+  this process is what it may keep sending. CUBIC's fixed cut (x0.7) needs several 429s per
+  process to reach a third of the plan when three processes share it; the share gets there in
+  one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 import time
 from collections.abc import Callable
 
 
 class TokenBucket:
-    """A token bucket: ``burst`` tokens, refilled at ``rate`` per second.
+    """A static token bucket: ``burst`` tokens, refilled at ``rate`` per second.
 
     :param rate: sustained requests per second.
     :param burst: bucket size (requests that may go at once after a quiet period).
@@ -44,18 +64,230 @@ class TokenBucket:
             return -self._tokens / self.rate
 
     def acquire(self) -> float:
-        """Block the thread until a token is available; return the seconds waited."""
+        """Block the thread until a token is available; return the monotonic time it was granted."""
         delay = self.reserve()
         if delay > 0:
             time.sleep(delay)
-        return delay
+        return self._clock()
 
     async def acquire_async(self) -> float:
-        """Suspend the coroutine until a token is available; return the seconds waited."""
+        """Suspend the coroutine until a token is available; return the time it was granted."""
         delay = self.reserve()
         if delay > 0:
             await asyncio.sleep(delay)
-        return delay
+        return self._clock()
+
+    def record_answer(self, granted_at: float, throttled: bool, limit: float | None = None) -> None:
+        """What the platform answered to a request sent at ``granted_at`` (a static bucket ignores it)."""
+
+
+class AdaptiveTokenBucket(TokenBucket):
+    """A token bucket whose rate follows the platform's 429s (see the module docstring).
+
+    Waiters take a numbered place in a queue and go when the bucket's cumulative credit reaches
+    their place; they re-check at least every :attr:`MAX_NAP` seconds, so a rate that changes
+    while they wait (cut by a 429, or grown back) applies to them at once, in their order.
+
+    :param rate: the ceiling: sustained requests per second (the published plan, with margin).
+    :param burst: the ceiling of the bucket size.
+    :param server_rate: the platform's own rate (the plan without margin): what it admits.
+    :param server_burst: the platform's own burst.
+    :param clock: monotonic clock (for tests).
+    :param jitter: source of uniform [0, 1) numbers (for tests).
+    """
+
+    #: A new bucket holds back the part of the burst its plan refills within START_SECONDS,
+    #: keeping at least START_BURST of it (its rate starts at the ceiling): a getQuery bucket
+    #: (2/s, burst 15) starts with a tenth, as N processes starting together would otherwise
+    #: spend N bursts at once; a createQuery bucket (1 a minute, burst 15) starts full, since
+    #: holding it back would delay a task's submissions by minutes (a 429 then makes its retry
+    #: wait for the refill, below).
+    START_BURST = 0.1
+    START_SECONDS = 10.0
+    #: CUBIC's cut on a 429 (botocore's), and its scale as a fraction of the ceiling per second
+    #: cubed: after a cut by BETA the rate is back after about 45 s; near a share it stays
+    #: within 5 % for 25 s and within 15 % for 35 s, so processes that found their shares
+    #: probe beyond them slowly (measured: faster probing costs a round of 429s a minute).
+    BETA = 0.7
+    SCALE = 3e-6
+    #: A cut by share keeps this fraction of it (the share is estimated, often on the high side).
+    SHARE_MARGIN = 0.9
+    #: Fewer requests than this since the window began estimate no share (a one-off caller).
+    MIN_SHARE_SAMPLES = 4
+    #: The lowest rate, as a fraction of the ceiling: the bucket never stops.
+    FLOOR = 1 / 32
+    #: Longest sleep before a waiter checks the bucket again (rates change while it waits).
+    MAX_NAP = 1.0
+
+    def __init__(
+        self,
+        rate: float,
+        burst: float,
+        *,
+        server_rate: float | None = None,
+        server_burst: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        super().__init__(rate, burst, clock)
+        self.ceiling = rate
+        self.server_rate = server_rate or rate
+        self.server_burst = server_burst or burst
+        self._jitter = jitter
+        now = clock()
+        self._tokens = max(1.0, burst * self.START_BURST, burst - rate * self.START_SECONDS)
+        self._issued = 0
+        #: CUBIC state: the rate it returns to, when the last cut happened, the cut rate.
+        self._w_max = rate
+        self._cut_at = now
+        self._cut_rate = rate
+        self._k = 0.0
+        #: Sent since the window began (the bucket's creation, then each cut), and what the
+        #: platform could admit beyond its rate in that window (its burst, then nothing).
+        self._window_start = now
+        self._window_sent = 0
+        self._window_extra = self.server_burst
+        #: Statistics (logs, tests, benchmarks).
+        self.throttles = 0
+        self.cuts = 0
+
+    # -- the rate -------------------------------------------------------------------------------
+    def _zero_point(self) -> float:
+        return float(((self._w_max - self._cut_rate) / (self.SCALE * self.ceiling)) ** (1 / 3))
+
+    def current_rate(self, now: float | None = None) -> float:
+        """The rate allowed now: CUBIC since the last cut, within [floor, ceiling]."""
+        now = self._clock() if now is None else now
+        grown = self.SCALE * self.ceiling * (now - self._cut_at - self._k) ** 3 + self._w_max
+        return min(self.ceiling, max(self.ceiling * self.FLOOR, self._cut_rate, grown))
+
+    @property
+    def capacity(self) -> float:
+        """Bucket size now: the burst scaled like the rate (a cut rate gets a cut burst)."""
+        return max(1.0, self.burst * self.current_rate() / self.ceiling)
+
+    def _refill(self, now: float) -> float:
+        rate = self.current_rate(now)
+        capacity = max(1.0, self.burst * rate / self.ceiling)
+        # (a cut burst keeps no more than its new size)
+        self._tokens = min(capacity, self._tokens + (now - self._updated) * rate)
+        self._updated = now
+        return rate
+
+    # -- waiting --------------------------------------------------------------------------------
+    def _enqueue(self) -> int:
+        with self._lock:
+            self._refill(self._clock())
+            place = self._issued
+            self._issued += 1
+            self._tokens -= 1.0  # credit (tokens + issued) is unchanged: a place, not a spend
+            return place
+
+    def _wait_for(self, place: int) -> float:
+        """Seconds until ``place`` may go (0: now); counts it as sent when it may."""
+        with self._lock:
+            now = self._clock()
+            rate = self._refill(now)
+            missing = place + 1 - (self._tokens + self._issued)
+            if missing <= 1e-9:
+                self._window_sent += 1
+                # Paced at random (each request costs 0.5 to 1.5 tokens, 1 on average): a
+                # process pacing exactly at its rate, below the platform's, would never meet
+                # a 429 while its peers met them all, and never learn it has to share.
+                self._tokens -= self._jitter() - 0.5
+                return 0.0
+            return min(missing / rate, self.MAX_NAP)
+
+    def _leave(self) -> None:
+        """A waiter gave up before its turn: everybody behind it moves up one place."""
+        with self._lock:
+            self._tokens += 1.0
+
+    def reserve(self) -> float:  # pragma: no cover - the queue has no single reservation
+        raise NotImplementedError("AdaptiveTokenBucket queues: use acquire() or acquire_async()")
+
+    def acquire(self) -> float:
+        place = self._enqueue()
+        try:
+            while (delay := self._wait_for(place)) > 0:
+                time.sleep(delay)
+        except BaseException:
+            self._leave()
+            raise
+        return self._clock()
+
+    async def acquire_async(self) -> float:
+        place = self._enqueue()
+        try:
+            while (delay := self._wait_for(place)) > 0:
+                await asyncio.sleep(delay)
+        except BaseException:  # cancelled while queued (a trigger moved or killed)
+            self._leave()
+            raise
+        return self._clock()
+
+    # -- feedback -------------------------------------------------------------------------------
+    def record_answer(self, granted_at: float, throttled: bool, limit: float | None = None) -> None:
+        """Adapt to an answer: ``throttled`` for a 429; ``limit``: the rate the platform says it
+        applies (``x-amzn-RateLimit-Limit``), which lowers the ceiling if below the plan."""
+        with self._lock:
+            now = self._clock()
+            if limit is not None and 0 < limit < self.server_rate:
+                self._lower_ceiling(limit, now)
+            if not throttled:
+                return
+            self.throttles += 1
+            if granted_at < self._cut_at:
+                return  # sent before the last cut, at the old rate: that cut answered it already
+            if self.cuts and self._window_sent < self.MIN_SHARE_SAMPLES:
+                # Too soon after the last cut to tell it was too small: the others sharing the
+                # plan may not have cut yet. Keep the rate and the pace (whoever has not cut
+                # then gets the next 429s; pausing would leave it the room), spend no burst.
+                self._refill(now)
+                self._tokens = min(self._tokens, 0.0) - (self._jitter() if self._one_off() else 0.0)
+                return
+            self._cut(now)
+
+    def _one_off(self) -> bool:
+        """Whether this bucket has served too few requests to be anything but a one-off caller."""
+        return self._issued <= self.MIN_SHARE_SAMPLES
+
+    def _lower_ceiling(self, limit: float, now: float) -> None:
+        factor = limit / self.server_rate
+        self._refill(now)
+        self.server_rate = limit
+        self.ceiling *= factor
+        self.burst = max(1.0, self.burst * factor)
+        self._w_max = min(self._w_max, self.ceiling)
+        self._cut_rate = min(self._cut_rate, self.ceiling)
+        self._k = self._zero_point()
+
+    def _cut(self, now: float) -> None:
+        rate = self._refill(now)
+        cut = self.BETA * rate
+        w_max = rate
+        if self._window_sent >= self.MIN_SHARE_SAMPLES:
+            # What the platform admitted in the window: its rate, plus its burst in the first
+            # window (assumed full when this process began), since it was empty at the last 429.
+            admitted = self.server_rate * (now - self._window_start) + self._window_extra
+            share = self.ceiling * min(1.0, self._window_sent / admitted)
+            cut = min(cut, self.SHARE_MARGIN * share)
+            # CUBIC returns towards the rate where congestion began: the share when lower.
+            w_max = min(rate, share)
+            spread = 0.0
+        else:
+            # Too few requests to estimate a share (a worker submitting once): the next request
+            # of a one-off caller goes at a random moment of the next two intervals, out of
+            # step with the other workers'.
+            spread = self._jitter() if self._one_off() else 0.0
+        self._cut_rate = max(self.ceiling * self.FLOOR, cut)
+        self._w_max = max(self._cut_rate, w_max)
+        self._cut_at = now
+        self._k = self._zero_point()
+        # The platform's bucket is empty now: no burst left.
+        self._tokens = min(self._tokens, 0.0) - spread
+        self._window_start, self._window_sent, self._window_extra = now, 0, 0.0
+        self.cuts += 1
 
 
 class RateLimiterRegistry:
@@ -63,10 +295,12 @@ class RateLimiterRegistry:
 
     :param safety: fraction of the published rate the client uses, leaving room for clock
         differences between client and server (requests arrive a little bunched).
+    :param adaptive: adaptive buckets (default); ``False``: static buckets of the published plan.
     """
 
-    def __init__(self, safety: float = 0.9) -> None:
+    def __init__(self, safety: float = 0.9, adaptive: bool = True) -> None:
         self.safety = safety
+        self.adaptive = adaptive
         self._buckets: dict[tuple[str, str, str], TokenBucket] = {}
         self._lock = threading.Lock()
 
@@ -75,7 +309,13 @@ class RateLimiterRegistry:
         with self._lock:
             found = self._buckets.get(key)
             if found is None:
-                found = TokenBucket(rate * self.safety, max(1.0, burst * self.safety))
+                limited_rate, limited_burst = rate * self.safety, max(1.0, burst * self.safety)
+                if self.adaptive:
+                    found = AdaptiveTokenBucket(
+                        limited_rate, limited_burst, server_rate=rate, server_burst=float(burst)
+                    )
+                else:
+                    found = TokenBucket(limited_rate, limited_burst)
                 self._buckets[key] = found
             return found
 

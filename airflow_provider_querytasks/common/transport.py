@@ -181,6 +181,17 @@ class _CallPolicy:
             return rate_limiters.bucket(self.api.platform, self.api.account, "*", *self.api.shared_rate_limit)
         return None
 
+    def record_answer(self, bucket: TokenBucket, granted_at: float, response: ApiResponse) -> None:
+        """Tell the bucket what the platform answered: a 429 slows it down (see ``ratelimit``)."""
+        limit = None
+        if self.api.rate_limit_header is not None:
+            value = response.header(self.api.rate_limit_header)
+            try:
+                limit = float(value) if value else None
+            except ValueError:
+                limit = None
+        bucket.record_answer(granted_at, response.status == 429, limit)
+
     def response(
         self, request: ApiRequest, status: int, headers: dict[str, str], body: bytes, url: str
     ) -> ApiResponse:
@@ -335,14 +346,15 @@ class SyncApiClient:
 
     def _attempt(self, request: ApiRequest) -> ApiResponse:
         bucket = self.policy.bucket(request)
-        if bucket is not None:
-            bucket.acquire()
+        granted_at = bucket.acquire() if bucket is not None else 0.0
         token = self._token(request)
         response = self._send(request, token)
         if token is not None and self.api.is_token_expired(response):
             assert self.policy.token_source is not None
             token_cache.invalidate(self.policy.token_source, token)
             response = self._send(request, self._token(request))
+        if bucket is not None:
+            self.policy.record_answer(bucket, granted_at, response)
         return self.policy.answer(request, response)
 
     def _send(self, request: ApiRequest, token: AccessToken | None) -> ApiResponse:
@@ -484,14 +496,15 @@ class AsyncApiClient:
 
     async def _attempt(self, request: ApiRequest) -> ApiResponse:
         bucket = self.policy.bucket(request)
-        if bucket is not None:
-            await bucket.acquire_async()
+        granted_at = await bucket.acquire_async() if bucket is not None else 0.0
         token = await self._token(request)
         response = await self._send(request, token)
         if token is not None and self.api.is_token_expired(response):
             assert self.policy.token_source is not None
             token_cache.invalidate(self.policy.token_source, token)
             response = await self._send(request, await self._token(request))
+        if bucket is not None:
+            self.policy.record_answer(bucket, granted_at, response)
         return self.policy.answer(request, response)
 
     async def _send(self, request: ApiRequest, token: AccessToken | None) -> ApiResponse:

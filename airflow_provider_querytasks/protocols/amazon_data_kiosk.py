@@ -135,6 +135,7 @@ class DataKioskApi(PlatformApi):
     request_id_header = "x-amzn-RequestId"
     rate_limits = RATE_LIMITS
     logged_headers = ("x-amzn-RateLimit-Limit", "x-amzn-RequestId")
+    rate_limit_header = "x-amzn-RateLimit-Limit"
 
     def __init__(self, settings: DataKioskSettings) -> None:
         super().__init__(settings.base_url, settings.account)

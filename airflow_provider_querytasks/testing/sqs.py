@@ -1,11 +1,14 @@
 """An Amazon SQS host (JSON protocol, as botocore and aiobotocore speak it), for notifications.
 
 The SP-API delivers ``DATA_KIOSK_QUERY_PROCESSING_FINISHED`` notifications to an SQS queue only.
-This site answers the operations a consumer uses (``ReceiveMessage`` with long polling and
-visibility timeouts, ``DeleteMessage[Batch]``, ``ChangeMessageVisibility``, ``SendMessage``,
-``GetQueueUrl``, ``GetQueueAttributes``) with SQS's error shapes (``__type`` +
-``x-amzn-query-error``). Requests must carry a SigV4 ``Authorization`` header naming the access
-key the site was given; the signature itself is not verified (a stand-in, not an IAM).
+This site answers the operations a consumer uses (``ReceiveMessage`` with long polling,
+visibility timeouts and receive counts, ``DeleteMessage[Batch]``,
+``ChangeMessageVisibility[Batch]``, ``SendMessage`` with message attributes, ``GetQueueUrl``,
+``GetQueueAttributes``) with SQS's error shapes (``__type`` + ``x-amzn-query-error``). A queue
+may have a redrive policy: a message received more than ``maxReceiveCount`` times moves to its
+dead-letter queue at the next receive, as on SQS. Requests must carry a SigV4 ``Authorization``
+header naming the access key the site was given; the signature itself is not verified (a
+stand-in, not an IAM).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -28,6 +31,9 @@ ERRORS = {
     "InvalidParameterValue": "InvalidParameterValue",
     "InvalidAction": "InvalidAction",
     "InvalidClientTokenId": "InvalidClientTokenId",
+    "MessageNotInflight": "AWS.SimpleQueueService.MessageNotInflight",
+    "TooManyEntriesInBatchRequest": "AWS.SimpleQueueService.TooManyEntriesInBatchRequest",
+    "EmptyBatchRequest": "AWS.SimpleQueueService.EmptyBatchRequest",
 }
 
 
@@ -41,6 +47,9 @@ class QueuedMessage:
     visible_at: float = 0.0
     receive_count: int = 0
     receipt_handle: str | None = None
+    #: ``MessageAttributes`` as sent (name -> ``{"DataType", "StringValue"}``).
+    attributes: dict[str, Any] = field(default_factory=dict)
+    first_received: float | None = None
 
     @property
     def md5_of_body(self) -> str:
@@ -81,20 +90,32 @@ class SqsSite:
         #: Set by the emulator once the port is bound.
         self.base_url = "http://127.0.0.1"
         self.queues: dict[str, list[QueuedMessage]] = {}
+        #: queue name -> (dead-letter queue name, maxReceiveCount).
+        self.redrive: dict[str, tuple[str, int]] = {}
 
     # -- for tests and emulators --------------------------------------------------------------
-    def create_queue(self, name: str) -> str:
-        """Create a queue (idempotent) and return its name."""
+    def create_queue(
+        self, name: str, dead_letter_queue: str | None = None, max_receive_count: int = 10
+    ) -> str:
+        """Create a queue (idempotent) and return its name; with ``dead_letter_queue``, a redrive
+        policy moving messages received more than ``max_receive_count`` times there."""
         self.queues.setdefault(name, [])
+        if dead_letter_queue is not None:
+            self.queues.setdefault(dead_letter_queue, [])
+            self.redrive[name] = (dead_letter_queue, max_receive_count)
         return name
 
     def queue_url(self, name: str) -> str:
         return f"{self.base_url}/{self.account}/{name}"
 
-    def send(self, name: str, body: str | dict[str, Any]) -> QueuedMessage:
+    def send(
+        self, name: str, body: str | dict[str, Any], attributes: dict[str, Any] | None = None
+    ) -> QueuedMessage:
         """Put a message on a queue (what a publisher's SendMessage does)."""
         text = body if isinstance(body, str) else json.dumps(body)
-        message = QueuedMessage(message_id=str(uuid.uuid4()), body=text, sent=time.time())
+        message = QueuedMessage(
+            message_id=str(uuid.uuid4()), body=text, sent=time.time(), attributes=dict(attributes or {})
+        )
         self.queues[name].append(message)
         return message
 
@@ -145,13 +166,39 @@ class SqsSite:
                 "InvalidClientTokenId", "The security token included in the request is invalid.", 403
             )
 
-    def _queue(self, params: dict[str, Any]) -> list[QueuedMessage]:
+    def _queue_name(self, params: dict[str, Any]) -> str:
         url = str(params.get("QueueUrl") or "")
         prefix = f"{self.base_url}/{self.account}/"
         name = url[len(prefix) :] if url.startswith(prefix) else None
         if name is None or name not in self.queues:
             raise SqsError("QueueDoesNotExist", "The specified queue does not exist.")
-        return self.queues[name]
+        return name
+
+    def _queue(self, params: dict[str, Any]) -> list[QueuedMessage]:
+        return self.queues[self._queue_name(params)]
+
+    @staticmethod
+    def _entries(params: dict[str, Any]) -> list[dict[str, Any]]:
+        entries = params.get("Entries") or []
+        if not entries:
+            raise SqsError("EmptyBatchRequest", "There should be at least one entry in the request.")
+        if len(entries) > 10:
+            raise SqsError(
+                "TooManyEntriesInBatchRequest",
+                f"Maximum number of entries per request are 10. You have sent {len(entries)}.",
+            )
+        return list(entries)
+
+    def _redrive(self, name: str, now: float) -> None:
+        """Move visible messages received ``maxReceiveCount`` times to the dead-letter queue."""
+        if name not in self.redrive:
+            return
+        target, limit = self.redrive[name]
+        queue = self.queues[name]
+        for message in [m for m in queue if m.visible_at <= now and m.receive_count >= limit]:
+            queue.remove(message)
+            message.visible_at, message.receipt_handle = 0.0, None
+            self.queues[target].append(message)
 
     @staticmethod
     def _number(params: dict[str, Any], name: str, default: float, low: float, high: float) -> float:
@@ -171,16 +218,19 @@ class SqsSite:
 
     # -- operations ---------------------------------------------------------------------------
     async def _op_ReceiveMessage(self, params: dict[str, Any]) -> dict[str, Any]:
-        queue = self._queue(params)
+        name = self._queue_name(params)
+        queue = self.queues[name]
         limit = int(self._number(params, "MaxNumberOfMessages", 1, 1, 10))
         wait = self._number(params, "WaitTimeSeconds", 0, 0, 20)
         hide = self._number(params, "VisibilityTimeout", self.default_visibility_timeout, 0, 43200)
         wanted = {*(params.get("AttributeNames") or []), *(params.get("MessageSystemAttributeNames") or [])}
+        wanted_attributes = set(params.get("MessageAttributeNames") or [])
         until = time.monotonic() + wait
         while True:
             if self.before_receive is not None:
                 self.before_receive()
             now = time.monotonic()
+            self._redrive(name, now)
             ready = [m for m in queue if m.visible_at <= now][:limit]
             if ready or now >= until:
                 break
@@ -189,6 +239,8 @@ class SqsSite:
         for message in ready:
             message.visible_at = now + hide
             message.receive_count += 1
+            if message.first_received is None:
+                message.first_received = time.time()
             message.receipt_handle = f"{message.message_id}#{uuid.uuid4().hex}"
             answer: dict[str, Any] = {
                 "MessageId": message.message_id,
@@ -199,10 +251,18 @@ class SqsSite:
             attributes = {
                 "ApproximateReceiveCount": str(message.receive_count),
                 "SentTimestamp": str(int(message.sent * 1000)),
+                "ApproximateFirstReceiveTimestamp": str(int((message.first_received or 0) * 1000)),
             }
             chosen = {k: v for k, v in attributes.items() if "All" in wanted or k in wanted}
             if chosen:  # SQS returns attributes only when asked for
                 answer["Attributes"] = chosen
+            custom = {
+                k: v
+                for k, v in message.attributes.items()
+                if "All" in wanted_attributes or ".*" in wanted_attributes or k in wanted_attributes
+            }
+            if custom:
+                answer["MessageAttributes"] = custom
             messages.append(answer)
         return {"Messages": messages} if messages else {}
 
@@ -214,7 +274,7 @@ class SqsSite:
     def _op_DeleteMessageBatch(self, params: dict[str, Any]) -> dict[str, Any]:
         queue = self._queue(params)
         successful, failed = [], []
-        for entry in params.get("Entries") or []:
+        for entry in self._entries(params):
             try:
                 queue.remove(self._find(queue, entry.get("ReceiptHandle")))
                 successful.append({"Id": entry.get("Id")})
@@ -224,11 +284,30 @@ class SqsSite:
                 )
         return {"Successful": successful, "Failed": failed}
 
+    def _change_visibility(self, queue: list[QueuedMessage], entry: dict[str, Any]) -> None:
+        message = self._find(queue, entry.get("ReceiptHandle"))
+        seconds = self._number(entry, "VisibilityTimeout", 0, 0, 43200)
+        now = time.monotonic()
+        if message.visible_at <= now:
+            raise SqsError("MessageNotInflight", "The message referred to isn't in flight.")
+        message.visible_at = now + seconds
+
     def _op_ChangeMessageVisibility(self, params: dict[str, Any]) -> dict[str, Any]:
-        queue = self._queue(params)
-        message = self._find(queue, params.get("ReceiptHandle"))
-        message.visible_at = time.monotonic() + self._number(params, "VisibilityTimeout", 0, 0, 43200)
+        self._change_visibility(self._queue(params), params)
         return {}
+
+    def _op_ChangeMessageVisibilityBatch(self, params: dict[str, Any]) -> dict[str, Any]:
+        queue = self._queue(params)
+        successful, failed = [], []
+        for entry in self._entries(params):
+            try:
+                self._change_visibility(queue, entry)
+                successful.append({"Id": entry.get("Id")})
+            except SqsError as error:
+                failed.append(
+                    {"Id": entry.get("Id"), "SenderFault": True, "Code": error.code, "Message": error.message}
+                )
+        return {"Successful": successful, "Failed": failed}
 
     def _op_SendMessage(self, params: dict[str, Any]) -> dict[str, Any]:
         self._queue(params)
@@ -236,7 +315,7 @@ class SqsSite:
         if not isinstance(body, str) or not body:
             raise SqsError("InvalidParameterValue", "The request must contain the parameter MessageBody.")
         name = str(params["QueueUrl"]).rsplit("/", 1)[-1]
-        message = self.send(name, body)
+        message = self.send(name, body, params.get("MessageAttributes"))
         return {"MessageId": message.message_id, "MD5OfMessageBody": message.md5_of_body}
 
     def _op_GetQueueUrl(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -253,5 +332,13 @@ class SqsSite:
                 "ApproximateNumberOfMessages": str(sum(m.visible_at <= now for m in queue)),
                 "ApproximateNumberOfMessagesNotVisible": str(sum(m.visible_at > now for m in queue)),
                 "VisibilityTimeout": str(int(self.default_visibility_timeout)),
+                **self._redrive_attribute(self._queue_name(params)),
             }
         }
+
+    def _redrive_attribute(self, name: str) -> dict[str, str]:
+        if name not in self.redrive:
+            return {}
+        target, limit = self.redrive[name]
+        arn = f"arn:aws:sqs:us-east-1:{self.account}:{target}"
+        return {"RedrivePolicy": json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": limit})}

@@ -72,6 +72,15 @@ def sqs_calls(emulator: DataKioskEmulator, action: str) -> int:
     return sum(r.header("X-Amz-Target") == f"AmazonSQS.{action}" for r in emulator.requests_to("sqs"))
 
 
+def sqs_deleted(emulator: DataKioskEmulator) -> int:
+    """Messages deleted, one by one or in batches."""
+    return sqs_calls(emulator, "DeleteMessage") + sum(
+        len(json.loads(r.body)["Entries"])
+        for r in emulator.requests_to("sqs")
+        if r.header("X-Amz-Target") == "AmazonSQS.DeleteMessageBatch"
+    )
+
+
 # -- the emulator's queue ---------------------------------------------------------------------
 def test_emulator_queues_one_notification_per_finished_query(emulator: DataKioskEmulator) -> None:
     emulator.duration = 0.0
@@ -180,7 +189,7 @@ def test_fifty_waits_share_one_queue_reader(emulator: DataKioskEmulator, aws: No
     assert sum(polls_of(emulator, q) for q in ids) == 0
     # One long-polling reader, ten messages a call: far fewer receives than waits.
     assert sqs_calls(emulator, "ReceiveMessage") <= 20
-    assert sqs_calls(emulator, "DeleteMessage") == 50
+    assert sqs_deleted(emulator) == 50 and sqs_calls(emulator, "DeleteMessageBatch") < 50
 
 
 def test_other_consumers_messages_are_left_on_the_queue(
@@ -267,7 +276,7 @@ def test_operator_waiting_in_the_worker_listens_to_the_queue(
     op = DataKioskQueryOperator(task_id="q", query=QUERY, notification_queue_url=aws.queue_url)
     result = op.execute({})  # type: ignore[arg-type]
     assert result["status"] == "DONE"
-    assert polls_of(emulator, result["query_id"]) == 0 and sqs_calls(emulator, "DeleteMessage") == 1
+    assert polls_of(emulator, result["query_id"]) == 0 and sqs_deleted(emulator) == 1
 
 
 def test_sensor_poke_takes_the_notification_without_a_status_call(
@@ -360,3 +369,75 @@ def test_notification_operator_handles_every_notification_a_run_carries(
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{done[0]}.jsonl"]
     with pytest.raises(InvalidInputError, match="no message"):
         DataKioskNotificationOperator(task_id="n", notification={"message_batch": []}).execute({})  # type: ignore[arg-type]
+
+
+# -- several consumers on one queue ------------------------------------------------------------
+def test_emulator_changes_visibility_in_batches_and_redrives_to_a_dead_letter_queue(
+    emulator: DataKioskEmulator,
+) -> None:
+    emulator.sqs.create_queue("q", dead_letter_queue="q-dlq", max_receive_count=2)
+    emulator.sqs.send("q", "hello", {"a": {"DataType": "String", "StringValue": "1"}})
+    client = sqs_client(emulator)
+    url = emulator.sqs.queue_url("q")
+    for count in ("1", "2"):
+        [message] = client.receive_message(
+            QueueUrl=url, AttributeNames=["ApproximateReceiveCount"], MessageAttributeNames=["a"]
+        )["Messages"]
+        assert message["Attributes"]["ApproximateReceiveCount"] == count
+        assert message["MessageAttributes"]["a"]["StringValue"] == "1"
+        answer = client.change_message_visibility_batch(
+            QueueUrl=url,
+            Entries=[
+                {"Id": "m", "ReceiptHandle": message["ReceiptHandle"], "VisibilityTimeout": 0},
+                {"Id": "x", "ReceiptHandle": "stale", "VisibilityTimeout": 0},
+            ],
+        )
+        assert (
+            answer["Successful"] == [{"Id": "m"}] and answer["Failed"][0]["Code"] == "ReceiptHandleIsInvalid"
+        )
+    # Received maxReceiveCount times: the next receive moves it to the dead-letter queue.
+    assert "Messages" not in client.receive_message(QueueUrl=url)
+    assert [m.body for m in emulator.sqs.messages("q-dlq")] == ["hello"]
+    attributes = client.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert json.loads(attributes["RedrivePolicy"])["maxReceiveCount"] == 2
+
+
+def test_a_notification_for_another_consumer_is_handed_back_at_once(
+    emulator: DataKioskEmulator, aws: NotificationSource
+) -> None:
+    emulator.duration = 0.0
+    theirs = emulator.add_query(QUERY).query_id  # another triggerer waits for this one
+    emulator.publish_notifications()
+    emulator.duration = 2.0
+    mine = emulator.add_query(QUERY).query_id
+    assert run_trigger(notified_trigger(mine, aws))["status"] == "success"
+    [left] = emulator.sqs.messages(emulator.NOTIFICATION_QUEUE)
+    assert json.loads(left.body)["payload"]["queryId"] == theirs
+    # Handed back at once, not hidden for the 30 s visibility timeout (from the third receive
+    # on, for a second or two: a message nobody claims must not keep the reader busy).
+    batches = [
+        json.loads(r.body)["Entries"]
+        for r in emulator.requests_to("sqs")
+        if r.header("X-Amz-Target") == "AmazonSQS.ChangeMessageVisibilityBatch"
+    ]
+    assert batches and batches[0][0]["VisibilityTimeout"] == 0
+    assert left.receive_count == len(batches) and left.visible_at <= time.monotonic() + 5
+
+
+def test_a_notification_received_too_often_is_sent_again_not_dead_lettered(
+    emulator: DataKioskEmulator, aws: NotificationSource
+) -> None:
+    emulator.sqs.create_queue(emulator.NOTIFICATION_QUEUE, dead_letter_queue="dlq", max_receive_count=5)
+    emulator.duration = 0.0
+    theirs = emulator.add_query(QUERY).query_id
+    emulator.publish_notifications()
+    [message] = emulator.sqs.messages(emulator.NOTIFICATION_QUEUE)
+    message.receive_count = 4  # other triggerers handed it back four times already
+    emulator.duration = 2.0
+    mine = emulator.add_query(QUERY).query_id
+    assert run_trigger(notified_trigger(mine, aws))["status"] == "success"
+    [fresh] = emulator.sqs.messages(emulator.NOTIFICATION_QUEUE)
+    assert json.loads(fresh.body)["payload"]["queryId"] == theirs and fresh.message_id != message.message_id
+    assert fresh.receive_count <= 1 and int(fresh.attributes["querytasks-receives"]["StringValue"]) >= 5
+    assert int(fresh.attributes["querytasks-first-sent"]["StringValue"]) == int(message.sent * 1000)
+    assert not emulator.sqs.messages("dlq")
