@@ -25,8 +25,8 @@ Scenarios, one line each (it reuses ``scripts/e2e.py`` for the example DAGs and 
 6. no secret (client secrets, refresh and access tokens the emulators issued) in any log:
    components' output, task logs, trigger logs, DAG processing logs.
 
-Everything is stopped and removed at the end, also on failure (the Airflow home is kept for
-inspection when a check failed).
+Everything is stopped and removed at the end, also on failure or SIGTERM
+(``QUERYTASKS_E2E_KEEP=1`` keeps the Airflow home, with every log, of a failed run).
 """
 
 from __future__ import annotations
@@ -69,6 +69,8 @@ TRIGGERER_DEAD_AFTER = 10
 #: Seconds after its last heartbeat that a running task counts as dead (it is retried).
 TASK_DEAD_AFTER = 20
 SCENARIO_TIMEOUT = 420.0
+#: Set to keep the Airflow home (logs) of a failed run; it is removed otherwise.
+KEEP_VARIABLE = "QUERYTASKS_E2E_KEEP"
 #: The user PostgreSQL runs as when this runs as root (initdb refuses root); created if missing.
 PG_FALLBACK_USER = "querytasks-e2e"
 
@@ -653,7 +655,9 @@ class DistributedE2E(E2E):
             many_started = self.start_many_waits()
             oauth_started = self.trigger(OAUTH)
             # Its queries end as soon as every wait is held: watched beside the others.
-            many = threading.Thread(target=self.finish_many_waits, args=(many_started,), daemon=True)
+            many = threading.Thread(
+                target=self.guarded, args=(self.finish_many_waits, many_started), daemon=True
+            )
             many.start()
             self.kill_deferred_task()
             finished = self.wait_for_runs(started)
@@ -669,6 +673,8 @@ class DistributedE2E(E2E):
                 f"{'no secret in any log':<44} files={files} secrets={len(self.secrets)} leaks={len(leaks)}",
                 flush=True,
             )
+        except (KeyboardInterrupt, SystemExit) as exc:
+            self.failures.append(f"interrupted ({type(exc).__name__})")
         except Exception as exc:
             self.failures.append(f"{type(exc).__name__}: {exc}")
         finally:
@@ -676,11 +682,20 @@ class DistributedE2E(E2E):
         for failure in self.failures:
             print(f"FAILED: {failure}")
         print(f"({time.monotonic() - self.begun:.0f}s in all)")
-        if self.failures:
+        if self.failures and os.environ.get(KEEP_VARIABLE):
             print(f"(Airflow home kept for inspection: {self.home})")
-            return 1
-        shutil.rmtree(self.home, ignore_errors=True)
-        return 0
+        else:
+            shutil.rmtree(self.home, ignore_errors=True)
+            if self.failures:
+                print(f"({KEEP_VARIABLE}=1 keeps the Airflow home, its logs, of a failed run)")
+        return 1 if self.failures else 0
+
+    def guarded(self, scenario: Any, *args: Any) -> None:
+        """Run a scenario in a thread: an error becomes a failure of the run."""
+        try:
+            scenario(*args)
+        except Exception as exc:
+            self.failures.append(f"{scenario.__name__}: {type(exc).__name__}: {exc}")
 
     def cpu_report(self) -> str:
         """CPU seconds each component used so far (with its finished children)."""
@@ -696,6 +711,8 @@ class DistributedE2E(E2E):
         return ", ".join(used)
 
     def stop(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the teardown
         with contextlib.suppress(Exception):
             print(f"(CPU seconds: {self.cpu_report()})")
         try:
@@ -708,5 +725,11 @@ class DistributedE2E(E2E):
             shutil.rmtree(self.services, ignore_errors=True)
 
 
+def _stop_on_sigterm(signum: int, frame: Any) -> None:
+    # A timeout (CI, `timeout`) sends SIGTERM: leave through `finally`, which tears it all down.
+    raise SystemExit(128 + signum)
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     sys.exit(DistributedE2E().run())

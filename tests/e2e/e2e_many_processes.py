@@ -24,7 +24,7 @@ with DAG("e2e_shoplazza_oauth_relay", schedule=None, start_date=START, catchup=F
     # invalidates) on every refresh: each task submits from a worker, waits in a triggerer and
     # resumes in a worker; the tasks alternate between the two workers' queues.
     previous = None
-    for index, event in enumerate(("purchase_product", "add_to_cart", "pageview", "checkout")):
+    for index, event in enumerate(("purchase_product", "add_to_cart", "pageview", "begin_checkout")):
         export = ShoplazzaDataTaskOperator(
             task_id=f"export_{event}",
             conn_id="shoplazza_oauth",
