@@ -110,6 +110,7 @@ class E2E:
                     "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.api_port}/execution/",
                     "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{self.api_port}",
                     "AIRFLOW__API__PORT": str(self.api_port),
+                    "AIRFLOW__API__HOST": "127.0.0.1",
                     "AIRFLOW__API_AUTH__JWT_SECRET": uuid.uuid4().hex,
                     "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
                     "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
