@@ -1,7 +1,7 @@
 """OAuth access tokens: cached per credential, refreshed early, one refresh in flight at a time.
 
 A platform supplies a :class:`TokenSource` (how to ask its token service, as an
-:class:`~airflow_provider_querytasks.common.protocol.ApiRequest`, and how to read the answer).
+:class:`~airflow_provider_querytasks.common.api.ApiRequest`, and how to read the answer).
 :class:`TokenCache` keeps tokens process-wide, keyed by everything that identifies the credential
 (token URL, client id, hashes of the secret and refresh token, scopes), so every hook and trigger
 of one credential shares one token, a changed secret is a different credential, and many
@@ -25,8 +25,8 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_provider_querytasks.common.api import ApiRequest, ApiResponse
 from airflow_provider_querytasks.common.errors import AuthenticationError
-from airflow_provider_querytasks.common.protocol import ApiRequest, ApiResponse
 from airflow_provider_querytasks.compat import (
     VariableStoreError,
     aread_variable,

@@ -7,6 +7,7 @@ import time
 import warnings
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
+from airflow_provider_querytasks.common.api import ApiRequest, ApiResponse, PlatformApi
 from airflow_provider_querytasks.common.auth import TokenSource
 from airflow_provider_querytasks.common.errors import (
     AuthenticationError,
@@ -16,7 +17,6 @@ from airflow_provider_querytasks.common.errors import (
     RemoteQueryFailedError,
 )
 from airflow_provider_querytasks.common.notifications import Decoder
-from airflow_provider_querytasks.common.protocol import ApiRequest, ApiResponse, PlatformApi
 from airflow_provider_querytasks.common.transport import AsyncApiClient, RetryPolicy, SyncApiClient
 from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
 from airflow_provider_querytasks.compat import (

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
+from airflow_provider_querytasks.common.api import required_id
 from airflow_provider_querytasks.common.deadline import wait_deadline
 from airflow_provider_querytasks.common.no_retry import FailWithoutRetryMixin
-from airflow_provider_querytasks.common.protocol import required_id
 from airflow_provider_querytasks.common.wait import StatusSnapshot, to_seconds
 from airflow_provider_querytasks.common.wait_mixin import (
     HookT,

@@ -33,6 +33,7 @@ from tenacity import (
 from tenacity.wait import wait_exponential_jitter
 
 from airflow_provider_querytasks import __version__
+from airflow_provider_querytasks.common.api import ApiRequest, ApiResponse, PlatformApi
 from airflow_provider_querytasks.common.auth import AccessToken, TokenSource, token_cache
 from airflow_provider_querytasks.common.errors import (
     AmbiguousSubmissionError,
@@ -41,7 +42,6 @@ from airflow_provider_querytasks.common.errors import (
     RateLimitedError,
     ServerError,
 )
-from airflow_provider_querytasks.common.protocol import ApiRequest, ApiResponse, PlatformApi
 from airflow_provider_querytasks.common.ratelimit import TokenBucket, rate_limiters
 
 if TYPE_CHECKING:

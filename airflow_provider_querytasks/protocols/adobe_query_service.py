@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from airflow_provider_querytasks.common.auth import TokenSource
-from airflow_provider_querytasks.common.errors import ApiError, InvalidInputError
-from airflow_provider_querytasks.common.protocol import (
+from airflow_provider_querytasks.common.api import (
     ApiRequest,
     PlatformApi,
     path_segment,
     validate_base_url,
 )
+from airflow_provider_querytasks.common.auth import TokenSource
+from airflow_provider_querytasks.common.errors import ApiError, InvalidInputError
 from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
 
 DEFAULT_ENDPOINT = "https://platform.adobe.io"

@@ -14,6 +14,14 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from airflow_provider_querytasks.common.api import (
+    ApiRequest,
+    ApiResponse,
+    PlatformApi,
+    first_error_text,
+    path_segment,
+    validate_base_url,
+)
 from airflow_provider_querytasks.common.auth import TokenSource
 from airflow_provider_querytasks.common.errors import (
     ApiError,
@@ -22,14 +30,6 @@ from airflow_provider_querytasks.common.errors import (
     PermissionDeniedError,
 )
 from airflow_provider_querytasks.common.notifications import Notification
-from airflow_provider_querytasks.common.protocol import (
-    ApiRequest,
-    ApiResponse,
-    PlatformApi,
-    first_error_text,
-    path_segment,
-    validate_base_url,
-)
 from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
 
 API_PATH = "/dataKiosk/2023-11-15"
