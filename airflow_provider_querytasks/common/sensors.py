@@ -59,7 +59,7 @@ class QueryTaskSensor(FailWithoutRetryMixin, QueryWaitMixin[HookT], BaseSensorOp
 
     def result_record(self, context: Context, snapshot: StatusSnapshot) -> Any:
         """The XCom value for a finished query (platform sensors may add to it)."""
-        return snapshot.to_event()
+        return snapshot.to_dict()
 
     def _query_id(self) -> str:
         return required_id(self.query_id, "query_id", "query id")

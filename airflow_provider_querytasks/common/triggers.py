@@ -102,7 +102,7 @@ class QueryTaskTrigger(BaseTrigger):
                 "status": status,
                 "query_id": self.query_id,
                 "message": message,
-                "snapshot": snapshot.to_event() if snapshot else None,
+                "snapshot": snapshot.to_dict() if snapshot else None,
                 "resume": self.resume,
             }
         )
