@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from airflow.sdk.exceptions import (
         AirflowException,
         AirflowFailException,
-        AirflowNotFoundException,
         AirflowSkipException,
         TaskDeferred,
     )
@@ -43,7 +42,6 @@ else:
     from airflow.providers.common.compat.sdk import (
         AirflowException,
         AirflowFailException,
-        AirflowNotFoundException,
         AirflowSkipException,
         BaseHook,
         BaseOperator,
@@ -276,7 +274,6 @@ __all__ = [
     "TRIGGER_ON_KILL_SUPPORTED",
     "AirflowException",
     "AirflowFailException",
-    "AirflowNotFoundException",
     "AirflowProviderDeprecationWarning",
     "AirflowSkipException",
     "BaseHook",

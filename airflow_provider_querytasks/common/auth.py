@@ -511,15 +511,10 @@ class TokenCache:
         self._thread_locks: dict[str, threading.Lock] = {}
         self._async_locks: dict[tuple[str, int], asyncio.Lock] = {}
         self._guard = threading.Lock()
-        #: Number of token-service calls made, per credential (for tests and benchmarks).
-        self.fetches: dict[str, int] = {}
 
     def _valid(self, source: TokenSource) -> AccessToken | None:
         token = self._tokens.get(source.cache_key)
         return token if token is not None and token.fresh(source.margin) else None
-
-    def _counted(self, source: TokenSource) -> None:
-        self.fetches[source.cache_key] = self.fetches.get(source.cache_key, 0) + 1
 
     def invalidate(self, source: TokenSource, token: AccessToken | None = None) -> None:
         """Drop the cached token (only if it is still ``token``, when given); a given ``token``
@@ -543,12 +538,7 @@ class TokenCache:
         with lock:
             token = self._valid(source)
             if token is None:
-
-                def counted(request: ApiRequest) -> ApiResponse:
-                    self._counted(source)
-                    return fetch(request)
-
-                token = source.obtain(counted, tuple(self._rejected.get(source.cache_key, ())))
+                token = source.obtain(fetch, tuple(self._rejected.get(source.cache_key, ())))
                 self._tokens[source.cache_key] = token
             return token
 
@@ -563,12 +553,7 @@ class TokenCache:
         async with lock:
             token = self._valid(source)
             if token is None:
-
-                async def counted(request: ApiRequest) -> ApiResponse:
-                    self._counted(source)
-                    return await fetch(request)
-
-                token = await source.aobtain(counted, tuple(self._rejected.get(source.cache_key, ())))
+                token = await source.aobtain(fetch, tuple(self._rejected.get(source.cache_key, ())))
                 self._tokens[source.cache_key] = token
             return token
 
@@ -577,7 +562,6 @@ class TokenCache:
         with self._guard:
             self._tokens.clear()
             self._rejected.clear()
-            self.fetches.clear()
             _WRITTEN.clear()
             _UNSAVED.clear()
 

@@ -530,7 +530,6 @@ class AsyncApiClient:
 
 __all__ = [
     "USER_AGENT",
-    "ApiError",
     "AsyncApiClient",
     "RetryPolicy",
     "SyncApiClient",
