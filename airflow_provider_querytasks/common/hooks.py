@@ -46,7 +46,7 @@ class QueryTaskHook(BaseHook, Generic[ApiT]):
     A platform hook sets the class attributes and implements :meth:`build_settings` (validate the
     connection into the platform's settings object), :meth:`build_api`, and, where the platform has
     a token service, :meth:`build_token_source` (else :meth:`static_token`). Its operations are
-    written once as :class:`~.protocol.ApiRequest` builders plus parsers, and exposed as sync
+    written once as :class:`~.api.ApiRequest` builders plus parsers, and exposed as sync
     methods (through :meth:`call`) and async ``a``-prefixed methods (through :meth:`acall`).
 
     :param conn_id: the Airflow connection id (the class's default when omitted).
