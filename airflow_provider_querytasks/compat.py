@@ -3,7 +3,14 @@
 Everything the package needs from Airflow that moved between 2.11 and 3.x is imported here, via
 ``airflow.providers.common.compat`` where it has the name and from the version's own location
 otherwise (older common-compat releases, as shipped by some managed Airflow images, lack a few
-names). No other module in the package branches on the Airflow version.
+names). Where behaviour differs, this module gives a flag or a function that hides the
+difference (``TRIGGER_ON_KILL_SUPPORTED``, ``count_resumable_job``, ``get_async_connection``...).
+
+Other modules still adapt to the line, by what they find rather than by the version number:
+``common/triggers.py`` reads ``TRIGGER_ON_KILL_SUPPORTED``, ``common/operators.py`` uses 3.3's
+``task_state_store`` when the context has one, ``connection_forms.py`` falls back when Airflow's
+wtforms widgets are gone (3.x). Only ``testing/dags.py`` (``dag.test()`` needs the DAG serialized
+first on 3.x) reads a version flag itself.
 """
 
 from __future__ import annotations
@@ -33,7 +40,6 @@ if TYPE_CHECKING:
     from airflow.sdk.exceptions import (
         AirflowException,
         AirflowFailException,
-        AirflowNotFoundException,
         AirflowSkipException,
         TaskDeferred,
     )
@@ -43,7 +49,6 @@ else:
     from airflow.providers.common.compat.sdk import (
         AirflowException,
         AirflowFailException,
-        AirflowNotFoundException,
         AirflowSkipException,
         BaseHook,
         BaseOperator,
@@ -276,7 +281,6 @@ __all__ = [
     "TRIGGER_ON_KILL_SUPPORTED",
     "AirflowException",
     "AirflowFailException",
-    "AirflowNotFoundException",
     "AirflowProviderDeprecationWarning",
     "AirflowSkipException",
     "BaseHook",

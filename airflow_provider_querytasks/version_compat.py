@@ -1,7 +1,7 @@
 """Airflow version flags, computed once from ``airflow.__version__``.
 
-Only :mod:`airflow_provider_querytasks.compat` reads them: the rest of the package does not
-branch on the Airflow version.
+Read by :mod:`airflow_provider_querytasks.compat` (which turns them into capabilities for the
+rest of the package), by :mod:`airflow_provider_querytasks.testing.dags` and by tests.
 """
 
 from __future__ import annotations

@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 
 #: Layer -> the layers it must never import. ``common`` is shared machinery and knows no
 #: platform; a platform's operators and sensors sit side by side on its hook, protocol and
-#: trigger, which know neither.
+#: trigger, which know neither. The emulators (``testing``) are written from the platforms'
+#: specs, not from the client: they use only their own test infrastructure
+#: (``tests/test_emulator_facts.py`` compares the two sides' facts).
 FORBIDDEN = {
     "common": ("hooks", "operators", "sensors", "triggers", "protocols", "testing"),
     "protocols": ("hooks", "operators", "sensors", "triggers"),
@@ -23,6 +25,7 @@ FORBIDDEN = {
     "triggers": ("operators", "sensors"),
     "operators": ("sensors",),
     "sensors": ("operators",),
+    "testing": ("common", "protocols", "hooks", "operators", "sensors", "triggers"),
 }
 
 #: A module-level ``__getattr__`` may import lazily what the module used to re-export.
@@ -98,6 +101,8 @@ def test_every_layer_is_checked() -> None:
         (f"{PACKAGE}.operators.adobe_query_service", "from ..sensors.adobe_query_service import X"),
         (f"{PACKAGE}.operators.adobe_query_service", f"def helper():\n    from {PACKAGE}.sensors import x"),
         (f"{PACKAGE}.hooks.shoplazza", f"from {PACKAGE}.triggers.shoplazza import T"),
+        (f"{PACKAGE}.testing.amazon_data_kiosk", f"from {PACKAGE}.protocols.amazon_data_kiosk import X"),
+        (f"{PACKAGE}.testing.shoplazza", f"from {PACKAGE}.common.api import required_id"),
     ],
 )
 def test_the_check_sees_an_upward_or_sideways_import(module: str, source: str) -> None:

@@ -1,7 +1,7 @@
 """OAuth access tokens: cached per credential, refreshed early, one refresh in flight at a time.
 
 A platform supplies a :class:`TokenSource` (how to ask its token service, as an
-:class:`~airflow_provider_querytasks.common.protocol.ApiRequest`, and how to read the answer).
+:class:`~airflow_provider_querytasks.common.api.ApiRequest`, and how to read the answer).
 :class:`TokenCache` keeps tokens process-wide, keyed by everything that identifies the credential
 (token URL, client id, hashes of the secret and refresh token, scopes), so every hook and trigger
 of one credential shares one token, a changed secret is a different credential, and many
@@ -25,8 +25,8 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_provider_querytasks.common.api import ApiRequest, ApiResponse
 from airflow_provider_querytasks.common.errors import AuthenticationError
-from airflow_provider_querytasks.common.protocol import ApiRequest, ApiResponse
 from airflow_provider_querytasks.compat import (
     VariableStoreError,
     aread_variable,
@@ -511,15 +511,10 @@ class TokenCache:
         self._thread_locks: dict[str, threading.Lock] = {}
         self._async_locks: dict[tuple[str, int], asyncio.Lock] = {}
         self._guard = threading.Lock()
-        #: Number of token-service calls made, per credential (for tests and benchmarks).
-        self.fetches: dict[str, int] = {}
 
     def _valid(self, source: TokenSource) -> AccessToken | None:
         token = self._tokens.get(source.cache_key)
         return token if token is not None and token.fresh(source.margin) else None
-
-    def _counted(self, source: TokenSource) -> None:
-        self.fetches[source.cache_key] = self.fetches.get(source.cache_key, 0) + 1
 
     def invalidate(self, source: TokenSource, token: AccessToken | None = None) -> None:
         """Drop the cached token (only if it is still ``token``, when given); a given ``token``
@@ -543,12 +538,7 @@ class TokenCache:
         with lock:
             token = self._valid(source)
             if token is None:
-
-                def counted(request: ApiRequest) -> ApiResponse:
-                    self._counted(source)
-                    return fetch(request)
-
-                token = source.obtain(counted, tuple(self._rejected.get(source.cache_key, ())))
+                token = source.obtain(fetch, tuple(self._rejected.get(source.cache_key, ())))
                 self._tokens[source.cache_key] = token
             return token
 
@@ -563,12 +553,7 @@ class TokenCache:
         async with lock:
             token = self._valid(source)
             if token is None:
-
-                async def counted(request: ApiRequest) -> ApiResponse:
-                    self._counted(source)
-                    return await fetch(request)
-
-                token = await source.aobtain(counted, tuple(self._rejected.get(source.cache_key, ())))
+                token = await source.aobtain(fetch, tuple(self._rejected.get(source.cache_key, ())))
                 self._tokens[source.cache_key] = token
             return token
 
@@ -577,7 +562,6 @@ class TokenCache:
         with self._guard:
             self._tokens.clear()
             self._rejected.clear()
-            self.fetches.clear()
             _WRITTEN.clear()
             _UNSAVED.clear()
 

@@ -21,7 +21,13 @@ class QueryTaskError(AirflowException):
     :param status: the HTTP status, when a call failed.
     :param request_id: the platform's request id, when it sent one.
     :param detail: the platform's own error detail (parsed body or remote error list).
+    :param retryable: whether sending the same call again may succeed; the class's
+        :attr:`retryable` when not given.
     """
+
+    #: Whether sending the same call again may succeed: the clients' and the download's retries
+    #: try again only then. A 429 or a 5xx is; a refused credential or a bad request is not.
+    retryable: bool = False
 
     def __init__(
         self,
@@ -32,6 +38,7 @@ class QueryTaskError(AirflowException):
         status: int | None = None,
         request_id: str | None = None,
         detail: Any = None,
+        retryable: bool | None = None,
     ) -> None:
         self.message = message
         self.platform = platform
@@ -39,6 +46,8 @@ class QueryTaskError(AirflowException):
         self.status = status
         self.request_id = request_id
         self.detail = detail
+        if retryable is not None:
+            self.retryable = retryable
         super().__init__(self._render())
 
     def _render(self) -> str:
@@ -100,13 +109,22 @@ class RateLimitedError(ApiError):
     :param retry_after: seconds the platform asked to wait, when it said.
     """
 
+    #: A 429 means the platform rejected the call: another try is safe, even of a submission.
+    retryable = True
+
     def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
         self.retry_after = retry_after
         super().__init__(message, **kwargs)
 
 
 class ServerError(ApiError):
-    """The platform answered 5xx, or the connection failed, and the retries ran out."""
+    """The platform answered 5xx, or the connection failed, and the retries ran out.
+
+    A submission that may have reached the platform is an :class:`AmbiguousSubmissionError`
+    instead, which is not retried.
+    """
+
+    retryable = True
 
 
 class AmbiguousSubmissionError(ApiError):

@@ -334,9 +334,7 @@ class _Download:
         raise ApiError(message, status=response.status_code)
 
     def _transient(self, message: str) -> ServerError:
-        error = ServerError(f"Fetching {redact_url(self.url)}: {message}")
-        error.retryable = True  # type: ignore[attr-defined]
-        return error
+        return ServerError(f"Fetching {redact_url(self.url)}: {message}")
 
 
 def fetch_url(

@@ -7,6 +7,7 @@ import time
 import warnings
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
+from airflow_provider_querytasks.common.api import ApiRequest, ApiResponse, PlatformApi
 from airflow_provider_querytasks.common.auth import TokenSource
 from airflow_provider_querytasks.common.errors import (
     AuthenticationError,
@@ -16,7 +17,6 @@ from airflow_provider_querytasks.common.errors import (
     RemoteQueryFailedError,
 )
 from airflow_provider_querytasks.common.notifications import Decoder
-from airflow_provider_querytasks.common.protocol import ApiRequest, ApiResponse, PlatformApi
 from airflow_provider_querytasks.common.transport import AsyncApiClient, RetryPolicy, SyncApiClient
 from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
 from airflow_provider_querytasks.compat import (
@@ -46,7 +46,7 @@ class QueryTaskHook(BaseHook, Generic[ApiT]):
     A platform hook sets the class attributes and implements :meth:`build_settings` (validate the
     connection into the platform's settings object), :meth:`build_api`, and, where the platform has
     a token service, :meth:`build_token_source` (else :meth:`static_token`). Its operations are
-    written once as :class:`~.protocol.ApiRequest` builders plus parsers, and exposed as sync
+    written once as :class:`~.api.ApiRequest` builders plus parsers, and exposed as sync
     methods (through :meth:`call`) and async ``a``-prefixed methods (through :meth:`acall`).
 
     :param conn_id: the Airflow connection id (the class's default when omitted).

@@ -131,7 +131,7 @@ class QueryTaskOperator(FailWithoutRetryMixin, QueryWaitMixin[HookT], BaseOperat
 
     def on_query_finished(self, context: Context, snapshot: StatusSnapshot) -> Any:
         """The task's return value (XCom) once the last query of the chain finished successfully."""
-        return snapshot.to_event()
+        return snapshot.to_dict()
 
     def submitted_result(self, context: Context, query_id: str) -> Any:
         """The return value when ``wait_for_completion=False``."""
@@ -152,7 +152,7 @@ class QueryTaskOperator(FailWithoutRetryMixin, QueryWaitMixin[HookT], BaseOperat
             query_id = self.submit(context)
             self.log.info("Submitted %s", self.hook.describe_query(query_id))
         if not self.wait_for_completion:
-            self.remember(context, query_id)
+            self.record_query_id(context, query_id)
             return self.submitted_result(context, query_id)
         return self.wait_for(context, query_id)
 
@@ -163,7 +163,7 @@ class QueryTaskOperator(FailWithoutRetryMixin, QueryWaitMixin[HookT], BaseOperat
     def _wait(self, context: Context, query_id: str) -> StatusSnapshot:
         """The final status of ``query_id``, waited for in the worker; deferrable, this defers
         instead (raises ``TaskDeferred``) and :meth:`execute_complete` takes the chain up again."""
-        self.remember(context, query_id)
+        self.record_query_id(context, query_id)
         if self.deferrable:
             resume = {"resume_state": self.resume_state, "deadline": self._deadline}
             trigger = self.build_trigger(
@@ -231,7 +231,7 @@ class QueryTaskOperator(FailWithoutRetryMixin, QueryWaitMixin[HookT], BaseOperat
                 self.log.warning("Could not cancel %s after the timeout", self.query_id, exc_info=True)
 
     # -- re-attach on retry -------------------------------------------------------------------
-    def remember(self, context: Context, query_id: str) -> None:
+    def record_query_id(self, context: Context, query_id: str) -> None:
         """Record the current query: XCom ``query_id``, and 3.3's task state store for retries."""
         self.query_id = query_id
         ti = context.get("ti")

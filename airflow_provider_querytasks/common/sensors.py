@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
+from airflow_provider_querytasks.common.api import required_id
 from airflow_provider_querytasks.common.deadline import wait_deadline
 from airflow_provider_querytasks.common.no_retry import FailWithoutRetryMixin
-from airflow_provider_querytasks.common.protocol import required_id
 from airflow_provider_querytasks.common.wait import StatusSnapshot, to_seconds
 from airflow_provider_querytasks.common.wait_mixin import (
     HookT,
@@ -59,7 +59,7 @@ class QueryTaskSensor(FailWithoutRetryMixin, QueryWaitMixin[HookT], BaseSensorOp
 
     def result_record(self, context: Context, snapshot: StatusSnapshot) -> Any:
         """The XCom value for a finished query (platform sensors may add to it)."""
-        return snapshot.to_event()
+        return snapshot.to_dict()
 
     def _query_id(self) -> str:
         return required_id(self.query_id, "query_id", "query id")

@@ -1,4 +1,4 @@
-"""Transport: execute :class:`~.protocol.ApiRequest` descriptions, sync or async.
+"""Transport: execute :class:`~.api.ApiRequest` descriptions, sync or async.
 
 Both clients share one decision procedure (:class:`_CallPolicy`): which host may get the
 credentials, which answers and exceptions are retried, when a token is refreshed, and when a
@@ -33,15 +33,14 @@ from tenacity import (
 from tenacity.wait import wait_exponential_jitter
 
 from airflow_provider_querytasks import __version__
+from airflow_provider_querytasks.common.api import ApiRequest, ApiResponse, PlatformApi
 from airflow_provider_querytasks.common.auth import AccessToken, TokenSource, token_cache
 from airflow_provider_querytasks.common.errors import (
     AmbiguousSubmissionError,
     ApiError,
     QueryTaskError,
-    RateLimitedError,
     ServerError,
 )
-from airflow_provider_querytasks.common.protocol import ApiRequest, ApiResponse, PlatformApi
 from airflow_provider_querytasks.common.ratelimit import TokenBucket, rate_limiters
 
 if TYPE_CHECKING:
@@ -120,14 +119,9 @@ class RetryPolicy:
         }
 
 
-def _retryable(error: QueryTaskError) -> QueryTaskError:
-    error.retryable = True  # type: ignore[attr-defined]
-    return error
-
-
 def is_retryable(error: BaseException) -> bool:
-    """Whether the transport marked ``error`` as worth another attempt."""
-    return bool(getattr(error, "retryable", False))
+    """Whether ``error`` is worth another attempt (:attr:`QueryTaskError.retryable`)."""
+    return isinstance(error, QueryTaskError) and error.retryable
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
@@ -210,17 +204,13 @@ class _CallPolicy:
         return request.authenticated and self.token_source is not None
 
     def answer(self, request: ApiRequest, response: ApiResponse) -> ApiResponse:
-        """Return a usable answer or raise the error it means (marked retryable when it is)."""
+        """Return a usable answer or raise the error it means."""
         self._log_answer(request, response)
         if response.status < 400 or response.status in request.ok_statuses:
             return response
         error = self.api.error_for(request, response)
-        if isinstance(error, RateLimitedError):
-            # A 429 means the platform rejected the call: safe even for a submission.
-            return self._raise(_retryable(error))
-        if isinstance(error, ServerError):
-            if request.idempotent:
-                return self._raise(_retryable(error))
+        if isinstance(error, ServerError) and not request.idempotent:
+            # A 5xx to a submission: it may have run. (A 429 is a refusal, retried as any call.)
             return self._raise(self.ambiguous(request, error))
         return self._raise(error)
 
@@ -259,12 +249,10 @@ class _CallPolicy:
 
     def connection_error(self, request: ApiRequest, exc: BaseException, never_sent: bool) -> QueryTaskError:
         if never_sent or request.idempotent:
-            return _retryable(
-                ServerError(
-                    f"{request.operation}: connection failed: {type(exc).__name__}: {exc}",
-                    platform=self.api.platform,
-                    operation=request.operation,
-                )
+            return ServerError(
+                f"{request.operation}: connection failed: {type(exc).__name__}: {exc}",
+                platform=self.api.platform,
+                operation=request.operation,
             )
         return self.ambiguous(request, exc)
 
@@ -543,7 +531,6 @@ class AsyncApiClient:
 
 __all__ = [
     "USER_AGENT",
-    "ApiError",
     "AsyncApiClient",
     "RetryPolicy",
     "SyncApiClient",

@@ -1,6 +1,7 @@
-"""The deferrable wait, written once: each platform's trigger only names its hook.
+"""The trigger every platform's wait runs: a platform's trigger class (``triggers/<platform>.py``)
+subclasses :class:`QueryTaskTrigger` and only names its hook class.
 
-A trigger polls its query's status with the shared :class:`~.wait.WaitLoop` on the triggerer's
+The trigger polls its query's status with the shared :class:`~.wait.WaitLoop` on the triggerer's
 event loop (through the hook's async methods and the per-loop shared HTTP session) and yields one
 event. Its kwargs are plain JSON and carry an absolute wall-clock deadline, since
 ``execution_timeout`` does not cover deferred time and a trigger may move between triggerers.
@@ -102,7 +103,7 @@ class QueryTaskTrigger(BaseTrigger):
                 "status": status,
                 "query_id": self.query_id,
                 "message": message,
-                "snapshot": snapshot.to_event() if snapshot else None,
+                "snapshot": snapshot.to_dict() if snapshot else None,
                 "resume": self.resume,
             }
         )

@@ -51,7 +51,8 @@ class StatusSnapshot:
     raw: dict[str, Any] = field(default_factory=dict)
     message: str | None = None
 
-    def to_event(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-able form: a trigger event's ``snapshot`` and a task's default XCom value."""
         return {
             "query_id": self.query_id,
             "state": self.state.value,
@@ -61,13 +62,14 @@ class StatusSnapshot:
         }
 
     @classmethod
-    def from_event(cls, event: dict[str, Any]) -> StatusSnapshot:
+    def from_dict(cls, value: dict[str, Any]) -> StatusSnapshot:
+        """The snapshot :meth:`to_dict` wrote."""
         return cls(
-            query_id=event["query_id"],
-            state=QueryState(event["state"]),
-            remote_status=event.get("remote_status"),
-            raw=event.get("raw") or {},
-            message=event.get("message"),
+            query_id=value["query_id"],
+            state=QueryState(value["state"]),
+            remote_status=value.get("remote_status"),
+            raw=value.get("raw") or {},
+            message=value.get("message"),
         )
 
 

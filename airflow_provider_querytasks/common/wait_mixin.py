@@ -41,7 +41,7 @@ def snapshot_from_event(event: dict[str, Any] | None) -> StatusSnapshot:
         raise QueryTimeoutError(event.get("message") or "The query did not finish before the timeout")
     if status == "error" or not event.get("snapshot"):
         raise QueryTaskError(event.get("message") or f"The trigger failed: {event!r}")
-    return StatusSnapshot.from_event(event["snapshot"])
+    return StatusSnapshot.from_dict(event["snapshot"])
 
 
 def raise_for_final_state(

@@ -7,11 +7,11 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from airflow_provider_querytasks.common.api import ApiRequest, PlatformApi
 from airflow_provider_querytasks.common.auth import TokenSource
 from airflow_provider_querytasks.common.errors import ApiError, RemoteQueryFailedError
 from airflow_provider_querytasks.common.fetch import Destination, fetch_url, in_folder
 from airflow_provider_querytasks.common.hooks import QueryTaskHook
-from airflow_provider_querytasks.common.protocol import ApiRequest, PlatformApi
 from airflow_provider_querytasks.common.wait import StatusSnapshot
 from airflow_provider_querytasks.compat import Connection
 from airflow_provider_querytasks.connection_forms import ADOBE_EXPERIENCE_PLATFORM_FORM

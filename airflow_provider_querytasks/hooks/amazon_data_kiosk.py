@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from airflow_provider_querytasks.common.api import ApiRequest, ApiResponse, PlatformApi, required_id
 from airflow_provider_querytasks.common.auth import TokenSource
 from airflow_provider_querytasks.common.errors import (
     QueryCancelledError,
@@ -16,7 +17,6 @@ from airflow_provider_querytasks.common.errors import (
 from airflow_provider_querytasks.common.fetch import Destination, fetch_url
 from airflow_provider_querytasks.common.hooks import QueryTaskHook
 from airflow_provider_querytasks.common.notifications import Decoder, NotificationSource
-from airflow_provider_querytasks.common.protocol import ApiRequest, ApiResponse, PlatformApi, required_id
 from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
 from airflow_provider_querytasks.compat import Connection
 from airflow_provider_querytasks.connection_forms import AMAZON_SP_API_FORM

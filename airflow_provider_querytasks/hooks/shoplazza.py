@@ -6,11 +6,11 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from airflow_provider_querytasks.common.api import PlatformApi
 from airflow_provider_querytasks.common.auth import TokenSource
 from airflow_provider_querytasks.common.errors import RemoteQueryFailedError
 from airflow_provider_querytasks.common.fetch import Destination, fetch_url
 from airflow_provider_querytasks.common.hooks import QueryTaskHook
-from airflow_provider_querytasks.common.protocol import PlatformApi
 from airflow_provider_querytasks.common.transport import RetryPolicy
 from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
 from airflow_provider_querytasks.compat import Connection

@@ -6,12 +6,12 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_querytasks.common.api import required_id
 from airflow_provider_querytasks.common.errors import InvalidInputError, QueryTaskError
 from airflow_provider_querytasks.common.fetch import Destination, destination_for, in_folder
 from airflow_provider_querytasks.common.no_retry import FailWithoutRetryMixin
 from airflow_provider_querytasks.common.notifications import DEFAULT_AWS_CONN_ID
 from airflow_provider_querytasks.common.operators import QueryTaskOperator
-from airflow_provider_querytasks.common.protocol import required_id
 from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot, to_seconds
 from airflow_provider_querytasks.common.wait_mixin import raise_for_final_state
 from airflow_provider_querytasks.compat import AirflowSkipException, BaseOperator, Context

@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_querytasks.common.api import required_id
 from airflow_provider_querytasks.common.errors import InvalidInputError
 from airflow_provider_querytasks.common.fetch import Destination, destination_for, redact_url
 from airflow_provider_querytasks.common.no_retry import FailWithoutRetryMixin
 from airflow_provider_querytasks.common.operators import QueryTaskOperator
-from airflow_provider_querytasks.common.protocol import required_id
 from airflow_provider_querytasks.common.wait import StatusSnapshot
 from airflow_provider_querytasks.compat import BaseOperator, Context
 from airflow_provider_querytasks.hooks.shoplazza import ShoplazzaHook

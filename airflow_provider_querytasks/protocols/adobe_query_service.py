@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from airflow_provider_querytasks.common.auth import TokenSource
-from airflow_provider_querytasks.common.errors import ApiError, InvalidInputError
-from airflow_provider_querytasks.common.protocol import (
+from airflow_provider_querytasks.common.api import (
     ApiRequest,
     PlatformApi,
     path_segment,
     validate_base_url,
 )
+from airflow_provider_querytasks.common.auth import TokenSource
+from airflow_provider_querytasks.common.errors import ApiError, InvalidInputError
 from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
 
 DEFAULT_ENDPOINT = "https://platform.adobe.io"
@@ -29,7 +29,8 @@ QUERY = "/data/foundation/query"
 CATALOG = "/data/foundation/catalog"
 EXPORT = "/data/foundation/export"
 
-STATE_OF = {
+#: A query's ``state`` -> the provider's :class:`QueryState`.
+ADOBE_QUERY_STATE_TO_QUERY_STATE = {
     "SUBMITTED": QueryState.PENDING,
     "IN_PROGRESS": QueryState.RUNNING,
     "SUCCESS": QueryState.SUCCEEDED,
@@ -37,8 +38,8 @@ STATE_OF = {
     "KILLED": QueryState.CANCELLED,
     "TIMEOUT": QueryState.FAILED,
 }
-#: Scheduled-query run and task states.
-RUN_STATE_OF = {
+#: A scheduled-query run's (and its tasks') ``state`` -> the provider's :class:`QueryState`.
+ADOBE_RUN_STATE_TO_QUERY_STATE = {
     "QUEUED": QueryState.PENDING,
     "QUEUED_FOR_RETRY": QueryState.PENDING,
     "IN_PROGRESS": QueryState.RUNNING,
@@ -397,9 +398,9 @@ def errors_text(errors: Any) -> str:
 def query_snapshot(query: dict[str, Any]) -> StatusSnapshot:
     """Normalise a query object; an unknown state fails with the raw object."""
     state_name = query.get("state")
-    state = STATE_OF.get(str(state_name), QueryState.FAILED)
+    state = ADOBE_QUERY_STATE_TO_QUERY_STATE.get(str(state_name), QueryState.FAILED)
     message = errors_text(query.get("errors")) or None
-    if state_name not in STATE_OF:
+    if state_name not in ADOBE_QUERY_STATE_TO_QUERY_STATE:
         message = f"unknown state {state_name!r}"
     return StatusSnapshot(str(query.get("id")), state, state_name, raw=query, message=message)
 
@@ -407,9 +408,9 @@ def query_snapshot(query: dict[str, Any]) -> StatusSnapshot:
 def run_snapshot(schedule_id: str, run: dict[str, Any]) -> StatusSnapshot:
     """Normalise a scheduled-query run."""
     state_name = run.get("state")
-    state = RUN_STATE_OF.get(str(state_name), QueryState.FAILED)
+    state = ADOBE_RUN_STATE_TO_QUERY_STATE.get(str(state_name), QueryState.FAILED)
     message = errors_text(run.get("errors")) or (
-        None if state_name in RUN_STATE_OF else f"unknown state {state_name!r}"
+        None if state_name in ADOBE_RUN_STATE_TO_QUERY_STATE else f"unknown state {state_name!r}"
     )
     return StatusSnapshot(f"{schedule_id}/{run.get('id')}", state, state_name, raw=run, message=message)
 

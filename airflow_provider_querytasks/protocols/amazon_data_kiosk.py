@@ -14,6 +14,14 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from airflow_provider_querytasks.common.api import (
+    ApiRequest,
+    ApiResponse,
+    PlatformApi,
+    first_error_text,
+    path_segment,
+    validate_base_url,
+)
 from airflow_provider_querytasks.common.auth import TokenSource
 from airflow_provider_querytasks.common.errors import (
     ApiError,
@@ -22,14 +30,6 @@ from airflow_provider_querytasks.common.errors import (
     PermissionDeniedError,
 )
 from airflow_provider_querytasks.common.notifications import Notification
-from airflow_provider_querytasks.common.protocol import (
-    ApiRequest,
-    ApiResponse,
-    PlatformApi,
-    first_error_text,
-    path_segment,
-    validate_base_url,
-)
 from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
 
 API_PATH = "/dataKiosk/2023-11-15"
@@ -40,7 +40,8 @@ MAX_QUERY_LENGTH = 8000
 MAX_PAGE_SIZE = 100
 STATUSES = ("IN_QUEUE", "IN_PROGRESS", "DONE", "FATAL", "CANCELLED")
 TERMINAL_STATUSES = ("DONE", "FATAL", "CANCELLED")
-STATE_OF_STATUS = {
+#: A Query's ``processingStatus`` -> the provider's :class:`QueryState`.
+PROCESSING_STATUS_TO_QUERY_STATE = {
     "IN_QUEUE": QueryState.PENDING,
     "IN_PROGRESS": QueryState.RUNNING,
     "DONE": QueryState.SUCCEEDED,
@@ -274,9 +275,9 @@ def page_record(snapshot: StatusSnapshot) -> dict[str, Any]:
 def query_snapshot(query: dict[str, Any]) -> StatusSnapshot:
     """Normalise a Query object; an unknown status fails (with the raw object)."""
     status = query.get("processingStatus")
-    state = STATE_OF_STATUS.get(str(status), QueryState.FAILED)
+    state = PROCESSING_STATUS_TO_QUERY_STATE.get(str(status), QueryState.FAILED)
     message = None
-    if status not in STATE_OF_STATUS:
+    if status not in PROCESSING_STATUS_TO_QUERY_STATE:
         message = f"unknown processingStatus {status!r}"
     elif state is QueryState.FAILED:
         message = f"error document {query.get('errorDocumentId') or '(none)'}"

@@ -15,20 +15,20 @@ from typing import Any
 
 import pendulum
 
-from airflow_provider_querytasks.common.auth import RotatingTokenSource
-from airflow_provider_querytasks.common.errors import (
-    ApiError,
-    AuthenticationError,
-    InvalidInputError,
-    NotFoundError,
-)
-from airflow_provider_querytasks.common.protocol import (
+from airflow_provider_querytasks.common.api import (
     ApiRequest,
     ApiResponse,
     PlatformApi,
     first_error_text,
     required_id,
     validate_base_url,
+)
+from airflow_provider_querytasks.common.auth import RotatingTokenSource
+from airflow_provider_querytasks.common.errors import (
+    ApiError,
+    AuthenticationError,
+    InvalidInputError,
+    NotFoundError,
 )
 from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
 

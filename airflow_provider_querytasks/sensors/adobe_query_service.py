@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from airflow_provider_querytasks.common.api import required_id
 from airflow_provider_querytasks.common.no_retry import FailWithoutRetryMixin
-from airflow_provider_querytasks.common.protocol import required_id
 from airflow_provider_querytasks.common.sensors import QueryTaskSensor
 from airflow_provider_querytasks.common.wait import StatusSnapshot
 from airflow_provider_querytasks.common.wait_mixin import raise_for_final_state

@@ -22,13 +22,21 @@ from typing import Any
 
 from aiohttp import web
 
-from airflow_provider_querytasks.protocols.adobe_query_service import CATALOG, EXPORT, QUERY
 from airflow_provider_querytasks.testing.server import (
     EmulatorClock,
     EmulatorServer,
     RateBucket,
     json_response,
 )
+
+# The platform's facts, from its OpenAPI descriptions (their ``servers``), not from the client: a
+# wrong value on either side then shows (tests/test_emulator_facts.py compares them).
+#: Query Service (query-service.yaml).
+QUERY = "/data/foundation/query"
+#: Catalog Service (catalog.yaml).
+CATALOG = "/data/foundation/catalog"
+#: Data Access (data-access.yaml).
+EXPORT = "/data/foundation/export"
 
 OUTCOMES = ("SUCCESS", "FAILED", "KILLED", "TIMEOUT", "SUCCESS_WITH_ERRORS")
 TERMINAL = ("SUCCESS", "FAILED", "KILLED", "TIMEOUT")

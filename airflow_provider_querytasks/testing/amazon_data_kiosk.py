@@ -19,13 +19,6 @@ from typing import Any
 
 from aiohttp import web
 
-from airflow_provider_querytasks.protocols.amazon_data_kiosk import (
-    API_PATH,
-    MAX_QUERY_LENGTH,
-    NOTIFICATION_TYPE,
-    RATE_LIMITS,
-    compact_query,
-)
 from airflow_provider_querytasks.testing.server import (
     EmulatorClock,
     EmulatorServer,
@@ -36,7 +29,31 @@ from airflow_provider_querytasks.testing.server import (
 from airflow_provider_querytasks.testing.sqs import SqsSite
 from airflow_provider_querytasks.testing.storage import ObjectStorageSite
 
+# The platform's facts, taken from its published model (dataKiosk_2023-11-15.json and
+# DataKioskQueryProcessingFinishedNotification.json), not from the client: a wrong value on
+# either side then shows (tests/test_emulator_facts.py compares them).
+#: The paths' common prefix.
+API_PATH = "/dataKiosk/2023-11-15"
+#: Each operation's usage plan, "Rate (requests per second) | Burst", from its description.
+USAGE_PLANS: dict[str, tuple[float, int]] = {
+    "createQuery": (0.0167, 15),
+    "getQueries": (0.0222, 10),
+    "getQuery": (2.0, 15),
+    "cancelQuery": (0.0222, 10),
+    "getDocument": (0.0167, 15),
+}
+#: ``CreateQuerySpecification.query``: "at most 8000 characters after unnecessary whitespace is
+#: removed".
+MAX_QUERY_CHARACTERS = 8000
+#: The notification's ``notificationType``.
+NOTIFICATION_TYPE = "DATA_KIOSK_QUERY_PROCESSING_FINISHED"
+
 OUTCOMES = ("DONE", "NO_DATA", "FATAL")
+
+
+def counted_query_length(query: str) -> int:
+    """The length the 8,000-character limit counts: runs of whitespace count as one space."""
+    return len(" ".join(query.split()))
 
 
 def _iso(at: float) -> str:
@@ -331,7 +348,7 @@ class DataKioskEmulator(EmulatorServer):
     def _reply(self, body: Any, status: int = 200, operation: str | None = None) -> web.Response:
         headers = {"x-amzn-RequestId": str(uuid.uuid4())}
         if operation and (status < 300 or status in (400, 404)):
-            headers["x-amzn-RateLimit-Limit"] = str(RATE_LIMITS[operation][0])
+            headers["x-amzn-RateLimit-Limit"] = str(USAGE_PLANS[operation][0])
         return json_response(body, status=status, headers=headers)
 
     def _authorise(self, request: web.Request, operation: str) -> web.Response | None:
@@ -343,7 +360,7 @@ class DataKioskEmulator(EmulatorServer):
                 _error("Unauthorized", "Access to requested resource is denied.", details), 403
             )
         if self.enforce_rate_limits:
-            rate, burst = RATE_LIMITS[operation]
+            rate, burst = USAGE_PLANS[operation]
             bucket = self._buckets.setdefault(operation, RateBucket(burst, rate))
             if not bucket.take():
                 return self._reply(
@@ -385,7 +402,7 @@ class DataKioskEmulator(EmulatorServer):
         text = spec.get("query") if isinstance(spec, dict) else None
         if not isinstance(text, str) or not text.strip():
             return self._reply(_error("InvalidInput", "query is required."), 400, "createQuery")
-        if len(compact_query(text)) > MAX_QUERY_LENGTH:
+        if counted_query_length(text) > MAX_QUERY_CHARACTERS:
             return self._reply(_error("InvalidInput", "query exceeds 8000 characters."), 400, "createQuery")
         page = 1
         token = spec.get("paginationToken")

@@ -19,7 +19,6 @@ from typing import Any
 
 from aiohttp import web
 
-from airflow_provider_querytasks.protocols.shoplazza import EVENTS, TIME_FORMAT
 from airflow_provider_querytasks.testing.server import (
     EmulatorClock,
     EmulatorServer,
@@ -27,6 +26,27 @@ from airflow_provider_querytasks.testing.server import (
     json_response,
 )
 from airflow_provider_querytasks.testing.storage import ObjectStorageSite
+
+# The platform's facts, from its documentation (docs/shoplazza.md), not from the client: a wrong
+# value on either side then shows (tests/test_emulator_facts.py compares them).
+#: ``event`` values of ``create-data`` (OpenAPI 2022-01).
+EVENTS: tuple[str, ...] = (
+    "impressions",
+    "add_payment_info",
+    "add_to_cart",
+    "begin_checkout",
+    "pageview",
+    "place_order",
+    "product_search",
+    "product_view",
+    "purchase_product",
+    "refund_order",
+)
+#: ``beginTime``/``endTime`` as the documentation's example shows them: ``2020-12-30T15:04:05``.
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
+#: The rate limit per app and store: a bucket of 40 requests, refilled at 2 per second.
+RATE_CAPACITY = 40.0
+RATE_PER_SECOND = 2.0
 
 CSV_COLUMNS = ("event", "session_id", "store_id", "_os", "_ip", "city", "province", "country", "created_at")
 
@@ -102,8 +122,8 @@ class ShoplazzaEmulator(EmulatorServer):
         url_ttl: float = 600.0,
         list_key: str = "querys",
         auth_failure_status: int = 401,
-        rate_capacity: float = 40.0,
-        rate_per_second: float = 2.0,
+        rate_capacity: float = RATE_CAPACITY,
+        rate_per_second: float = RATE_PER_SECOND,
         max_tasks: int | None = None,
         scopes: tuple[str, ...] = ("read_data",),
         clock: EmulatorClock | None = None,

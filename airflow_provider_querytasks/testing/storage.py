@@ -116,10 +116,6 @@ class ObjectStorageSite:
         """Make every URL presigned so far answer 403 (expired)."""
         self._generation += 1
 
-    @staticmethod
-    def new_key(suffix: str) -> str:
-        return f"{uuid.uuid4()}{suffix}"
-
     # -- serving ------------------------------------------------------------------------------
     def app(self) -> web.Application:
         application = web.Application()

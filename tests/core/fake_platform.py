@@ -14,16 +14,16 @@ from typing import Any
 
 from aiohttp import web
 
-from airflow_provider_querytasks.common.auth import TokenSource
-from airflow_provider_querytasks.common.hooks import QueryTaskHook
-from airflow_provider_querytasks.common.operators import QueryTaskOperator
-from airflow_provider_querytasks.common.protocol import (
+from airflow_provider_querytasks.common.api import (
     ApiRequest,
     ApiResponse,
     PlatformApi,
     first_error_text,
     validate_base_url,
 )
+from airflow_provider_querytasks.common.auth import TokenSource
+from airflow_provider_querytasks.common.hooks import QueryTaskHook
+from airflow_provider_querytasks.common.operators import QueryTaskOperator
 from airflow_provider_querytasks.common.sensors import QueryTaskSensor
 from airflow_provider_querytasks.common.triggers import QueryTaskTrigger
 from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_querytasks.common.api import ApiRequest
 from airflow_provider_querytasks.common.auth import token_cache
 from airflow_provider_querytasks.common.errors import (
     AmbiguousSubmissionError,
@@ -17,7 +18,6 @@ from airflow_provider_querytasks.common.errors import (
     QueryTaskError,
     RateLimitedError,
 )
-from airflow_provider_querytasks.common.protocol import ApiRequest
 from airflow_provider_querytasks.common.transport import RetryPolicy, close_shared_client_session
 from airflow_provider_querytasks.compat import redact
 

@@ -1,9 +1,10 @@
-"""Protocol knowledge, apart from transport.
+"""How an API call is described and its answer read, whatever the platform and the client.
 
-A platform describes each call once, as an :class:`ApiRequest`, and reads each answer from an
-:class:`ApiResponse`. The sync client (``requests``, in hooks) and the async client
-(``aiohttp``, in triggers) in :mod:`~airflow_provider_querytasks.common.transport` execute the
-same descriptions, so URLs, payloads, retry safety and error mapping are written once.
+A platform's module in :mod:`airflow_provider_querytasks.protocols` describes each call once, as
+an :class:`ApiRequest`, and reads each answer from an :class:`ApiResponse`. The sync client
+(``requests``, in hooks) and the async client (``aiohttp``, in triggers) in
+:mod:`~airflow_provider_querytasks.common.transport` execute the same descriptions, so URLs,
+payloads, retry safety and error mapping are written once.
 """
 
 from __future__ import annotations
