@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_querytasks.common.errors import AuthenticationError
+from airflow_provider_querytasks.common.process_state import ProcessState, process_state
 from airflow_provider_querytasks.common.protocol import ApiRequest, ApiResponse
 from airflow_provider_querytasks.compat import (
     VariableStoreError,
@@ -263,14 +264,6 @@ class StoredTokens:
         return AccessToken(self.access_token, self.expires_at, self.refresh_token, self.issued_at)
 
 
-#: The last record this process wrote, by store key: what it goes on with when the shared store
-#: cannot be read (this process keeps working; the log says other processes may not).
-_WRITTEN: dict[str, StoredTokens] = {}
-#: Records whose write to the shared store failed, with the refresh token each replaced: while
-#: the store still shows that replaced token, this process's own record is the newer one.
-_UNSAVED: dict[str, tuple[StoredTokens, str]] = {}
-
-
 class SharedTokenStore:
     """One connection's rotating tokens, in the Airflow Variable ``key`` of the metadata DB.
 
@@ -290,7 +283,7 @@ class SharedTokenStore:
         self.memory_key = memory_key or key or "process"
 
     def _newest(self, shared: StoredTokens | None) -> StoredTokens | None:
-        unsaved = _UNSAVED.get(self.memory_key)
+        unsaved = process_state.unsaved_tokens.get(self.memory_key)
         if unsaved is not None and (shared is None or shared.refresh_token == unsaved[1]):
             return unsaved[0]  # our refresh never reached the store: the store's token is dead
         return shared
@@ -301,7 +294,7 @@ class SharedTokenStore:
             "processes may hold a newer refresh token.",
             error,
         )
-        return _WRITTEN.get(self.memory_key)
+        return process_state.written_tokens.get(self.memory_key)
 
     def _unwritable(self, error: VariableStoreError) -> None:
         log.warning(
@@ -313,7 +306,7 @@ class SharedTokenStore:
 
     def read(self) -> StoredTokens | None:
         if self.key is None:
-            return _WRITTEN.get(self.memory_key)
+            return process_state.written_tokens.get(self.memory_key)
         try:
             return self._newest(StoredTokens.from_json(read_variable(self.key)))
         except VariableStoreError as error:
@@ -321,7 +314,7 @@ class SharedTokenStore:
 
     async def aread(self) -> StoredTokens | None:
         if self.key is None:
-            return _WRITTEN.get(self.memory_key)
+            return process_state.written_tokens.get(self.memory_key)
         try:
             return self._newest(StoredTokens.from_json(await aread_variable(self.key)))
         except VariableStoreError as error:
@@ -329,14 +322,14 @@ class SharedTokenStore:
 
     def _saved(self, record: StoredTokens, replaced: str, error: VariableStoreError | None) -> None:
         if error is None:
-            _UNSAVED.pop(self.memory_key, None)
+            process_state.unsaved_tokens.pop(self.memory_key, None)
             return
-        _UNSAVED[self.memory_key] = (record, replaced)
+        process_state.unsaved_tokens[self.memory_key] = (record, replaced)
         self._unwritable(error)
 
     def write(self, record: StoredTokens, replaced: str) -> None:
         """Publish ``record``, which replaced the refresh token ``replaced``."""
-        _WRITTEN[self.memory_key] = record
+        process_state.written_tokens[self.memory_key] = record
         if self.key is not None:
             try:
                 write_variable(self.key, record.to_json(), self.description)
@@ -347,7 +340,7 @@ class SharedTokenStore:
 
     async def awrite(self, record: StoredTokens, replaced: str) -> None:
         """:meth:`write` without blocking the event loop."""
-        _WRITTEN[self.memory_key] = record
+        process_state.written_tokens[self.memory_key] = record
         if self.key is not None:
             try:
                 await awrite_variable(self.key, record.to_json(), self.description)
@@ -500,16 +493,20 @@ class RotatingTokenSource(TokenSource):
 
 
 class TokenCache:
-    """Process-wide token cache with single-flight refresh for threads and event loops."""
+    """Process-wide token cache with single-flight refresh for threads and event loops.
+
+    :param state: where the tokens, refusals and locks are kept (bounded; see :class:`ProcessState`).
+    """
 
     #: Refused tokens remembered per credential (a few: refusals are rare).
     MAX_REJECTED = 16
 
-    def __init__(self) -> None:
-        self._tokens: dict[str, AccessToken] = {}
-        self._rejected: dict[str, list[str]] = {}
-        self._thread_locks: dict[str, threading.Lock] = {}
-        self._async_locks: dict[tuple[str, int], asyncio.Lock] = {}
+    def __init__(self, state: ProcessState = process_state) -> None:
+        self._state = state
+        self._tokens = state.tokens
+        self._rejected = state.rejected_tokens
+        self._thread_locks = state.token_locks
+        self._async_locks = state.async_token_locks
         self._guard = threading.Lock()
         #: Number of token-service calls made, per credential (for tests and benchmarks).
         self.fetches: dict[str, int] = {}
@@ -526,12 +523,12 @@ class TokenCache:
         the API refused is never handed out again, not even from the shared store."""
         with self._guard:
             if token is not None:
-                rejected = self._rejected.setdefault(source.cache_key, [])
+                rejected: list[str] = self._rejected.setdefault(source.cache_key, list)
                 rejected.append(digest(token.value))
                 del rejected[: -self.MAX_REJECTED]
             current = self._tokens.get(source.cache_key)
             if current is not None and (token is None or current.value == token.value):
-                del self._tokens[source.cache_key]
+                self._tokens.pop(source.cache_key)
 
     def get(self, source: TokenSource, fetch: Fetch) -> AccessToken:
         """A fresh token, fetching it (once for all waiting threads) when needed."""
@@ -539,7 +536,7 @@ class TokenCache:
         if token is not None:
             return token
         with self._guard:
-            lock = self._thread_locks.setdefault(source.cache_key, threading.Lock())
+            lock = self._thread_locks.setdefault(source.cache_key, threading.Lock)
         with lock:
             token = self._valid(source)
             if token is None:
@@ -548,7 +545,7 @@ class TokenCache:
                     self._counted(source)
                     return fetch(request)
 
-                token = source.obtain(counted, tuple(self._rejected.get(source.cache_key, ())))
+                token = source.obtain(counted, tuple(self._rejected.get(source.cache_key) or ()))
                 self._tokens[source.cache_key] = token
             return token
 
@@ -559,7 +556,7 @@ class TokenCache:
             return token
         key = (source.cache_key, id(asyncio.get_running_loop()))
         with self._guard:
-            lock = self._async_locks.setdefault(key, asyncio.Lock())
+            lock = self._async_locks.setdefault(key, asyncio.Lock)
         async with lock:
             token = self._valid(source)
             if token is None:
@@ -568,7 +565,7 @@ class TokenCache:
                     self._counted(source)
                     return await fetch(request)
 
-                token = await source.aobtain(counted, tuple(self._rejected.get(source.cache_key, ())))
+                token = await source.aobtain(counted, tuple(self._rejected.get(source.cache_key) or ()))
                 self._tokens[source.cache_key] = token
             return token
 
@@ -578,8 +575,8 @@ class TokenCache:
             self._tokens.clear()
             self._rejected.clear()
             self.fetches.clear()
-            _WRITTEN.clear()
-            _UNSAVED.clear()
+            self._state.written_tokens.clear()
+            self._state.unsaved_tokens.clear()
 
 
 #: The process-wide token cache.

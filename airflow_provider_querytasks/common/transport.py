@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -41,6 +40,7 @@ from airflow_provider_querytasks.common.errors import (
     RateLimitedError,
     ServerError,
 )
+from airflow_provider_querytasks.common.process_state import process_state
 from airflow_provider_querytasks.common.protocol import ApiRequest, ApiResponse, PlatformApi
 from airflow_provider_querytasks.common.ratelimit import TokenBucket, rate_limiters
 
@@ -383,11 +383,6 @@ class SyncApiClient:
         self.session.close()
 
 
-_SESSIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
-    weakref.WeakKeyDictionary()
-)
-
-
 def shared_client_session() -> aiohttp.ClientSession:
     """The ``aiohttp.ClientSession`` of the running event loop, created on first use.
 
@@ -397,25 +392,22 @@ def shared_client_session() -> aiohttp.ClientSession:
     import aiohttp  # imported on first use: DAG parsing never needs it
 
     loop = asyncio.get_running_loop()
-    session = _SESSIONS.get(loop)
+    session = process_state.client_sessions.get(loop)
     if session is None or session.closed:
         connector = aiohttp.TCPConnector(limit=200, ttl_dns_cache=300, enable_cleanup_closed=True)
         # No cookie jar: API calls need none, and one session serves every account's triggers.
         session = aiohttp.ClientSession(
             connector=connector, cookie_jar=aiohttp.DummyCookieJar(), raise_for_status=False
         )
-        _SESSIONS[loop] = session
+        process_state.client_sessions[loop] = session
     return session
 
 
 async def close_shared_client_session() -> None:
     """Close the running loop's shared session (tests, benchmarks, shutdown)."""
-    session = _SESSIONS.pop(asyncio.get_running_loop(), None)
+    session = process_state.client_sessions.pop(asyncio.get_running_loop(), None)
     if session is not None:
         await session.close()
-
-
-_LEASES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = weakref.WeakKeyDictionary()
 
 
 class _SessionLease:
@@ -426,11 +418,13 @@ class _SessionLease:
 
     async def __aenter__(self) -> None:
         self._loop = asyncio.get_running_loop()
-        _LEASES[self._loop] = _LEASES.get(self._loop, 0) + 1
+        leases = process_state.session_leases
+        leases[self._loop] = leases.get(self._loop, 0) + 1
 
     async def __aexit__(self, *exc_info: object) -> None:
-        _LEASES[self._loop] -= 1
-        if _LEASES[self._loop] == 0:
+        leases = process_state.session_leases
+        leases[self._loop] = leases.get(self._loop, 1) - 1  # gone: reset() ran meanwhile
+        if leases[self._loop] <= 0:
             await close_shared_client_session()
 
 
