@@ -23,21 +23,69 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from airflow_provider_querytasks.common.errors import AuthenticationError
 from airflow_provider_querytasks.common.process_state import ProcessState, process_state
 from airflow_provider_querytasks.common.protocol import ApiRequest, ApiResponse
-from airflow_provider_querytasks.compat import (
-    VariableStoreError,
-    aread_variable,
-    awrite_variable,
-    mask_secret,
-    read_variable,
-    write_variable,
-)
 
 log = logging.getLogger(__name__)
+
+
+class TokenStoreError(RuntimeError):
+    """The shared token store could not be read or written."""
+
+
+class TokenStoreBackend(Protocol):
+    """Where shared token records are kept and how secrets are masked (Airflow Variables and
+    the secrets masker: :mod:`~airflow_provider_querytasks.common.airflow_token_store`)."""
+
+    def read(self, key: str) -> str | None: ...
+
+    async def aread(self, key: str) -> str | None: ...
+
+    def write(self, key: str, value: str, description: str) -> None: ...
+
+    async def awrite(self, key: str, value: str, description: str) -> None: ...
+
+    def mask(self, secret: str) -> None: ...
+
+
+_token_store_backend: list[TokenStoreBackend] = []
+
+
+def use_token_store_backend(backend: TokenStoreBackend) -> None:
+    """Install the backend of every :class:`SharedTokenStore` and of secret masking."""
+    _token_store_backend[:] = [backend]
+
+
+def _backend() -> TokenStoreBackend:
+    if not _token_store_backend:
+        # Not installed yet (nothing imported the transport): the Airflow one, installed on import.
+        from airflow_provider_querytasks.common import airflow_token_store  # noqa: F401
+    return _token_store_backend[0]
+
+
+def mask_secret(secret: str) -> None:
+    """Register ``secret`` with the secrets masker: any log line shows ``***`` instead."""
+    _backend().mask(secret)
+
+
+def read_variable(key: str) -> str | None:
+    return _backend().read(key)
+
+
+async def aread_variable(key: str) -> str | None:
+    return await _backend().aread(key)
+
+
+def write_variable(key: str, value: str, description: str) -> None:
+    _backend().write(key, value, description)
+
+
+async def awrite_variable(key: str, value: str, description: str) -> None:
+    await _backend().awrite(key, value, description)
+
 
 #: A token is refreshed this share of its lifetime before it expires, at most ``margin`` seconds
 #: before: an hour-long token 300 s early, a 60 s token 12 s early (not before every call).
@@ -288,7 +336,7 @@ class SharedTokenStore:
             return unsaved[0]  # our refresh never reached the store: the store's token is dead
         return shared
 
-    def _unreadable(self, error: VariableStoreError) -> StoredTokens | None:
+    def _unreadable(self, error: TokenStoreError) -> StoredTokens | None:
         log.warning(
             "Could not read the shared OAuth tokens (%s); using this process's own copy. Other "
             "processes may hold a newer refresh token.",
@@ -296,7 +344,7 @@ class SharedTokenStore:
         )
         return process_state.written_tokens.get(self.memory_key)
 
-    def _unwritable(self, error: VariableStoreError) -> None:
+    def _unwritable(self, error: TokenStoreError) -> None:
         log.warning(
             "Could not save the rotated OAuth tokens (%s): this process keeps them, but other "
             "processes still hold the previous refresh token, which the platform no longer "
@@ -309,7 +357,7 @@ class SharedTokenStore:
             return process_state.written_tokens.get(self.memory_key)
         try:
             return self._newest(StoredTokens.from_json(read_variable(self.key)))
-        except VariableStoreError as error:
+        except TokenStoreError as error:
             return self._unreadable(error)
 
     async def aread(self) -> StoredTokens | None:
@@ -317,10 +365,10 @@ class SharedTokenStore:
             return process_state.written_tokens.get(self.memory_key)
         try:
             return self._newest(StoredTokens.from_json(await aread_variable(self.key)))
-        except VariableStoreError as error:
+        except TokenStoreError as error:
             return self._unreadable(error)
 
-    def _saved(self, record: StoredTokens, replaced: str, error: VariableStoreError | None) -> None:
+    def _saved(self, record: StoredTokens, replaced: str, error: TokenStoreError | None) -> None:
         if error is None:
             process_state.unsaved_tokens.pop(self.memory_key, None)
             return
@@ -333,7 +381,7 @@ class SharedTokenStore:
         if self.key is not None:
             try:
                 write_variable(self.key, record.to_json(), self.description)
-            except VariableStoreError as error:
+            except TokenStoreError as error:
                 self._saved(record, replaced, error)
             else:
                 self._saved(record, replaced, None)
@@ -344,7 +392,7 @@ class SharedTokenStore:
         if self.key is not None:
             try:
                 await awrite_variable(self.key, record.to_json(), self.description)
-            except VariableStoreError as error:
+            except TokenStoreError as error:
                 self._saved(record, replaced, error)
             else:
                 self._saved(record, replaced, None)

@@ -32,6 +32,7 @@ from tenacity import (
 from tenacity.wait import wait_exponential_jitter
 
 from airflow_provider_querytasks import __version__
+from airflow_provider_querytasks.common import airflow_token_store  # noqa: F401 (installs the token store)
 from airflow_provider_querytasks.common.auth import AccessToken, TokenSource, token_cache
 from airflow_provider_querytasks.common.errors import (
     AmbiguousSubmissionError,
