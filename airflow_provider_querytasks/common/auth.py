@@ -543,14 +543,15 @@ class RotatingTokenSource(TokenSource):
 class TokenCache:
     """Process-wide token cache with single-flight refresh for threads and event loops.
 
-    :param state: where the tokens, refusals and locks are kept (bounded; see :class:`ProcessState`).
+    :param state: where the tokens, refusals and locks are kept (bounded; see :class:`ProcessState`);
+        default: its own.
     """
 
     #: Refused tokens remembered per credential (a few: refusals are rare).
     MAX_REJECTED = 16
 
-    def __init__(self, state: ProcessState = process_state) -> None:
-        self._state = state
+    def __init__(self, state: ProcessState | None = None) -> None:
+        self._state = state = state or ProcessState()
         self._tokens = state.tokens
         self._rejected = state.rejected_tokens
         self._thread_locks = state.token_locks
@@ -628,4 +629,4 @@ class TokenCache:
 
 
 #: The process-wide token cache.
-token_cache = TokenCache()
+token_cache = TokenCache(process_state)
