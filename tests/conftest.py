@@ -52,12 +52,10 @@ def airflow_db() -> Path:
 
 @pytest.fixture(autouse=True)
 def _fresh_process_caches() -> Iterator[None]:
-    """Tokens and rate-limit buckets are process-wide: start every test without them."""
-    from airflow_provider_querytasks.common.auth import token_cache
-    from airflow_provider_querytasks.common.ratelimit import rate_limiters
+    """Tokens, rate-limit buckets, shared reads and clients are process-wide: start every test
+    without them."""
+    from airflow_provider_querytasks.common.process_state import process_state
 
-    token_cache.clear()
-    rate_limiters.reset()
+    process_state.reset()
     yield
-    token_cache.clear()
-    rate_limiters.reset()
+    process_state.reset()

@@ -140,3 +140,33 @@ def test_sensors_old_import_path_still_works_with_a_warning(name: str) -> None:
         warnings.simplefilter("error")
         with pytest.raises(AttributeError, match="no attribute 'AdobeNothing'"):
             operators.AdobeNothing  # noqa: B018
+
+
+#: Modules the protocol layer imports that must not import Airflow (at module level: the token
+#: store backend is installed by ``common/transport.py``, or imported on first use).
+AIRFLOW_FREE = ("common.auth", "common.process_state")
+AIRFLOW_MODULES = ("airflow", f"{PACKAGE}.compat", f"{PACKAGE}.version_compat")
+
+
+def airflow_imports(source: str, module: str) -> list[str]:
+    """The module-level imports of Airflow (directly or through the compat modules) in ``source``."""
+    return sorted(
+        {
+            target
+            for target, function in imports(source, module)
+            if function is None and any(target == m or target.startswith(f"{m}.") for m in AIRFLOW_MODULES)
+        }
+    )
+
+
+@pytest.mark.parametrize("name", AIRFLOW_FREE)
+def test_modules_of_the_protocol_layer_import_no_airflow(name: str) -> None:
+    path = ROOT.joinpath(*name.split(".")).with_suffix(".py")
+    assert airflow_imports(path.read_text(), f"{PACKAGE}.{name}") == []
+
+
+def test_the_airflow_check_sees_an_airflow_import() -> None:
+    module = f"{PACKAGE}.common.auth"
+    assert airflow_imports(f"from {PACKAGE}.compat import mask_secret\n", module)
+    assert airflow_imports("from airflow.models import Variable\n", module)
+    assert airflow_imports("def f():\n    from airflow.models import Variable\n", module) == []

@@ -23,20 +23,69 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from airflow_provider_querytasks.common.api import ApiRequest, ApiResponse
 from airflow_provider_querytasks.common.errors import AuthenticationError
-from airflow_provider_querytasks.compat import (
-    VariableStoreError,
-    aread_variable,
-    awrite_variable,
-    mask_secret,
-    read_variable,
-    write_variable,
-)
+from airflow_provider_querytasks.common.process_state import ProcessState, process_state
 
 log = logging.getLogger(__name__)
+
+
+class TokenStoreError(RuntimeError):
+    """The shared token store could not be read or written."""
+
+
+class TokenStoreBackend(Protocol):
+    """Where shared token records are kept and how secrets are masked (Airflow Variables and
+    the secrets masker: :mod:`~airflow_provider_querytasks.common.airflow_token_store`)."""
+
+    def read(self, key: str) -> str | None: ...
+
+    async def aread(self, key: str) -> str | None: ...
+
+    def write(self, key: str, value: str, description: str) -> None: ...
+
+    async def awrite(self, key: str, value: str, description: str) -> None: ...
+
+    def mask(self, secret: str) -> None: ...
+
+
+_token_store_backend: list[TokenStoreBackend] = []
+
+
+def use_token_store_backend(backend: TokenStoreBackend) -> None:
+    """Install the backend of every :class:`SharedTokenStore` and of secret masking."""
+    _token_store_backend[:] = [backend]
+
+
+def _backend() -> TokenStoreBackend:
+    if not _token_store_backend:
+        # Not installed yet (nothing imported the transport): the Airflow one, installed on import.
+        from airflow_provider_querytasks.common import airflow_token_store  # noqa: F401
+    return _token_store_backend[0]
+
+
+def mask_secret(secret: str) -> None:
+    """Register ``secret`` with the secrets masker: any log line shows ``***`` instead."""
+    _backend().mask(secret)
+
+
+def read_variable(key: str) -> str | None:
+    return _backend().read(key)
+
+
+async def aread_variable(key: str) -> str | None:
+    return await _backend().aread(key)
+
+
+def write_variable(key: str, value: str, description: str) -> None:
+    _backend().write(key, value, description)
+
+
+async def awrite_variable(key: str, value: str, description: str) -> None:
+    await _backend().awrite(key, value, description)
+
 
 #: A token is refreshed this share of its lifetime before it expires, at most ``margin`` seconds
 #: before: an hour-long token 300 s early, a 60 s token 12 s early (not before every call).
@@ -263,14 +312,6 @@ class StoredTokens:
         return AccessToken(self.access_token, self.expires_at, self.refresh_token, self.issued_at)
 
 
-#: The last record this process wrote, by store key: what it goes on with when the shared store
-#: cannot be read (this process keeps working; the log says other processes may not).
-_WRITTEN: dict[str, StoredTokens] = {}
-#: Records whose write to the shared store failed, with the refresh token each replaced: while
-#: the store still shows that replaced token, this process's own record is the newer one.
-_UNSAVED: dict[str, tuple[StoredTokens, str]] = {}
-
-
 class SharedTokenStore:
     """One connection's rotating tokens, in the Airflow Variable ``key`` of the metadata DB.
 
@@ -290,20 +331,20 @@ class SharedTokenStore:
         self.memory_key = memory_key or key or "process"
 
     def _newest(self, shared: StoredTokens | None) -> StoredTokens | None:
-        unsaved = _UNSAVED.get(self.memory_key)
+        unsaved = process_state.unsaved_tokens.get(self.memory_key)
         if unsaved is not None and (shared is None or shared.refresh_token == unsaved[1]):
             return unsaved[0]  # our refresh never reached the store: the store's token is dead
         return shared
 
-    def _unreadable(self, error: VariableStoreError) -> StoredTokens | None:
+    def _unreadable(self, error: TokenStoreError) -> StoredTokens | None:
         log.warning(
             "Could not read the shared OAuth tokens (%s); using this process's own copy. Other "
             "processes may hold a newer refresh token.",
             error,
         )
-        return _WRITTEN.get(self.memory_key)
+        return process_state.written_tokens.get(self.memory_key)
 
-    def _unwritable(self, error: VariableStoreError) -> None:
+    def _unwritable(self, error: TokenStoreError) -> None:
         log.warning(
             "Could not save the rotated OAuth tokens (%s): this process keeps them, but other "
             "processes still hold the previous refresh token, which the platform no longer "
@@ -313,45 +354,45 @@ class SharedTokenStore:
 
     def read(self) -> StoredTokens | None:
         if self.key is None:
-            return _WRITTEN.get(self.memory_key)
+            return process_state.written_tokens.get(self.memory_key)
         try:
             return self._newest(StoredTokens.from_json(read_variable(self.key)))
-        except VariableStoreError as error:
+        except TokenStoreError as error:
             return self._unreadable(error)
 
     async def aread(self) -> StoredTokens | None:
         if self.key is None:
-            return _WRITTEN.get(self.memory_key)
+            return process_state.written_tokens.get(self.memory_key)
         try:
             return self._newest(StoredTokens.from_json(await aread_variable(self.key)))
-        except VariableStoreError as error:
+        except TokenStoreError as error:
             return self._unreadable(error)
 
-    def _saved(self, record: StoredTokens, replaced: str, error: VariableStoreError | None) -> None:
+    def _saved(self, record: StoredTokens, replaced: str, error: TokenStoreError | None) -> None:
         if error is None:
-            _UNSAVED.pop(self.memory_key, None)
+            process_state.unsaved_tokens.pop(self.memory_key, None)
             return
-        _UNSAVED[self.memory_key] = (record, replaced)
+        process_state.unsaved_tokens[self.memory_key] = (record, replaced)
         self._unwritable(error)
 
     def write(self, record: StoredTokens, replaced: str) -> None:
         """Publish ``record``, which replaced the refresh token ``replaced``."""
-        _WRITTEN[self.memory_key] = record
+        process_state.written_tokens[self.memory_key] = record
         if self.key is not None:
             try:
                 write_variable(self.key, record.to_json(), self.description)
-            except VariableStoreError as error:
+            except TokenStoreError as error:
                 self._saved(record, replaced, error)
             else:
                 self._saved(record, replaced, None)
 
     async def awrite(self, record: StoredTokens, replaced: str) -> None:
         """:meth:`write` without blocking the event loop."""
-        _WRITTEN[self.memory_key] = record
+        process_state.written_tokens[self.memory_key] = record
         if self.key is not None:
             try:
                 await awrite_variable(self.key, record.to_json(), self.description)
-            except VariableStoreError as error:
+            except TokenStoreError as error:
                 self._saved(record, replaced, error)
             else:
                 self._saved(record, replaced, None)
@@ -500,16 +541,21 @@ class RotatingTokenSource(TokenSource):
 
 
 class TokenCache:
-    """Process-wide token cache with single-flight refresh for threads and event loops."""
+    """Process-wide token cache with single-flight refresh for threads and event loops.
+
+    :param state: where the tokens, refusals and locks are kept (bounded; see :class:`ProcessState`);
+        default: its own.
+    """
 
     #: Refused tokens remembered per credential (a few: refusals are rare).
     MAX_REJECTED = 16
 
-    def __init__(self) -> None:
-        self._tokens: dict[str, AccessToken] = {}
-        self._rejected: dict[str, list[str]] = {}
-        self._thread_locks: dict[str, threading.Lock] = {}
-        self._async_locks: dict[tuple[str, int], asyncio.Lock] = {}
+    def __init__(self, state: ProcessState | None = None) -> None:
+        self._state = state = state or ProcessState()
+        self._tokens = state.tokens
+        self._rejected = state.rejected_tokens
+        self._thread_locks = state.token_locks
+        self._async_locks = state.async_token_locks
         self._guard = threading.Lock()
 
     def _valid(self, source: TokenSource) -> AccessToken | None:
@@ -521,12 +567,12 @@ class TokenCache:
         the API refused is never handed out again, not even from the shared store."""
         with self._guard:
             if token is not None:
-                rejected = self._rejected.setdefault(source.cache_key, [])
+                rejected: list[str] = self._rejected.setdefault(source.cache_key, list)
                 rejected.append(digest(token.value))
                 del rejected[: -self.MAX_REJECTED]
             current = self._tokens.get(source.cache_key)
             if current is not None and (token is None or current.value == token.value):
-                del self._tokens[source.cache_key]
+                self._tokens.pop(source.cache_key)
 
     def get(self, source: TokenSource, fetch: Fetch) -> AccessToken:
         """A fresh token, fetching it (once for all waiting threads) when needed."""
@@ -534,11 +580,11 @@ class TokenCache:
         if token is not None:
             return token
         with self._guard:
-            lock = self._thread_locks.setdefault(source.cache_key, threading.Lock())
+            lock = self._thread_locks.setdefault(source.cache_key, threading.Lock)
         with lock:
             token = self._valid(source)
             if token is None:
-                token = source.obtain(fetch, tuple(self._rejected.get(source.cache_key, ())))
+                token = source.obtain(fetch, tuple(self._rejected.get(source.cache_key) or ()))
                 self._tokens[source.cache_key] = token
             return token
 
@@ -549,11 +595,11 @@ class TokenCache:
             return token
         key = (source.cache_key, id(asyncio.get_running_loop()))
         with self._guard:
-            lock = self._async_locks.setdefault(key, asyncio.Lock())
+            lock = self._async_locks.setdefault(key, asyncio.Lock)
         async with lock:
             token = self._valid(source)
             if token is None:
-                token = await source.aobtain(fetch, tuple(self._rejected.get(source.cache_key, ())))
+                token = await source.aobtain(fetch, tuple(self._rejected.get(source.cache_key) or ()))
                 self._tokens[source.cache_key] = token
             return token
 
@@ -562,9 +608,9 @@ class TokenCache:
         with self._guard:
             self._tokens.clear()
             self._rejected.clear()
-            _WRITTEN.clear()
-            _UNSAVED.clear()
+            self._state.written_tokens.clear()
+            self._state.unsaved_tokens.clear()
 
 
 #: The process-wide token cache.
-token_cache = TokenCache()
+token_cache = TokenCache(process_state)

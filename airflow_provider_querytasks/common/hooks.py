@@ -17,6 +17,7 @@ from airflow_provider_querytasks.common.errors import (
     RemoteQueryFailedError,
 )
 from airflow_provider_querytasks.common.notifications import Decoder
+from airflow_provider_querytasks.common.process_state import process_state
 from airflow_provider_querytasks.common.transport import AsyncApiClient, RetryPolicy, SyncApiClient
 from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
 from airflow_provider_querytasks.compat import (
@@ -34,10 +35,10 @@ ApiT = TypeVar("ApiT", bound=PlatformApi)
 
 #: Seconds a connection read by a trigger serves the other triggers of the process.
 SHARED_SETTINGS_TTL = 60.0
-_SHARED_SETTINGS: dict[tuple[type, str], tuple[Any, str | None, float]] = {}
-#: The async client built from those shared settings, reused by every hook of the same class,
-#: connection, retry policy and timeout (a triggerer holding 5,000 waits builds a few, not 5,000).
-_SHARED_ASYNC_CLIENTS: dict[tuple[Any, ...], tuple[Any, AsyncApiClient]] = {}
+# The connection reads and async clients shared by the hooks of the process live in
+# ``process_state.shared_settings`` (key: hook class, conn id; value: settings, the
+# ``AIRFLOW_CONN_*`` value, read time) and ``process_state.shared_async_clients`` (key: hook
+# class, conn id, retry, timeout): a triggerer holding 5,000 waits builds a few, not 5,000.
 
 
 class QueryTaskHook(BaseHook, Generic[ApiT]):
@@ -197,13 +198,13 @@ class QueryTaskHook(BaseHook, Generic[ApiT]):
         if self._settings is None:
             key = (type(self), self.conn_id)
             env_value = os.environ.get(f"AIRFLOW_CONN_{self.conn_id.upper()}")
-            shared = _SHARED_SETTINGS.get(key)
+            shared = process_state.shared_settings.get(key)
             if shared and shared[1] == env_value and time.monotonic() - shared[2] < SHARED_SETTINGS_TTL:
                 self._settings = shared[0]
             else:
                 conn = await get_async_connection(self.conn_id)
                 self._settings = self._read(conn, await get_async_extra_dejson(conn))
-                _SHARED_SETTINGS[key] = (self._settings, env_value, time.monotonic())
+                process_state.shared_settings[key] = (self._settings, env_value, time.monotonic())
         return self._settings
 
     # -- clients ------------------------------------------------------------------------------
@@ -229,12 +230,12 @@ class QueryTaskHook(BaseHook, Generic[ApiT]):
         if self._aclient is None:
             settings = await self.aget_settings()
             key = (type(self), self.conn_id, self.retry, self.timeout)
-            shared = _SHARED_ASYNC_CLIENTS.get(key)
+            shared = process_state.shared_async_clients.get(key)
             if shared is not None and shared[0] is settings:
                 self._aclient = shared[1]
             else:
                 self._aclient = AsyncApiClient(self.build_api(settings), **self._client_kwargs(settings))
-                _SHARED_ASYNC_CLIENTS[key] = (settings, self._aclient)
+                process_state.shared_async_clients[key] = (settings, self._aclient)
         return self._aclient
 
     @property
@@ -261,9 +262,10 @@ class QueryTaskHook(BaseHook, Generic[ApiT]):
 
     def forget_shared_settings(self) -> None:
         """Drop this connection's read shared by the process's triggers (read again on next use)."""
-        _SHARED_SETTINGS.pop((type(self), self.conn_id), None)
-        for key in [key for key in _SHARED_ASYNC_CLIENTS if key[:2] == (type(self), self.conn_id)]:
-            _SHARED_ASYNC_CLIENTS.pop(key, None)
+        process_state.shared_settings.pop((type(self), self.conn_id), None)
+        clients = process_state.shared_async_clients
+        for key in [key for key in clients if key[:2] == (type(self), self.conn_id)]:
+            clients.pop(key, None)
 
     def get_conn(self) -> SyncApiClient:
         """The sync API client (Airflow's ``get_conn`` convention)."""

@@ -29,13 +29,13 @@ import asyncio
 import logging
 import random
 import time
-import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_querytasks.common.errors import InvalidInputError, QueryTaskError
+from airflow_provider_querytasks.common.process_state import process_state
 from airflow_provider_querytasks.common.wait import StatusSnapshot
 
 #: SQS long-poll limit (``WaitTimeSeconds``), messages per receive, and how long a received message
@@ -390,11 +390,6 @@ class _QueueReader:
         return may_requeue
 
 
-_readers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[Any, ...], _QueueReader]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
 class NotificationSubscription:
     """A wait's place in its queue's shared reader (see :func:`subscribe`)."""
 
@@ -417,7 +412,7 @@ async def subscribe(
     status poll is in flight is not missed.
     """
     loop = asyncio.get_running_loop()
-    readers = _readers.setdefault(loop, {})
+    readers = process_state.queue_readers.setdefault(loop, {})
     key = (source.aws_conn_id, source.queue_url, decode)
     reader = readers.get(key)
     if reader is None:

@@ -33,6 +33,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from airflow_provider_querytasks.common.process_state import BoundedCache, ProcessState, process_state
+
 
 class TokenBucket:
     """A static token bucket: ``burst`` tokens, refilled at ``rate`` per second.
@@ -296,12 +298,16 @@ class RateLimiterRegistry:
     :param safety: fraction of the published rate the client uses, leaving room for clock
         differences between client and server (requests arrive a little bunched).
     :param adaptive: adaptive buckets (default); ``False``: static buckets of the published plan.
+    :param state: where the buckets are kept (bounded; see :class:`ProcessState`); default: its own.
     """
 
-    def __init__(self, safety: float = 0.9, adaptive: bool = True) -> None:
+    def __init__(
+        self, safety: float = 0.9, adaptive: bool = True, *, state: ProcessState | None = None
+    ) -> None:
         self.safety = safety
         self.adaptive = adaptive
-        self._buckets: dict[tuple[str, str, str], TokenBucket] = {}
+        buckets: BoundedCache[tuple[str, str, str], TokenBucket] = (state or ProcessState()).rate_buckets
+        self._buckets = buckets
         self._lock = threading.Lock()
 
     def bucket(self, platform: str, account: str, operation: str, rate: float, burst: float) -> TokenBucket:
@@ -326,4 +332,4 @@ class RateLimiterRegistry:
 
 
 #: The process-wide registry (one per triggerer or worker process).
-rate_limiters = RateLimiterRegistry()
+rate_limiters = RateLimiterRegistry(state=process_state)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -33,6 +32,7 @@ from tenacity import (
 from tenacity.wait import wait_exponential_jitter
 
 from airflow_provider_querytasks import __version__
+from airflow_provider_querytasks.common import airflow_token_store  # noqa: F401 (installs the token store)
 from airflow_provider_querytasks.common.api import ApiRequest, ApiResponse, PlatformApi
 from airflow_provider_querytasks.common.auth import AccessToken, TokenSource, token_cache
 from airflow_provider_querytasks.common.errors import (
@@ -41,6 +41,7 @@ from airflow_provider_querytasks.common.errors import (
     QueryTaskError,
     ServerError,
 )
+from airflow_provider_querytasks.common.process_state import process_state
 from airflow_provider_querytasks.common.ratelimit import TokenBucket, rate_limiters
 
 if TYPE_CHECKING:
@@ -371,11 +372,6 @@ class SyncApiClient:
         self.session.close()
 
 
-_SESSIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
-    weakref.WeakKeyDictionary()
-)
-
-
 def shared_client_session() -> aiohttp.ClientSession:
     """The ``aiohttp.ClientSession`` of the running event loop, created on first use.
 
@@ -385,25 +381,22 @@ def shared_client_session() -> aiohttp.ClientSession:
     import aiohttp  # imported on first use: DAG parsing never needs it
 
     loop = asyncio.get_running_loop()
-    session = _SESSIONS.get(loop)
+    session = process_state.client_sessions.get(loop)
     if session is None or session.closed:
         connector = aiohttp.TCPConnector(limit=200, ttl_dns_cache=300, enable_cleanup_closed=True)
         # No cookie jar: API calls need none, and one session serves every account's triggers.
         session = aiohttp.ClientSession(
             connector=connector, cookie_jar=aiohttp.DummyCookieJar(), raise_for_status=False
         )
-        _SESSIONS[loop] = session
+        process_state.client_sessions[loop] = session
     return session
 
 
 async def close_shared_client_session() -> None:
     """Close the running loop's shared session (tests, benchmarks, shutdown)."""
-    session = _SESSIONS.pop(asyncio.get_running_loop(), None)
+    session = process_state.client_sessions.pop(asyncio.get_running_loop(), None)
     if session is not None:
         await session.close()
-
-
-_LEASES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = weakref.WeakKeyDictionary()
 
 
 class _SessionLease:
@@ -414,11 +407,13 @@ class _SessionLease:
 
     async def __aenter__(self) -> None:
         self._loop = asyncio.get_running_loop()
-        _LEASES[self._loop] = _LEASES.get(self._loop, 0) + 1
+        leases = process_state.session_leases
+        leases[self._loop] = leases.get(self._loop, 0) + 1
 
     async def __aexit__(self, *exc_info: object) -> None:
-        _LEASES[self._loop] -= 1
-        if _LEASES[self._loop] == 0:
+        leases = process_state.session_leases
+        leases[self._loop] = leases.get(self._loop, 1) - 1  # gone: reset() ran meanwhile
+        if leases[self._loop] <= 0:
             await close_shared_client_session()
 
 

@@ -144,7 +144,7 @@ def test_a_refused_credential_drops_the_connection_read_shared_by_triggers(
 ) -> None:
     import asyncio
 
-    from airflow_provider_querytasks.common import hooks as hooks_module
+    from airflow_provider_querytasks.common.process_state import process_state
     from airflow_provider_querytasks.common.transport import close_shared_client_session
 
     emulator = AdobeQueryServiceEmulator()
@@ -164,5 +164,5 @@ def test_a_refused_credential_drops_the_connection_read_shared_by_triggers(
         emulator.stop()
     # The next trigger on this connection reads it again (it may have been fixed meanwhile)
     # instead of reusing the refused read for up to SHARED_SETTINGS_TTL.
-    assert (AdobeQueryServiceHook, "creds") not in hooks_module._SHARED_SETTINGS
-    assert not [key for key in hooks_module._SHARED_ASYNC_CLIENTS if key[1] == "creds"]
+    assert (AdobeQueryServiceHook, "creds") not in process_state.shared_settings
+    assert not [key for key in process_state.shared_async_clients if key[1] == "creds"]

@@ -221,7 +221,6 @@ def test_triggers_of_a_process_share_a_connection_read(
         return await original(conn_id)
 
     monkeypatch.setattr(hooks_module, "get_async_connection", counted)
-    monkeypatch.setattr(hooks_module, "_SHARED_SETTINGS", {})
 
     async def settings_of_fresh_hooks(count: int) -> list[Any]:
         return [await FakeHook().aget_settings() for _ in range(count)]
@@ -241,11 +240,6 @@ def test_triggers_of_a_process_share_a_connection_read(
 def test_hooks_sharing_a_connection_read_share_one_async_client(
     emulator: FakeEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from airflow_provider_querytasks.common import hooks as hooks_module
-
-    monkeypatch.setattr(hooks_module, "_SHARED_SETTINGS", {})
-    monkeypatch.setattr(hooks_module, "_SHARED_ASYNC_CLIENTS", {})
-
     async def clients(*hooks: FakeHook) -> list[Any]:
         return [await hook.aclient() for hook in hooks]
 

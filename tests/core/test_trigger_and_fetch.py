@@ -80,9 +80,9 @@ async def test_trigger_resumes_after_a_restart_from_its_kwargs(
     query_id = hook.create_query("select 1")
     _, kwargs = trigger_for(query_id).serialize()
     # A new triggerer process: fresh caches, the trigger rebuilt from its kwargs.
-    from airflow_provider_querytasks.common.auth import token_cache
+    from airflow_provider_querytasks.common.process_state import process_state
 
-    token_cache.clear()
+    process_state.reset()
     event = await first_event(FakeTrigger(**kwargs))
     assert event["status"] == "success" and event["query_id"] == query_id
     assert len(emulator.requests_to("api", "POST")) == 1

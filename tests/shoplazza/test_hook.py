@@ -230,9 +230,9 @@ def test_oauth_refresh_rotates_the_refresh_token(
     first = emulator.requests_to("api", "POST", r"/admin/oauth/token$")
     assert len(first) == 1 and b"refresh_token=shoplazza-emulator-refresh-0" in first[0].body
     emulator.expire_tokens()
-    from airflow_provider_querytasks.common.auth import token_cache
+    from airflow_provider_querytasks.common.process_state import process_state
 
-    token_cache.clear()  # as a new process: only the shared store knows the rotated token
+    process_state.reset()  # as a new process: only the shared store knows the rotated token
     ShoplazzaHook(retry=FAST_RETRY).count_tasks()
     second = emulator.requests_to("api", "POST", r"/admin/oauth/token$")
     # The first refresh rotated the token: the second refresh must use the new one.

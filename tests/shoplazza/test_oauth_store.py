@@ -344,10 +344,9 @@ def test_a_store_that_refuses_writes_is_warned_about_and_this_process_goes_on(
     oauth: tuple[ShoplazzaEmulator, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     from airflow_provider_querytasks.common import auth
-    from airflow_provider_querytasks.compat import VariableStoreError
 
     def refused(key: str, value: str, description: str) -> None:
-        raise VariableStoreError(f"Variable {key!r}: PermissionError")
+        raise auth.TokenStoreError(f"Variable {key!r}: PermissionError")
 
     emulator, conn_id = oauth
     monkeypatch.setattr(auth, "write_variable", refused)
