@@ -34,7 +34,7 @@ from airflow_provider_querytasks.operators.adobe_query_service import (
     AdobeScheduledQueryRunSensor,
 )
 from airflow_provider_querytasks.protocols.adobe_query_service import (
-    build_query_def,
+    AdobeQueryDefinition,
     link_query_pairs,
 )
 from airflow_provider_querytasks.sensors.adobe_query_service import AdobeQuerySensor
@@ -357,7 +357,7 @@ def test_templates(hook: AdobeQueryServiceHook) -> None:
 def test_schedules_runs_and_the_run_sensor(
     hook: AdobeQueryServiceHook, emulator: AdobeQueryServiceEmulator
 ) -> None:
-    query_def = build_query_def(sql="SELECT 1 -- emulator: FAILED", template_id=None, db_name="prod:all")
+    query_def = AdobeQueryDefinition(sql="SELECT 1 -- emulator: FAILED", db_name="prod:all").body()
     schedule = hook.create_schedule(query_def, {"schedule": "@daily", "startDate": "2026-11-01T00:00:00Z"})
     assert schedule["state"] == "REGISTERING" and hook.get_schedule(schedule["id"])["state"] == "ENABLED"
     hook.set_schedule_enabled(schedule["id"], False)
