@@ -1,17 +1,15 @@
-"""Adobe Query Service: hook, operators, sensors and trigger against the emulator."""
+"""Adobe Query Service hook against the emulator.
+
+Connection, headers, tokens, errors, listing, cancel, templates, files.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import datetime as dt
 import json
-import runpy
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from airflow_provider_querytasks.common.errors import (
     AmbiguousSubmissionError,
@@ -19,69 +17,21 @@ from airflow_provider_querytasks.common.errors import (
     InvalidInputError,
     NotFoundError,
     PermissionDeniedError,
-    QueryCancelledError,
     QueryTaskError,
     RateLimitedError,
     RemoteQueryFailedError,
 )
-from airflow_provider_querytasks.common.transport import RetryPolicy, close_shared_client_session
-from airflow_provider_querytasks.common.wait import QueryState
-from airflow_provider_querytasks.compat import PokeReturnValue, TaskDeferred
+from airflow_provider_querytasks.common.transport import RetryPolicy
 from airflow_provider_querytasks.hooks.adobe_query_service import AdobeQueryServiceHook
-from airflow_provider_querytasks.operators.adobe_query_service import (
-    AdobeExportDatasetOperator,
-    AdobeQueryOperator,
-    AdobeScheduledQueryRunSensor,
-)
 from airflow_provider_querytasks.protocols.adobe_query_service import (
     AdobeQueryDefinition,
+    created_dataset_id,
     link_query_pairs,
 )
-from airflow_provider_querytasks.sensors.adobe_query_service import AdobeQuerySensor
 from airflow_provider_querytasks.testing.adobe_query_service import AdobeQueryServiceEmulator
-from airflow_provider_querytasks.testing.dags import run_dag
-from airflow_provider_querytasks.triggers.adobe_query_service import AdobeQueryTrigger
 
-from ..helpers import run_trigger, use_connection
-
-EXAMPLE = Path(__file__).resolve().parents[2] / "example_dags" / "example_adobe_query_service.py"
-
-
-def operator(**kwargs: Any) -> AdobeQueryOperator:
-    if "template_id" not in kwargs:
-        kwargs.setdefault("sql", "SELECT 1")
-    return AdobeQueryOperator(task_id="q", poll_interval=0.05, **kwargs)
-
-
-def wait_done(hook: AdobeQueryServiceHook, query_id: str) -> Any:
-    deadline = time.monotonic() + 10
-    while not (snapshot := hook.get_status(query_id)).state.terminal and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return snapshot
-
-
-# -- validation and gateway ------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("kwargs", "parameter"),
-    [
-        ({"sql": "  "}, "sql"),
-        ({"sql": "SELECT 1", "template_id": "t"}, "sql"),
-        ({"db_name": "prod"}, "db_name"),
-        ({"db_name": "dev:all"}, "db_name"),  # the connection's sandbox is prod
-        (
-            {"ctas_parameters": {"datasetName": "a"}, "insert_into_parameters": {"datasetName": "b"}},
-            "ctas_parameters",
-        ),
-        ({"ctas_parameters": {"description": "no name"}}, "ctas_parameters"),
-        ({"query_parameters": {"bad-name": 1}}, "query_parameters"),
-    ],
-)
-def test_bad_input_is_refused_before_any_request(
-    emulator: AdobeQueryServiceEmulator, kwargs: dict[str, Any], parameter: str
-) -> None:
-    with pytest.raises(InvalidInputError, match=f"'{parameter}'"):
-        operator(**kwargs).execute({})  # type: ignore[arg-type]
-    assert emulator.requests_to("api") == []
+from ..helpers import use_connection
+from .conftest import operator
 
 
 @pytest.mark.parametrize(
@@ -118,21 +68,6 @@ def test_every_call_carries_the_four_headers(
     assert query["state"] == "SUBMITTED"
 
 
-@pytest.mark.parametrize(
-    ("drop", "status", "code"),
-    [("Authorization", 403, "403010"), ("x-api-key", 403, "403000"), ("x-gw-ims-org-id", 400, "400003")],
-)
-def test_the_emulator_rejects_a_missing_header(
-    hook: AdobeQueryServiceHook, emulator: AdobeQueryServiceEmulator, drop: str, status: int, code: str
-) -> None:
-    hook.create_query(sql="SELECT 1")
-    sent = emulator.requests_to("api", "POST")[0]
-    names = ("Authorization", "x-api-key", "x-gw-ims-org-id", "x-sandbox-name")
-    headers = {name: str(sent.header(name)) for name in names if name != drop}
-    answer = requests.get(f"{emulator.urls['api']}/data/foundation/query/queries", headers=headers, timeout=5)
-    assert answer.status_code == status and answer.json()["error_code"] == code
-
-
 def test_expired_token_401_is_refreshed_once(
     hook: AdobeQueryServiceHook, emulator: AdobeQueryServiceEmulator
 ) -> None:
@@ -149,53 +84,6 @@ def test_wrong_api_key_is_permission_denied_with_the_gateway_text(
     emulator.client_id = "another"
     with pytest.raises((PermissionDeniedError, AuthenticationError), match="403003|Api Key is invalid"):
         hook.get_query("x")
-
-
-# -- queries ---------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("marker", "state", "error"),
-    [
-        ("", QueryState.SUCCEEDED, None),
-        ("-- emulator: FAILED", QueryState.FAILED, RemoteQueryFailedError),
-        ("-- emulator: KILLED", QueryState.CANCELLED, QueryCancelledError),
-        ("-- emulator: TIMEOUT", QueryState.FAILED, RemoteQueryFailedError),
-    ],
-)
-def test_every_terminal_state(
-    emulator: AdobeQueryServiceEmulator,
-    hook: AdobeQueryServiceHook,
-    marker: str,
-    state: QueryState,
-    error: Any,
-) -> None:
-    sql = f"SELECT 1 {marker}"
-    assert wait_done(hook, hook.create_query(sql=sql)["id"]).state is state
-    if error is None:
-        assert operator(sql=sql).execute({})["state"] == "SUCCESS"  # type: ignore[arg-type]
-    else:
-        with pytest.raises(error) as raised:
-            operator(sql=sql).execute({})  # type: ignore[arg-type]
-        if "FAILED" in marker:
-            assert "58000 USER_ERROR: Batch query execution" in str(raised.value)
-        if "TIMEOUT" in marker:
-            assert "53400" in str(raised.value)
-
-
-def test_success_with_errors_is_a_warning(
-    emulator: AdobeQueryServiceEmulator, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
-) -> None:
-    result = operator(sql="SELECT 1 -- emulator: SUCCESS_WITH_ERRORS").execute({})  # type: ignore[arg-type]
-    assert result["state"] == "SUCCESS" and result["errors"][0]["code"] == "58000"
-    # Airflow 3's task logger writes through structlog to stdout; Airflow 2's goes to logging.
-    assert "succeeded with errors" in caplog.text + capsys.readouterr().out
-
-
-def test_query_parameters_are_sent_as_parameters(emulator: AdobeQueryServiceEmulator) -> None:
-    operator(sql="SELECT * FROM t WHERE d = '$day'", query_parameters={"day": "2026-11-20"}).execute({})  # type: ignore[arg-type]
-    body = json.loads(emulator.requests_to("api", "POST", r"/queries$")[0].body)
-    assert body["sql"] == "SELECT * FROM t WHERE d = '$day'" and body["queryParameters"] == {
-        "day": "2026-11-20"
-    }
 
 
 def test_syntax_error_400_and_unknown_query_404(hook: AdobeQueryServiceHook) -> None:
@@ -296,55 +184,6 @@ def test_link_query_pairs_keep_a_plus_and_decode_percent_escapes() -> None:
     ]
 
 
-def test_on_kill_and_killed_trigger_cancel(
-    hook: AdobeQueryServiceHook, emulator: AdobeQueryServiceEmulator
-) -> None:
-    emulator.duration = 60.0
-    op = operator(deferrable=True)
-    with pytest.raises(TaskDeferred) as deferred:
-        op.execute({})  # type: ignore[arg-type]
-    op.on_kill()
-    assert hook.get_status(str(op.query_id)).remote_status == "KILLED"
-    other = hook.create_query(sql="SELECT 2")["id"]
-    trigger = AdobeQueryTrigger(conn_id="adobe_experience_platform_default", query_id=other)
-
-    async def kill() -> None:
-        try:
-            await trigger.on_kill()
-        finally:
-            await close_shared_client_session()
-
-    asyncio.run(kill())
-    assert hook.get_status(other).remote_status == "KILLED"
-    assert isinstance(deferred.value.trigger, AdobeQueryTrigger)
-
-
-def test_retry_reattaches_by_the_deterministic_name(emulator: AdobeQueryServiceEmulator) -> None:
-    emulator.duration = 0.6
-
-    class TI:
-        dag_id, task_id, run_id, map_index = "d", "q", "manual__1", -1
-
-        def __init__(self, try_number: int) -> None:
-            self.try_number = try_number
-
-        def xcom_push(self, key: str, value: Any) -> None:
-            pass
-
-    first = operator(wait_for_completion=False).execute({"ti": TI(1)})  # type: ignore[arg-type,typeddict-item]
-    result = operator().execute({"ti": TI(2)})  # type: ignore[arg-type,typeddict-item]
-    assert result["query_id"] == first["query_id"] and len(emulator.queries) == 1
-    assert result["name"] == "airflow:d:q:manual__1:-1"
-
-
-def test_deferred_query_completes_through_the_trigger(emulator: AdobeQueryServiceEmulator) -> None:
-    op = operator(deferrable=True)
-    with pytest.raises(TaskDeferred) as deferred:
-        op.execute({})  # type: ignore[arg-type]
-    result = op.execute_complete({}, run_trigger(deferred.value.trigger))  # type: ignore[arg-type]
-    assert result["state"] == "SUCCESS" and result["row_count"] == 42
-
-
 # -- templates, schedules, export ------------------------------------------------------------
 def test_templates(hook: AdobeQueryServiceHook) -> None:
     template = hook.create_template("SELECT * FROM t WHERE d = '$day'", "by_day", {"day": "2026-11-20"})
@@ -352,64 +191,6 @@ def test_templates(hook: AdobeQueryServiceHook) -> None:
     assert [t["id"] for t in hook.list_templates()] == [template["id"]]
     result = operator(template_id=template["id"], query_parameters={"day": "2026-11-21"}).execute({})  # type: ignore[arg-type]
     assert result["state"] == "SUCCESS"
-
-
-def test_schedules_runs_and_the_run_sensor(
-    hook: AdobeQueryServiceHook, emulator: AdobeQueryServiceEmulator
-) -> None:
-    query_def = AdobeQueryDefinition(sql="SELECT 1 -- emulator: FAILED", db_name="prod:all").body()
-    schedule = hook.create_schedule(query_def, {"schedule": "@daily", "startDate": "2026-11-01T00:00:00Z"})
-    assert schedule["state"] == "REGISTERING" and hook.get_schedule(schedule["id"])["state"] == "ENABLED"
-    hook.set_schedule_enabled(schedule["id"], False)
-    assert [s["state"] for s in hook.list_schedules()] == ["DISABLED"]
-    run_id = hook.trigger_run(schedule["id"])
-    assert run_id and hook.get_run(schedule["id"], run_id)["id"] == run_id
-    sensor = AdobeScheduledQueryRunSensor(task_id="run", schedule_id=schedule["id"], run_id=run_id)
-    assert sensor.poke({}) is False  # type: ignore[arg-type]
-    emulator.clock.advance(1.0)
-    with pytest.raises(RemoteQueryFailedError, match="58000"):
-        sensor.poke({})  # type: ignore[arg-type]
-    emulator.duration = 60.0
-    second = hook.trigger_run(schedule["id"])
-    assert second and second != run_id
-    hook.cancel_run(schedule["id"], second)
-    assert hook.get_run_status(schedule["id"], second).state is QueryState.CANCELLED
-
-
-def test_query_sensor_returns_the_created_dataset(emulator: AdobeQueryServiceEmulator) -> None:
-    submitted = operator(ctas_parameters={"datasetName": "out"}, wait_for_completion=False).execute({})  # type: ignore[arg-type]
-    sensor = AdobeQuerySensor(task_id="s", query_id=submitted["query_id"], poll_interval=0.05)
-    deadline = time.monotonic() + 10
-    while (done := sensor.poke({})) is False and time.monotonic() < deadline:  # type: ignore[arg-type]
-        time.sleep(0.05)
-    assert isinstance(done, PokeReturnValue)
-    record: dict[str, Any] = done.xcom_value  # type: ignore[assignment]
-    assert record["created_dataset_id"] in emulator.datasets
-
-
-def test_export_of_a_multi_file_batch_with_pages_and_directories(
-    emulator: AdobeQueryServiceEmulator, tmp_path: Path
-) -> None:
-    emulator.files_per_batch, emulator.directory_every, emulator.batch_delay = 103, 10, 0.5
-    query = operator(insert_into_parameters={"datasetName": "existing"}).execute({})  # type: ignore[arg-type]
-    result = AdobeExportDatasetOperator(
-        task_id="export", query_id=query["query_id"], destination=str(tmp_path), batch_poll_interval=0.05
-    ).execute({})  # type: ignore[arg-type]
-    files = sorted(tmp_path.iterdir())
-    assert len(files) == 103 == len(result["files"]) and result["record_count"] == 42
-    assert all(f.read_bytes().startswith(b"PAR1") and f.stat().st_size == 1000 for f in files)
-    listing = emulator.requests_to("api", "GET", r"/batches/[^/]+/files$")
-    assert [r.param("start") for r in listing] == ["0", "100"]  # a second page
-    catalog = emulator.requests_to("api", "GET", r"/catalog/batches$")
-    assert len(catalog) >= 2  # the batch was 'processing' first, then 'success'
-
-
-def test_export_needs_exactly_one_source(emulator: AdobeQueryServiceEmulator, tmp_path: Path) -> None:
-    with pytest.raises(InvalidInputError, match="exactly one"):
-        AdobeExportDatasetOperator(
-            task_id="e", destination=str(tmp_path), dataset_id="a", dataset_name="b"
-        ).execute({})  # type: ignore[arg-type]
-    assert emulator.requests == []
 
 
 def test_file_download_never_leaves_the_platform_host(hook: AdobeQueryServiceHook) -> None:
@@ -420,15 +201,74 @@ def test_file_download_never_leaves_the_platform_host(hook: AdobeQueryServiceHoo
         )
 
 
-def test_example_dag_runs_end_to_end(
-    airflow_db: Any, emulator: AdobeQueryServiceEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+# -- query definitions and Catalog batches -------------------------------------------------------
+def ctas_dataset(hook: AdobeQueryServiceHook) -> str:
+    """Run a CTAS query to SUCCESS; the id of the dataset it created."""
+    query_id = hook.create_query(
+        AdobeQueryDefinition(sql="SELECT 1", ctas_parameters={"datasetName": "out"})
+    )["id"]
+    deadline = time.monotonic() + 10
+    while not hook.get_status(query_id).state.terminal and time.monotonic() < deadline:
+        time.sleep(0.05)
+    dataset_id = created_dataset_id(hook.get_query(query_id))
+    assert dataset_id
+    return dataset_id
+
+
+def test_a_query_definition_or_its_fields_give_the_same_body(
+    emulator: AdobeQueryServiceEmulator, hook: AdobeQueryServiceHook
 ) -> None:
-    monkeypatch.setenv("AIRFLOW_VAR_QUERYTASKS_OUTPUT_DIR", str(tmp_path))
-    monkeypatch.setenv("QUERYTASKS_EXAMPLE_POLL_SECONDS", "0.2")
-    namespace = runpy.run_path(str(EXAMPLE), run_name="example_adobe")
-    run = run_dag(namespace["daily_ctas"], logical_date=dt.datetime(2026, 11, 20, tzinfo=dt.timezone.utc))
-    assert str(run.state).rsplit(".", 1)[-1].lower() == "success"
-    assert len([p for p in tmp_path.rglob("*.parquet")]) == 2
-    body = json.loads(emulator.requests_to("api", "POST", r"/queries$")[0].body)
-    assert body["ctasParameters"]["datasetName"].startswith("page_views_2026")
-    assert "{{" not in json.dumps(body) and body["queryParameters"]["start"] < body["queryParameters"]["end"]
+    fields: dict[str, Any] = {
+        "sql": "SELECT $x",
+        "query_parameters": {"x": 1},
+        "name": "n",
+        "description": "d",
+    }
+    hook.create_query(AdobeQueryDefinition(**fields))
+    hook.create_query(**fields)
+    first, second = (json.loads(r.body) for r in emulator.requests_to("api", "POST", r"/queries$"))
+    assert (
+        first
+        == second
+        == {
+            "dbName": "prod:all",
+            "sql": "SELECT $x",
+            "queryParameters": {"x": "1"},
+            "name": "n",
+            "description": "d",
+        }
+    )
+    with pytest.raises(InvalidInputError, match="'definition'"):
+        hook.create_query(AdobeQueryDefinition(sql="SELECT 1"), name="both")
+    assert len(emulator.requests_to("api", "POST", r"/queries$")) == 2
+
+
+def test_wait_for_batch_returns_the_batch_once_catalog_shows_success(
+    emulator: AdobeQueryServiceEmulator, hook: AdobeQueryServiceHook
+) -> None:
+    emulator.batch_delay = 0.3
+    dataset_id = ctas_dataset(hook)
+    assert emulator.batch_status(next(iter(emulator.batches.values()))) == "processing"
+    batch = hook.wait_for_batch(dataset_id, timeout=10, poll=0.05)
+    assert batch["status"] == "success" and batch["id"] in emulator.batches
+    assert len(emulator.requests_to("api", "GET", r"/batches$")) >= 2
+
+
+def test_wait_for_batch_fails_on_a_failed_batch(
+    emulator: AdobeQueryServiceEmulator, hook: AdobeQueryServiceHook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dataset_id = ctas_dataset(hook)
+    monkeypatch.setattr(emulator, "batch_status", lambda batch: "failed")
+    with pytest.raises(RemoteQueryFailedError, match=f"of dataset {dataset_id} is failed"):
+        hook.wait_for_batch(dataset_id, timeout=10, poll=0.05)
+
+
+def test_wait_for_batch_gives_up_at_the_timeout(
+    emulator: AdobeQueryServiceEmulator, hook: AdobeQueryServiceHook
+) -> None:
+    emulator.batch_delay = 600.0
+    dataset_id = ctas_dataset(hook)
+    with pytest.raises(
+        RemoteQueryFailedError, match=f"No successful batch of dataset {dataset_id} after 0 s"
+    ):
+        hook.wait_for_batch(dataset_id, timeout=0.3, poll=0.05)
