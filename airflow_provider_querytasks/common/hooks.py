@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from typing import Any, ClassVar, Generic, TypeVar, cast
+from collections.abc import Callable
+from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar, cast
 
 from airflow_provider_querytasks.common.api import ApiRequest, ApiResponse, PlatformApi
 from airflow_provider_querytasks.common.auth import TokenSource
@@ -17,6 +18,7 @@ from airflow_provider_querytasks.common.errors import (
     RemoteQueryFailedError,
 )
 from airflow_provider_querytasks.common.notifications import Decoder
+from airflow_provider_querytasks.common.operations import Steps, arun_steps, run_steps
 from airflow_provider_querytasks.common.process_state import process_state
 from airflow_provider_querytasks.common.transport import AsyncApiClient, RetryPolicy, SyncApiClient
 from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
@@ -30,7 +32,10 @@ from airflow_provider_querytasks.compat import (
 )
 from airflow_provider_querytasks.connection_forms import ConnectionForm
 
+SettingsT = TypeVar("SettingsT")
 ApiT = TypeVar("ApiT", bound=PlatformApi)
+T = TypeVar("T")
+P = ParamSpec("P")
 
 
 #: Seconds a connection read by a trigger serves the other triggers of the process.
@@ -41,14 +46,15 @@ SHARED_SETTINGS_TTL = 60.0
 # class, conn id, retry, timeout): a triggerer holding 5,000 waits builds a few, not 5,000.
 
 
-class QueryTaskHook(BaseHook, Generic[ApiT]):
-    """Base of the platform hooks.
+class QueryTaskHook(BaseHook, Generic[SettingsT, ApiT]):
+    """Base of the platform hooks, typed by the platform's settings and protocol object.
 
     A platform hook sets the class attributes and implements :meth:`build_settings` (validate the
     connection into the platform's settings object), :meth:`build_api`, and, where the platform has
     a token service, :meth:`build_token_source` (else :meth:`static_token`). Its operations are
-    written once as :class:`~.api.ApiRequest` builders plus parsers, and exposed as sync
-    methods (through :meth:`call`) and async ``a``-prefixed methods (through :meth:`acall`).
+    written once (:mod:`~.operations`: request builders plus parsers, usually methods of the
+    protocol object) and exposed as sync methods (through :meth:`run`) and async ``a``-prefixed
+    methods (through :meth:`arun`).
 
     :param conn_id: the Airflow connection id (the class's default when omitted).
     :param retry: retry policy for API calls.
@@ -72,7 +78,7 @@ class QueryTaskHook(BaseHook, Generic[ApiT]):
         self.conn_id = conn_id or self.default_conn_name
         self.retry = retry
         self.timeout = timeout
-        self._settings: Any = None
+        self._settings: SettingsT | None = None
         self._client: SyncApiClient | None = None
         self._aclient: AsyncApiClient | None = None
 
@@ -88,17 +94,17 @@ class QueryTaskHook(BaseHook, Generic[ApiT]):
         return cls.form.ui_field_behaviour()
 
     # -- to implement -------------------------------------------------------------------------
-    def build_settings(self, conn: Connection, extra: dict[str, Any]) -> Any:
+    def build_settings(self, conn: Connection, extra: dict[str, Any]) -> SettingsT:
         """Validate the connection into the platform's settings (raise :class:`InvalidInputError`)."""
         raise NotImplementedError
 
-    def build_api(self, settings: Any) -> PlatformApi:
+    def build_api(self, settings: SettingsT) -> ApiT:
         raise NotImplementedError
 
-    def build_token_source(self, settings: Any) -> TokenSource | None:
+    def build_token_source(self, settings: SettingsT) -> TokenSource | None:
         return None
 
-    def static_token(self, settings: Any) -> str | None:
+    def static_token(self, settings: SettingsT) -> str | None:
         return None
 
     def check_connection(self) -> str:
@@ -163,7 +169,7 @@ class QueryTaskHook(BaseHook, Generic[ApiT]):
                     return value
         return default
 
-    def _read(self, conn: Connection, extra: dict[str, Any]) -> Any:
+    def _read(self, conn: Connection, extra: dict[str, Any]) -> SettingsT:
         if conn.conn_type and conn.conn_type.replace("-", "_") != self.conn_type:
             raise InvalidInputError(
                 "conn_id",
@@ -180,14 +186,14 @@ class QueryTaskHook(BaseHook, Generic[ApiT]):
         return self.build_settings(conn, extra)
 
     @property
-    def settings(self) -> Any:
+    def settings(self) -> SettingsT:
         """The validated connection settings (read once per hook)."""
         if self._settings is None:
             conn = self.get_connection(self.conn_id)
             self._settings = self._read(conn, conn.extra_dejson)
         return self._settings
 
-    async def aget_settings(self) -> Any:
+    async def aget_settings(self) -> SettingsT:
         """The validated connection settings, read without blocking the event loop.
 
         Shared by the hooks of one process for a minute (keyed by the hook class, the conn id and
@@ -208,7 +214,7 @@ class QueryTaskHook(BaseHook, Generic[ApiT]):
         return self._settings
 
     # -- clients ------------------------------------------------------------------------------
-    def _client_kwargs(self, settings: Any) -> dict[str, Any]:
+    def _client_kwargs(self, settings: SettingsT) -> dict[str, Any]:
         token_source = self.build_token_source(settings)
         if token_source is not None:
             token_source.bind(self.conn_id)
@@ -243,16 +249,29 @@ class QueryTaskHook(BaseHook, Generic[ApiT]):
         """The platform's protocol object (request builders), as the sync client uses it."""
         return cast("ApiT", self.client.api)
 
-    async def aapi(self) -> ApiT:
-        """The platform's protocol object, as the async client uses it."""
-        return cast("ApiT", (await self.aclient()).api)
+    def run(
+        self, operation: Callable[Concatenate[ApiT, P], Steps[T]], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run an API operation with the sync client.
+
+        :param operation: the operation, given the protocol object first (``DataKioskApi.get_query``).
+        :param args: its other arguments (``query_id``).
+        """
+        return run_steps(operation(self.api, *args, **kwargs), self.call)
+
+    async def arun(
+        self, operation: Callable[Concatenate[ApiT, P], Steps[T]], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run an API operation with the async client (as :meth:`run`)."""
+        client = await self.aclient()
+        return await arun_steps(operation(cast("ApiT", client.api), *args, **kwargs), self.acall)
 
     def call(self, request: ApiRequest) -> ApiResponse:
-        """Execute an API request synchronously."""
+        """Execute one API request synchronously."""
         return self.client.call(request)
 
     async def acall(self, request: ApiRequest) -> ApiResponse:
-        """Execute an API request on the event loop."""
+        """Execute one API request on the event loop."""
         try:
             return await (await self.aclient()).call(request)
         except AuthenticationError:

@@ -56,7 +56,7 @@ class QueryTaskTrigger(BaseTrigger):
         (platforms whose hook has a ``notification_decoder``).
     """
 
-    hook_class: ClassVar[type[QueryTaskHook]]
+    hook_class: ClassVar[type[QueryTaskHook[Any, Any]]]
 
     def __init__(
         self,
@@ -94,7 +94,7 @@ class QueryTaskTrigger(BaseTrigger):
             },
         )
 
-    def hook(self) -> QueryTaskHook:
+    def hook(self) -> QueryTaskHook[Any, Any]:
         return self.hook_class(self.conn_id)
 
     def _event(self, status: str, message: str, snapshot: StatusSnapshot | None = None) -> TriggerEvent:
@@ -158,7 +158,7 @@ class QueryTaskTrigger(BaseTrigger):
         if self.cancel_on_kill:
             await self._cancel(self.hook())
 
-    async def _cancel_if_task_was_killed(self, hook: QueryTaskHook) -> None:
+    async def _cancel_if_task_was_killed(self, hook: QueryTaskHook[Any, Any]) -> None:
         # Before 3.3 there is no on_kill: a cancelled trigger whose task is no longer deferred was
         # killed by a user; one still deferred is being moved or restarted and must not cancel.
         if TRIGGER_ON_KILL_SUPPORTED or not self.cancel_on_kill:
@@ -166,7 +166,7 @@ class QueryTaskTrigger(BaseTrigger):
         if await task_is_still_deferred(self) is False:
             await self._cancel(hook)
 
-    async def _cancel(self, hook: QueryTaskHook) -> None:
+    async def _cancel(self, hook: QueryTaskHook[Any, Any]) -> None:
         try:
             async with shared_session_lease():
                 await hook.acancel_query(self.query_id)

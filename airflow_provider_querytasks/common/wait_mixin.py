@@ -20,7 +20,7 @@ from airflow_provider_querytasks.common.triggers import QueryTaskTrigger
 from airflow_provider_querytasks.common.wait import PollSchedule, QueryState, StatusSnapshot
 from airflow_provider_querytasks.compat import conf
 
-HookT = TypeVar("HookT", bound=QueryTaskHook[Any])
+HookT = TypeVar("HookT", bound=QueryTaskHook[Any, Any])
 
 
 def default_deferrable() -> bool:
@@ -45,7 +45,7 @@ def snapshot_from_event(event: dict[str, Any] | None) -> StatusSnapshot:
 
 
 def raise_for_final_state(
-    hook: QueryTaskHook[Any], snapshot: StatusSnapshot, *, accept_cancelled: bool = False
+    hook: QueryTaskHook[Any, Any], snapshot: StatusSnapshot, *, accept_cancelled: bool = False
 ) -> None:
     """Raise the hook's :meth:`~.hooks.QueryTaskHook.failure_error` for a failed query, and for
     a cancelled one unless ``accept_cancelled``; return for any other state."""
@@ -64,7 +64,7 @@ class QueryWaitMixin(Generic[HookT]):
     (Data Kiosk over SQS) overrides :meth:`notification_source` and :meth:`poll_schedule`.
     """
 
-    hook_class: ClassVar[type[QueryTaskHook[Any]]]
+    hook_class: ClassVar[type[QueryTaskHook[Any, Any]]]
     trigger_class: ClassVar[type[QueryTaskTrigger]]
     #: Whether a CANCELLED query counts as finished (else the task fails).
     accept_cancelled: bool = False

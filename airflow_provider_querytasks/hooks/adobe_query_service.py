@@ -7,20 +7,25 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from airflow_provider_querytasks.common.api import ApiRequest, PlatformApi
+from airflow_provider_querytasks.common.api import ApiRequest
 from airflow_provider_querytasks.common.auth import TokenSource
-from airflow_provider_querytasks.common.errors import ApiError, RemoteQueryFailedError
+from airflow_provider_querytasks.common.errors import (
+    ApiError,
+    InvalidInputError,
+    QueryTimeoutError,
+    RemoteQueryFailedError,
+)
 from airflow_provider_querytasks.common.fetch import Destination, fetch_url, in_folder
 from airflow_provider_querytasks.common.hooks import QueryTaskHook
-from airflow_provider_querytasks.common.wait import StatusSnapshot
+from airflow_provider_querytasks.common.wait import PollSchedule, QueryState, StatusSnapshot, WaitLoop
 from airflow_provider_querytasks.compat import Connection
 from airflow_provider_querytasks.connection_forms import ADOBE_EXPERIENCE_PLATFORM_FORM
 from airflow_provider_querytasks.protocols.adobe_query_service import (
-    BATCH_FAILED,
     AdobeApi,
+    AdobeQueryDefinition,
     AdobeSettings,
     ImsTokenSource,
-    build_query_def,
+    batch_snapshot,
     keyed_objects,
     next_href,
     query_snapshot,
@@ -30,7 +35,7 @@ from airflow_provider_querytasks.protocols.adobe_query_service import (
 LIVE_STATES = ("SUBMITTED", "IN_PROGRESS")
 
 
-class AdobeQueryServiceHook(QueryTaskHook[AdobeApi]):
+class AdobeQueryServiceHook(QueryTaskHook[AdobeSettings, AdobeApi]):
     """Query Service queries, templates and schedules; Catalog batches; Data Access files.
 
     The connection (type ``adobe_experience_platform``) holds the OAuth server-to-server client
@@ -61,7 +66,7 @@ class AdobeQueryServiceHook(QueryTaskHook[AdobeApi]):
             ims_endpoint=self.extra_value(extra, "ims_endpoint"),
         )
 
-    def build_api(self, settings: AdobeSettings) -> PlatformApi:
+    def build_api(self, settings: AdobeSettings) -> AdobeApi:
         return AdobeApi(settings)
 
     def build_token_source(self, settings: AdobeSettings) -> TokenSource | None:
@@ -90,44 +95,28 @@ class AdobeQueryServiceHook(QueryTaskHook[AdobeApi]):
 
     # -- queries ------------------------------------------------------------------------------
     def create_query(
-        self,
-        *,
-        sql: str | None = None,
-        template_id: str | None = None,
-        db_name: str | None = None,
-        query_parameters: dict[str, Any] | None = None,
-        name: str | None = None,
-        description: str | None = None,
-        ctas_parameters: dict[str, Any] | None = None,
-        insert_into_parameters: dict[str, Any] | None = None,
+        self, definition: AdobeQueryDefinition | None = None, /, **fields: Any
     ) -> dict[str, Any]:
         """Submit SQL (or a template) and return the query object (state ``SUBMITTED``).
 
-        ``db_name`` defaults to ``<sandbox>:all``. ``query_parameters`` are sent as parameters
-        (Adobe substitutes ``$name`` textually: quote literals in the SQL). Not idempotent.
+        The query is an :class:`AdobeQueryDefinition`, or its fields as keywords
+        (``create_query(sql="SELECT 1")``). ``db_name`` defaults to ``<sandbox>:all``.
+        ``query_parameters`` are sent as parameters (Adobe substitutes ``$name`` textually: quote
+        literals in the SQL). Not idempotent.
         """
-        sandbox = self.settings.sandbox
-        body = build_query_def(
-            sql=sql,
-            template_id=template_id,
-            db_name=db_name or f"{sandbox}:all",
-            query_parameters=query_parameters,
-            name=name,
-            description=description,
-            ctas_parameters=ctas_parameters,
-            insert_into_parameters=insert_into_parameters,
-            sandbox=sandbox,
-        )
+        if definition is not None and fields:
+            raise InvalidInputError("definition", "give an AdobeQueryDefinition or its fields, not both")
+        body = (definition or AdobeQueryDefinition(**fields)).body(self.settings.sandbox)
         query = self._json(self.api.create_query_request(body))
         if not query.get("id"):
             raise ApiError(f"createQuery answered without an id: {query}", platform=self.conn_type)
         return query
 
     def get_query(self, query_id: str) -> dict[str, Any]:
-        return self._json(self.api.get_query_request(query_id))
+        return self.run(AdobeApi.get_query, query_id)
 
     async def aget_query(self, query_id: str) -> dict[str, Any]:
-        return (await self.acall((await self.aapi()).get_query_request(query_id))).json_object()
+        return await self.arun(AdobeApi.get_query, query_id)
 
     def iter_queries(
         self,
@@ -165,19 +154,14 @@ class AdobeQueryServiceHook(QueryTaskHook[AdobeApi]):
 
     def cancel_query(self, query_id: str) -> None:
         """PATCH ``{"op": "cancel"}``; a 409 means it had already ended (not an error)."""
-        self._log_patch(
-            query_id, "cancel", self.call(self.api.patch_query_request(query_id, "cancel")).status
-        )
+        self._log_patch(query_id, "cancel", self.run(AdobeApi.patch_query, query_id, "cancel"))
 
     async def acancel_query(self, query_id: str) -> None:
-        response = await self.acall((await self.aapi()).patch_query_request(query_id, "cancel"))
-        self._log_patch(query_id, "cancel", response.status)
+        self._log_patch(query_id, "cancel", await self.arun(AdobeApi.patch_query, query_id, "cancel"))
 
     def soft_delete_query(self, query_id: str) -> None:
         """Hide a query from the list (its history stays)."""
-        self._log_patch(
-            query_id, "soft_delete", self.call(self.api.patch_query_request(query_id, "soft_delete")).status
-        )
+        self._log_patch(query_id, "soft_delete", self.run(AdobeApi.patch_query, query_id, "soft_delete"))
 
     def _log_patch(self, query_id: str, op: str, status: int) -> None:
         if status == 409:
@@ -204,8 +188,13 @@ class AdobeQueryServiceHook(QueryTaskHook[AdobeApi]):
         return self._pages(self.api.list_templates_request(limit), "templates")
 
     # -- scheduled queries --------------------------------------------------------------------
-    def create_schedule(self, query_def: dict[str, Any], schedule: dict[str, Any]) -> dict[str, Any]:
-        """``query_def`` as :func:`build_query_def` makes it; ``schedule`` ``{"schedule": cron, ...}``."""
+    def create_schedule(
+        self, query_def: AdobeQueryDefinition | dict[str, Any], schedule: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A scheduled query: ``query_def`` an :class:`AdobeQueryDefinition` (or its body),
+        ``schedule`` ``{"schedule": cron, ...}``."""
+        if isinstance(query_def, AdobeQueryDefinition):
+            query_def = query_def.body(self.settings.sandbox)
         return self._json(self.api.create_schedule_request(query_def, schedule))
 
     def get_schedule(self, schedule_id: str) -> dict[str, Any]:
@@ -266,26 +255,30 @@ class AdobeQueryServiceHook(QueryTaskHook[AdobeApi]):
 
         :raises RemoteQueryFailedError: when the batch failed, or none succeeded within ``timeout``.
         """
-        deadline = time.monotonic() + timeout
-        while True:
-            batch = self.latest_batch(dataset_id, created_after_ms=created_after_ms)
-            status = str((batch or {}).get("status", "")).lower()
-            if batch is not None and status == "success":
-                return batch
-            if status in BATCH_FAILED:
-                raise RemoteQueryFailedError(
-                    f"Batch {batch and batch['id']} of dataset {dataset_id} is {status}",
-                    platform=self.conn_type,
-                    detail=batch,
+        loop = WaitLoop(
+            f"Newest batch of dataset {dataset_id}",
+            PollSchedule(initial=poll, maximum=poll),
+            deadline=time.time() + timeout,
+            logger=self.log,
+        )
+        try:
+            snapshot = loop.run(
+                lambda: batch_snapshot(
+                    dataset_id, self.latest_batch(dataset_id, created_after_ms=created_after_ms)
                 )
-            if time.monotonic() >= deadline:
-                raise RemoteQueryFailedError(
-                    f"No successful batch of dataset {dataset_id} after {timeout:.0f} s "
-                    f"(last: {status or 'none'})",
-                    platform=self.conn_type,
-                    detail=batch,
-                )
-            time.sleep(poll)
+            )
+        except QueryTimeoutError as exc:
+            raise RemoteQueryFailedError(
+                f"No successful batch of dataset {dataset_id} after {timeout:.0f} s ({exc})",
+                platform=self.conn_type,
+            ) from None
+        if snapshot.state is not QueryState.SUCCEEDED:
+            raise RemoteQueryFailedError(
+                f"Batch {snapshot.raw.get('id')} of dataset {dataset_id} is {snapshot.remote_status}",
+                platform=self.conn_type,
+                detail=snapshot.raw,
+            )
+        return snapshot.raw
 
     # -- Data Access --------------------------------------------------------------------------
     def iter_batch_files(self, batch_id: str) -> Iterator[dict[str, Any]]:

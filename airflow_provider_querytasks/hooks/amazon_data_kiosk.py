@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_querytasks.common.api import ApiRequest, ApiResponse, PlatformApi, required_id
+from airflow_provider_querytasks.common.api import required_id
 from airflow_provider_querytasks.common.auth import TokenSource
 from airflow_provider_querytasks.common.errors import (
     QueryCancelledError,
@@ -26,17 +26,13 @@ from airflow_provider_querytasks.protocols.amazon_data_kiosk import (
     LwaTokenSource,
     compact_query,
     error_document_message,
-    parse_created,
-    parse_document,
-    parse_queries_page,
-    parse_query,
     query_snapshot,
     read_notification,
     validate_query,
 )
 
 
-class DataKioskHook(QueryTaskHook[DataKioskApi]):
+class DataKioskHook(QueryTaskHook[DataKioskSettings, DataKioskApi]):
     """Data Kiosk queries: create, read, list, cancel; documents: locate and download.
 
     The connection (type ``amazon_sp_api``) holds the LWA client id in *login*, the client secret
@@ -66,14 +62,14 @@ class DataKioskHook(QueryTaskHook[DataKioskApi]):
             selling_partner_id=self.extra_value(extra, "selling_partner_id"),
         )
 
-    def build_api(self, settings: DataKioskSettings) -> PlatformApi:
+    def build_api(self, settings: DataKioskSettings) -> DataKioskApi:
         return DataKioskApi(settings)
 
     def build_token_source(self, settings: DataKioskSettings) -> TokenSource | None:
         return LwaTokenSource(settings)
 
     def check_connection(self) -> str:
-        queries, _ = parse_queries_page(self.call(self.api.get_queries_request(page_size=1)))
+        queries, _ = self.run(DataKioskApi.get_queries, page_size=1)
         return f"Data Kiosk reachable ({len(queries)} recent query shown)"
 
     @classmethod
@@ -100,14 +96,14 @@ class DataKioskHook(QueryTaskHook[DataKioskApi]):
         idempotent: never re-sent after an ambiguous failure.
         """
         validate_query(query, validate_schema=validate_schema)
-        return parse_created(self.call(self.api.create_query_request(query, pagination_token)))
+        return self.run(DataKioskApi.create_query, query, pagination_token)
 
     def get_query(self, query_id: str) -> dict[str, Any]:
         """The Query object (``processingStatus``, document ids, ``pagination``)."""
-        return parse_query(self.call(self.api.get_query_request(query_id)))
+        return self.run(DataKioskApi.get_query, query_id)
 
     async def aget_query(self, query_id: str) -> dict[str, Any]:
-        return parse_query(await self.acall((await self.aapi()).get_query_request(query_id)))
+        return await self.arun(DataKioskApi.get_query, query_id)
 
     def iter_queries(
         self,
@@ -120,14 +116,14 @@ class DataKioskHook(QueryTaskHook[DataKioskApi]):
         """Every query matching the filters, following ``nextToken`` (same filters each page)."""
         token: str | None = None
         while True:
-            request = self.api.get_queries_request(
+            queries, token = self.run(
+                DataKioskApi.get_queries,
                 processing_statuses=processing_statuses,
                 page_size=page_size,
                 created_since=created_since,
                 created_until=created_until,
                 pagination_token=token,
             )
-            queries, token = parse_queries_page(self.call(request))
             yield from queries
             if not token:
                 return
@@ -147,37 +143,20 @@ class DataKioskHook(QueryTaskHook[DataKioskApi]):
 
         :raises NotFoundError: for an unknown query (of this account).
         """
-        request = self.api.cancel_query_request(query_id)
-        response = self.call(request)
-        query = self.get_query(query_id) if response.status == 400 else None
-        self._cancel_outcome(query_id, self.api, request, response, query)
+        self._log_cancel(query_id, self.run(DataKioskApi.cancel_query, query_id))
 
     async def acancel_query(self, query_id: str) -> None:
-        api = await self.aapi()
-        request = api.cancel_query_request(query_id)
-        response = await self.acall(request)
-        query = await self.aget_query(query_id) if response.status == 400 else None
-        self._cancel_outcome(query_id, api, request, response, query)
+        self._log_cancel(query_id, await self.arun(DataKioskApi.cancel_query, query_id))
 
-    def _cancel_outcome(
-        self,
-        query_id: str,
-        api: DataKioskApi,
-        request: ApiRequest,
-        response: ApiResponse,
-        query: dict[str, Any] | None,
-    ) -> None:
-        if query is None:
+    def _log_cancel(self, query_id: str, finished_as: str | None) -> None:
+        if finished_as is None:
             self.log.info("Cancelled %s", self.describe_query(query_id))
-            return
-        error = api.cancel_refusal_error(request, response, query)
-        if error is not None:
-            raise error
-        self.log.info(
-            "%s was not cancelled: it had already finished (%s)",
-            self.describe_query(query_id),
-            query.get("processingStatus"),
-        )
+        else:
+            self.log.info(
+                "%s was not cancelled: it had already finished (%s)",
+                self.describe_query(query_id),
+                finished_as,
+            )
 
     # -- waiting ------------------------------------------------------------------------------
     def get_status(self, query_id: str) -> StatusSnapshot:
@@ -210,7 +189,7 @@ class DataKioskHook(QueryTaskHook[DataKioskApi]):
     # -- documents ----------------------------------------------------------------------------
     def get_document(self, document_id: str) -> str:
         """A fresh presigned URL of a data or error document (it expires after 5 minutes)."""
-        return parse_document(self.call(self.api.get_document_request(document_id)))
+        return self.run(DataKioskApi.get_document, document_id)
 
     def download_document(self, document_id: str, destination: Destination) -> dict[str, Any]:
         """Stream a document (JSONL data or JSON error) to ``destination``, atomically.

@@ -6,7 +6,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from airflow_provider_querytasks.common.api import PlatformApi
 from airflow_provider_querytasks.common.auth import TokenSource
 from airflow_provider_querytasks.common.errors import RemoteQueryFailedError
 from airflow_provider_querytasks.common.fetch import Destination, fetch_url
@@ -20,17 +19,13 @@ from airflow_provider_querytasks.protocols.shoplazza import (
     ShoplazzaApi,
     ShoplazzaSettings,
     ShoplazzaTokenSource,
-    parse_count,
-    parse_created,
-    parse_task,
-    parse_task_page,
     result_url,
     task_snapshot,
     validate_event,
 )
 
 
-class ShoplazzaHook(QueryTaskHook[ShoplazzaApi]):
+class ShoplazzaHook(QueryTaskHook[ShoplazzaSettings, ShoplazzaApi]):
     """Shoplazza data query tasks: create, read, list and count tasks, download their CSV.
 
     The connection (type ``shoplazza``) holds the shop in *host* (``mystore`` or
@@ -76,7 +71,7 @@ class ShoplazzaHook(QueryTaskHook[ShoplazzaApi]):
             refresh_token=self.extra_value(extra, "refresh_token"),
         )
 
-    def build_api(self, settings: ShoplazzaSettings) -> PlatformApi:
+    def build_api(self, settings: ShoplazzaSettings) -> ShoplazzaApi:
         return ShoplazzaApi(settings)
 
     def build_token_source(self, settings: ShoplazzaSettings) -> TokenSource | None:
@@ -100,18 +95,18 @@ class ShoplazzaHook(QueryTaskHook[ShoplazzaApi]):
         :func:`~airflow_provider_querytasks.protocols.shoplazza.split_window`).
         """
         validate_event(event)
-        return parse_created(self.call(self.api.create_task_request(event, begin_time, end_time)))
+        return self.run(ShoplazzaApi.create_task, event, begin_time, end_time)
 
     def get_task(self, query_id: str) -> dict[str, Any]:
         """One task (``query_id``, ``query_status``, ``query.url``); an empty id is refused."""
-        return parse_task(self.call(self.api.get_task_request(query_id)))
+        return self.run(ShoplazzaApi.get_task, query_id)
 
     async def aget_task(self, query_id: str) -> dict[str, Any]:
-        return parse_task(await self.acall((await self.aapi()).get_task_request(query_id)))
+        return await self.arun(ShoplazzaApi.get_task, query_id)
 
     def list_tasks(self, page: int = 1, limit: int = 20) -> list[dict[str, Any]]:
         """One page of the store's tasks (``limit`` at most 250)."""
-        return parse_task_page(self.call(self.api.list_tasks_request(page, limit)))
+        return self.run(ShoplazzaApi.list_tasks, page, limit)
 
     def iter_tasks(self, limit: int = MAX_PAGE_SIZE) -> Iterator[dict[str, Any]]:
         """Every task, page by page (the list has no cursor: a short page is the last one)."""
@@ -125,7 +120,7 @@ class ShoplazzaHook(QueryTaskHook[ShoplazzaApi]):
 
     def count_tasks(self) -> int:
         """Number of data query tasks in the store."""
-        return parse_count(self.call(self.api.count_tasks_request()))
+        return self.run(ShoplazzaApi.count_tasks)
 
     # -- waiting ------------------------------------------------------------------------------
     def _snapshot(self, query_id: str, task: dict[str, Any]) -> StatusSnapshot:

@@ -16,7 +16,7 @@ from airflow_provider_querytasks.compat import BaseOperator, Context
 from airflow_provider_querytasks.hooks.adobe_query_service import AdobeQueryServiceHook
 from airflow_provider_querytasks.links.adobe_query_service import AdobeQueryLink
 from airflow_provider_querytasks.protocols.adobe_query_service import (
-    build_query_def,
+    AdobeQueryDefinition,
     created_dataset_id,
     errors_text,
     query_record,
@@ -133,34 +133,28 @@ class AdobeQueryOperator(QueryTaskOperator[AdobeQueryServiceHook]):
         self.ctas_parameters = ctas_parameters
         self.insert_into_parameters = insert_into_parameters
 
-    def validate_inputs(self) -> None:
-        # The connection's sandbox is checked against db_name when submitting (before the call).
-        build_query_def(
+    def query_definition(self, name: str | None = None) -> AdobeQueryDefinition:
+        """The query the (rendered) fields describe, named ``name`` (else the ``name`` field)."""
+        return AdobeQueryDefinition(
             sql=self.sql,
             template_id=self.template_id,
-            db_name=self.db_name or "prod:all",
             query_parameters=self.query_parameters,
-            name=self.name,
+            db_name=self.db_name,
+            name=name or self.name,
             description=self.description,
             ctas_parameters=self.ctas_parameters,
             insert_into_parameters=self.insert_into_parameters,
         )
+
+    def validate_inputs(self) -> None:
+        # The connection's sandbox is checked against db_name when submitting (before the call).
+        self.query_definition().body()
 
     def _name(self, context: Context) -> str:
         return self.name or submission_name(context)
 
     def submit(self, context: Context) -> str:
-        query = self.hook.create_query(
-            sql=self.sql,
-            template_id=self.template_id,
-            db_name=self.db_name,
-            query_parameters=self.query_parameters,
-            name=self._name(context),
-            description=self.description,
-            ctas_parameters=self.ctas_parameters,
-            insert_into_parameters=self.insert_into_parameters,
-        )
-        return str(query["id"])
+        return str(self.hook.create_query(self.query_definition(self._name(context)))["id"])
 
     def find_running(self, context: Context) -> str | None:
         live = self.hook.find_live_query(self._name(context))

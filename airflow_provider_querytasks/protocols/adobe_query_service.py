@@ -14,12 +14,14 @@ from urllib.parse import quote, unquote, urlsplit
 
 from airflow_provider_querytasks.common.api import (
     ApiRequest,
+    ApiResponse,
     PlatformApi,
     path_segment,
     validate_base_url,
 )
 from airflow_provider_querytasks.common.auth import TokenSource
 from airflow_provider_querytasks.common.errors import ApiError, InvalidInputError
+from airflow_provider_querytasks.common.operations import Steps, one_call
 from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
 
 DEFAULT_ENDPOINT = "https://platform.adobe.io"
@@ -164,6 +166,14 @@ class AdobeApi(PlatformApi):
             json={"op": op},
             ok_statuses=(409,),
         )
+
+    def get_query(self, query_id: str) -> Steps[dict[str, Any]]:
+        """retrieveQuery: the query object."""
+        return one_call(self.get_query_request(query_id), ApiResponse.json_object)
+
+    def patch_query(self, query_id: str, op: str) -> Steps[int]:
+        """A PATCH of a query (``cancel``, ``soft_delete``): its status (409: it had already ended)."""
+        return one_call(self.patch_query_request(query_id, op), _status)
 
     def list_queries_request(
         self,
@@ -317,6 +327,10 @@ class AdobeApi(PlatformApi):
         return f"{EXPORT}/files/{path_segment(file_id, 'file_id')}"
 
 
+def _status(response: ApiResponse) -> int:
+    return response.status
+
+
 def _limit(value: int, maximum: int) -> int:
     if not 1 <= int(value) <= maximum:
         raise InvalidInputError("limit", f"must be 1 to {maximum}, got {value}")
@@ -324,64 +338,85 @@ def _limit(value: int, maximum: int) -> int:
 
 
 # -- query definitions --------------------------------------------------------------------------
-def build_query_def(
-    *,
-    sql: str | None,
-    template_id: str | None,
-    db_name: str,
-    query_parameters: dict[str, Any] | None = None,
-    name: str | None = None,
-    description: str | None = None,
-    ctas_parameters: dict[str, Any] | None = None,
-    insert_into_parameters: dict[str, Any] | None = None,
-    sandbox: str | None = None,
-) -> dict[str, Any]:
-    """The ``POST /queries`` body, validated.
+@dataclass(frozen=True)
+class AdobeQueryDefinition:
+    """What a query runs: the ``POST /queries`` body (also a scheduled query's ``query``).
 
-    :raises InvalidInputError: naming the parameter (``sql``/``template_id``, ``db_name``...).
+    :param sql: the SQL; exactly one of ``sql`` and ``template_id``.
+    :param template_id: a query template id.
+    :param query_parameters: values for ``$name`` placeholders, sent as ``queryParameters``
+        (Adobe substitutes them as text: quote literals in the SQL).
+    :param db_name: ``<sandbox>:all`` (or ``<sandbox>:<db>.<schema>``); default the sandbox's ``all``.
+    :param name: the query's name.
+    :param description: the query's description.
+    :param ctas_parameters: ``{"datasetName", "description"?, "targetSchemaTitle"?}``: CREATE TABLE AS.
+    :param insert_into_parameters: ``{"datasetName"}``: INSERT INTO an existing dataset.
     """
-    has_sql = isinstance(sql, str) and bool(sql.strip())
-    has_template = isinstance(template_id, str) and bool(template_id.strip())
-    if has_sql == has_template:
-        raise InvalidInputError("sql", "give exactly one of sql (non-empty) and template_id")
-    if not isinstance(db_name, str) or not DB_NAME.match(db_name):
-        raise InvalidInputError(
-            "db_name", f"{db_name!r} is not '<sandbox>:all' (or '<sandbox>:<db>.<schema>')"
-        )
-    if sandbox is not None and db_name.split(":", 1)[0] != sandbox:
-        raise InvalidInputError(
-            "db_name",
-            f"{db_name!r} names sandbox {db_name.split(':', 1)[0]!r} but the connection uses {sandbox!r}",
-        )
-    if ctas_parameters and insert_into_parameters:
-        raise InvalidInputError("ctas_parameters", "give ctas_parameters or insert_into_parameters, not both")
-    for parameter, target in (
-        ("ctas_parameters", ctas_parameters),
-        ("insert_into_parameters", insert_into_parameters),
-    ):
-        if target is not None and (not isinstance(target, dict) or not target.get("datasetName")):
-            raise InvalidInputError(parameter, "must be a dict with a non-empty datasetName")
-    if query_parameters is not None and not (
-        isinstance(query_parameters, dict)
-        and all(isinstance(k, str) and PARAMETER.match(k) for k in query_parameters)
-    ):
-        raise InvalidInputError("query_parameters", "must map names ([A-Za-z_][A-Za-z0-9_]*) to values")
-    body: dict[str, Any] = {"dbName": db_name}
-    if has_sql:
-        body["sql"] = sql
-    else:
-        body["templateId"] = str(template_id).strip()
-    if query_parameters:
-        body["queryParameters"] = {k: str(v) for k, v in query_parameters.items()}
-    if name:
-        body["name"] = name
-    if description:
-        body["description"] = description
-    if ctas_parameters:
-        body["ctasParameters"] = dict(ctas_parameters)
-    if insert_into_parameters:
-        body["insertIntoParameters"] = dict(insert_into_parameters)
-    return body
+
+    sql: str | None = None
+    template_id: str | None = None
+    query_parameters: dict[str, Any] | None = None
+    db_name: str | None = None
+    name: str | None = None
+    description: str | None = None
+    ctas_parameters: dict[str, Any] | None = None
+    insert_into_parameters: dict[str, Any] | None = None
+
+    def body(self, sandbox: str | None = None) -> dict[str, Any]:
+        """The request body, validated.
+
+        :param sandbox: the connection's sandbox: the default ``db_name`` is ``<sandbox>:all``,
+            and a ``db_name`` naming another sandbox is refused. Unknown (``None``): ``prod``
+            is assumed for the default and nothing is compared.
+        :raises InvalidInputError: naming the parameter (``sql``/``template_id``, ``db_name``...).
+        """
+        sql, template_id = self.sql, self.template_id
+        db_name = self.db_name or f"{sandbox or 'prod'}:all"
+        has_sql = isinstance(sql, str) and bool(sql.strip())
+        has_template = isinstance(template_id, str) and bool(template_id.strip())
+        if has_sql == has_template:
+            raise InvalidInputError("sql", "give exactly one of sql (non-empty) and template_id")
+        if not isinstance(db_name, str) or not DB_NAME.match(db_name):
+            raise InvalidInputError(
+                "db_name", f"{db_name!r} is not '<sandbox>:all' (or '<sandbox>:<db>.<schema>')"
+            )
+        if sandbox is not None and db_name.split(":", 1)[0] != sandbox:
+            raise InvalidInputError(
+                "db_name",
+                f"{db_name!r} names sandbox {db_name.split(':', 1)[0]!r} but the connection uses {sandbox!r}",
+            )
+        if self.ctas_parameters and self.insert_into_parameters:
+            raise InvalidInputError(
+                "ctas_parameters", "give ctas_parameters or insert_into_parameters, not both"
+            )
+        for parameter, target in (
+            ("ctas_parameters", self.ctas_parameters),
+            ("insert_into_parameters", self.insert_into_parameters),
+        ):
+            if target is not None and (not isinstance(target, dict) or not target.get("datasetName")):
+                raise InvalidInputError(parameter, "must be a dict with a non-empty datasetName")
+        query_parameters = self.query_parameters
+        if query_parameters is not None and not (
+            isinstance(query_parameters, dict)
+            and all(isinstance(k, str) and PARAMETER.match(k) for k in query_parameters)
+        ):
+            raise InvalidInputError("query_parameters", "must map names ([A-Za-z_][A-Za-z0-9_]*) to values")
+        body: dict[str, Any] = {"dbName": db_name}
+        if has_sql:
+            body["sql"] = sql
+        else:
+            body["templateId"] = str(template_id).strip()
+        if query_parameters:
+            body["queryParameters"] = {k: str(v) for k, v in query_parameters.items()}
+        if self.name:
+            body["name"] = self.name
+        if self.description:
+            body["description"] = self.description
+        if self.ctas_parameters:
+            body["ctasParameters"] = dict(self.ctas_parameters)
+        if self.insert_into_parameters:
+            body["insertIntoParameters"] = dict(self.insert_into_parameters)
+        return body
 
 
 def errors_text(errors: Any) -> str:
@@ -403,6 +438,19 @@ def query_snapshot(query: dict[str, Any]) -> StatusSnapshot:
     if state_name not in ADOBE_QUERY_STATE_TO_QUERY_STATE:
         message = f"unknown state {state_name!r}"
     return StatusSnapshot(str(query.get("id")), state, state_name, raw=query, message=message)
+
+
+def batch_snapshot(dataset_id: str, batch: dict[str, Any] | None) -> StatusSnapshot:
+    """The newest batch of a dataset, as a wait sees it: done once Catalog shows it ``success``."""
+    status = str((batch or {}).get("status", "")).lower()
+    if batch is not None and status == "success":
+        state = QueryState.SUCCEEDED
+    elif status in BATCH_FAILED:
+        state = QueryState.FAILED
+    else:  # none yet, or loading
+        state = QueryState.RUNNING if batch is not None else QueryState.PENDING
+    batch_id = (batch or {}).get("id")
+    return StatusSnapshot(f"{dataset_id}/{batch_id}", state, status or "none", raw=batch or {})
 
 
 def run_snapshot(schedule_id: str, run: dict[str, Any]) -> StatusSnapshot:

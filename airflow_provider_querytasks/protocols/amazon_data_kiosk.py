@@ -30,6 +30,7 @@ from airflow_provider_querytasks.common.errors import (
     PermissionDeniedError,
 )
 from airflow_provider_querytasks.common.notifications import Notification
+from airflow_provider_querytasks.common.operations import Steps, one_call
 from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
 
 API_PATH = "/dataKiosk/2023-11-15"
@@ -176,22 +177,13 @@ class DataKioskApi(PlatformApi):
     def cancel_query_request(self, query_id: str) -> ApiRequest:
         # Cancelling a CANCELLED query is a documented no-op (204); a DONE or FATAL one is refused
         # with an error the model does not spell out, so a 400 is returned as an answer and read
-        # with the query's status (cancel_refusal_error). A 404 is an unknown query: an error.
+        # with the query's status (cancel_query). A 404 is an unknown query: an error.
         return ApiRequest(
             "DELETE",
             f"{API_PATH}/queries/{path_segment(query_id, 'query_id')}",
             "cancelQuery",
             ok_statuses=(400,),
         )
-
-    def cancel_refusal_error(
-        self, request: ApiRequest, response: ApiResponse, query: dict[str, Any]
-    ) -> ApiError | None:
-        """What a 400 answer to cancelQuery means, given the query as getQuery shows it after:
-        ``None`` when the query has finished (nothing to cancel), else the error it is."""
-        if query.get("processingStatus") in TERMINAL_STATUSES:
-            return None
-        return self.error_for(request, response)
 
     def get_queries_request(
         self,
@@ -222,6 +214,38 @@ class DataKioskApi(PlatformApi):
         return ApiRequest(
             "GET", f"{API_PATH}/documents/{path_segment(document_id, 'document_id')}", "getDocument"
         )
+
+    # -- operations (a request and its parser, run by either client) --------------------------
+    def create_query(self, query: str, pagination_token: str | None = None) -> Steps[str]:
+        """createQuery: the new ``queryId``."""
+        return one_call(self.create_query_request(query, pagination_token), parse_created)
+
+    def get_query(self, query_id: str) -> Steps[dict[str, Any]]:
+        """getQuery: the Query object."""
+        return one_call(self.get_query_request(query_id), parse_query)
+
+    def get_queries(self, **filters: Any) -> Steps[tuple[list[dict[str, Any]], str | None]]:
+        """getQueries (filters as :meth:`get_queries_request`): one page and the next token."""
+        return one_call(self.get_queries_request(**filters), parse_queries_page)
+
+    def get_document(self, document_id: str) -> Steps[str]:
+        """getDocument: a fresh presigned URL."""
+        return one_call(self.get_document_request(document_id), parse_document)
+
+    def cancel_query(self, query_id: str) -> Steps[str | None]:
+        """cancelQuery: ``None`` when cancelled, else the status the query had already reached.
+
+        A 400 is read with the query's status: refused because the query has finished is not an
+        error; refused for any other reason raises the 400 as the error it is.
+        """
+        request = self.cancel_query_request(query_id)
+        response = yield request
+        if response.status != 400:
+            return None
+        query = yield from self.get_query(query_id)
+        if query.get("processingStatus") not in TERMINAL_STATUSES:
+            raise self.error_for(request, response)
+        return str(query.get("processingStatus"))
 
 
 # -- answers ----------------------------------------------------------------------------------

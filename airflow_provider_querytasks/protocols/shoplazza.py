@@ -30,6 +30,7 @@ from airflow_provider_querytasks.common.errors import (
     InvalidInputError,
     NotFoundError,
 )
+from airflow_provider_querytasks.common.operations import Steps, one_call
 from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
 
 #: Event types a data query task accepts (OpenAPI ``create-data``).
@@ -221,6 +222,23 @@ class ShoplazzaApi(PlatformApi):
 
     def count_tasks_request(self) -> ApiRequest:
         return ApiRequest("GET", self._path("count"), "countDataTasks")
+
+    # -- operations (a request and its parser, run by either client) --------------------------
+    def create_task(self, event: str, begin_time: str, end_time: str) -> Steps[str]:
+        """createDataTask: the new task's ``query_id``."""
+        return one_call(self.create_task_request(event, begin_time, end_time), parse_created)
+
+    def get_task(self, query_id: str) -> Steps[dict[str, Any]]:
+        """getDataTask: the task object."""
+        return one_call(self.get_task_request(query_id), parse_task)
+
+    def list_tasks(self, page: int, limit: int) -> Steps[list[dict[str, Any]]]:
+        """listDataTasks: one page of tasks."""
+        return one_call(self.list_tasks_request(page, limit), parse_task_page)
+
+    def count_tasks(self) -> Steps[int]:
+        """countDataTasks: the number of tasks."""
+        return one_call(self.count_tasks_request(), parse_count)
 
 
 # -- answers ----------------------------------------------------------------------------------

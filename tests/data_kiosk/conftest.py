@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from airflow_provider_querytasks.hooks.amazon_data_kiosk import DataKioskHook
+from airflow_provider_querytasks.operators.amazon_data_kiosk import DataKioskQueryOperator
 from airflow_provider_querytasks.testing.amazon_data_kiosk import DataKioskEmulator
 
 from ..helpers import FAST_RETRY, use_connection
@@ -40,3 +42,8 @@ def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[DataKioskEmulator]:
 @pytest.fixture
 def hook(emulator: DataKioskEmulator) -> DataKioskHook:
     return DataKioskHook(retry=FAST_RETRY)
+
+
+def operator(**kwargs: Any) -> DataKioskQueryOperator:
+    kwargs.setdefault("query", QUERY)
+    return DataKioskQueryOperator(task_id="query", poll_interval=0.05, **kwargs)

@@ -23,11 +23,9 @@ from airflow_provider_querytasks.common.wait import QueryState
 from airflow_provider_querytasks.hooks.shoplazza import ShoplazzaHook
 from airflow_provider_querytasks.operators.shoplazza import ShoplazzaDataTaskOperator
 from airflow_provider_querytasks.testing.shoplazza import ShoplazzaEmulator
-from airflow_provider_querytasks.triggers.shoplazza import ShoplazzaDataTaskTrigger
 
 from ..helpers import FAST_RETRY, run_trigger, use_connection
-
-DAY = ("2026-11-20T00:00:00", "2026-11-21T00:00:00")
+from .conftest import DAY, trigger_for
 
 
 def wait_complete(hook: ShoplazzaHook, query_id: str, limit: float = 10.0) -> Any:
@@ -306,33 +304,6 @@ def test_truncated_download_leaves_nothing_behind(
     assert list(tmp_path.iterdir()) == []
 
 
-def trigger_for(query_id: str) -> ShoplazzaDataTaskTrigger:
-    return ShoplazzaDataTaskTrigger(
-        conn_id="shoplazza_default",
-        query_id=query_id,
-        deadline=time.time() + 30,
-        poll_schedule={"initial": 0.05, "maximum": 0.1, "proportion": 0.1},
-        started=time.time(),
-        cancel_on_kill=True,
-    )
-
-
-def test_trigger_reports_success_with_the_task(emulator: ShoplazzaEmulator, hook: ShoplazzaHook) -> None:
-    query_id = hook.create_task("purchase_product", *DAY)
-    event = run_trigger(trigger_for(query_id))
-    assert event["status"] == "success" and event["query_id"] == query_id
-    assert event["snapshot"]["raw"]["query"]["url"].startswith(emulator.urls["storage"])
-
-
-def test_trigger_reports_an_undocumented_status_as_failed(
-    emulator: ShoplazzaEmulator, hook: ShoplazzaHook
-) -> None:
-    emulator.final_status = 5
-    query_id = hook.create_task("purchase_product", *DAY)
-    event = run_trigger(trigger_for(query_id))
-    assert event["status"] == "failed" and event["snapshot"]["remote_status"] == 5
-
-
 def answer_task_detail_with_errors(emulator: ShoplazzaEmulator) -> None:
     """The documented ``{"errors": ["no result"]}``, with a 200 (its HTTP status is undocumented)."""
     emulator.inject(
@@ -384,9 +355,3 @@ def test_an_error_body_ends_the_wait_in_the_worker_and_the_trigger(
             timeout=5,
         ).execute({})  # type: ignore[arg-type]
     assert time.monotonic() - started < 4  # failed at the first poll, not at the timeout
-
-
-def test_trigger_serializes_to_its_own_class() -> None:
-    path, kwargs = trigger_for("q1").serialize()
-    assert path == "airflow_provider_querytasks.triggers.shoplazza.ShoplazzaDataTaskTrigger"
-    assert kwargs["query_id"] == "q1"

@@ -1,37 +1,28 @@
-"""Shoplazza operators and sensor against the emulator, directly and through the example DAGs."""
+"""Shoplazza operators against the emulator, directly and through the example DAGs."""
 
 from __future__ import annotations
 
 import datetime as dt
 import itertools
 import runpy
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from airflow_provider_querytasks.common.errors import InvalidInputError
-from airflow_provider_querytasks.compat import PokeReturnValue, TaskDeferred
+from airflow_provider_querytasks.compat import TaskDeferred
 from airflow_provider_querytasks.operators.shoplazza import (
-    ShoplazzaDataTaskOperator,
     ShoplazzaDownloadResultOperator,
     split_window_kwargs,
 )
-from airflow_provider_querytasks.sensors.shoplazza import ShoplazzaDataTaskSensor
 from airflow_provider_querytasks.testing.dags import run_dag
 from airflow_provider_querytasks.testing.shoplazza import ShoplazzaEmulator
 
 from ..helpers import run_trigger
+from .conftest import export
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "example_dags" / "example_shoplazza.py"
-
-
-def export(**kwargs: Any) -> ShoplazzaDataTaskOperator:
-    kwargs.setdefault("event", "purchase_product")
-    kwargs.setdefault("begin_time", "2026-11-20T00:00:00")
-    kwargs.setdefault("end_time", "2026-11-21T00:00:00")
-    return ShoplazzaDataTaskOperator(task_id="export", poll_interval=0.05, **kwargs)
 
 
 @pytest.mark.parametrize(
@@ -132,19 +123,6 @@ def test_download_operator_names_the_file_after_the_task(emulator: ShoplazzaEmul
     assert Path(record["uri"]).name == f"{query_id}.csv" and record["rows"] == 20
     with pytest.raises(InvalidInputError, match="query_id"):
         ShoplazzaDownloadResultOperator(task_id="d", query_id=" ", destination=f"{tmp_path}/").execute({})  # type: ignore[arg-type]
-
-
-def test_sensor_pokes_until_the_url_is_there(emulator: ShoplazzaEmulator) -> None:
-    query_id = export(wait_for_completion=False).execute({})["query_id"]  # type: ignore[arg-type]
-    sensor = ShoplazzaDataTaskSensor(task_id="wait", query_id=query_id, poll_interval=0.05)
-    assert sensor.poke({}) is False  # type: ignore[arg-type]
-    deadline = time.monotonic() + 10
-    while (done := sensor.poke({})) is False and time.monotonic() < deadline:  # type: ignore[arg-type]
-        time.sleep(0.05)
-    assert isinstance(done, PokeReturnValue)
-    record: dict[str, Any] = done.xcom_value  # type: ignore[assignment]
-    assert record["query_id"] == query_id and record["status"] == "complete"
-    assert "Signature" not in record["url"]
 
 
 def test_example_dags_run_end_to_end(
