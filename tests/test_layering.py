@@ -144,7 +144,17 @@ def test_sensors_old_import_path_still_works_with_a_warning(name: str) -> None:
 
 #: Modules the protocol layer imports that must not import Airflow (at module level: the token
 #: store backend is installed by ``common/transport.py``, or imported on first use).
-AIRFLOW_FREE = ("common.auth", "common.process_state")
+AIRFLOW_FREE = (
+    "common.api",
+    "common.auth",
+    "common.errors",
+    "common.operations",
+    "common.process_state",
+    "common.wait",
+    "protocols.adobe_query_service",
+    "protocols.amazon_data_kiosk",
+    "protocols.shoplazza",
+)
 AIRFLOW_MODULES = ("airflow", f"{PACKAGE}.compat", f"{PACKAGE}.version_compat")
 
 
@@ -170,3 +180,20 @@ def test_the_airflow_check_sees_an_airflow_import() -> None:
     assert airflow_imports(f"from {PACKAGE}.compat import mask_secret\n", module)
     assert airflow_imports("from airflow.models import Variable\n", module)
     assert airflow_imports("def f():\n    from airflow.models import Variable\n", module) == []
+
+
+def test_the_protocol_layer_loads_no_airflow_at_all() -> None:
+    """Transitively: importing the three protocol modules loads no ``airflow`` module (a fresh
+    interpreter, since this test process has Airflow loaded already)."""
+    protocols = [f"{PACKAGE}.protocols.{path.stem}" for path in sorted((ROOT / "protocols").glob("[!_]*.py"))]
+    assert len(protocols) == 3, protocols
+    probe = (
+        "import importlib, sys\n"
+        f"for name in {protocols!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(sorted(m for m in sys.modules if m == 'airflow' or m.startswith('airflow.')))\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], check=True, capture_output=True, text=True, cwd=ROOT.parent
+    ).stdout.strip()
+    assert loaded == "[]", loaded

@@ -1,7 +1,10 @@
 """The provider's error hierarchy, shared by the three platforms.
 
-Every error a hook, operator, sensor or trigger raises on purpose is a :class:`QueryTaskError`
-(an ``AirflowException``), so DAG authors can catch one type. HTTP-level errors carry the
+Every error a hook, operator, sensor or trigger raises on purpose is a :class:`QueryTaskError`,
+so DAG authors can catch one type. It is a plain ``Exception``, not an ``AirflowException``: the
+protocol layer (this module, ``common/api.py``, ``protocols/``) imports no Airflow, and Airflow
+fails or retries a task on any exception alike (bad input becomes ``AirflowFailException`` at
+the operator boundary, ``common/no_retry.py``). HTTP-level errors carry the
 platform's own error detail and request id; none carries a credential.
 """
 
@@ -9,10 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_provider_querytasks.compat import AirflowException
 
-
-class QueryTaskError(AirflowException):
+class QueryTaskError(Exception):
     """Base of every error raised by this provider.
 
     :param message: what went wrong, for a human.
