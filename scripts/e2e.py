@@ -29,6 +29,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -457,13 +458,21 @@ class E2E:
 
     def run(self) -> int:
         self.environment()
+        return self.run_steps(self.end_to_end)
+
+    def end_to_end(self) -> None:
+        self.start_emulators()
+        self.start_airflow()
+        started = self.trigger_all()
+        self.kill_deferred_task()
+        self.verify(self.wait_for_runs(started))
+        self.check_secrets()
+
+    def run_steps(self, steps: Callable[[], None]) -> int:
+        """Run ``steps`` and stop every component; print the failures and keep the Airflow home
+        of a failed run (else remove it); the exit code."""
         try:
-            self.start_emulators()
-            self.start_airflow()
-            started = self.trigger_all()
-            self.kill_deferred_task()
-            self.verify(self.wait_for_runs(started))
-            self.check_secrets()
+            steps()
         except Exception as exc:
             self.failures.append(f"{type(exc).__name__}: {exc}")
         finally:

@@ -117,25 +117,16 @@ class ExtraLinkCheck(E2E):
             print("The extra-link screenshot needs Airflow 3 (its REST API and UI).")
             return 1
         self.environment()
-        try:
-            self.start_emulators()
-            self.start_airflow()
-            started = time.monotonic()
-            self.trigger()
-            print(f"{DAG_ID}.{TASK_ID} finished in {time.monotonic() - started:.1f}s")
-            self.check_rest_api()
-            self.screenshot(png)
-        except Exception as exc:
-            self.failures.append(f"{type(exc).__name__}: {exc}")
-        finally:
-            self.stop()
-        for failure in self.failures:
-            print(f"FAILED: {failure}")
-        if self.failures:
-            print(f"(Airflow home kept for inspection: {self.home})")
-            return 1
-        shutil.rmtree(self.home, ignore_errors=True)
-        return 0
+        return self.run_steps(lambda: self.take_screenshot(png))
+
+    def take_screenshot(self, png: Path) -> None:
+        self.start_emulators()
+        self.start_airflow()
+        started = time.monotonic()
+        self.trigger()
+        print(f"{DAG_ID}.{TASK_ID} finished in {time.monotonic() - started:.1f}s")
+        self.check_rest_api()
+        self.screenshot(png)
 
 
 if __name__ == "__main__":
