@@ -26,13 +26,11 @@ import math
 import time
 from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager, suppress
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from airflow_provider_querytasks.common.hooks import QueryTaskHook
 from airflow_provider_querytasks.common.process_state import process_state
 from airflow_provider_querytasks.common.wait import StatusSnapshot
-
-if TYPE_CHECKING:
-    from airflow_provider_querytasks.common.hooks import QueryTaskHook
 
 log = logging.getLogger(__name__)
 
@@ -285,10 +283,11 @@ async def coalesced_wait(
 ) -> AsyncIterator[CoalescedWait | None]:
     """Register a wait with its account's poller for as long as the block runs.
 
-    Yields ``None`` when coalescing is off (``[querytasks] coalesce_polls``) or the loop already
-    serves :data:`MAX_POLLERS_PER_LOOP` accounts: the wait then polls its own query.
+    Yields ``None`` when coalescing is off (``[querytasks] coalesce_polls``), the hook has no
+    list path (it keeps the default :meth:`~.hooks.QueryTaskHook.alist_statuses`) or the loop
+    already serves :data:`MAX_POLLERS_PER_LOOP` accounts: the wait then polls its own query.
     """
-    if not coalesce_polls_enabled():
+    if type(hook).alist_statuses is QueryTaskHook.alist_statuses or not coalesce_polls_enabled():
         yield None
         return
     pollers = _pollers()
