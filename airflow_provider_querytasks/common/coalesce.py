@@ -113,8 +113,9 @@ class AccountPoller:
     :param key: what it serves (the hook class and its :meth:`poller_key`).
     :param hook: the hook its list calls go through (the first wait's: hooks of one key are
         interchangeable for listing).
-    :param gather_window: seconds due polls are gathered before a list call.
-    :param max_batch: due polls that start a list call at once.
+    :param gather_window: seconds due polls are gathered before a list call (default
+        :data:`GATHER_WINDOW`).
+    :param max_batch: due polls that start a list call at once (default :data:`MAX_BATCH`).
     """
 
     def __init__(
@@ -122,13 +123,13 @@ class AccountPoller:
         key: Hashable,
         hook: QueryTaskHook[Any, Any],
         *,
-        gather_window: float = GATHER_WINDOW,
-        max_batch: int = MAX_BATCH,
+        gather_window: float | None = None,
+        max_batch: int | None = None,
     ) -> None:
         self.key = key
         self.hook = hook
-        self.gather_window = gather_window
-        self.max_batch = max_batch
+        self.gather_window = GATHER_WINDOW if gather_window is None else gather_window
+        self.max_batch = MAX_BATCH if max_batch is None else max_batch
         self.waits: dict[str, list[CoalescedWait]] = {}
         #: query id -> (last snapshot, monotonic time observed).
         self.observed: dict[str, tuple[StatusSnapshot, float]] = {}
