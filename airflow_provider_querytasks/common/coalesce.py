@@ -75,7 +75,9 @@ class CoalescedWait:
     :param started: wall-clock start of the wait (bounds the list's created-time filter).
     """
 
-    def __init__(self, poller: AccountPoller, hook: QueryTaskHook[Any, Any], query_id: str, started: float):
+    def __init__(
+        self, poller: AccountPoller, hook: QueryTaskHook[Any, Any], query_id: str, started: float
+    ) -> None:
         self.poller = poller
         self.hook = hook
         self.query_id = query_id
@@ -103,6 +105,7 @@ class CoalescedWait:
         return self._terminal
 
     def wake(self, snapshot: StatusSnapshot) -> None:
+        """A list call showed the query terminal: end the current (or next) listen at once."""
         self._terminal = snapshot
         self._woken.set()
 
