@@ -196,7 +196,7 @@ def test_url_that_stays_expired_fails_clearly(emulator: FakeEmulator, tmp_path: 
 def test_a_failed_write_fails_the_fetch_and_leaves_nothing(
     emulator: FakeEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Writes run on the fetch's second thread: their error must still reach the caller.
+    # Writes run on a thread of the fetch's own: their error must still reach the caller.
     emulator.storage.put("r.csv", ROWS)
     opened = fetch._Target.open
 
