@@ -663,19 +663,33 @@ CSV_LINE, JSONL_RECORD = 96, 214
 
 
 DOWNLOAD_KINDS = ("csv", "csv, gzip-encoded", "jsonl")
+#: Each row alternates curl and our fetch this many times (the machines are shared: the best of
+#: each is the least disturbed), stopping early once a row has taken DOWNLOAD_ROW_BUDGET_S.
+DOWNLOAD_REPEATS, DOWNLOAD_ROW_BUDGET_S = 3, 60.0
 
 
 def download(
-    mib: int, large_mib: int | None, large_kinds: tuple[str, ...] = ("csv",)
+    mib: int, large_mib: int | None, large_kinds: tuple[str, ...] = DOWNLOAD_KINDS, repeats: int = 1
 ) -> list[dict[str, Any]]:
-    """Our fetch vs ``curl`` of the same URL: CSV, gzip-encoded CSV, JSONL (and large ones)."""
-    rows = [download_one(kind, mib) for kind in DOWNLOAD_KINDS if mib]
+    """Our fetch vs ``curl`` of the same URL: CSV, gzip-encoded CSV, JSONL, at both sizes."""
+    from airflow_provider_querytasks.common.fetch import report_output
+
+    # A process's first fetch also imports Airflow's hook-lineage collector (once, on commit):
+    # timed here apart, so that the rows measure the transfer, not the first row's imports.
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.perf_counter()
+        report_output(Path(folder) / "warm-up", local=True)
+        first_fetch_imports_s = round(time.perf_counter() - started, 2)
+    rows = [download_one(kind, mib, repeats) for kind in DOWNLOAD_KINDS if mib]
     if large_mib:
-        rows.extend(download_one(kind, large_mib) for kind in large_kinds)
+        rows.extend(download_one(kind, large_mib, repeats) for kind in large_kinds)
+    if rows:
+        rows[0]["first_fetch_imports_s"] = first_fetch_imports_s
     return rows
 
 
-def download_one(kind: str, mib: int) -> dict[str, Any]:
+def download_one(kind: str, mib: int, repeats: int = 1) -> dict[str, Any]:
+    """One format at one size: curl and our fetch in turns, ``repeats`` times (fewer if slow)."""
     from airflow_provider_querytasks.hooks.amazon_data_kiosk import DataKioskHook
     from airflow_provider_querytasks.hooks.shoplazza import ShoplazzaHook
 
@@ -702,35 +716,74 @@ def download_one(kind: str, mib: int) -> dict[str, Any]:
             def fetch(target: str) -> dict[str, Any]:
                 return shop.download_result(query_id, target)
 
-        # Each download starts with the page cache flushed: a gigabyte written moments before
-        # is still being written back, and throttles whichever download comes second.
-        os.sync()
-        started = time.perf_counter()
-        if shutil.which("curl"):
-            baseline = "curl --compressed -o" if "gzip" in kind else "curl -o"
-            subprocess.run(["curl", "-s", *baseline.split()[1:], f"{folder}/curl.out", url], check=True)
-        else:  # a machine without curl: the standard library's copy loop instead
-            baseline = "urllib + shutil.copyfileobj"
-            with urllib.request.urlopen(url) as answer, open(f"{folder}/curl.out", "wb") as out:
-                shutil.copyfileobj(answer, out, 1 << 20)
-        curl_s = time.perf_counter() - started
-        size = Path(f"{folder}/curl.out").stat().st_size
-        Path(f"{folder}/curl.out").unlink()  # keep one copy on disk at a time
-        os.sync()
-        before = rss()
-        with PeakRss() as peak:
-            started = time.perf_counter()
-            record = fetch(f"{folder}/ours.out")
-            ours_s = time.perf_counter() - started
+        pairs: list[dict[str, float]] = []
+        row_started = time.perf_counter()
+        while len(pairs) < repeats and (
+            not pairs or time.perf_counter() - row_started < DOWNLOAD_ROW_BUDGET_S
+        ):
+            pairs.append(_download_pair(kind, url, fetch, Path(folder)))
+    best_curl, best_ours = min(p["curl_s"] for p in pairs), min(p["ours_s"] for p in pairs)
+    size = pairs[0]["bytes"]
     return {
         "kind": kind,
-        "bytes": size,
-        "baseline": baseline,
-        "curl_mib_s": round(size / curl_s / 2**20, 1),
-        "ours_mib_s": round(record["bytes"] / ours_s / 2**20, 1),
-        "throughput_ratio_vs_curl": round(curl_s / ours_s, 2),
-        "rss_growth_mib": round(max(0, peak.value - before) / 2**20, 1),
+        "bytes": int(size),
+        "baseline": ("curl --compressed -o" if "gzip" in kind else "curl -o")
+        if shutil.which("curl")
+        else "urllib + shutil.copyfileobj",
+        "runs": len(pairs),
+        "curl_mib_s": round(size / best_curl / 2**20, 1),
+        "ours_mib_s": round(size / best_ours / 2**20, 1),
+        # Best against best; each run's own ratio beside it.
+        "throughput_ratio_vs_curl": round(best_curl / best_ours, 2),
+        "run_ratios": [round(p["curl_s"] / p["ours_s"], 2) for p in pairs],
+        # CPU of the whole fetch (all its threads) against curl's, for the same bytes: what the
+        # download costs beyond curl's read-and-write (hashing, line counting).
+        "cpu_ratio_vs_curl": round(
+            statistics.median(p["ours_cpu_s"] for p in pairs)
+            / statistics.median(p["curl_cpu_s"] for p in pairs),
+            2,
+        ),
+        "rss_growth_mib": round(max(p["rss_growth"] for p in pairs) / 2**20, 1),
         "target": ">= 0.9x curl; RSS growth <= 50 MiB",
+    }
+
+
+def _download_pair(kind: str, url: str, fetch: Any, folder: Path) -> dict[str, float]:
+    """curl, then our fetch, of ``url``: seconds, CPU seconds, bytes and our RSS growth."""
+    # Each download starts with the page cache flushed: a gigabyte written moments before
+    # is still being written back, and throttles whichever download comes second.
+    os.sync()
+    curl_out = folder / "curl.out"
+    children, started_cpu = resource.getrusage(resource.RUSAGE_CHILDREN), cpu()
+    started = time.perf_counter()
+    if shutil.which("curl"):
+        options = ["--compressed"] if "gzip" in kind else []
+        subprocess.run(["curl", "-s", *options, "-o", str(curl_out), url], check=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        curl_cpu = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+    else:  # a machine without curl: the standard library's copy loop instead
+        with urllib.request.urlopen(url) as answer, open(curl_out, "wb") as out:
+            shutil.copyfileobj(answer, out, 1 << 20)
+        curl_cpu = cpu() - started_cpu
+    curl_s = time.perf_counter() - started
+    size = curl_out.stat().st_size
+    curl_out.unlink()  # keep one copy on disk at a time
+    os.sync()
+    before = rss()
+    with PeakRss() as peak:
+        started_cpu, started = cpu(), time.perf_counter()
+        record = fetch(str(folder / "ours.out"))
+        ours_s, ours_cpu = time.perf_counter() - started, cpu() - started_cpu
+    (folder / "ours.out").unlink()
+    if record["bytes"] != size:
+        raise RuntimeError(f"{kind}: our fetch wrote {record['bytes']} bytes, curl {size}")
+    return {
+        "bytes": size,
+        "curl_s": curl_s,
+        "curl_cpu_s": curl_cpu,
+        "ours_s": ours_s,
+        "ours_cpu_s": ours_cpu,
+        "rss_growth": max(0, peak.value - before),
     }
 
 
@@ -833,8 +886,9 @@ def child(section: str, args: argparse.Namespace) -> Any:
     if section == "fairness":
         return rate_limit_fairness(args.fair_waits, *((4.0, 6.0) if args.quick else (10.0, 20.0)))
     if section == "download":
-        large_kinds = DOWNLOAD_KINDS if args.download_large_all else ("csv",)
-        return download(args.download_mib, args.download_large_mib, large_kinds)
+        return download(
+            args.download_mib, args.download_large_mib, repeats=1 if args.quick else DOWNLOAD_REPEATS
+        )
     if section == "multiprocess":
         quick = args.quick
         rows = several_triggerers(
@@ -855,7 +909,8 @@ SECTIONS_HELP = """sections (--only, comma-separated; default: all):
                 (coalesce_polls off) vs coalesced polling (on), the ratio (target <= 1/10);
                 and of a Data Kiosk wait on SQS notifications
   fairness      3. --fair-waits waits on one Data Kiosk account in one process: HTTP 429s
-  download      4. result download vs curl
+  download      4. result download vs curl (CSV, gzip CSV, JSONL at --download-mib and
+                --download-large-mib; curl and the fetch alternate, best of each compared)
   imports       5. import cost vs the dbt-cloud provider
   multiprocess  6. several triggerer-like processes (separate OS processes, each running its
                 share of the waits through the real trigger classes on its own event loop)
@@ -904,13 +959,13 @@ def main() -> int:
     )
     parser.add_argument("--download-mib", type=int, default=None, help="result size for benchmark 4 (100)")
     parser.add_argument(
-        "--download-large-mib", type=int, default=None, help="also a CSV of this size for benchmark 4 (1024)"
+        "--download-large-mib",
+        type=int,
+        default=None,
+        help="also every format at this size for benchmark 4 (1024; gzip and JSONL are held in memory)",
     )
-    parser.add_argument(
-        "--download-large-all",
-        action="store_true",
-        help="the large size in every format, not only CSV (the emulator builds gzip and JSONL in memory)",
-    )
+    # Every format is downloaded at both sizes now; the flag stays accepted for older commands.
+    parser.add_argument("--download-large-all", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
     parser.add_argument("--section", help=argparse.SUPPRESS)
     args = parser.parse_args()

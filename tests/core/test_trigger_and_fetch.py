@@ -196,7 +196,7 @@ def test_url_that_stays_expired_fails_clearly(emulator: FakeEmulator, tmp_path: 
 def test_a_failed_write_fails_the_fetch_and_leaves_nothing(
     emulator: FakeEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Writes run on the fetch's second thread: their error must still reach the caller.
+    # Writes run on a thread of the fetch's own: their error must still reach the caller.
     emulator.storage.put("r.csv", ROWS)
     opened = fetch._Target.open
 
@@ -219,6 +219,53 @@ def test_invalid_gzip_is_an_error_not_a_file(emulator: FakeEmulator, tmp_path: P
     emulator.storage.put("bad.gz", b"\x1f\x8bnot gzip at all")
     with pytest.raises(ApiError, match="not valid gzip"):
         fetch_url(emulator.storage.presign("bad.gz"), tmp_path / "r.csv", retry=FAST_RETRY)
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("gzip_encoded", [False, True], ids=["plain", "gzip"])
+def test_every_piece_is_written_hashed_and_counted_in_order(
+    emulator: FakeEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gzip_encoded: bool
+) -> None:
+    # Small pieces and a short queue: hundreds of pieces through the worker threads, each of
+    # them waiting on the next (a piece written, hashed or counted out of order shows here).
+    monkeypatch.setattr(fetch, "CHUNK_SIZE", 4096)
+    monkeypatch.setattr(fetch, "MAX_PENDING", 1)
+    data = ROWS + b"a last line without newline"
+    emulator.storage.put("r.csv", data, gzip=gzip_encoded)
+    record = fetch_url(emulator.storage.presign("r.csv"), tmp_path / "r.csv")
+    assert (tmp_path / "r.csv").read_bytes() == data
+    assert record.bytes == len(data) and record.sha256 == hashlib.sha256(data).hexdigest()
+    assert record.lines == 50_001 and record.compressed is gzip_encoded
+
+
+def test_a_cut_gzip_download_resumes_where_it_was_cut(emulator: FakeEmulator, tmp_path: Path) -> None:
+    # The Range asks for the compressed bytes after those read: decoding goes on, not over.
+    emulator.storage.put("r.csv", ROWS, gzip=True)
+    emulator.inject(action="truncate", site="storage", times=1)
+    record = fetch_url(emulator.storage.presign("r.csv"), tmp_path / "r.csv", retry=FAST_RETRY)
+    assert (tmp_path / "r.csv").read_bytes() == ROWS and record.lines == 50_000
+    assert record.sha256 == hashlib.sha256(ROWS).hexdigest() and record.compressed
+    assert (emulator.requests_to("storage")[1].header("Range") or "").startswith("bytes=")
+
+
+def test_gzip_corrupt_past_its_first_pieces_is_an_error_not_a_file(
+    emulator: FakeEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Decoding runs on a thread of its own: its error must still reach the caller, as ApiError.
+    monkeypatch.setattr(fetch, "CHUNK_SIZE", 4096)
+    compressed = gzip.compress(ROWS)
+    middle = len(compressed) // 2
+    emulator.storage.put("bad.gz", compressed[:middle] + b"\x00" * 64 + compressed[middle + 64 :])
+    with pytest.raises(ApiError, match="not valid gzip"):
+        fetch_url(emulator.storage.presign("bad.gz"), tmp_path / "r.csv", retry=FAST_RETRY)
+    assert leftovers(tmp_path) == []
+
+
+def test_gzip_that_ends_early_is_an_error_not_a_file(emulator: FakeEmulator, tmp_path: Path) -> None:
+    compressed = gzip.compress(ROWS)
+    emulator.storage.put("short.gz", compressed[: len(compressed) // 2])
+    with pytest.raises(ApiError, match="ended early"):
+        fetch_url(emulator.storage.presign("short.gz"), tmp_path / "r.csv", retry=FAST_RETRY)
     assert leftovers(tmp_path) == []
 
 
