@@ -34,6 +34,13 @@ def _fernet_key(home: Path) -> str:
 
 os.environ.setdefault("AIRFLOW__CORE__FERNET_KEY", _fernet_key(_HOME))
 
+# After the environment above: the helpers import Airflow.
+from airflow_provider_querytasks.testing.adobe_query_service import AdobeQueryServiceEmulator  # noqa: E402
+from airflow_provider_querytasks.testing.amazon_data_kiosk import DataKioskEmulator  # noqa: E402
+from airflow_provider_querytasks.testing.shoplazza import ShoplazzaEmulator  # noqa: E402
+
+from .helpers import serve  # noqa: E402
+
 
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
@@ -48,6 +55,23 @@ def airflow_db() -> Path:
         )
         marker.touch()
     return _HOME
+
+
+# The platforms' emulators as most tests want them: quick queries, a few rows or files. Each
+# platform package names its own ``emulator``; other packages (lineage) ask for these by name.
+@pytest.fixture
+def shoplazza_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[ShoplazzaEmulator]:
+    yield from serve(ShoplazzaEmulator(duration=0.3, rows=20), monkeypatch)
+
+
+@pytest.fixture
+def data_kiosk_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[DataKioskEmulator]:
+    yield from serve(DataKioskEmulator(duration=0.3, rows=5), monkeypatch)
+
+
+@pytest.fixture
+def adobe_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[AdobeQueryServiceEmulator]:
+    yield from serve(AdobeQueryServiceEmulator(duration=0.3, file_size=1000), monkeypatch)
 
 
 @pytest.fixture(autouse=True)

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, TypeVar
 
 import pytest
 
 from airflow_provider_querytasks.common.transport import RetryPolicy, close_shared_client_session
 from airflow_provider_querytasks.testing import connection_env
+from airflow_provider_querytasks.testing.server import EmulatorServer
 
 #: Retries without waiting: the emulators answer at once.
 FAST_RETRY = RetryPolicy(attempts=4, initial=0.01, maximum=0.2, jitter=0.0)
+
+ServerT = TypeVar("ServerT", bound=EmulatorServer)
 
 
 def use_connection(monkeypatch: pytest.MonkeyPatch, conn: dict[str, Any]) -> str:
@@ -19,6 +23,14 @@ def use_connection(monkeypatch: pytest.MonkeyPatch, conn: dict[str, Any]) -> str
     name, value = connection_env(conn)
     monkeypatch.setenv(name, value)
     return str(conn["conn_id"])
+
+
+def serve(server: ServerT, monkeypatch: pytest.MonkeyPatch) -> Iterator[ServerT]:
+    """Run an emulator for one test, its default connection exposed as ``AIRFLOW_CONN_*``."""
+    server.start()
+    use_connection(monkeypatch, server.connection())
+    yield server
+    server.stop()
 
 
 def run_trigger(trigger: Any) -> dict[str, Any]:

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,6 @@ from airflow_provider_querytasks.hooks.shoplazza import ShoplazzaHook
 from airflow_provider_querytasks.testing.adobe_query_service import AdobeQueryServiceEmulator
 from airflow_provider_querytasks.testing.amazon_data_kiosk import DataKioskEmulator
 from airflow_provider_querytasks.testing.shoplazza import ShoplazzaEmulator
-
-from ..helpers import use_connection
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "example_dags"
@@ -91,41 +88,13 @@ def files_under(folder: Path, pattern: str) -> list[Pair]:
     return sorted(("file", str(path)) for path in folder.rglob(pattern) if path.is_file())
 
 
-@pytest.fixture
-def adobe(monkeypatch: pytest.MonkeyPatch) -> Iterator[AdobeQueryServiceEmulator]:
-    server = AdobeQueryServiceEmulator(duration=0.3, file_size=1000)
-    server.start()
-    use_connection(monkeypatch, server.connection())
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def data_kiosk(monkeypatch: pytest.MonkeyPatch) -> Iterator[DataKioskEmulator]:
-    server = DataKioskEmulator(duration=0.3, rows=5)
-    server.pages = 2
-    server.start()
-    use_connection(monkeypatch, server.connection())
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def shoplazza(monkeypatch: pytest.MonkeyPatch) -> Iterator[ShoplazzaEmulator]:
-    server = ShoplazzaEmulator(duration=0.3, rows=20)
-    server.start()
-    use_connection(monkeypatch, server.connection())
-    yield server
-    server.stop()
-
-
 def test_adobe_example_reports_sql_tables_ctas_target_and_exported_files(
-    airflow_db: Any, adobe: AdobeQueryServiceEmulator, output_dir: Path, tmp_path: Path
+    airflow_db: Any, adobe_emulator: AdobeQueryServiceEmulator, output_dir: Path, tmp_path: Path
 ) -> None:
     events = run_with_lineage("example_adobe_query_service.py", "daily_ctas", tmp_path)
     settings = AdobeQueryServiceHook().settings
     namespace = f"adobe-experience-platform://{settings.org_id}"
-    target = json.loads(adobe.requests_to("api", "POST", r"/queries$")[0].body)["ctasParameters"][
+    target = json.loads(adobe_emulator.requests_to("api", "POST", r"/queries$")[0].body)["ctasParameters"][
         "datasetName"
     ]
     ctas = events["daily_page_views"]
@@ -140,8 +109,9 @@ def test_adobe_example_reports_sql_tables_ctas_target_and_exported_files(
 
 
 def test_data_kiosk_example_reports_the_queried_dataset_and_every_page_file(
-    airflow_db: Any, data_kiosk: DataKioskEmulator, output_dir: Path, tmp_path: Path
+    airflow_db: Any, data_kiosk_emulator: DataKioskEmulator, output_dir: Path, tmp_path: Path
 ) -> None:
+    data_kiosk_emulator.pages = 2
     events = run_with_lineage("example_data_kiosk.py", "sales_and_traffic", tmp_path)
     query = events["sales_and_traffic_by_date"]
     account = DataKioskHook().settings.account
@@ -154,7 +124,7 @@ def test_data_kiosk_example_reports_the_queried_dataset_and_every_page_file(
 
 
 def test_shoplazza_examples_report_the_shop_events_and_every_csv(
-    airflow_db: Any, shoplazza: ShoplazzaEmulator, output_dir: Path, tmp_path: Path
+    airflow_db: Any, shoplazza_emulator: ShoplazzaEmulator, output_dir: Path, tmp_path: Path
 ) -> None:
     namespace = f"shoplazza://{ShoplazzaHook().settings.shop}"
     daily = run_with_lineage("example_shoplazza.py", "daily", tmp_path / "daily")
