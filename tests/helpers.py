@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
@@ -31,6 +32,42 @@ def serve(server: ServerT, monkeypatch: pytest.MonkeyPatch) -> Iterator[ServerT]
     use_connection(monkeypatch, server.connection())
     yield server
     server.stop()
+
+
+class FastForwardClock:
+    """Monotonic time that jumps over the waits it is asked for: the wall clock plus every
+    second slept so far. A rate limiter on it computes and accounts for its waits as on the real
+    clock (a 429 on createQuery, 1 a minute, costs its minute) without spending them."""
+
+    def __init__(self) -> None:
+        self.skipped = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.skipped
+
+    def sleep(self, seconds: float) -> None:
+        self.skipped += max(0.0, seconds)
+
+    async def async_sleep(self, seconds: float) -> None:
+        self.skipped += max(0.0, seconds)
+        await asyncio.sleep(0)
+
+
+def fast_forward_rate_limits(monkeypatch: pytest.MonkeyPatch) -> FastForwardClock:
+    """Give the process-wide rate limiter's buckets (made from now on) a :class:`FastForwardClock`.
+
+    For tests about what follows a client-side wait, not about the platform's own limit: the
+    emulators' usage plans still run on the wall clock.
+    """
+    from airflow_provider_querytasks.common.process_state import process_state
+    from airflow_provider_querytasks.common.ratelimit import rate_limiters
+
+    clock = FastForwardClock()
+    monkeypatch.setattr(rate_limiters, "clock", clock)
+    monkeypatch.setattr(rate_limiters, "sleep", clock.sleep)
+    monkeypatch.setattr(rate_limiters, "async_sleep", clock.async_sleep)
+    process_state.rate_buckets.clear()
+    return clock
 
 
 def run_trigger(trigger: Any) -> dict[str, Any]:
