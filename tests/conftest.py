@@ -39,7 +39,12 @@ from airflow_provider_querytasks.testing.adobe_query_service import AdobeQuerySe
 from airflow_provider_querytasks.testing.amazon_data_kiosk import DataKioskEmulator  # noqa: E402
 from airflow_provider_querytasks.testing.shoplazza import ShoplazzaEmulator  # noqa: E402
 
-from .helpers import serve  # noqa: E402
+from .helpers import (  # noqa: E402
+    new_adobe_emulator,
+    new_data_kiosk_emulator,
+    new_shoplazza_emulator,
+    serve,
+)
 
 
 @pytest.fixture(scope="session")
@@ -57,21 +62,20 @@ def airflow_db() -> Path:
     return _HOME
 
 
-# The platforms' emulators as most tests want them: quick queries, a few rows or files. Each
-# platform package names its own ``emulator``; other packages (lineage) ask for these by name.
+# Each platform package names its own ``emulator``; other packages ask for these by name.
 @pytest.fixture
 def shoplazza_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[ShoplazzaEmulator]:
-    yield from serve(ShoplazzaEmulator(duration=0.3, rows=20), monkeypatch)
+    yield from serve(new_shoplazza_emulator(), monkeypatch)
 
 
 @pytest.fixture
 def data_kiosk_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[DataKioskEmulator]:
-    yield from serve(DataKioskEmulator(duration=0.3, rows=5), monkeypatch)
+    yield from serve(new_data_kiosk_emulator(), monkeypatch)
 
 
 @pytest.fixture
 def adobe_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[AdobeQueryServiceEmulator]:
-    yield from serve(AdobeQueryServiceEmulator(duration=0.3, file_size=1000), monkeypatch)
+    yield from serve(new_adobe_emulator(), monkeypatch)
 
 
 @pytest.fixture(autouse=True)

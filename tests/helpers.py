@@ -11,7 +11,10 @@ import pytest
 
 from airflow_provider_querytasks.common.transport import RetryPolicy, close_shared_client_session
 from airflow_provider_querytasks.testing import connection_env
+from airflow_provider_querytasks.testing.adobe_query_service import AdobeQueryServiceEmulator
+from airflow_provider_querytasks.testing.amazon_data_kiosk import DataKioskEmulator
 from airflow_provider_querytasks.testing.server import EmulatorServer
+from airflow_provider_querytasks.testing.shoplazza import ShoplazzaEmulator
 
 #: Retries without waiting: the emulators answer at once.
 FAST_RETRY = RetryPolicy(attempts=4, initial=0.01, maximum=0.2, jitter=0.0)
@@ -24,6 +27,19 @@ def use_connection(monkeypatch: pytest.MonkeyPatch, conn: dict[str, Any]) -> str
     name, value = connection_env(conn)
     monkeypatch.setenv(name, value)
     return str(conn["conn_id"])
+
+
+# The platforms' emulators as most tests want them: quick queries, a few rows or files.
+def new_shoplazza_emulator() -> ShoplazzaEmulator:
+    return ShoplazzaEmulator(duration=0.3, rows=20)
+
+
+def new_data_kiosk_emulator() -> DataKioskEmulator:
+    return DataKioskEmulator(duration=0.3, rows=5)
+
+
+def new_adobe_emulator() -> AdobeQueryServiceEmulator:
+    return AdobeQueryServiceEmulator(duration=0.3, file_size=1000)
 
 
 def serve(server: ServerT, monkeypatch: pytest.MonkeyPatch) -> Iterator[ServerT]:
