@@ -71,6 +71,12 @@ def airflow_version() -> tuple[int, ...]:
 
 
 class E2E:
+    #: What a query of the metadata DB raises while it is not there or not migrated yet.
+    db_error: type[Exception] = sqlite3.Error
+    #: A failed run's Airflow home is kept only when this environment variable is set (``None``:
+    #: always kept).
+    keep_home_variable: str | None = None
+
     def __init__(self) -> None:
         self.home = Path(tempfile.mkdtemp(prefix="querytasks-e2e-"))
         self.output = self.home / "output"
@@ -82,6 +88,7 @@ class E2E:
         self.secrets: list[str] = []
         self.emulators: dict[str, Any] = {}
         self.failures: list[str] = []
+        self.begun = time.monotonic()
 
     # -- setup --------------------------------------------------------------------------------
     def environment(self) -> None:
@@ -269,7 +276,7 @@ class E2E:
         try:
             self.query("SELECT 1 FROM dag LIMIT 1")
             return True
-        except sqlite3.Error:
+        except self.db_error:
             return False
 
     def task_state(self, dag_id: str, task_id: str) -> str | None:
@@ -469,21 +476,28 @@ class E2E:
         self.check_secrets()
 
     def run_steps(self, steps: Callable[[], None]) -> int:
-        """Run ``steps`` and stop every component; print the failures and keep the Airflow home
-        of a failed run (else remove it); the exit code."""
+        """Run ``steps`` and stop every component, also when interrupted; print the failures and
+        keep the Airflow home of a failed run (see :attr:`keep_home_variable`), else remove it;
+        the exit code."""
         try:
             steps()
+        except (KeyboardInterrupt, SystemExit) as exc:
+            self.failures.append(f"interrupted ({type(exc).__name__})")
         except Exception as exc:
             self.failures.append(f"{type(exc).__name__}: {exc}")
         finally:
             self.stop()
         for failure in self.failures:
             print(f"FAILED: {failure}")
-        if self.failures:
+        print(f"({time.monotonic() - self.begun:.0f}s in all)")
+        variable = self.keep_home_variable
+        if self.failures and (variable is None or os.environ.get(variable)):
             print(f"(Airflow home kept for inspection: {self.home})")
-            return 1
-        shutil.rmtree(self.home, ignore_errors=True)
-        return 0
+        else:
+            shutil.rmtree(self.home, ignore_errors=True)
+            if self.failures:
+                print(f"({variable}=1 keeps the Airflow home, its logs, of a failed run)")
+        return 1 if self.failures else 0
 
 
 # Airflow 2.11 has no API without the webserver: set the state as the UI does, through the models.

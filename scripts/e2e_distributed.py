@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import psycopg2  # installed by scripts/e2e-distributed (scripts/bootstrap) before this runs
 from e2e import E2E, free_port
 
 SCRIPTS = Path(__file__).resolve().parent
@@ -171,8 +172,6 @@ class PostgresCluster:
         return f"postgresql+psycopg2://airflow@/airflow?host={self.socket_dir}"
 
     def connect(self) -> Any:
-        import psycopg2
-
         return psycopg2.connect(host=str(self.socket_dir), user="airflow", dbname="airflow")
 
     def stop(self) -> None:
@@ -247,6 +246,9 @@ def kill_tree(process: subprocess.Popen[bytes]) -> int:
 
 
 class DistributedE2E(E2E):
+    db_error = psycopg2.Error
+    keep_home_variable = KEEP_VARIABLE
+
     def __init__(self) -> None:
         super().__init__()
         self.services = Path(tempfile.mkdtemp(prefix="querytasks-e2e-services-"))
@@ -259,7 +261,6 @@ class DistributedE2E(E2E):
         self.extra: dict[str, Any] = {}
         #: Process id -> component name.
         self.names: dict[int, str] = {}
-        self.begun = time.monotonic()
 
     # -- setup --------------------------------------------------------------------------------
     def environment(self) -> None:
@@ -391,15 +392,6 @@ class DistributedE2E(E2E):
                 return list(cursor.fetchall())
         finally:
             connection.close()
-
-    def db_ready(self) -> bool:
-        import psycopg2
-
-        try:
-            self.query("SELECT 1 FROM dag LIMIT 1")
-            return True
-        except psycopg2.Error:
-            return False
 
     def run_state(self, dag_id: str) -> str | None:
         rows = self.query("SELECT state FROM dag_run WHERE dag_id=? AND run_id=?", dag_id, f"e2e__{dag_id}")
@@ -641,54 +633,38 @@ class DistributedE2E(E2E):
 
     # -- the run ------------------------------------------------------------------------------
     def run(self) -> int:
-        try:
-            self.environment()
-            self.start_services()
-            self.start_emulators()
-            self.start_airflow()
-            started = self.trigger_all()
-            self.wait_for(
-                lambda: {row[0] for row in self.query("SELECT dag_id FROM dag")} >= set(SCENARIOS),
-                180,
-                "the scenario DAGs to be parsed",
-            )
-            many_started = self.start_many_waits()
-            oauth_started = self.trigger(OAUTH)
-            # Its queries end as soon as every wait is held: watched beside the others.
-            many = threading.Thread(
-                target=self.guarded, args=(self.finish_many_waits, many_started), daemon=True
-            )
-            many.start()
-            self.kill_deferred_task()
-            finished = self.wait_for_runs(started)
-            self.oauth_relay(oauth_started)
-            many.join(SCENARIO_TIMEOUT * 2)
-            # Restarts the scheduler (the notification-driven DAG): only once nothing else runs.
-            self.verify(finished)
-            self.kill_scenarios()
-            self.secrets += self.issued_tokens()
-            files = self.check_secrets()
-            leaks = [f for f in self.failures if "secret value" in f]
-            print(
-                f"{'no secret in any log':<44} files={files} secrets={len(self.secrets)} leaks={len(leaks)}",
-                flush=True,
-            )
-        except (KeyboardInterrupt, SystemExit) as exc:
-            self.failures.append(f"interrupted ({type(exc).__name__})")
-        except Exception as exc:
-            self.failures.append(f"{type(exc).__name__}: {exc}")
-        finally:
-            self.stop()
-        for failure in self.failures:
-            print(f"FAILED: {failure}")
-        print(f"({time.monotonic() - self.begun:.0f}s in all)")
-        if self.failures and os.environ.get(KEEP_VARIABLE):
-            print(f"(Airflow home kept for inspection: {self.home})")
-        else:
-            shutil.rmtree(self.home, ignore_errors=True)
-            if self.failures:
-                print(f"({KEEP_VARIABLE}=1 keeps the Airflow home, its logs, of a failed run)")
-        return 1 if self.failures else 0
+        return self.run_steps(self.production_topology)
+
+    def production_topology(self) -> None:
+        self.environment()
+        self.start_services()
+        self.start_emulators()
+        self.start_airflow()
+        started = self.trigger_all()
+        self.wait_for(
+            lambda: {row[0] for row in self.query("SELECT dag_id FROM dag")} >= set(SCENARIOS),
+            180,
+            "the scenario DAGs to be parsed",
+        )
+        many_started = self.start_many_waits()
+        oauth_started = self.trigger(OAUTH)
+        # Its queries end as soon as every wait is held: watched beside the others.
+        many = threading.Thread(target=self.guarded, args=(self.finish_many_waits, many_started), daemon=True)
+        many.start()
+        self.kill_deferred_task()
+        finished = self.wait_for_runs(started)
+        self.oauth_relay(oauth_started)
+        many.join(SCENARIO_TIMEOUT * 2)
+        # Restarts the scheduler (the notification-driven DAG): only once nothing else runs.
+        self.verify(finished)
+        self.kill_scenarios()
+        self.secrets += self.issued_tokens()
+        files = self.check_secrets()
+        leaks = [f for f in self.failures if "secret value" in f]
+        print(
+            f"{'no secret in any log':<44} files={files} secrets={len(self.secrets)} leaks={len(leaks)}",
+            flush=True,
+        )
 
     def guarded(self, scenario: Any, *args: Any) -> None:
         """Run a scenario in a thread: an error becomes a failure of the run."""

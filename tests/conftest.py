@@ -34,6 +34,18 @@ def _fernet_key(home: Path) -> str:
 
 os.environ.setdefault("AIRFLOW__CORE__FERNET_KEY", _fernet_key(_HOME))
 
+# After the environment above: the helpers import Airflow.
+from airflow_provider_querytasks.testing.adobe_query_service import AdobeQueryServiceEmulator  # noqa: E402
+from airflow_provider_querytasks.testing.amazon_data_kiosk import DataKioskEmulator  # noqa: E402
+from airflow_provider_querytasks.testing.shoplazza import ShoplazzaEmulator  # noqa: E402
+
+from .helpers import (  # noqa: E402
+    new_adobe_emulator,
+    new_data_kiosk_emulator,
+    new_shoplazza_emulator,
+    serve,
+)
+
 
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
@@ -48,6 +60,22 @@ def airflow_db() -> Path:
         )
         marker.touch()
     return _HOME
+
+
+# Each platform package names its own ``emulator``; other packages ask for these by name.
+@pytest.fixture
+def shoplazza_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[ShoplazzaEmulator]:
+    yield from serve(new_shoplazza_emulator(), monkeypatch)
+
+
+@pytest.fixture
+def data_kiosk_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[DataKioskEmulator]:
+    yield from serve(new_data_kiosk_emulator(), monkeypatch)
+
+
+@pytest.fixture
+def adobe_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[AdobeQueryServiceEmulator]:
+    yield from serve(new_adobe_emulator(), monkeypatch)
 
 
 @pytest.fixture(autouse=True)

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import time
+from collections.abc import Iterator
+from typing import Any, TypeVar
 
 import pytest
 
 from airflow_provider_querytasks.common.transport import RetryPolicy, close_shared_client_session
 from airflow_provider_querytasks.testing import connection_env
+from airflow_provider_querytasks.testing.adobe_query_service import AdobeQueryServiceEmulator
+from airflow_provider_querytasks.testing.amazon_data_kiosk import DataKioskEmulator
+from airflow_provider_querytasks.testing.server import EmulatorServer
+from airflow_provider_querytasks.testing.shoplazza import ShoplazzaEmulator
 
 #: Retries without waiting: the emulators answer at once.
 FAST_RETRY = RetryPolicy(attempts=4, initial=0.01, maximum=0.2, jitter=0.0)
+
+ServerT = TypeVar("ServerT", bound=EmulatorServer)
 
 
 def use_connection(monkeypatch: pytest.MonkeyPatch, conn: dict[str, Any]) -> str:
@@ -19,6 +27,63 @@ def use_connection(monkeypatch: pytest.MonkeyPatch, conn: dict[str, Any]) -> str
     name, value = connection_env(conn)
     monkeypatch.setenv(name, value)
     return str(conn["conn_id"])
+
+
+# The platforms' emulators as most tests want them: quick queries, a few rows or files.
+def new_shoplazza_emulator() -> ShoplazzaEmulator:
+    return ShoplazzaEmulator(duration=0.3, rows=20)
+
+
+def new_data_kiosk_emulator() -> DataKioskEmulator:
+    return DataKioskEmulator(duration=0.3, rows=5)
+
+
+def new_adobe_emulator() -> AdobeQueryServiceEmulator:
+    return AdobeQueryServiceEmulator(duration=0.3, file_size=1000)
+
+
+def serve(server: ServerT, monkeypatch: pytest.MonkeyPatch) -> Iterator[ServerT]:
+    """Run an emulator for one test, its default connection exposed as ``AIRFLOW_CONN_*``."""
+    server.start()
+    use_connection(monkeypatch, server.connection())
+    yield server
+    server.stop()
+
+
+class FastForwardClock:
+    """Monotonic time that jumps over the waits it is asked for: the wall clock plus every
+    second slept so far. A rate limiter on it computes and accounts for its waits as on the real
+    clock (a 429 on createQuery, 1 a minute, costs its minute) without spending them."""
+
+    def __init__(self) -> None:
+        self.skipped = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.skipped
+
+    def sleep(self, seconds: float) -> None:
+        self.skipped += max(0.0, seconds)
+
+    async def async_sleep(self, seconds: float) -> None:
+        self.skipped += max(0.0, seconds)
+        await asyncio.sleep(0)
+
+
+def fast_forward_rate_limits(monkeypatch: pytest.MonkeyPatch) -> FastForwardClock:
+    """Give the process-wide rate limiter's buckets (made from now on) a :class:`FastForwardClock`.
+
+    For tests about what follows a client-side wait, not about the platform's own limit: the
+    emulators' usage plans still run on the wall clock.
+    """
+    from airflow_provider_querytasks.common.process_state import process_state
+    from airflow_provider_querytasks.common.ratelimit import rate_limiters
+
+    clock = FastForwardClock()
+    monkeypatch.setattr(rate_limiters, "clock", clock)
+    monkeypatch.setattr(rate_limiters, "sleep", clock.sleep)
+    monkeypatch.setattr(rate_limiters, "async_sleep", clock.async_sleep)
+    process_state.rate_buckets.clear()
+    return clock
 
 
 def run_trigger(trigger: Any) -> dict[str, Any]:

@@ -14,8 +14,9 @@ PACKAGE = "airflow_provider_querytasks"
 ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 
 #: Layer -> the layers it must never import. ``common`` is shared machinery and knows no
-#: platform; a platform's operators and sensors sit side by side on its hook, protocol and
-#: trigger, which know neither. The emulators (``testing``) are written from the platforms'
+#: platform (nor Amazon SQS: that source of notifications is ``hooks/amazon_sqs.py``); a
+#: platform's operators and sensors sit side by side on its hook, protocol and trigger, which
+#: know neither. The emulators (``testing``) are written from the platforms'
 #: specs, not from the client: they use only their own test infrastructure
 #: (``tests/test_emulator_facts.py`` compares the two sides' facts).
 FORBIDDEN = {
@@ -28,8 +29,10 @@ FORBIDDEN = {
     "testing": ("common", "protocols", "hooks", "operators", "sensors", "triggers"),
 }
 
-#: A module-level ``__getattr__`` may import lazily what the module used to re-export.
+#: A module-level ``__getattr__`` may import lazily what the module used to re-export (a
+#: deprecated import path), in these layers.
 LAZY_REEXPORT = "__getattr__"
+LAZY_REEXPORT_LAYERS = ("common", "operators", "sensors")
 
 
 def imports(source: str, module: str) -> list[tuple[str, str | None]]:
@@ -69,7 +72,7 @@ def violations(source: str, module: str) -> list[str]:
             continue
         if target_parts[1] not in FORBIDDEN[layer]:
             continue
-        if layer in ("operators", "sensors") and function == LAZY_REEXPORT:
+        if layer in LAZY_REEXPORT_LAYERS and function == LAZY_REEXPORT:
             continue
         bad.append(f"{module} imports {target}" + (f" (in {function})" if function else ""))
     return sorted(set(bad))
@@ -112,6 +115,8 @@ def test_the_check_sees_an_upward_or_sideways_import(module: str, source: str) -
 def test_the_check_allows_a_lazy_reexport_and_downward_imports() -> None:
     lazy = f"def __getattr__(name):\n    from {PACKAGE}.sensors import adobe_query_service\n"
     assert violations(lazy, f"{PACKAGE}.operators.adobe_query_service") == []
+    moved = f"def __getattr__(name):\n    from {PACKAGE}.hooks import amazon_sqs\n"
+    assert violations(moved, f"{PACKAGE}.common.notifications") == []
     down = f"from {PACKAGE}.common.wait import WaitLoop\nfrom {PACKAGE}.triggers.shoplazza import T\n"
     assert violations(down, f"{PACKAGE}.sensors.shoplazza") == []
 
@@ -148,6 +153,7 @@ AIRFLOW_FREE = (
     "common.api",
     "common.auth",
     "common.errors",
+    "common.notifications",
     "common.operations",
     "common.process_state",
     "common.wait",
@@ -197,3 +203,94 @@ def test_the_protocol_layer_loads_no_airflow_at_all() -> None:
         [sys.executable, "-c", probe], check=True, capture_output=True, text=True, cwd=ROOT.parent
     ).stdout.strip()
     assert loaded == "[]", loaded
+
+
+#: What is Amazon-only: the amazon provider, the AWS SDKs, and this package's SQS source.
+AMAZON_MODULES = (
+    "airflow.providers.amazon",
+    "boto3",
+    "botocore",
+    "aiobotocore",
+    "aioboto3",
+    f"{PACKAGE}.hooks.amazon_sqs",
+)
+
+
+def amazon_imports(source: str, module: str) -> list[str]:
+    """Imports of Amazon-only modules in ``source``, at any level (inside functions too), but for
+    a deprecated path's lazy ``__getattr__``."""
+    return sorted(
+        {
+            target
+            for target, function in imports(source, module)
+            if function != LAZY_REEXPORT
+            and any(target == m or target.startswith(f"{m}.") for m in AMAZON_MODULES)
+        }
+    )
+
+
+def common_modules() -> list[tuple[str, Path]]:
+    return [(module, path) for module, path in package_modules() if module.split(".")[1:2] == ["common"]]
+
+
+def test_common_imports_nothing_amazon() -> None:
+    found = {module: amazon_imports(path.read_text(), module) for module, path in common_modules()}
+    assert {module: names for module, names in found.items() if names} == {}
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import boto3",
+        "def f():\n    from airflow.providers.amazon.aws.hooks.sqs import SqsHook",
+        "async def f():\n    import aiobotocore.session",
+        f"from {PACKAGE}.hooks.amazon_sqs import SqsNotificationSource",
+    ],
+)
+def test_the_amazon_check_sees_an_amazon_import(source: str) -> None:
+    assert amazon_imports(source, f"{PACKAGE}.common.notifications")
+
+
+def test_common_loads_nothing_amazon_at_all() -> None:
+    """Transitively: importing every ``common`` module loads no Amazon module beyond what Airflow
+    itself loads (it reads every installed provider's ``get_provider_info``), in a fresh
+    interpreter; the deprecated ``common.notifications.NotificationSource`` path imports the SQS
+    source only when used."""
+    names = [module for module, _ in common_modules()]
+    probe = (
+        "import importlib, sys\n"
+        f"amazon = {AMAZON_MODULES!r}\n"
+        "def loaded():\n"
+        "    return {m for m in sys.modules if any(m == a or m.startswith(a + '.') for a in amazon)}\n"
+        f"importlib.import_module({PACKAGE + '.compat'!r})\n"
+        "airflow_own = loaded()\n"
+        f"for name in {names!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(sorted(loaded() - airflow_own))\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT.parent,
+        timeout=120,
+    ).stdout.strip()
+    assert loaded.splitlines()[-1] == "[]", loaded
+
+
+def test_the_sqs_source_old_import_path_still_works_with_a_warning() -> None:
+    from airflow_provider_querytasks.common import notifications
+    from airflow_provider_querytasks.hooks import amazon_sqs
+
+    with pytest.warns(
+        DeprecationWarning, match="SqsNotificationSource from airflow_provider_querytasks.hooks"
+    ):
+        moved = notifications.NotificationSource  # type: ignore[attr-defined]
+    assert moved is amazon_sqs.SqsNotificationSource
+    with pytest.warns(DeprecationWarning, match="REQUEUE_AT_RECEIVE_COUNT"):
+        assert notifications.REQUEUE_AT_RECEIVE_COUNT == amazon_sqs.REQUEUE_AT_RECEIVE_COUNT  # type: ignore[attr-defined]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(AttributeError, match="no attribute 'subscribe'"):
+            notifications.subscribe  # type: ignore[attr-defined]  # noqa: B018

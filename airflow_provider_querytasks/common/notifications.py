@@ -1,70 +1,38 @@
-"""Completion notifications read from an Amazon SQS queue, as an alternative to status polls.
+"""Completion notifications, as an alternative to status polls: the platform-neutral interface.
 
-A wait with a :class:`NotificationSource` still polls the query's status, but rarely (a safety
-net: a notification may be lost, or may have been sent before the wait began), and ends as soon
-as a notification for its query arrives. What a message means is the platform protocol's
-:data:`Decoder`; this module is only the transport, through the amazon provider's ``SqsHook``
-(optional extra ``amazon``): boto3 in workers, aiobotocore in the triggerer.
-
-In the triggerer, every wait on one queue shares a single long-polling reader per event loop, so
-1,000 deferred queries cost one ``ReceiveMessage`` call at a time, not 1,000. A message for a
-query being waited for is deleted once handed over. Any other message is *handed back*
-(``ChangeMessageVisibilityBatch``), not hidden for the visibility timeout: with several
-triggerers (or a worker waiting beside them) it is probably another one's, and that one's own
-long poll takes it within moments; the reader that handed it back pauses a moment before its next
-receive, so as not to take it again. Handed back at once its first two receives, then hidden 1,
-2, 4... up to 30 s: a message nobody claims does not keep every reader busy. Each receive counts
-towards the queue's ``maxReceiveCount``, so a notification received
-:data:`REQUEUE_AT_RECEIVE_COUNT` times and still unclaimed is sent again as a fresh message (its
-receive count starts over; its first send time and receives so far travel in message attributes)
-and the old one deleted, for up to :data:`REQUEUE_FOR_SECONDS` after it was first sent: no
-notification reaches the dead-letter queue while its wait may still be starting or moving
-between triggerers. Past that, and for messages that are not notifications, the queue's redrive
-policy applies (see docs/data_kiosk.md for the ``maxReceiveCount`` to use).
+A wait with a notification source still polls the query's status, but rarely (a safety net: a
+notification may be lost, or may have been sent before the wait began), and ends as soon as a
+notification for its query arrives. What a message means is the platform protocol's
+:data:`Decoder`; where messages come from and how they are read is a
+:class:`BaseNotificationSource` subclass (Amazon SQS: ``hooks/amazon_sqs.py``). A wait uses only
+this interface: a blocking :meth:`~BaseNotificationSource.listen` in workers, an async
+:meth:`~BaseNotificationSource.subscribe` in the triggerer, and the source travels in the
+trigger's kwargs as :meth:`~BaseNotificationSource.to_dict`, rebuilt by
+:meth:`~BaseNotificationSource.from_dict`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import random
-import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import dataclasses
+import importlib
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_querytasks.common.errors import InvalidInputError, QueryTaskError
-from airflow_provider_querytasks.common.process_state import process_state
+from airflow_provider_querytasks.common.errors import QueryTaskError
 from airflow_provider_querytasks.common.wait import StatusSnapshot
 
-#: SQS long-poll limit (``WaitTimeSeconds``), messages per receive, and how long a received message
-#: that belongs to somebody else stays hidden before it is offered again.
-LONG_POLL_SECONDS = 20
-BATCH_SIZE = 10
-VISIBILITY_TIMEOUT = 30
-
-#: The ``aws`` connection used when none is named (the amazon provider's default).
-DEFAULT_AWS_CONN_ID = "aws_default"
-
-#: Seconds a reader waits before its next receive after handing messages back (jittered), so
-#: that another consumer's long poll takes them rather than this reader again.
-HAND_BACK_PAUSE = 0.5
-#: An unclaimed notification received this many times is sent again as a fresh message...
-REQUEUE_AT_RECEIVE_COUNT = 5
-#: ... for this long after it was first sent (then the redrive policy applies).
-REQUEUE_FOR_SECONDS = 900.0
-#: The message attributes carrying a re-sent notification's first send time (epoch ms) and
-#: how many times it was received before.
-FIRST_SENT_ATTRIBUTE = "querytasks-first-sent"
-RECEIVES_ATTRIBUTE = "querytasks-receives"
-
-log = logging.getLogger(__name__)
+#: The key of a serialised source that names its class (``module.Class``).
+CLASSPATH_KEY = "classpath"
 
 
 @dataclass(frozen=True)
 class Notification:
-    """What a queue message announces: a query of an account reached a final state.
+    """What a message announces: a query of an account reached a final state.
 
     :param query_id: the platform's query id.
     :param account: the account the query belongs to (ids are unique only per account), if known.
@@ -77,321 +45,16 @@ class Notification:
 
 
 #: A platform's reading of a message body: the notification it carries, or ``None`` for a message
-#: that is not one (left on the queue for whoever it is for).
+#: that is not one (left for whoever it is for).
 Decoder = Callable[[str], Notification | None]
 
 
-@dataclass(frozen=True)
-class NotificationSource:
-    """Where a wait listens for its completion notification.
-
-    :param queue_url: the SQS queue URL (``https://sqs.<region>.amazonaws.com/<account>/<name>``).
-    :param aws_conn_id: the amazon provider's ``aws`` connection with access to the queue.
-    :param account: accept only notifications of this account (``None``: any account).
-    """
-
-    queue_url: str
-    aws_conn_id: str = DEFAULT_AWS_CONN_ID
-    account: str | None = None
-
-    @classmethod
-    def checked(cls, queue_url: Any, aws_conn_id: Any, account: str | None = None) -> NotificationSource:
-        """Validate the operator's parameters (before any call) and the amazon extra."""
-        if not isinstance(queue_url, str) or not queue_url.startswith(("https://", "http://")):
-            raise InvalidInputError(
-                "notification_queue_url",
-                "must be an SQS queue URL (https://sqs.<region>.amazonaws.com/<account>/<queue>), "
-                f"got {queue_url!r}",
-            )
-        if not isinstance(aws_conn_id, str) or not aws_conn_id.strip():
-            raise InvalidInputError("aws_conn_id", f"must name an aws connection, got {aws_conn_id!r}")
-        try:
-            import airflow.providers.amazon.aws.hooks.sqs  # noqa: F401
-        except ImportError:
-            raise InvalidInputError(
-                "notification_queue_url",
-                "needs the amazon provider: pip install 'airflow-provider-querytasks[amazon]'",
-            ) from None
-        return cls(queue_url=queue_url, aws_conn_id=aws_conn_id, account=account)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"queue_url": self.queue_url, "aws_conn_id": self.aws_conn_id, "account": self.account}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> NotificationSource:
-        return cls(**data)
-
-    def accepts(self, notification: Notification, query_id: str) -> bool:
-        """Whether ``notification`` ends the wait for ``query_id``."""
-        return notification.query_id == query_id and (
-            self.account is None or notification.account in (None, self.account)
-        )
-
-    def sqs_hook(self) -> Any:
-        from airflow.providers.amazon.aws.hooks.sqs import SqsHook
-
-        return SqsHook(aws_conn_id=self.aws_conn_id)
-
-    def error(self, exc: BaseException) -> QueryTaskError:
-        return QueryTaskError(
-            f"Could not read notifications from SQS queue {self.queue_url}: {type(exc).__name__}: {exc}"
-        )
-
-
-def _receive_kwargs(source: NotificationSource, wait_seconds: float) -> dict[str, Any]:
-    return {
-        "QueueUrl": source.queue_url,
-        "MaxNumberOfMessages": BATCH_SIZE,
-        "WaitTimeSeconds": max(0, min(LONG_POLL_SECONDS, int(wait_seconds))),
-        "VisibilityTimeout": VISIBILITY_TIMEOUT,
-        "AttributeNames": ["ApproximateReceiveCount", "SentTimestamp"],
-        "MessageAttributeNames": [FIRST_SENT_ATTRIBUTE, RECEIVES_ATTRIBUTE],
-    }
-
-
-@dataclass
-class _Returned:
-    """A received message that is not this reader's: how often it was received in all (copies
-    included) and when it was first sent (epoch ms)."""
-
-    message: dict[str, Any]
-    receives: int
-    first_sent: int
-
-    @classmethod
-    def of(cls, message: dict[str, Any]) -> _Returned:
-        custom = message.get("MessageAttributes") or {}
-        system = message.get("Attributes") or {}
-
-        def number(value: Any, default: int) -> int:
-            try:
-                return int(value)
-            except (TypeError, ValueError):
-                return default
-
-        count = number(system.get("ApproximateReceiveCount"), 1)
-        before = number((custom.get(RECEIVES_ATTRIBUTE) or {}).get("StringValue"), 0)
-        sent = number(system.get("SentTimestamp"), int(time.time() * 1000))
-        first = number((custom.get(FIRST_SENT_ATTRIBUTE) or {}).get("StringValue"), sent)
-        return cls(message, before + count, first)
-
-    @property
-    def hidden_for(self) -> int:
-        """Seconds it stays hidden when handed back: none for the first two receives (probably
-        another triggerer's, whose long poll takes it at once), then doubling up to the
-        visibility timeout (a message nobody claims must not keep every reader busy)."""
-        return 0 if self.receives <= 2 else min(2 ** (self.receives - 2), VISIBILITY_TIMEOUT)
-
-
-@dataclass
-class _Settlement:
-    """What to do with one received batch: delete what was claimed, re-send and delete the
-    notifications received too often, hand back the rest."""
-
-    claimed: list[tuple[dict[str, Any], Notification]]
-    requeue: list[_Returned]
-    hand_back: list[_Returned]
-
-    def delete_entries(self) -> list[dict[str, Any]]:
-        messages = [m for m, _ in self.claimed] + [r.message for r in self.requeue]
-        return [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
-
-    def hand_back_entries(self) -> list[dict[str, Any]]:
-        return [
-            {"Id": str(i), "ReceiptHandle": r.message["ReceiptHandle"], "VisibilityTimeout": r.hidden_for}
-            for i, r in enumerate(self.hand_back)
-        ]
-
-    def requeue_refused(self, returned: _Returned) -> None:
-        self.requeue.remove(returned)
-        self.hand_back.append(returned)
-
-
-def _settle(
-    messages: list[dict[str, Any]], decode: Decoder, claims: Callable[[Notification], bool], may_requeue: bool
-) -> _Settlement:
-    settlement = _Settlement([], [], [])
-    now_ms = time.time() * 1000
-    for message in messages:
-        notification = decode(str(message.get("Body") or ""))
-        if notification is not None and claims(notification):
-            settlement.claimed.append((message, notification))
-            continue
-        returned = _Returned.of(message)
-        count = int((message.get("Attributes") or {}).get("ApproximateReceiveCount") or 1)
-        if (
-            notification is not None
-            and may_requeue
-            and count >= REQUEUE_AT_RECEIVE_COUNT
-            and now_ms - returned.first_sent < REQUEUE_FOR_SECONDS * 1000
-        ):
-            settlement.requeue.append(returned)
-        else:
-            settlement.hand_back.append(returned)
-    return settlement
-
-
-def _requeue_kwargs(source: NotificationSource, returned: _Returned) -> dict[str, Any]:
-    return {
-        "QueueUrl": source.queue_url,
-        "MessageBody": returned.message["Body"],
-        "MessageAttributes": {
-            FIRST_SENT_ATTRIBUTE: {"DataType": "Number", "StringValue": str(returned.first_sent)},
-            RECEIVES_ATTRIBUTE: {"DataType": "Number", "StringValue": str(returned.receives)},
-        },
-    }
-
-
-def _pause() -> float:
-    return HAND_BACK_PAUSE * random.uniform(0.5, 1.5)  # noqa: S311 - spreading, not security
-
-
-def _requeue_refused(source: NotificationSource, exc: Exception) -> None:
-    log.warning(
-        "Cannot re-send notifications on %s (%s: %s); a notification received %d times is then "
-        "left to the queue's redrive policy: grant sqs:SendMessage, or set maxReceiveCount high "
-        "(docs/data_kiosk.md)",
-        source.queue_url,
-        type(exc).__name__,
-        exc,
-        REQUEUE_AT_RECEIVE_COUNT,
-    )
-
-
-# -- workers: blocking ------------------------------------------------------------------------
-def wait_for_notification(
-    source: NotificationSource, decode: Decoder, query_id: str, timeout: float
-) -> StatusSnapshot | None:
-    """Long-poll the queue (blocking) for up to ``timeout`` seconds for ``query_id``'s notification.
-
-    Returns its snapshot (the message is deleted), or ``None`` when none came in time. Other
-    messages are handed back at once (see the module docstring).
-    """
-    client = source.sqs_hook().get_conn()
-    until = time.monotonic() + timeout
-    may_requeue = True
-    while True:
-        remaining = until - time.monotonic()
-        try:
-            answer = client.receive_message(**_receive_kwargs(source, remaining))
-            settlement = _settle(
-                answer.get("Messages") or [],
-                decode,
-                lambda n: source.accepts(n, query_id),
-                may_requeue,
-            )
-            for returned in list(settlement.requeue):
-                try:
-                    client.send_message(**_requeue_kwargs(source, returned))
-                except Exception as exc:  # no sqs:SendMessage: hand it back instead
-                    _requeue_refused(source, exc)
-                    may_requeue = False
-                    settlement.requeue_refused(returned)
-            if settlement.claimed or settlement.requeue:
-                client.delete_message_batch(QueueUrl=source.queue_url, Entries=settlement.delete_entries())
-            if settlement.hand_back:
-                client.change_message_visibility_batch(
-                    QueueUrl=source.queue_url, Entries=settlement.hand_back_entries()
-                )
-        except Exception as exc:
-            raise source.error(exc) from exc
-        if settlement.claimed:
-            return settlement.claimed[0][1].snapshot
-        if settlement.hand_back and until - time.monotonic() > 1:
-            time.sleep(_pause())
-        if until - time.monotonic() < 1:
-            return None
-
-
-def notification_listener(
-    decode: Decoder | None, source: NotificationSource | None, query_id: str
-) -> Callable[[float], StatusSnapshot | None] | None:
-    """What a blocking :class:`~.wait.WaitLoop` listens with between polls (``None``: it sleeps)."""
-    if source is None or decode is None:
-        return None
-    return lambda timeout: wait_for_notification(source, decode, query_id, timeout)
-
-
-# -- the triggerer: one reader per queue and event loop ----------------------------------------
-class _QueueReader:
-    """Long-polls one queue while any wait of this event loop listens to it, and hands each
-    notification to its waiter."""
-
-    def __init__(self, source: NotificationSource, decode: Decoder) -> None:
-        self.source = source
-        self.decode = decode
-        #: query id -> (the waiting source, the future its notification resolves).
-        self.waiters: dict[str, list[tuple[NotificationSource, asyncio.Future[StatusSnapshot]]]] = {}
-        self.task: asyncio.Task[None] | None = None
-
-    def subscribe(self, source: NotificationSource, query_id: str) -> asyncio.Future[StatusSnapshot]:
-        future: asyncio.Future[StatusSnapshot] = asyncio.get_running_loop().create_future()
-        self.waiters.setdefault(query_id, []).append((source, future))
-        if self.task is None or self.task.done():
-            self.task = asyncio.get_running_loop().create_task(self._read(), name="querytasks-sqs-reader")
-        return future
-
-    def unsubscribe(self, query_id: str, future: asyncio.Future[StatusSnapshot]) -> None:
-        remaining = [w for w in self.waiters.get(query_id, []) if w[1] is not future]
-        if remaining:
-            self.waiters[query_id] = remaining
-        else:
-            self.waiters.pop(query_id, None)
-        if not self.waiters and self.task is not None:
-            self.task.cancel()  # nobody listens: stop long-polling
-            self.task = None
-
-    async def _read(self) -> None:
-        may_requeue = True
-        try:
-            async with await self.source.sqs_hook().get_async_conn() as client:
-                while self.waiters:
-                    answer = await client.receive_message(**_receive_kwargs(self.source, LONG_POLL_SECONDS))
-                    settlement = _settle(answer.get("Messages") or [], self.decode, self._claims, may_requeue)
-                    may_requeue = await self._settle(client, settlement, may_requeue)
-                    if settlement.hand_back:
-                        await asyncio.sleep(_pause())
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # every waiter fails with the reason (a wrong URL, no access...)
-            error = self.source.error(exc)
-            for waiters in self.waiters.values():
-                for _, future in waiters:
-                    if not future.done():
-                        future.set_exception(error)
-
-    def _claims(self, notification: Notification) -> bool:
-        return any(
-            source.accepts(notification, notification.query_id) and not future.done()
-            for source, future in self.waiters.get(notification.query_id, [])
-        )
-
-    async def _settle(self, client: Any, settlement: _Settlement, may_requeue: bool) -> bool:
-        """Re-send, delete and hand back (one batch call each); then resolve the claimed waits.
-
-        Returns whether re-sending is still allowed (``False`` once SQS refused it).
-        """
-        url = self.source.queue_url
-        for returned in list(settlement.requeue):
-            try:
-                await client.send_message(**_requeue_kwargs(self.source, returned))
-            except Exception as exc:  # no sqs:SendMessage: hand it back instead
-                _requeue_refused(self.source, exc)
-                may_requeue = False
-                settlement.requeue_refused(returned)
-        if settlement.claimed or settlement.requeue:
-            await client.delete_message_batch(QueueUrl=url, Entries=settlement.delete_entries())
-        if settlement.hand_back:
-            await client.change_message_visibility_batch(QueueUrl=url, Entries=settlement.hand_back_entries())
-        for _, notification in settlement.claimed:
-            for source, future in self.waiters.get(notification.query_id, []):
-                if source.accepts(notification, notification.query_id) and not future.done():
-                    future.set_result(notification.snapshot)
-        return may_requeue
-
-
 class NotificationSubscription:
-    """A wait's place in its queue's shared reader (see :func:`subscribe`)."""
+    """A wait's place in a source's shared reader (see :meth:`BaseNotificationSource.subscribe`).
+
+    :param future: resolved with the query's final snapshot when its notification arrives (or
+        with the reader's error).
+    """
 
     def __init__(self, future: asyncio.Future[StatusSnapshot]) -> None:
         self.future = future
@@ -402,23 +65,100 @@ class NotificationSubscription:
         return self.future.result() if done else None
 
 
-@asynccontextmanager
-async def subscribe(
-    source: NotificationSource, decode: Decoder, query_id: str
-) -> AsyncIterator[NotificationSubscription]:
-    """Listen for ``query_id``'s notification for as long as the block runs.
+@dataclass(frozen=True)
+class BaseNotificationSource(ABC):
+    """Where a wait listens for its query's completion notification.
 
-    Subscribed for the whole wait (not only between polls), so a notification arriving while a
-    status poll is in flight is not missed.
+    Subclasses are frozen dataclasses of JSON-able fields (the trigger's kwargs carry them).
     """
-    loop = asyncio.get_running_loop()
-    readers = process_state.queue_readers.setdefault(loop, {})
-    key = (source.aws_conn_id, source.queue_url, decode)
-    reader = readers.get(key)
-    if reader is None:
-        reader = readers[key] = _QueueReader(source, decode)
-    future = reader.subscribe(source, query_id)
-    try:
-        yield NotificationSubscription(future)
-    finally:
-        reader.unsubscribe(query_id, future)
+
+    @abstractmethod
+    def accepts(self, notification: Notification, query_id: str) -> bool:
+        """Whether ``notification`` ends the wait for ``query_id``."""
+
+    @abstractmethod
+    def listen(self, decode: Decoder, query_id: str, timeout: float) -> StatusSnapshot | None:
+        """Block for up to ``timeout`` seconds for ``query_id``'s notification (workers): its
+        snapshot, or ``None`` when none came in time."""
+
+    @abstractmethod
+    def subscribe(
+        self, decode: Decoder, query_id: str
+    ) -> AbstractAsyncContextManager[NotificationSubscription]:
+        """Listen for ``query_id``'s notification on the running event loop for as long as the
+        block runs (the triggerer; a whole wait, so none arriving during a poll is missed)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The source as plain JSON: its class path and its fields."""
+        fields = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        return {CLASSPATH_KEY: f"{type(self).__module__}.{type(self).__qualname__}", **fields}
+
+    @staticmethod
+    def from_dict(
+        data: dict[str, Any], default_class: type[BaseNotificationSource] | None = None
+    ) -> BaseNotificationSource:
+        """Rebuild a source from :meth:`to_dict`'s output.
+
+        :param default_class: the class of a dict that names none (serialised before sources
+            named their class).
+        :raises QueryTaskError: when the class is missing, cannot be imported or is not a source.
+        """
+        fields = dict(data)
+        classpath = fields.pop(CLASSPATH_KEY, None)
+        if classpath is None:
+            if default_class is None:
+                raise QueryTaskError(f"A notification source names no class: {sorted(data)}")
+            return default_class(**fields)
+        module_name, _, class_name = str(classpath).rpartition(".")
+        try:
+            source_class = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise QueryTaskError(f"Cannot import notification source class {classpath!r}: {exc}") from exc
+        if not (isinstance(source_class, type) and issubclass(source_class, BaseNotificationSource)):
+            raise QueryTaskError(f"{classpath!r} is not a notification source class")
+        return source_class(**fields)
+
+
+def notification_listener(
+    decode: Decoder | None, source: BaseNotificationSource | None, query_id: str
+) -> Callable[[float], StatusSnapshot | None] | None:
+    """What a blocking :class:`~.wait.WaitLoop` listens with between polls (``None``: it sleeps)."""
+    if source is None or decode is None:
+        return None
+    return lambda timeout: source.listen(decode, query_id, timeout)
+
+
+#: Names that lived here while the Amazon SQS reader did (before 0.1.0), now in ``hooks.amazon_sqs``.
+_MOVED_TO_AMAZON_SQS = {
+    "NotificationSource": "SqsNotificationSource",
+    **{
+        name: name
+        for name in (
+            "DEFAULT_AWS_CONN_ID",
+            "LONG_POLL_SECONDS",
+            "BATCH_SIZE",
+            "VISIBILITY_TIMEOUT",
+            "HAND_BACK_PAUSE",
+            "REQUEUE_AT_RECEIVE_COUNT",
+            "REQUEUE_FOR_SECONDS",
+            "FIRST_SENT_ATTRIBUTE",
+            "RECEIVES_ATTRIBUTE",
+        )
+    },
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The SQS names' old import path: still served, with a warning, and imported only on use."""
+    if name in _MOVED_TO_AMAZON_SQS:
+        new_name = _MOVED_TO_AMAZON_SQS[name]
+        warnings.warn(
+            f"Import {new_name} from airflow_provider_querytasks.hooks.amazon_sqs; importing {name} "
+            f"from {__name__} is deprecated",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        from airflow_provider_querytasks.hooks import amazon_sqs
+
+        return getattr(amazon_sqs, new_name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -163,7 +163,7 @@ class ProcessState:
     Rotated tokens are kept a day: when the shared store refused a write, this process holds
     the only valid refresh token. A rate bucket idle for an hour has refilled; a new one starts
     from the published plan again. Per-event-loop state (the shared ``aiohttp`` session, its
-    lease count, the SQS queue readers) is held weakly by its loop, so it goes with the loop.
+    lease count, the notification queue readers) is held weakly by its loop, so it goes with the loop.
 
     :param clock: monotonic seconds for every cache (tests pass a fake clock).
     """
@@ -182,7 +182,7 @@ class ProcessState:
         self.rate_buckets = cache("rate_buckets", hour, 4096)
         self.shared_settings = cache("shared_settings", 600.0, 1024)
         self.shared_async_clients = cache("shared_async_clients", 600.0, 1024)
-        #: Per event loop: the shared ``aiohttp`` session, its lease count, the SQS readers.
+        #: Per event loop: the shared ``aiohttp`` session, its lease count, the notification queue readers.
         self.client_sessions: PerLoop[aiohttp.ClientSession] = weakref.WeakKeyDictionary()
         self.session_leases: PerLoop[int] = weakref.WeakKeyDictionary()
         self.queue_readers: PerLoop[dict[tuple[Any, ...], Any]] = weakref.WeakKeyDictionary()

@@ -31,7 +31,7 @@ import asyncio
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from airflow_provider_querytasks.common.process_state import BoundedCache, ProcessState, process_state
 
@@ -42,14 +42,26 @@ class TokenBucket:
     :param rate: sustained requests per second.
     :param burst: bucket size (requests that may go at once after a quiet period).
     :param clock: monotonic clock (for tests).
+    :param sleep: how a thread waits for its turn, and ``async_sleep`` a coroutine (for tests:
+        a clock that jumps over the waits).
     """
 
-    def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        rate: float,
+        burst: float,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError(f"rate must be > 0 and burst >= 1, got rate={rate}, burst={burst}")
         self.rate = rate
         self.burst = float(burst)
         self._clock = clock
+        self._sleep = sleep
+        self._async_sleep = async_sleep
         self._tokens = float(burst)
         self._updated = clock()
         self._lock = threading.Lock()
@@ -69,14 +81,14 @@ class TokenBucket:
         """Block the thread until a token is available; return the monotonic time it was granted."""
         delay = self.reserve()
         if delay > 0:
-            time.sleep(delay)
+            self._sleep(delay)
         return self._clock()
 
     async def acquire_async(self) -> float:
         """Suspend the coroutine until a token is available; return the time it was granted."""
         delay = self.reserve()
         if delay > 0:
-            await asyncio.sleep(delay)
+            await self._async_sleep(delay)
         return self._clock()
 
     def record_answer(self, granted_at: float, throttled: bool, limit: float | None = None) -> None:
@@ -96,6 +108,7 @@ class AdaptiveTokenBucket(TokenBucket):
     :param server_burst: the platform's own burst.
     :param clock: monotonic clock (for tests).
     :param jitter: source of uniform [0, 1) numbers (for tests).
+    :param sleep: how a thread waits (for tests), and ``async_sleep`` a coroutine.
     """
 
     #: A new bucket holds back the part of the burst its plan refills within START_SECONDS,
@@ -130,8 +143,10 @@ class AdaptiveTokenBucket(TokenBucket):
         server_burst: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = random.random,
+        sleep: Callable[[float], None] = time.sleep,
+        async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        super().__init__(rate, burst, clock)
+        super().__init__(rate, burst, clock, sleep=sleep, async_sleep=async_sleep)
         self.ceiling = rate
         self.server_rate = server_rate or rate
         self.server_burst = server_burst or burst
@@ -212,7 +227,7 @@ class AdaptiveTokenBucket(TokenBucket):
         place = self._enqueue()
         try:
             while (delay := self._wait_for(place)) > 0:
-                time.sleep(delay)
+                self._sleep(delay)
         except BaseException:
             self._leave()
             raise
@@ -222,7 +237,7 @@ class AdaptiveTokenBucket(TokenBucket):
         place = self._enqueue()
         try:
             while (delay := self._wait_for(place)) > 0:
-                await asyncio.sleep(delay)
+                await self._async_sleep(delay)
         except BaseException:  # cancelled while queued (a trigger moved or killed)
             self._leave()
             raise
@@ -299,13 +314,25 @@ class RateLimiterRegistry:
         differences between client and server (requests arrive a little bunched).
     :param adaptive: adaptive buckets (default); ``False``: static buckets of the published plan.
     :param state: where the buckets are kept (bounded; see :class:`ProcessState`); default: its own.
+    :param clock: the buckets' monotonic clock, ``sleep`` and ``async_sleep`` how they wait (for
+        tests: a clock that jumps over the waits; buckets made before a change keep theirs).
     """
 
     def __init__(
-        self, safety: float = 0.9, adaptive: bool = True, *, state: ProcessState | None = None
+        self,
+        safety: float = 0.9,
+        adaptive: bool = True,
+        *,
+        state: ProcessState | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.safety = safety
         self.adaptive = adaptive
+        self.clock = clock
+        self.sleep = sleep
+        self.async_sleep = async_sleep
         buckets: BoundedCache[tuple[str, str, str], TokenBucket] = (state or ProcessState()).rate_buckets
         self._buckets = buckets
         self._lock = threading.Lock()
@@ -318,10 +345,22 @@ class RateLimiterRegistry:
                 limited_rate, limited_burst = rate * self.safety, max(1.0, burst * self.safety)
                 if self.adaptive:
                     found = AdaptiveTokenBucket(
-                        limited_rate, limited_burst, server_rate=rate, server_burst=float(burst)
+                        limited_rate,
+                        limited_burst,
+                        server_rate=rate,
+                        server_burst=float(burst),
+                        clock=self.clock,
+                        sleep=self.sleep,
+                        async_sleep=self.async_sleep,
                     )
                 else:
-                    found = TokenBucket(limited_rate, limited_burst)
+                    found = TokenBucket(
+                        limited_rate,
+                        limited_burst,
+                        self.clock,
+                        sleep=self.sleep,
+                        async_sleep=self.async_sleep,
+                    )
                 self._buckets[key] = found
             return found
 

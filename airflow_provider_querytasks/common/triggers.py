@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from airflow_provider_querytasks.common.coalesce import coalesced_wait
 from airflow_provider_querytasks.common.errors import QueryTaskError, QueryTimeoutError
 from airflow_provider_querytasks.common.hooks import QueryTaskHook
-from airflow_provider_querytasks.common.notifications import NotificationSource, subscribe
+from airflow_provider_querytasks.common.notifications import BaseNotificationSource
 from airflow_provider_querytasks.common.transport import shared_session_lease
 from airflow_provider_querytasks.common.wait import PollSchedule, QueryState, StatusSnapshot, WaitLoop
 from airflow_provider_querytasks.compat import (
@@ -54,12 +54,15 @@ class QueryTaskTrigger(BaseTrigger):
     :param resume: the operator's own state (JSON-able), echoed back in every event as
         ``resume``: ``dag.test()`` resumes a task with the event alone and drops the ``defer``
         kwargs, so the state has to travel with the trigger.
-    :param notifications: a :class:`~.notifications.NotificationSource` as a dict: also listen
-        on that SQS queue and end the wait when the query's completion notification arrives
-        (platforms whose hook has a ``notification_decoder``).
+    :param notifications: a :class:`~.notifications.BaseNotificationSource` as a dict
+        (``to_dict``): also listen there and end the wait when the query's completion
+        notification arrives (platforms whose hook has a ``notification_decoder``).
     """
 
     hook_class: ClassVar[type[QueryTaskHook[Any, Any]]]
+    #: The source class of a ``notifications`` dict that names none (serialised before sources
+    #: named their class): a deferred task survives the provider's upgrade.
+    notification_source_class: ClassVar[type[BaseNotificationSource] | None] = None
 
     def __init__(
         self,
@@ -131,8 +134,10 @@ class QueryTaskTrigger(BaseTrigger):
                 )
                 decoder = hook.notification_decoder()
                 if self.notifications is not None and decoder is not None:
-                    source = NotificationSource.from_dict(self.notifications)
-                    async with subscribe(source, decoder, self.query_id) as subscription:
+                    source = BaseNotificationSource.from_dict(
+                        self.notifications, self.notification_source_class
+                    )
+                    async with source.subscribe(decoder, self.query_id) as subscription:
                         snapshot = await loop.run_async(poll, subscription.wait)
                 else:
                     # Spread the first polls of triggers that start together (a triggerer restart

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from airflow_provider_querytasks.common.errors import QueryTaskError, QueryTimeoutError
 from airflow_provider_querytasks.common.hooks import QueryTaskHook
-from airflow_provider_querytasks.common.notifications import NotificationSource, notification_listener
+from airflow_provider_querytasks.common.notifications import BaseNotificationSource, notification_listener
 from airflow_provider_querytasks.common.triggers import QueryTaskTrigger
 from airflow_provider_querytasks.common.wait import PollSchedule, QueryState, StatusSnapshot
 from airflow_provider_querytasks.compat import conf
@@ -61,7 +61,7 @@ class QueryWaitMixin(Generic[HookT]):
     ``poll_interval``).
 
     A platform sets ``hook_class`` and ``trigger_class``; one whose queries announce their end
-    (Data Kiosk over SQS) overrides :meth:`notification_source` and :meth:`poll_schedule`.
+    (Data Kiosk) overrides :meth:`notification_source` and :meth:`poll_schedule`.
     """
 
     hook_class: ClassVar[type[QueryTaskHook[Any, Any]]]
@@ -76,7 +76,7 @@ class QueryWaitMixin(Generic[HookT]):
         """The platform hook (typed per platform: ``ShoplazzaHook`` for the Shoplazza classes)."""
         return cast("HookT", self.hook_class(self.conn_id))
 
-    def notification_source(self) -> NotificationSource | None:
+    def notification_source(self) -> BaseNotificationSource | None:
         """Where completion notifications can end the wait (``None``: poll only)."""
         return None
 

@@ -16,10 +16,11 @@ from airflow_provider_querytasks.common.errors import (
 )
 from airflow_provider_querytasks.common.fetch import Destination, fetch_url
 from airflow_provider_querytasks.common.hooks import QueryTaskHook
-from airflow_provider_querytasks.common.notifications import Decoder, NotificationSource
+from airflow_provider_querytasks.common.notifications import Decoder
 from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
 from airflow_provider_querytasks.compat import Connection
 from airflow_provider_querytasks.connection_forms import AMAZON_SP_API_FORM
+from airflow_provider_querytasks.hooks.amazon_sqs import SqsNotificationSource
 from airflow_provider_querytasks.protocols.amazon_data_kiosk import (
     DataKioskApi,
     DataKioskSettings,
@@ -76,12 +77,12 @@ class DataKioskHook(QueryTaskHook[DataKioskSettings, DataKioskApi]):
     def notification_decoder(cls) -> Decoder:
         return read_notification
 
-    def notification_source(self, queue_url: str | None, aws_conn_id: str) -> NotificationSource | None:
+    def notification_source(self, queue_url: str | None, aws_conn_id: str) -> SqsNotificationSource | None:
         """The SQS queue to listen on for this account's completion notifications (validated), or
         ``None`` without a ``queue_url``."""
         if not queue_url:
             return None
-        return NotificationSource.checked(queue_url, aws_conn_id, account=self.settings.selling_partner_id)
+        return SqsNotificationSource.checked(queue_url, aws_conn_id, account=self.settings.selling_partner_id)
 
     def describe_query(self, query_id: str) -> str:
         return f"Data Kiosk query {query_id}"

@@ -10,12 +10,12 @@ from airflow_provider_querytasks.common.api import required_id
 from airflow_provider_querytasks.common.errors import InvalidInputError, QueryTaskError
 from airflow_provider_querytasks.common.fetch import Destination, destination_for, in_folder
 from airflow_provider_querytasks.common.no_retry import FailWithoutRetryMixin
-from airflow_provider_querytasks.common.notifications import DEFAULT_AWS_CONN_ID
 from airflow_provider_querytasks.common.operators import QueryTaskOperator
 from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot, to_seconds
 from airflow_provider_querytasks.common.wait_mixin import raise_for_final_state
 from airflow_provider_querytasks.compat import AirflowSkipException, BaseOperator, Context
 from airflow_provider_querytasks.hooks.amazon_data_kiosk import DataKioskHook
+from airflow_provider_querytasks.hooks.amazon_sqs import DEFAULT_AWS_CONN_ID
 from airflow_provider_querytasks.protocols.amazon_data_kiosk import (
     QueryFinishedNotification,
     page_record,

@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from airflow_provider_querytasks.common.notifications import DEFAULT_AWS_CONN_ID
 from airflow_provider_querytasks.common.sensors import QueryTaskSensor
 from airflow_provider_querytasks.common.wait import StatusSnapshot, to_seconds
 from airflow_provider_querytasks.compat import Context
 from airflow_provider_querytasks.hooks.amazon_data_kiosk import DataKioskHook
+from airflow_provider_querytasks.hooks.amazon_sqs import DEFAULT_AWS_CONN_ID
 from airflow_provider_querytasks.protocols.amazon_data_kiosk import page_record
 from airflow_provider_querytasks.triggers.amazon_data_kiosk import DataKioskWaitMixin
 

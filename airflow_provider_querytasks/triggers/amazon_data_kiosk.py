@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from airflow_provider_querytasks.common.notifications import NotificationSource
 from airflow_provider_querytasks.common.triggers import QueryTaskTrigger
 from airflow_provider_querytasks.common.wait import PollSchedule
 from airflow_provider_querytasks.common.wait_mixin import QueryWaitMixin
 from airflow_provider_querytasks.hooks.amazon_data_kiosk import DataKioskHook
+from airflow_provider_querytasks.hooks.amazon_sqs import SqsNotificationSource
 
 
 class DataKioskQueryTrigger(QueryTaskTrigger):
@@ -23,9 +23,13 @@ class DataKioskQueryTrigger(QueryTaskTrigger):
     :param started: wall-clock start of the wait.
     :param cancel_on_kill: cancel the query when the deferred task is killed.
     :param resume: the operator's state, echoed back in the event.
+    :param notifications: an :class:`~.amazon_sqs.SqsNotificationSource` as a dict (``to_dict``):
+        the wait also ends on the query's completion notification from that queue.
     """
 
     hook_class = DataKioskHook
+    # Kwargs serialised before sources named their class hold an SQS queue's fields only.
+    notification_source_class = SqsNotificationSource
 
 
 class DataKioskWaitMixin(QueryWaitMixin[DataKioskHook]):
@@ -39,7 +43,7 @@ class DataKioskWaitMixin(QueryWaitMixin[DataKioskHook]):
     aws_conn_id: str
     notification_poll_interval: float
 
-    def notification_source(self) -> NotificationSource | None:
+    def notification_source(self) -> SqsNotificationSource | None:
         return self.hook.notification_source(self.notification_queue_url, self.aws_conn_id)
 
     def poll_schedule(self) -> PollSchedule:

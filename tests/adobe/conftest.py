@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -9,16 +8,13 @@ from airflow_provider_querytasks.hooks.adobe_query_service import AdobeQueryServ
 from airflow_provider_querytasks.operators.adobe_query_service import AdobeQueryOperator
 from airflow_provider_querytasks.testing.adobe_query_service import AdobeQueryServiceEmulator
 
-from ..helpers import FAST_RETRY, use_connection
+from ..helpers import FAST_RETRY
 
 
 @pytest.fixture
-def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[AdobeQueryServiceEmulator]:
-    server = AdobeQueryServiceEmulator(duration=0.3, file_size=1000)
-    server.start()
-    use_connection(monkeypatch, server.connection())
-    yield server
-    server.stop()
+def emulator(adobe_emulator: AdobeQueryServiceEmulator) -> AdobeQueryServiceEmulator:
+    """The platform's emulator (``tests/conftest.py``), by the name this package's tests use."""
+    return adobe_emulator
 
 
 @pytest.fixture

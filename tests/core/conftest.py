@@ -4,16 +4,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from ..helpers import FAST_RETRY, use_connection
+from ..helpers import FAST_RETRY, serve
 from .fake_platform import FakeEmulator, FakeHook
 
 
 @pytest.fixture
 def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeEmulator]:
-    server = FakeEmulator(duration=0.3).start()
-    use_connection(monkeypatch, server.connection())
-    yield server
-    server.stop()
+    yield from serve(FakeEmulator(duration=0.3), monkeypatch)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,10 +15,10 @@ from airflow_provider_querytasks.common.errors import (
     RemoteQueryFailedError,
 )
 from airflow_provider_querytasks.common.operators import STATE_STORE_KEY
-from airflow_provider_querytasks.common.transport import close_shared_client_session
 from airflow_provider_querytasks.compat import TaskDeferred
 from airflow_provider_querytasks.testing.dags import run_dag
 
+from ..helpers import run_trigger
 from .fake_platform import FakeEmulator, FakeHook, FakeQueryOperator, FakeQuerySensor, FakeTrigger
 
 
@@ -40,18 +39,6 @@ class FakeStore(dict):  # type: ignore[type-arg]
 def ctx(**items: Any) -> Any:
     """A task context with only what a test needs."""
     return dict(items)
-
-
-def run_trigger(trigger: FakeTrigger) -> dict[str, Any]:
-    async def first() -> dict[str, Any]:
-        try:
-            async for event in trigger.run():
-                return dict(event.payload)
-        finally:
-            await close_shared_client_session()
-        raise AssertionError("no event")
-
-    return asyncio.run(first())
 
 
 def operator(**kwargs: Any) -> FakeQueryOperator:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -9,7 +8,7 @@ from airflow_provider_querytasks.hooks.amazon_data_kiosk import DataKioskHook
 from airflow_provider_querytasks.operators.amazon_data_kiosk import DataKioskQueryOperator
 from airflow_provider_querytasks.testing.amazon_data_kiosk import DataKioskEmulator
 
-from ..helpers import FAST_RETRY, use_connection
+from ..helpers import FAST_RETRY
 
 QUERY = """
 query salesByDate {
@@ -31,12 +30,9 @@ query salesByDate {
 
 
 @pytest.fixture
-def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[DataKioskEmulator]:
-    server = DataKioskEmulator(duration=0.3, rows=5)
-    server.start()
-    use_connection(monkeypatch, server.connection())
-    yield server
-    server.stop()
+def emulator(data_kiosk_emulator: DataKioskEmulator) -> DataKioskEmulator:
+    """The platform's emulator (``tests/conftest.py``), by the name this package's tests use."""
+    return data_kiosk_emulator
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from airflow_provider_querytasks.common.wait import QueryState
 from airflow_provider_querytasks.hooks.amazon_data_kiosk import DataKioskHook
 from airflow_provider_querytasks.testing.amazon_data_kiosk import DataKioskEmulator
 
+from ..helpers import fast_forward_rate_limits
 from .conftest import QUERY
 
 
@@ -96,12 +97,17 @@ def test_create_is_not_resent_after_a_server_error(hook: DataKioskHook, emulator
     assert len(emulator.requests_to("api", "POST", r"/queries$")) == 1
 
 
-def test_create_429_is_retried(hook: DataKioskHook, emulator: DataKioskEmulator) -> None:
+def test_create_429_is_retried(
+    hook: DataKioskHook, emulator: DataKioskEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The retry waits for createQuery's plan (1 a minute) to refill: on a clock that skips it.
+    clock = fast_forward_rate_limits(monkeypatch)
     emulator.inject(
         action="status", site="api", method="POST", path=r"/queries$", status=429, body={"errors": []}
     )
     hook.create_query(QUERY)
     assert len(emulator.requests_to("api", "POST", r"/queries$")) == 2 and len(emulator.queries) == 1
+    assert clock.skipped >= 30  # the retry waited for the plan, as on the real clock
 
 
 def test_cancel_a_running_query_and_a_finished_one(hook: DataKioskHook, emulator: DataKioskEmulator) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import time
 from typing import Any
@@ -10,11 +11,12 @@ from typing import Any
 import pytest
 
 from airflow_provider_querytasks.common.errors import InvalidInputError, QueryTaskError
-from airflow_provider_querytasks.common.notifications import Notification, NotificationSource
+from airflow_provider_querytasks.common.notifications import BaseNotificationSource, Notification
 from airflow_provider_querytasks.common.transport import close_shared_client_session
 from airflow_provider_querytasks.common.wait import PollSchedule, QueryState
 from airflow_provider_querytasks.compat import PokeReturnValue, TaskDeferred
 from airflow_provider_querytasks.hooks.amazon_data_kiosk import DataKioskHook
+from airflow_provider_querytasks.hooks.amazon_sqs import SqsNotificationSource
 from airflow_provider_querytasks.operators.amazon_data_kiosk import (
     DataKioskNotificationOperator,
     DataKioskQueryOperator,
@@ -35,9 +37,9 @@ RARE_POLLS = PollSchedule(initial=600, maximum=600).to_dict()
 
 
 @pytest.fixture
-def aws(emulator: DataKioskEmulator, monkeypatch: pytest.MonkeyPatch) -> NotificationSource:
+def aws(emulator: DataKioskEmulator, monkeypatch: pytest.MonkeyPatch) -> SqsNotificationSource:
     use_connection(monkeypatch, emulator.aws_connection())
-    return NotificationSource(emulator.notification_queue_url, "aws_default", emulator.account_id)
+    return SqsNotificationSource(emulator.notification_queue_url, "aws_default", emulator.account_id)
 
 
 def sqs_client(emulator: DataKioskEmulator) -> Any:
@@ -52,7 +54,7 @@ def sqs_client(emulator: DataKioskEmulator) -> Any:
 
 
 def notified_trigger(
-    query_id: str, source: NotificationSource, deadline: float = 30.0
+    query_id: str, source: SqsNotificationSource, deadline: float = 30.0
 ) -> DataKioskQueryTrigger:
     return DataKioskQueryTrigger(
         conn_id="amazon_sp_api_default",
@@ -136,17 +138,17 @@ def test_decoder_ignores_what_is_not_a_data_kiosk_notification(emulator: DataKio
     )
     notification = read_notification(json.dumps(envelope))
     assert isinstance(notification, Notification)
-    source = NotificationSource("https://sqs.example/1/q", account=emulator.account_id)
+    source = SqsNotificationSource("https://sqs.example/1/q", account=emulator.account_id)
     assert source.accepts(notification, notification.query_id)
     assert not source.accepts(notification, "another-query")
-    assert not NotificationSource("https://sqs.example/1/q", account="A-OTHER").accepts(
+    assert not SqsNotificationSource("https://sqs.example/1/q", account="A-OTHER").accepts(
         notification, notification.query_id
     )
 
 
 # -- the deferred wait ------------------------------------------------------------------------
 def test_trigger_ends_on_the_notification_without_a_status_poll(
-    emulator: DataKioskEmulator, aws: NotificationSource
+    emulator: DataKioskEmulator, aws: SqsNotificationSource
 ) -> None:
     emulator.duration = 2.0
     query_id = emulator.add_query(QUERY).query_id
@@ -158,7 +160,7 @@ def test_trigger_ends_on_the_notification_without_a_status_poll(
 
 
 def test_a_notification_queued_before_the_wait_ends_it_at_once(
-    emulator: DataKioskEmulator, aws: NotificationSource
+    emulator: DataKioskEmulator, aws: SqsNotificationSource
 ) -> None:
     emulator.duration = 0.0
     query_id = emulator.add_query(QUERY).query_id
@@ -167,7 +169,7 @@ def test_a_notification_queued_before_the_wait_ends_it_at_once(
     assert event["status"] == "success" and polls_of(emulator, query_id) == 0
 
 
-def test_fifty_waits_share_one_queue_reader(emulator: DataKioskEmulator, aws: NotificationSource) -> None:
+def test_fifty_waits_share_one_queue_reader(emulator: DataKioskEmulator, aws: SqsNotificationSource) -> None:
     emulator.duration = 3.0
     emulator.enforce_rate_limits = False  # this test is about SQS, not the getQuery plan
     ids = [emulator.add_query(QUERY).query_id for _ in range(50)]
@@ -193,7 +195,7 @@ def test_fifty_waits_share_one_queue_reader(emulator: DataKioskEmulator, aws: No
 
 
 def test_other_consumers_messages_are_left_on_the_queue(
-    emulator: DataKioskEmulator, aws: NotificationSource
+    emulator: DataKioskEmulator, aws: SqsNotificationSource
 ) -> None:
     emulator.duration = 0.0
     unrelated = emulator.add_query(QUERY).query_id
@@ -207,7 +209,7 @@ def test_other_consumers_messages_are_left_on_the_queue(
 
 
 def test_lost_notification_still_ends_by_the_safety_net_poll(
-    emulator: DataKioskEmulator, aws: NotificationSource
+    emulator: DataKioskEmulator, aws: SqsNotificationSource
 ) -> None:
     emulator.duration, emulator.notify = 0.5, False
     query_id = emulator.add_query(QUERY).query_id
@@ -218,15 +220,49 @@ def test_lost_notification_still_ends_by_the_safety_net_poll(
 
 
 def test_unreadable_queue_ends_the_wait_with_its_url(
-    emulator: DataKioskEmulator, aws: NotificationSource
+    emulator: DataKioskEmulator, aws: SqsNotificationSource
 ) -> None:
     emulator.duration = 60.0
     query_id = emulator.add_query(QUERY).query_id
-    wrong = NotificationSource(aws.queue_url + "-typo", aws.aws_conn_id, aws.account)
+    wrong = SqsNotificationSource(aws.queue_url + "-typo", aws.aws_conn_id, aws.account)
     event = run_trigger(notified_trigger(query_id, wrong))
     assert event["status"] == "error"
     assert wrong.queue_url in event["message"] and "NonExistentQueue" in event["message"]
     assert emulator.aws_secret_access_key not in event["message"]
+
+
+# -- serialised triggers ---------------------------------------------------------------------
+def test_the_sqs_source_travels_as_a_dict_naming_its_class() -> None:
+    source = SqsNotificationSource("https://sqs.example/1/q", "aws_other", "A-1")
+    data = source.to_dict()
+    assert data == {
+        "classpath": "airflow_provider_querytasks.hooks.amazon_sqs.SqsNotificationSource",
+        "queue_url": "https://sqs.example/1/q",
+        "aws_conn_id": "aws_other",
+        "account": "A-1",
+    }
+    assert BaseNotificationSource.from_dict(json.loads(json.dumps(data))) == source
+
+
+def test_a_trigger_serialised_before_sources_named_their_class_still_listens_on_sqs(
+    emulator: DataKioskEmulator, aws: SqsNotificationSource
+) -> None:
+    """A task deferred by an earlier build survives the provider upgrade: its kwargs'
+    ``notifications`` (queue_url, aws_conn_id, account; no class) rebuild to the SQS source."""
+    emulator.duration = 2.0
+    query_id = emulator.add_query(QUERY).query_id
+    classpath, kwargs = notified_trigger(query_id, aws).serialize()
+    kwargs["notifications"] = {
+        "queue_url": aws.queue_url,
+        "aws_conn_id": aws.aws_conn_id,
+        "account": aws.account,
+    }
+    module, _, name = classpath.rpartition(".")
+    rebuilt = getattr(importlib.import_module(module), name)(**kwargs)
+    event = run_trigger(rebuilt)
+    assert event["status"] == "success", event
+    assert polls_of(emulator, query_id) == 0  # ended by the notification (the next poll is 10 min away)
+    assert not emulator.sqs.messages(emulator.NOTIFICATION_QUEUE)
 
 
 # -- operators and sensors --------------------------------------------------------------------
@@ -248,7 +284,7 @@ def test_operator_refuses_a_bad_queue_before_submitting(emulator: DataKioskEmula
 
 
 def test_deferrable_operator_hands_the_queue_to_its_trigger(
-    emulator: DataKioskEmulator, aws: NotificationSource
+    emulator: DataKioskEmulator, aws: SqsNotificationSource
 ) -> None:
     emulator.duration = 2.0
     op = DataKioskQueryOperator(
@@ -270,7 +306,7 @@ def test_deferrable_operator_hands_the_queue_to_its_trigger(
 
 
 def test_operator_waiting_in_the_worker_listens_to_the_queue(
-    emulator: DataKioskEmulator, aws: NotificationSource
+    emulator: DataKioskEmulator, aws: SqsNotificationSource
 ) -> None:
     emulator.duration = 2.0
     op = DataKioskQueryOperator(task_id="q", query=QUERY, notification_queue_url=aws.queue_url)
@@ -280,7 +316,7 @@ def test_operator_waiting_in_the_worker_listens_to_the_queue(
 
 
 def test_sensor_poke_takes_the_notification_without_a_status_call(
-    emulator: DataKioskEmulator, aws: NotificationSource
+    emulator: DataKioskEmulator, aws: SqsNotificationSource
 ) -> None:
     emulator.duration = 0.0
     query_id = emulator.add_query(QUERY).query_id
@@ -305,7 +341,7 @@ def test_hook_scopes_the_source_to_the_connections_account(emulator: DataKioskEm
 
 # -- the event-driven DAG's path: MessageQueueTrigger -> asset event -> operator ---------------
 def test_message_queue_trigger_payload_drives_the_notification_operator(
-    emulator: DataKioskEmulator, aws: NotificationSource, tmp_path: Any
+    emulator: DataKioskEmulator, aws: SqsNotificationSource, tmp_path: Any
 ) -> None:
     msg_queue = pytest.importorskip(
         "airflow.providers.common.messaging.triggers.msg_queue",
@@ -331,7 +367,7 @@ def test_secrets_stay_out_of_errors(emulator: DataKioskEmulator, monkeypatch: py
     conn["password"] = "wrong-" + emulator.aws_secret_access_key
     conn["login"] = "AKIAWRONGKEY"
     use_connection(monkeypatch, conn)
-    source = NotificationSource(emulator.notification_queue_url)
+    source = SqsNotificationSource(emulator.notification_queue_url)
     with pytest.raises(QueryTaskError) as raised:
         DataKioskQuerySensor(task_id="s", query_id="1", notification_queue_url=source.queue_url).poke({})  # type: ignore[arg-type]
     assert "InvalidClientTokenId" in str(raised.value)
@@ -403,7 +439,7 @@ def test_emulator_changes_visibility_in_batches_and_redrives_to_a_dead_letter_qu
 
 
 def test_a_notification_for_another_consumer_is_handed_back_at_once(
-    emulator: DataKioskEmulator, aws: NotificationSource
+    emulator: DataKioskEmulator, aws: SqsNotificationSource
 ) -> None:
     emulator.duration = 0.0
     theirs = emulator.add_query(QUERY).query_id  # another triggerer waits for this one
@@ -425,7 +461,7 @@ def test_a_notification_for_another_consumer_is_handed_back_at_once(
 
 
 def test_a_notification_received_too_often_is_sent_again_not_dead_lettered(
-    emulator: DataKioskEmulator, aws: NotificationSource
+    emulator: DataKioskEmulator, aws: SqsNotificationSource
 ) -> None:
     emulator.sqs.create_queue(emulator.NOTIFICATION_QUEUE, dead_letter_queue="dlq", max_receive_count=5)
     emulator.duration = 0.0

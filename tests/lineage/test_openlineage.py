@@ -4,11 +4,13 @@ under their final names."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ from airflow_provider_querytasks.testing.adobe_query_service import AdobeQuerySe
 from airflow_provider_querytasks.testing.amazon_data_kiosk import DataKioskEmulator
 from airflow_provider_querytasks.testing.shoplazza import ShoplazzaEmulator
 
-from ..helpers import use_connection
+from ..helpers import new_adobe_emulator, new_data_kiosk_emulator, new_shoplazza_emulator, serve
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "example_dags"
@@ -35,18 +37,47 @@ LOGICAL_DATE = "2026-11-20T00:00:00+00:00"
 Pair = tuple[str, str]
 
 
-@pytest.fixture
-def output_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "out"
-    monkeypatch.setenv("AIRFLOW_VAR_QUERYTASKS_OUTPUT_DIR", str(folder))
-    monkeypatch.setenv("QUERYTASKS_EXAMPLE_POLL_SECONDS", "0.2")
-    return folder
+#: The example DAGs run (``file:variable``), all in one process.
+RUNS = (
+    "example_adobe_query_service.py:daily_ctas",
+    "example_data_kiosk.py:sales_and_traffic",
+    "example_shoplazza.py:daily",
+    "example_shoplazza.py:backfill",
+)
 
 
-def run_with_lineage(example: str, variable: str, tmp_path: Path) -> dict[str, dict[str, Any]]:
-    """Run a DAG of an example file with OpenLineage on; return its COMPLETE events by task id."""
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    events_file = tmp_path / "openlineage.jsonl"
+@dataclass
+class LineageRun:
+    """The example DAGs' COMPLETE events by task id, where they wrote, and the emulators."""
+
+    events: dict[str, dict[str, Any]]
+    output: Path
+    adobe: AdobeQueryServiceEmulator
+    data_kiosk: DataKioskEmulator
+    shoplazza: ShoplazzaEmulator
+
+
+@pytest.fixture(scope="module")
+def lineage(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LineageRun]:
+    """Every example DAG of :data:`RUNS`, run once for the module with OpenLineage on (in one
+    process: Airflow and the OpenLineage plugin load once), against emulators of its own."""
+    folder = tmp_path_factory.mktemp("lineage")
+    serving = contextlib.contextmanager(serve)
+    with pytest.MonkeyPatch.context() as monkeypatch, contextlib.ExitStack() as stack:
+        adobe = stack.enter_context(serving(new_adobe_emulator(), monkeypatch))
+        data_kiosk = stack.enter_context(serving(new_data_kiosk_emulator(), monkeypatch))
+        data_kiosk.pages = 2
+        shoplazza = stack.enter_context(serving(new_shoplazza_emulator(), monkeypatch))
+        output = folder / "out"
+        monkeypatch.setenv("AIRFLOW_VAR_QUERYTASKS_OUTPUT_DIR", str(output))
+        monkeypatch.setenv("QUERYTASKS_EXAMPLE_POLL_SECONDS", "0.2")
+        events = run_with_lineage(RUNS, folder)
+        yield LineageRun(events, output, adobe, data_kiosk, shoplazza)
+
+
+def run_with_lineage(runs: tuple[str, ...], folder: Path) -> dict[str, dict[str, Any]]:
+    """Run DAGs of example files with OpenLineage on; return their COMPLETE events by task id."""
+    events_file = folder / "openlineage.jsonl"
     env = {
         **os.environ,
         "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
@@ -61,15 +92,14 @@ def run_with_lineage(example: str, variable: str, tmp_path: Path) -> dict[str, d
             sys.executable,
             "-m",
             "tests.lineage.run_example_dag",
-            str(EXAMPLES / example),
-            variable,
             LOGICAL_DATE,
+            *(str(EXAMPLES / run) for run in runs),
         ],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=600,
         check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -79,6 +109,7 @@ def run_with_lineage(example: str, variable: str, tmp_path: Path) -> dict[str, d
     for event in events:
         task_id = event["job"]["name"].partition(".")[2]
         if event["eventType"] == "COMPLETE" and task_id:
+            assert task_id not in complete, f"two example DAGs have a task {task_id!r}"
             complete[task_id] = event
     return complete
 
@@ -91,41 +122,11 @@ def files_under(folder: Path, pattern: str) -> list[Pair]:
     return sorted(("file", str(path)) for path in folder.rglob(pattern) if path.is_file())
 
 
-@pytest.fixture
-def adobe(monkeypatch: pytest.MonkeyPatch) -> Iterator[AdobeQueryServiceEmulator]:
-    server = AdobeQueryServiceEmulator(duration=0.3, file_size=1000)
-    server.start()
-    use_connection(monkeypatch, server.connection())
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def data_kiosk(monkeypatch: pytest.MonkeyPatch) -> Iterator[DataKioskEmulator]:
-    server = DataKioskEmulator(duration=0.3, rows=5)
-    server.pages = 2
-    server.start()
-    use_connection(monkeypatch, server.connection())
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def shoplazza(monkeypatch: pytest.MonkeyPatch) -> Iterator[ShoplazzaEmulator]:
-    server = ShoplazzaEmulator(duration=0.3, rows=20)
-    server.start()
-    use_connection(monkeypatch, server.connection())
-    yield server
-    server.stop()
-
-
-def test_adobe_example_reports_sql_tables_ctas_target_and_exported_files(
-    airflow_db: Any, adobe: AdobeQueryServiceEmulator, output_dir: Path, tmp_path: Path
-) -> None:
-    events = run_with_lineage("example_adobe_query_service.py", "daily_ctas", tmp_path)
+def test_adobe_example_reports_sql_tables_ctas_target_and_exported_files(lineage: LineageRun) -> None:
+    events, output_dir = lineage.events, lineage.output
     settings = AdobeQueryServiceHook().settings
     namespace = f"adobe-experience-platform://{settings.org_id}"
-    target = json.loads(adobe.requests_to("api", "POST", r"/queries$")[0].body)["ctasParameters"][
+    target = json.loads(lineage.adobe.requests_to("api", "POST", r"/queries$")[0].body)["ctasParameters"][
         "datasetName"
     ]
     ctas = events["daily_page_views"]
@@ -139,10 +140,8 @@ def test_adobe_example_reports_sql_tables_ctas_target_and_exported_files(
     assert len(parquet) == 2 and datasets(export, "outputs") == parquet
 
 
-def test_data_kiosk_example_reports_the_queried_dataset_and_every_page_file(
-    airflow_db: Any, data_kiosk: DataKioskEmulator, output_dir: Path, tmp_path: Path
-) -> None:
-    events = run_with_lineage("example_data_kiosk.py", "sales_and_traffic", tmp_path)
+def test_data_kiosk_example_reports_the_queried_dataset_and_every_page_file(lineage: LineageRun) -> None:
+    events, output_dir = lineage.events, lineage.output
     query = events["sales_and_traffic_by_date"]
     account = DataKioskHook().settings.account
     assert datasets(query, "inputs") == [
@@ -153,26 +152,23 @@ def test_data_kiosk_example_reports_the_queried_dataset_and_every_page_file(
     assert datasets(query, "outputs") == pages
 
 
-def test_shoplazza_examples_report_the_shop_events_and_every_csv(
-    airflow_db: Any, shoplazza: ShoplazzaEmulator, output_dir: Path, tmp_path: Path
-) -> None:
+def test_shoplazza_examples_report_the_shop_events_and_every_csv(lineage: LineageRun) -> None:
     namespace = f"shoplazza://{ShoplazzaHook().settings.shop}"
-    daily = run_with_lineage("example_shoplazza.py", "daily", tmp_path / "daily")
-    export = daily["export_purchases"]
+    output_dir = lineage.output
+    export = lineage.events["export_purchases"]
     assert datasets(export, "inputs") == [(namespace, "realtime_events.purchase_product")]
     assert datasets(export, "outputs") == files_under(output_dir / "example_shoplazza_daily_export", "*.csv")
 
-    backfill = run_with_lineage("example_shoplazza.py", "backfill", tmp_path / "backfill")
     folder = output_dir / "example_shoplazza_backfill_with_sensor"
-    three_days = backfill["export_three_days"]
+    three_days = lineage.events["export_three_days"]
     assert datasets(three_days, "inputs") == [(namespace, "realtime_events.add_to_cart")]
     assert datasets(three_days, "outputs") == files_under(folder / "three_days", "*.csv")
     assert len(datasets(three_days, "outputs")) == 3
     # Submitted without waiting: the remote query is an input, nothing was written.
-    submit = backfill["submit_pageviews"]
+    submit = lineage.events["submit_pageviews"]
     assert datasets(submit, "inputs") == [(namespace, "realtime_events.pageview")]
     assert datasets(submit, "outputs") == []
     # A download by task id: the task does not report its event, only the shop's event table.
-    download = backfill["download_pageviews"]
+    download = lineage.events["download_pageviews"]
     assert datasets(download, "inputs") == [(namespace, "realtime_events")]
     assert datasets(download, "outputs") == files_under(folder / "pageviews", "*.csv")

@@ -38,7 +38,7 @@ from airflow_provider_querytasks.triggers.amazon_data_kiosk import DataKioskQuer
 from airflow_provider_querytasks.triggers.shoplazza import ShoplazzaDataTaskTrigger
 
 from ..data_kiosk.conftest import QUERY
-from ..helpers import run_trigger, use_connection
+from ..helpers import fast_forward_rate_limits, run_trigger, use_connection
 
 RETRY = RetryPolicy(attempts=4, initial=0.01, maximum=0.1, jitter=0.0)
 #: (connect, read) seconds: short, so a delayed answer is a read timeout.
@@ -164,7 +164,12 @@ def _files(folder: Path) -> list[str]:
 @pytest.mark.parametrize("phase", ["submit", "wait", "fetch"])
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_fault(
-    platform: tuple[Platform, Any], fault: str, phase: str, tmp_path: Path, request: pytest.FixtureRequest
+    platform: tuple[Platform, Any],
+    fault: str,
+    phase: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     spec, emulator = platform
     request.node.add_marker(pytest.mark.scenario(f"{fault} at {phase}", spec.name))
@@ -179,6 +184,10 @@ def test_fault(
         assert spec.submissions(emulator) == 1 and injected.hits == 1
         assert _files(folder) == []
         return
+    if phase == "submit":
+        # The refused submission is sent again once the submit plan allows (Data Kiosk's
+        # createQuery: 1 a minute): on a clock that skips that wait.
+        fast_forward_rate_limits(monkeypatch)
     spec.run(folder)
     assert injected.hits == 1  # the fault did happen
     assert spec.submissions(emulator) == (2 if phase == "submit" else 1)  # a 429 was refused, then sent again

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -11,18 +10,15 @@ from airflow_provider_querytasks.operators.shoplazza import ShoplazzaDataTaskOpe
 from airflow_provider_querytasks.testing.shoplazza import ShoplazzaEmulator
 from airflow_provider_querytasks.triggers.shoplazza import ShoplazzaDataTaskTrigger
 
-from ..helpers import FAST_RETRY, use_connection
+from ..helpers import FAST_RETRY
 
 DAY = ("2026-11-20T00:00:00", "2026-11-21T00:00:00")
 
 
 @pytest.fixture
-def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[ShoplazzaEmulator]:
-    server = ShoplazzaEmulator(duration=0.3, rows=20)
-    server.start()
-    use_connection(monkeypatch, server.connection())
-    yield server
-    server.stop()
+def emulator(shoplazza_emulator: ShoplazzaEmulator) -> ShoplazzaEmulator:
+    """The platform's emulator (``tests/conftest.py``), by the name this package's tests use."""
+    return shoplazza_emulator
 
 
 @pytest.fixture

@@ -1,18 +1,15 @@
 """Shoplazza OAuth across processes: the rotated refresh token lives where every process reads it.
 
 The emulator replaces the refresh token on every refresh and refuses the old one
-(``invalid_grant``), as Shoplazza does. Each "process" here is a real separate Python process
-(``tests/shoplazza/oauth_process.py``) sharing the test session's metadata DB, as the workers
-and triggerers of one deployment share theirs.
+(``invalid_grant``), as Shoplazza does. Each "process" here is a real separate OS process
+(``tests/shoplazza/oauth_process.py``: forked from a server that only imported Airflow, so it
+starts with nothing in memory) sharing the test session's metadata DB, as the workers and
+triggerers of one deployment share theirs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,8 +24,8 @@ from airflow_provider_querytasks.hooks.shoplazza import ShoplazzaHook
 from airflow_provider_querytasks.testing.shoplazza import ShoplazzaEmulator
 
 from ..helpers import FAST_RETRY, use_connection
+from .oauth_process import OAuthProcess
 
-ROOT = Path(__file__).resolve().parents[2]
 TOKEN_PATH = r"/admin/oauth/token$"
 
 
@@ -41,24 +38,6 @@ def oauth(airflow_db: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[S
     use_connection(monkeypatch, server.connection(conn_id, oauth=True))
     yield server, conn_id
     server.stop()
-
-
-def run_process(conn_id: str, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.shoplazza.oauth_process", conn_id, *args],
-        cwd=ROOT,
-        env=os.environ.copy(),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def finish(process: subprocess.Popen[str]) -> dict[str, Any]:
-    out, err = process.communicate(timeout=120)
-    assert process.returncode == 0, err.strip().splitlines()[-1:] or err
-    return dict(json.loads(out.strip().splitlines()[-1]))
 
 
 def token_calls(emulator: ShoplazzaEmulator) -> list[tuple[str, int | None]]:
@@ -90,7 +69,7 @@ def test_three_processes_in_a_row_each_refresh_with_the_newest_refresh_token(
     emulator, conn_id = oauth
     for _ in range(3):
         emulator.expire_tokens()  # each process must refresh: its access token is gone
-        assert finish(run_process(conn_id))["query_id"]
+        assert OAuthProcess(conn_id).finish()["query_id"]
     calls = token_calls(emulator)
     # Three refreshes, each with the token the previous one issued, all accepted.
     assert [status for _, status in calls] == [200, 200, 200]
@@ -108,7 +87,7 @@ def test_new_processes_reuse_the_shared_access_token_without_refreshing(
 ) -> None:
     emulator, conn_id = oauth
     for _ in range(2):
-        assert finish(run_process(conn_id))["query_id"]
+        assert OAuthProcess(conn_id).finish()["query_id"]
     assert len(token_calls(emulator)) == 1
     assert len(emulator.requests_to("api", "GET", r"/data/query$")) == 2
 
@@ -120,14 +99,12 @@ def test_two_processes_refreshing_at_the_same_moment_both_succeed(
     # Token answers take 1.5 s: both processes send the same refresh token before either has
     # its answer, so one of them wins the rotation and the other is refused.
     emulator.inject(action="delay", site="api", path=TOKEN_PATH, times=None, seconds=1.5)
-    processes = [run_process(conn_id, "--wait") for _ in range(2)]
-    for process in processes:  # both have imported Airflow and built their hook
-        assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+    processes = [OAuthProcess(conn_id, hold=True) for _ in range(2)]
+    for process in processes:  # both have built their hook
+        assert process.ready.wait(120)
     for process in processes:
-        assert process.stdin is not None
-        process.stdin.write("go\n")
-        process.stdin.flush()
-    results = [finish(process) for process in processes]
+        process.go()
+    results = [process.finish() for process in processes]
     assert all(result["query_id"] for result in results)
     calls = token_calls(emulator)
     # The race happened (same token sent twice, one refused), and the loser went on with the
@@ -141,11 +118,11 @@ def test_two_processes_refreshing_at_the_same_moment_both_succeed(
 
 def test_trigger_path_reads_and_writes_the_same_store(oauth: tuple[ShoplazzaEmulator, str]) -> None:
     emulator, conn_id = oauth
-    query_id = finish(run_process(conn_id))["query_id"]  # a worker task: refresh-0 -> refresh-1
+    query_id = OAuthProcess(conn_id).finish()["query_id"]  # a worker task: refresh-0 -> refresh-1
     emulator.expire_tokens()
     # A trigger (async hook methods) in a separate process: reads refresh-1 from the store,
     # refreshes, writes refresh-2.
-    assert finish(run_process(conn_id, "--poll", query_id))["state"] in ("pending", "running", "succeeded")
+    assert OAuthProcess(conn_id, poll=query_id).finish()["state"] in ("pending", "running", "succeeded")
     assert stored(conn_id).refresh_token == "shoplazza-emulator-refresh-2"
     # The same in this process's event loop, then a worker task again after it.
     emulator.expire_tokens()
@@ -160,7 +137,7 @@ def test_trigger_path_reads_and_writes_the_same_store(oauth: tuple[ShoplazzaEmul
     assert stored(conn_id).refresh_token == "shoplazza-emulator-refresh-3"
     emulator.expire_tokens()
     token_cache.clear()
-    assert finish(run_process(conn_id))["query_id"]
+    assert OAuthProcess(conn_id).finish()["query_id"]
     assert [status for _, status in token_calls(emulator)] == [200, 200, 200, 200]
 
 
@@ -171,7 +148,7 @@ def test_the_stored_tokens_are_encrypted_and_masked(oauth: tuple[ShoplazzaEmulat
     from airflow_provider_querytasks.compat import redact
 
     _, conn_id = oauth
-    finish(run_process(conn_id))
+    OAuthProcess(conn_id).finish()
     key = store_key(conn_id)
     with Session() as session:  # type: ignore[misc]
         raw, encrypted = session.execute(
@@ -187,14 +164,14 @@ def test_a_connection_given_a_new_refresh_token_starts_over_from_it(
     oauth: tuple[ShoplazzaEmulator, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     emulator, conn_id = oauth
-    finish(run_process(conn_id))
+    OAuthProcess(conn_id).finish()
     # The app is authorised again: a new refresh token goes into the connection.
     emulator.refresh_tokens.add("reauthorised-refresh-token")
     conn = emulator.connection(conn_id, oauth=True)
     conn["extra"]["refresh_token"] = "reauthorised-refresh-token"
     use_connection(monkeypatch, conn)
     emulator.expire_tokens()
-    finish(run_process(conn_id))
+    OAuthProcess(conn_id).finish()
     assert token_calls(emulator)[-1] == ("reauthorised-refresh-token", 200)
 
 
@@ -317,7 +294,7 @@ def test_a_triggerer_reaches_the_store_through_its_supervisor(
             raise AssertionError("a sync call from the event loop")
 
     emulator, conn_id = oauth
-    query_id = finish(run_process(conn_id))["query_id"]  # a worker stored refresh-1
+    query_id = OAuthProcess(conn_id).finish()["query_id"]  # a worker stored refresh-1
     emulator.expire_tokens()
     channel = TriggerRunnerChannel()
     monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", channel, raising=False)
