@@ -53,6 +53,8 @@ class TokenBucket:
         self._tokens = float(burst)
         self._updated = clock()
         self._lock = threading.Lock()
+        #: When the last token was granted (monotonic; -inf before the first).
+        self.last_grant = float("-inf")
 
     def reserve(self) -> float:
         """Take one token now or in the future; return the seconds to wait before using it."""
@@ -61,9 +63,30 @@ class TokenBucket:
             self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
             self._updated = now
             self._tokens -= 1.0
-            if self._tokens >= 0:
-                return 0.0
-            return -self._tokens / self.rate
+            delay = 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+            self.last_grant = now + delay
+            return delay
+
+    def rate_now(self) -> float:
+        """The rate allowed now (requests per second)."""
+        return self.rate
+
+    def idle_for(self) -> float:
+        """Seconds since the last token was granted (``inf`` before the first)."""
+        return self._clock() - self.last_grant
+
+    def spare(self, keep: float = 0.0) -> float:
+        """Tokens free now beyond ``keep`` (a fraction of the bucket's size): what optional
+        calls may spend at once, without waiting (0 while anybody waits for a token).
+
+        A call that must not wait checks this before it goes (calls of one event loop between
+        the check and their turn cannot take its token: nothing else runs in between).
+        """
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+            self._updated = now
+            return max(0.0, self._tokens - keep * self.burst)
 
     def acquire(self) -> float:
         """Block the thread until a token is available; return the monotonic time it was granted."""
@@ -168,6 +191,16 @@ class AdaptiveTokenBucket(TokenBucket):
         """Bucket size now: the burst scaled like the rate (a cut rate gets a cut burst)."""
         return max(1.0, self.burst * self.current_rate() / self.ceiling)
 
+    def rate_now(self) -> float:
+        return self.current_rate()
+
+    def spare(self, keep: float = 0.0) -> float:
+        with self._lock:
+            now = self._clock()
+            rate = self._refill(now)
+            capacity = max(1.0, self.burst * rate / self.ceiling)
+            return max(0.0, self._tokens - keep * capacity)
+
     def _refill(self, now: float) -> float:
         rate = self.current_rate(now)
         capacity = max(1.0, self.burst * rate / self.ceiling)
@@ -193,6 +226,7 @@ class AdaptiveTokenBucket(TokenBucket):
             missing = place + 1 - (self._tokens + self._issued)
             if missing <= 1e-9:
                 self._window_sent += 1
+                self.last_grant = now
                 # Paced at random (each request costs 0.5 to 1.5 tokens, 1 on average): a
                 # process pacing exactly at its rate, below the platform's, would never meet
                 # a 429 while its peers met them all, and never learn it has to share.
