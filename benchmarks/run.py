@@ -418,27 +418,33 @@ async def _fairness(state: dict[str, Any], waits: int, low: float, high: float) 
     logging.getLogger("airflow_provider_querytasks.common.transport").addHandler(Count429(logging.INFO))
     logging.getLogger("airflow_provider_querytasks.common.transport").setLevel(logging.INFO)
     set_connection("bench_dk", state["connections"]["data_kiosk"])
-    started = time.monotonic()
-    seen: list[float] = []
+    started = time.time()
+    #: query id -> when its wait's event came (time.time(), as the emulator's completion times).
+    seen: dict[str, float] = {}
 
     async def wait(query_id: str) -> None:
         trigger = DataKioskQueryTrigger(
             "bench_dk", query_id, poll_schedule={"initial": 1.0, "maximum": 5.0, "proportion": 0.1}
         )
         async for _event in trigger.run():
-            seen.append(time.monotonic() - started)
+            seen[query_id] = time.time()
             return
 
     await asyncio.gather(*(wait(q) for q in state["ids"]["data_kiosk"][:waits]))
     await close_shared_client_session()
+    # How late each wait saw its query's completion (the emulator knows when each finished).
+    ends = state["data_kiosk_ends"]
+    late = sorted(at - ends[query_id] for query_id, at in seen.items())
     return {
         "waits_on_one_account": waits,
         "http_429": rejected[0],
-        "all_seen_after_s": round(max(seen), 1),
-        "last_query_done_at_s": high,
-        "floor_s": round(waits / 2.0, 1),
-        "note": "getQuery allows 2 rps: one poll of every wait takes at least waits/2 seconds",
-        "target": "0 HTTP 429",
+        "worst_seen_after_completion_s": round(late[-1], 1),
+        "median_seen_after_completion_s": round(statistics.median(late), 1),
+        "all_seen_after_s": round(max(seen.values()) - started, 1),
+        "last_query_done_at_s": round(max(ends[q] for q in seen) - started, 1),
+        "per_wait_floor_s": round(waits / 2.0, 1),
+        "note": "per-wait polling: getQuery allows 2 rps, one poll of every wait takes waits/2 s",
+        "target": "every completion seen within 60 s, 0 HTTP 429",
     }
 
 
@@ -720,7 +726,9 @@ def child(section: str, args: argparse.Namespace) -> Any:
 SECTIONS_HELP = """sections (--only, comma-separated; default: all):
   scale         1. concurrent waits in one triggerer: CPU per poll, memory, loop lag
   economy       2. status calls and lateness of the poll schedule, and of SQS notifications
-  fairness      3. --fair-waits waits on one Data Kiosk account in one process: HTTP 429s
+  fairness      3. --fair-waits waits on one Data Kiosk account in one process (usage plans
+                enforced): the worst delay between a query's completion (the emulator's clock)
+                and its wait's event, and HTTP 429s (target: <= 60 s, 0 x 429)
   download      4. result download vs curl
   imports       5. import cost vs the dbt-cloud provider
   multiprocess  6. several triggerer-like processes (separate OS processes, each running its
