@@ -229,3 +229,25 @@ def test_registry_makes_adaptive_buckets_unless_told_otherwise() -> None:
     assert isinstance(RateLimiterRegistry().bucket("dk", "a", "getQuery", 2, 15), AdaptiveTokenBucket)
     static = RateLimiterRegistry(adaptive=False).bucket("dk", "a", "getQuery", 2, 15)
     assert type(static) is TokenBucket
+
+
+def test_spare_tokens_are_what_a_call_may_spend_now_without_waiting() -> None:
+    clock = FakeClock()
+    # getQueries: 0.0222 rps, burst 10 (90% of it): a new bucket starts (nearly) full.
+    bucket = adaptive(clock, rate=0.0222 * 0.9, burst=10 * 0.9)
+    assert bucket.idle_for() == float("inf")
+    full = bucket.spare()
+    assert 8 <= full <= 9
+    assert bucket.spare(keep=1 / 3) == pytest.approx(full - 3)  # a third of the size kept back
+    take(bucket, clock)
+    assert bucket.idle_for() == 0.0 and bucket.spare() == pytest.approx(full - 1, abs=0.5)
+    clock.sleep(45)
+    assert bucket.idle_for() == 45.0
+    queued = adaptive(clock, rate=1.0, burst=1.0)
+    take(queued, clock)
+    queued._enqueue()  # somebody waits for the next token: nothing is spare
+    assert queued.spare() == 0.0
+    static = TokenBucket(2.0, 4.0, clock=clock)
+    static.reserve()
+    assert static.spare() == pytest.approx(3.0) and static.idle_for() == 0.0
+    assert static.rate_now() == 2.0
