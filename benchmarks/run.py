@@ -401,6 +401,9 @@ def rate_limit_fairness(waits: int, low: float, high: float) -> dict[str, Any]:
     # The emulator's own count is the figure; the client-side count (its logs) is a cross-check.
     result["http_429_seen_by_client"] = result["http_429"]
     result["http_429"] = state["http_429"]["data_kiosk"]
+    calls = state.get("data_kiosk_calls", {})
+    result["getQuery_calls"] = calls.get("getQuery")
+    result["getQueries_calls"] = calls.get("getQueries")
     return result
 
 
