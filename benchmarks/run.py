@@ -474,12 +474,20 @@ def _triggerers_run(processes: int, waits: int, low: float, high: float, static:
         ]
         handed_over, results = group.run([conn], triggers, static_buckets=static)
     events = [e for r in results for e in r["events"]]
+    # Each process's buckets count the 429s of their operation (getQuery, getQueries).
+    by_operation: dict[str, int] = {}
+    for result in results:
+        for bucket in result["buckets"]:
+            operation = bucket["key"][-1]
+            by_operation[operation] = by_operation.get(operation, 0) + (bucket["throttles"] or 0)
     return {
         "triggerers": processes,
         "buckets": "static (before)" if static else "adaptive",
         "waits_on_one_account": waits,
         "succeeded": sum(e["status"] == "success" for e in events),
         "http_429": sum(r["http_429"] for r in results),
+        "getQuery_429": None if static else by_operation.get("getQuery", 0),
+        "getQueries_429": None if static else by_operation.get("getQueries", 0),
         "last_completion_s": round(max(e["at"] for e in events) - handed_over, 1),
     }
 

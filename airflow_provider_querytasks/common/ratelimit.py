@@ -129,6 +129,12 @@ class AdaptiveTokenBucket(TokenBucket):
     #: wait for the refill, below).
     START_BURST = 0.1
     START_SECONDS = 10.0
+    #: A new bucket whose plan refills its whole burst within START_SECONDS (getQuery: 2/s,
+    #: burst 15) also starts at this fraction of its rate and probes upwards along CUBIC's
+    #: convex branch (slowly at first, at the ceiling after about a minute), as TCP's slow start
+    #: does: N processes starting together (a triggerer restart, HA triggerers) then cross the
+    #: plan gently, and each meets about one 429 to learn its share instead of several.
+    START_RATE = 1 / 3
     #: CUBIC's cut on a 429 (botocore's), and its scale as a fraction of the ceiling per second
     #: cubed: after a cut by BETA the rate is back after about 45 s; near a share it stays
     #: within 5 % for 25 s and within 15 % for 35 s, so processes that found their shares
@@ -163,9 +169,10 @@ class AdaptiveTokenBucket(TokenBucket):
         self._tokens = max(1.0, burst * self.START_BURST, burst - rate * self.START_SECONDS)
         self._issued = 0
         #: CUBIC state: the rate it returns to, when the last cut happened, the cut rate.
-        self._w_max = rate
+        start = rate * self.START_RATE if rate * self.START_SECONDS >= burst else rate
+        self._w_max = start
         self._cut_at = now
-        self._cut_rate = rate
+        self._cut_rate = start
         self._k = 0.0
         #: Sent since the window began (the bucket's creation, then each cut), and what the
         #: platform could admit beyond its rate in that window (its burst, then nothing).
