@@ -78,7 +78,7 @@ def main() -> None:
     # Data Kiosk's status calls: getQuery (one query) and getQueries (a list), and their 429s.
     api = data_kiosk.requests_to("api", "GET")
     kiosk_calls = {
-        "getQuery": sum(r.path.rstrip("/").count("/") == 4 for r in api),
+        "getQuery": sum("/queries/" in r.path for r in api),
         "getQueries": sum(r.path.rstrip("/").endswith("/queries") for r in api),
         "getQueries_429": sum(r.path.rstrip("/").endswith("/queries") and r.status == 429 for r in api),
     }
