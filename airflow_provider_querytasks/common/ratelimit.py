@@ -14,8 +14,9 @@ differs from botocore (measured with several processes on one account:
 ``benchmarks/run.py --only multiprocess``):
 
 - A new bucket keeps back the part of the burst its plan refills within seconds (a getQuery
-  bucket starts with a tenth of it), so N processes started together (a triggerer restart, HA
-  triggerers) do not spend N full bursts at once; and it paces its requests at random around its
+  bucket starts with a tenth of it, and at a third of its rate, probing upwards like TCP's slow
+  start), so N processes started together (a triggerer restart, HA triggerers) do not spend N
+  full bursts at once, nor overshoot the plan N-fold; and it paces its requests at random around its
   rate, so that every process sharing a plan meets the 429s, not only those pacing unluckily.
 - A 429 cuts the rate to at most this process's *share* of what the platform admitted since the
   last 429: when a 429 comes, the platform's bucket is empty, so between two 429s it admitted
