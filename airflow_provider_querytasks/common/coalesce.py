@@ -26,13 +26,11 @@ import math
 import time
 from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager, suppress
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from airflow_provider_querytasks.common.hooks import QueryTaskHook
 from airflow_provider_querytasks.common.process_state import process_state
 from airflow_provider_querytasks.common.wait import StatusSnapshot
-
-if TYPE_CHECKING:
-    from airflow_provider_querytasks.common.hooks import QueryTaskHook
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +80,9 @@ class CoalescedWait:
     :param started: wall-clock start of the wait (bounds the list's created-time filter).
     """
 
-    def __init__(self, poller: AccountPoller, hook: QueryTaskHook[Any, Any], query_id: str, started: float):
+    def __init__(
+        self, poller: AccountPoller, hook: QueryTaskHook[Any, Any], query_id: str, started: float
+    ) -> None:
         self.poller = poller
         self.hook = hook
         self.query_id = query_id
@@ -132,6 +132,7 @@ class CoalescedWait:
         return self._terminal
 
     def wake(self, snapshot: StatusSnapshot) -> None:
+        """A list call showed the query terminal: end the current (or next) listen at once."""
         self._terminal = snapshot
         self._woken.set()
 
@@ -142,8 +143,9 @@ class AccountPoller:
     :param key: what it serves (the hook class and its :meth:`poller_key`).
     :param hook: the hook its list calls go through (the first wait's: hooks of one key are
         interchangeable for listing).
-    :param gather_window: seconds due polls are gathered before a list call.
-    :param max_batch: due polls that start a list call at once.
+    :param gather_window: seconds due polls are gathered before a list call (default
+        :data:`GATHER_WINDOW`).
+    :param max_batch: due polls that start a list call at once (default :data:`MAX_BATCH`).
     """
 
     def __init__(
@@ -151,13 +153,13 @@ class AccountPoller:
         key: Hashable,
         hook: QueryTaskHook[Any, Any],
         *,
-        gather_window: float = GATHER_WINDOW,
-        max_batch: int = MAX_BATCH,
+        gather_window: float | None = None,
+        max_batch: int | None = None,
     ) -> None:
         self.key = key
         self.hook = hook
-        self.gather_window = gather_window
-        self.max_batch = max_batch
+        self.gather_window = GATHER_WINDOW if gather_window is None else gather_window
+        self.max_batch = MAX_BATCH if max_batch is None else max_batch
         self.waits: dict[str, list[CoalescedWait]] = {}
         #: query id -> (last snapshot, monotonic time observed).
         self.observed: dict[str, tuple[StatusSnapshot, float]] = {}
@@ -332,10 +334,11 @@ async def coalesced_wait(
 ) -> AsyncIterator[CoalescedWait | None]:
     """Register a wait with its account's poller for as long as the block runs.
 
-    Yields ``None`` when coalescing is off (``[querytasks] coalesce_polls``) or the loop already
-    serves :data:`MAX_POLLERS_PER_LOOP` accounts: the wait then polls its own query.
+    Yields ``None`` when coalescing is off (``[querytasks] coalesce_polls``), the hook has no
+    list path (it keeps the default :meth:`~.hooks.QueryTaskHook.alist_statuses`) or the loop
+    already serves :data:`MAX_POLLERS_PER_LOOP` accounts: the wait then polls its own query.
     """
-    if not coalesce_polls_enabled():
+    if type(hook).alist_statuses is QueryTaskHook.alist_statuses or not coalesce_polls_enabled():
         yield None
         return
     pollers = _pollers()

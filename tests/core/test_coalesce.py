@@ -191,6 +191,18 @@ async def test_a_hook_without_a_list_path_polls_per_query() -> None:
     assert sorted(account.gets) == ["a", "b"] and account.lists == []
 
 
+async def test_a_hook_keeping_the_default_list_path_gets_no_poller() -> None:
+    class PlainHook(QueryTaskHook):
+        conn_type = "fake"
+        hook_name = "Plain"
+        form = FAKE_FORM
+
+    async with coalesced_wait(PlainHook("acct"), "a", time.time()) as wait:
+        assert wait is None
+        assert pollers() == {}
+    assert await PlainHook("acct").alist_statuses({"a": 0.0}) is None
+
+
 async def test_a_failing_list_call_falls_back_and_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     account = ScriptedHook("acct").account
     account.states.update({"a": QueryState.RUNNING, "b": QueryState.RUNNING})
