@@ -75,8 +75,15 @@ def main() -> None:
         server.stop()
     # What the servers answered, counted where it happened (the client's logs could miss some).
     answered = {name: sum(r.status == 429 for r in server.requests) for name, server in servers.items()}
+    # Data Kiosk's status calls: getQuery (one query) and getQueries (a list), and their 429s.
+    api = data_kiosk.requests_to("api", "GET")
+    kiosk_calls = {
+        "getQuery": sum("/queries/" in r.path for r in api),
+        "getQueries": sum(r.path.rstrip("/").endswith("/queries") for r in api),
+        "getQueries_429": sum(r.path.rstrip("/").endswith("/queries") and r.status == 429 for r in api),
+    }
     with open(f"{state_file}.answered", "w", encoding="utf-8") as out:
-        json.dump({"http_429": answered}, out)
+        json.dump({"http_429": answered, "data_kiosk_calls": kiosk_calls}, out)
 
 
 if __name__ == "__main__":
