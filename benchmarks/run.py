@@ -485,9 +485,9 @@ def measured_waits(
 def notification_latency(samples: int) -> float:
     """Seconds from a Data Kiosk query's end to its notified trigger's event, against the emulator
     (SQS long polling), median of ``samples`` waits."""
-    from airflow_provider_querytasks.hooks.amazon_sqs import SqsNotificationSource
     from airflow_provider_querytasks.common.transport import close_shared_client_session
     from airflow_provider_querytasks.common.wait import PollSchedule
+    from airflow_provider_querytasks.hooks.amazon_sqs import SqsNotificationSource
     from airflow_provider_querytasks.testing.amazon_data_kiosk import DataKioskEmulator
     from airflow_provider_querytasks.triggers.amazon_data_kiosk import DataKioskQueryTrigger
 
