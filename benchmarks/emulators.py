@@ -34,6 +34,8 @@ from typing import Any
 from airflow_provider_querytasks.testing.adobe_query_service import AdobeQueryServiceEmulator
 from airflow_provider_querytasks.testing.amazon_data_kiosk import DataKioskEmulator
 from airflow_provider_querytasks.testing.server import EmulatorClock, EmulatorServer
+from airflow_provider_querytasks.testing.shoplazza import RATE_CAPACITY as SHOPLAZZA_RATE_CAPACITY
+from airflow_provider_querytasks.testing.shoplazza import RATE_PER_SECOND as SHOPLAZZA_RATE_PER_SECOND
 from airflow_provider_querytasks.testing.shoplazza import ShoplazzaEmulator
 
 QUERY = 'query { analytics_salesAndTraffic_2024_04_24 { salesAndTrafficByDate(startDate: "2026-11-01", endDate: "2026-11-01", aggregateBy: DAY, marketplaceIds: ["X"]) { startDate } } }'  # noqa: E501
@@ -53,14 +55,14 @@ def main() -> None:
     limits = "--limits" in sys.argv
     # One clock for every emulator: ``go`` sets all their queries running at once.
     clock = EmulatorClock()
-    shoplazza_limits = {} if limits else {"rate_capacity": 1e12, "rate_per_second": 1e12}
     shoplazzas = [
         ShoplazzaEmulator(
             shop=f"bench{i}.myshoplaza.com" if accounts > 1 else "querytasks-demo.myshoplaza.com",
             rows=rows,
             gzip="--gzip" in sys.argv,
             clock=clock,
-            **shoplazza_limits,
+            rate_capacity=SHOPLAZZA_RATE_CAPACITY if limits else 1e12,
+            rate_per_second=SHOPLAZZA_RATE_PER_SECOND if limits else 1e12,
         ).start()
         for i in range(accounts)
     ]
