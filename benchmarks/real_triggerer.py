@@ -461,15 +461,17 @@ def blocked_loop_lines(log_path: Path, go_at: float) -> list[tuple[float, int]]:
 def trigger_log_times(logs: Path, run_id: str, go_at: float) -> tuple[float | None, float | None]:
     """From the per-trigger log files: when the last trigger started, and when the last wait made
     its first poll (its second line: the wait loop logs the first state it sees), in seconds after
-    ``go_at``."""
-    starts, first_polls = [], []
+    ``go_at``; ``None`` for the latter when some wait never logged a poll."""
+    starts, first_polls, files = [], [], 0
     for path in logs.rglob(f"run_id={run_id}/**/*.trigger.*.log"):
+        files += 1
         with path.open(encoding="utf-8", errors="replace") as log:
             lines = [line for _, line in zip(range(2), log, strict=False)]
-        with contextlib.suppress(ValueError, KeyError):
+        with contextlib.suppress(ValueError, KeyError, IndexError):
             starts.append(_log_time(json.loads(lines[0])["timestamp"]) - go_at)
             first_polls.append(_log_time(json.loads(lines[1])["timestamp"]) - go_at)
-    return (round(max(starts), 1) if starts else None, round(max(first_polls), 1) if first_polls else None)
+    last_start = round(max(starts), 1) if starts else None
+    return last_start, round(max(first_polls), 1) if first_polls and len(first_polls) == files else None
 
 
 def _event_status(next_kwargs: str | None) -> str:
