@@ -46,6 +46,26 @@ def get_provider_info() -> dict[str, Any]:
         "operators": _by_kind("operators"),
         "sensors": _by_kind("sensors"),
         "triggers": _by_kind("triggers"),
+        "config": {
+            "querytasks": {
+                "description": "Settings of airflow-provider-querytasks.",
+                "options": {
+                    "coalesce_polls": {
+                        "description": (
+                            "Coalesce the status polls of the deferred waits on one account in a "
+                            "triggerer: one shared poller per account answers many waits with one "
+                            "list call (falling back to one status call per query where the list "
+                            "cannot answer) and wakes a wait as soon as a list call shows its "
+                            "query finished. False: every wait polls its own query."
+                        ),
+                        "version_added": "0.2.0",
+                        "type": "boolean",
+                        "example": None,
+                        "default": "True",
+                    }
+                },
+            }
+        },
         "extra-links": [
             f"{_PACKAGE}.links.adobe_query_service.AdobeQueryLink",
             f"{_PACKAGE}.links.adobe_query_service.AdobeScheduledQueryLink",

@@ -24,6 +24,9 @@ def test_every_benchmark_runs_and_reports_its_baseline(tmp_path: Path) -> None:
     assert scale["succeeded"] == scale["waits"] and scale["polls"] >= scale["waits"]
     assert scale["bare_get_cpu_ms"] > 0 and "cpu_ratio_vs_bare" in scale
     assert [row["duration_s"] for row in results["economy"]] == [10.0, 300.0, 3600.0]
+    # Measured over HTTP: per-wait polls in one run, list calls in the coalesced one.
+    assert all(row["per_wait_calls"] >= row["waits"] > 0 for row in results["economy"])
+    assert all(0 < row["coalesced_list_calls"] <= row["coalesced_calls"] for row in results["economy"])
     # More waits than getQuery's burst on one account, against an emulator enforcing Amazon's
     # usage plan: unpaced polls are answered 429 there (57 in a run with the limiter lifted).
     fairness = results["fairness"]

@@ -6,7 +6,7 @@ import asyncio
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar, cast
 
 from airflow_provider_querytasks.common.api import ApiRequest, ApiResponse, PlatformApi
@@ -120,6 +120,28 @@ class QueryTaskHook(BaseHook, Generic[SettingsT, ApiT]):
     async def aget_status(self, query_id: str) -> StatusSnapshot:
         """One poll of a remote query, normalised, on the event loop."""
         raise NotImplementedError
+
+    async def alist_statuses(self, wanted: Mapping[str, float]) -> dict[str, StatusSnapshot] | None:
+        """Snapshots of many of this account's queries from the platform's list endpoint.
+
+        Coalesced polling (:mod:`~.coalesce`) calls it for the deferred waits on one account.
+
+        :param wanted: query id -> wall-clock time (``time.time()``) the wait on it started; the
+            query was created at or before then (it bounds a created-time filter: the query may
+            be much older, e.g. a sensor on someone else's query: then it is simply not found).
+        :return: a snapshot (the same :class:`StatusSnapshot` :meth:`aget_status` would give,
+            same normalisation, same raw object shape as far as the list carries it) for each
+            wanted query the list showed; queries it did not show are absent (they are then
+            polled one by one); ``None`` when the platform cannot list now (no list endpoint, or
+            its rate budget has no call to spare) so that every query is polled on its own.
+            A list object lacking a field a terminal snapshot needs (a result URL...) gives no
+            snapshot for that query. Default: ``None`` (the platform has no list path).
+        """
+        return None
+
+    def poller_key(self) -> Hashable:
+        """What one shared poller serves: one account of one platform (default: the connection)."""
+        return (type(self), self.conn_id)
 
     def cancel_query(self, query_id: str) -> None:
         """Cancel a remote query; a query that already finished is not an error."""

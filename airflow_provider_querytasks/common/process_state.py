@@ -189,6 +189,10 @@ class ProcessState:
         self.client_sessions: PerLoop[aiohttp.ClientSession] = weakref.WeakKeyDictionary()
         self.session_leases: PerLoop[int] = weakref.WeakKeyDictionary()
         self.queue_readers: PerLoop[dict[tuple[Any, ...], Any]] = weakref.WeakKeyDictionary()
+        #: Per event loop: the ``coalesce.AccountPoller`` of each account (hook class, poller key).
+        self.account_pollers: PerLoop[dict[Hashable, Any]] = weakref.WeakKeyDictionary()
+        #: ``[querytasks] coalesce_polls``, read once per process (``None``: not read yet).
+        self.coalesce_polls: bool | None = None
 
     def caches(self) -> list[BoundedCache[Any, Any]]:
         """Every bounded cache."""
@@ -201,6 +205,8 @@ class ProcessState:
         self.client_sessions.clear()
         self.session_leases.clear()
         self.queue_readers.clear()
+        self.account_pollers.clear()
+        self.coalesce_polls = None
 
 
 #: The state of this process (one per worker or triggerer process).

@@ -3,8 +3,10 @@ subclasses :class:`QueryTaskTrigger` and only names its hook class.
 
 The trigger polls its query's status with the shared :class:`~.wait.WaitLoop` on the triggerer's
 event loop (through the hook's async methods and the per-loop shared HTTP session) and yields one
-event. Its kwargs are plain JSON and carry an absolute wall-clock deadline, since
-``execution_timeout`` does not cover deferred time and a trigger may move between triggerers.
+event. Its polls are coalesced with those of the other waits on the same account in the process
+(:mod:`~.coalesce`: one list call answers many) unless ``[querytasks] coalesce_polls`` is off.
+Its kwargs are plain JSON and carry an absolute wall-clock deadline, since ``execution_timeout``
+does not cover deferred time and a trigger may move between triggerers.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
+from airflow_provider_querytasks.common.coalesce import coalesced_wait
 from airflow_provider_querytasks.common.errors import QueryTaskError, QueryTimeoutError
 from airflow_provider_querytasks.common.hooks import QueryTaskHook
 from airflow_provider_querytasks.common.notifications import NotificationSource, subscribe
@@ -119,9 +122,13 @@ class QueryTaskTrigger(BaseTrigger):
             started=self.started,
             logger=self.log,
         )
-        poll = functools.partial(hook.aget_status, self.query_id)
         try:
-            async with shared_session_lease():
+            async with shared_session_lease(), coalesced_wait(hook, self.query_id, self.started) as shared:
+                # Coalesced (the default): the account's shared poller answers the polls, mostly
+                # from one list call for many waits; else each poll is this query's own call.
+                poll = (
+                    shared.poll if shared is not None else functools.partial(hook.aget_status, self.query_id)
+                )
                 decoder = hook.notification_decoder()
                 if self.notifications is not None and decoder is not None:
                     source = NotificationSource.from_dict(self.notifications)
@@ -135,7 +142,10 @@ class QueryTaskTrigger(BaseTrigger):
                     # subscribed would leave its notification hidden on the queue for a while.)
                     # Inside the try: a kill during this sleep still cancels the query (< 3.3).
                     await asyncio.sleep(random.uniform(0, min(5.0, schedule.initial)))  # noqa: S311
-                    snapshot = await loop.run_async(poll)
+                    if shared is None:
+                        snapshot = await loop.run_async(poll)
+                    else:  # also woken at once when another wait's list call shows it finished
+                        snapshot = await loop.run_async(poll, shared.listen, poll_first=True)
         except QueryTimeoutError as exc:
             yield self._event("timeout", str(exc))
             return

@@ -255,10 +255,14 @@ class WaitLoop:
         self,
         poll: Callable[[], Awaitable[StatusSnapshot]],
         listen: Callable[[float], Awaitable[StatusSnapshot | None]] | None = None,
+        *,
+        poll_first: bool = False,
     ) -> StatusSnapshot:
         """Poll (async) until terminal; raise :class:`QueryTimeoutError` at the deadline.
 
         :param listen: as for :meth:`run`.
+        :param poll_first: with ``listen``, poll at once and listen only between polls (a
+            listener that is only woken by other waits' polls has nothing to say at first).
         """
         # A snapshot is let go before sleeping: thousands of waits keeping their last answer
         # through every sleep feed the cyclic GC's oldest generation, whose full collections
@@ -270,7 +274,13 @@ class WaitLoop:
                 await asyncio.sleep(interval)
                 snapshot = await poll()
             return snapshot
-        interval = self._first_interval()
+        if poll_first:
+            snapshot = await poll()
+            if (interval := self._next_sleep(snapshot)) is None:
+                return snapshot
+            del snapshot
+        else:
+            interval = self._first_interval()
         while True:
             pushed = await listen(interval)
             snapshot, notified = (pushed, True) if pushed else (await poll(), False)

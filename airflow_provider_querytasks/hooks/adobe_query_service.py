@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -27,6 +27,7 @@ from airflow_provider_querytasks.protocols.adobe_query_service import (
     ImsTokenSource,
     batch_snapshot,
     keyed_objects,
+    listed_query_snapshot,
     next_href,
     query_snapshot,
     run_snapshot,
@@ -174,6 +175,15 @@ class AdobeQueryServiceHook(QueryTaskHook[AdobeSettings, AdobeApi]):
 
     async def aget_status(self, query_id: str) -> StatusSnapshot:
         return query_snapshot(await self.aget_query(query_id))
+
+    async def alist_statuses(self, wanted: Mapping[str, float]) -> dict[str, StatusSnapshot] | None:
+        """The wanted queries ``GET /queries`` shows (coalesced polling; see
+        ``docs/adobe_query_service.md``): created since the earliest wait start (minus 5 min),
+        newest first, 100 a page, 10 pages at most. An object lacking what its final state
+        needs (a CTAS's created dataset, a failure's errors) is left out (polled on its own)."""
+        queries = await self.arun(AdobeApi.find_queries, dict(wanted))
+        snapshots = {query_id: listed_query_snapshot(query) for query_id, query in queries.items()}
+        return {query_id: snapshot for query_id, snapshot in snapshots.items() if snapshot is not None}
 
     # -- templates ----------------------------------------------------------------------------
     def create_template(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from airflow_provider_querytasks.common.auth import TokenSource
@@ -19,6 +19,7 @@ from airflow_provider_querytasks.protocols.shoplazza import (
     ShoplazzaApi,
     ShoplazzaSettings,
     ShoplazzaTokenSource,
+    listed_task_snapshot,
     result_url,
     task_snapshot,
     validate_event,
@@ -145,6 +146,17 @@ class ShoplazzaHook(QueryTaskHook[ShoplazzaSettings, ShoplazzaApi]):
 
     async def aget_status(self, query_id: str) -> StatusSnapshot:
         return self._snapshot(query_id, await self.aget_task(query_id))
+
+    async def alist_statuses(self, wanted: Mapping[str, float]) -> dict[str, StatusSnapshot] | None:
+        """The wanted tasks the task list shows (coalesced polling; see ``docs/shoplazza.md``).
+
+        The list takes no filter, so the wait start times are not used: it is read 250 tasks a
+        page from the newest, at most 4 pages. A complete task listed without its URL is left
+        out (polled on its own).
+        """
+        tasks = await self.arun(ShoplazzaApi.find_tasks, list(wanted))
+        snapshots = {query_id: listed_task_snapshot(query_id, task) for query_id, task in tasks.items()}
+        return {query_id: snapshot for query_id, snapshot in snapshots.items() if snapshot is not None}
 
     def cancel_query(self, query_id: str) -> None:
         self.log.warning(

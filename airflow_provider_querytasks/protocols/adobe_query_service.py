@@ -6,9 +6,12 @@ sources are in ``docs/adobe_query_service.md``.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -56,6 +59,12 @@ ORG_ID = re.compile(r"^[A-Za-z0-9]+@AdobeOrg$")
 SANDBOX = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
 DB_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*:[A-Za-z0-9_.:-]+$")
 MAX_PAGE = 100
+#: Coalesced polling's list (``GET /queries``): queries a page (the documented maximum is
+#: unknown; Adobe's own CLI pages by 100), pages a round at most, and how far before the
+#: earliest wait start the ``created`` filter reaches (clock skew between hosts).
+LIST_PAGE_SIZE = 100
+LIST_PAGE_CAP = 10
+LIST_CREATED_MARGIN = 300.0
 PARAMETER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -196,6 +205,52 @@ class AdobeApi(PlatformApi):
             "excludeHidden": exclude_hidden,
         }
         return ApiRequest("GET", f"{QUERY}/queries", "listQueries", params=params)
+
+    def find_queries(
+        self,
+        wanted: Mapping[str, float],
+        *,
+        page_size: int = LIST_PAGE_SIZE,
+        max_pages: int = LIST_PAGE_CAP,
+        margin: float = LIST_CREATED_MARGIN,
+    ) -> Steps[dict[str, dict[str, Any]]]:
+        """listQueries for coalesced polling: the wanted query objects found.
+
+        One filter, ``created>=`` the earliest wait start minus ``margin`` (a query is created
+        before its wait starts), newest first (``orderby=-created``), ``page_size`` a page,
+        following ``_links.next`` until every wanted query is found, the list ends, or
+        ``max_pages``. A query created before the bound (a sensor on an old query) is absent.
+
+        :param wanted: query id -> wall-clock start of the wait on it.
+        """
+        remaining = set(wanted)
+        found: dict[str, dict[str, Any]] = {}
+        if not remaining:
+            return found
+        since = datetime.fromtimestamp(min(wanted.values()) - margin, tz=timezone.utc)
+        # Whole seconds and "Z": nothing a form decoder could turn into a space ('+').
+        prop = f"created>={since.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+        request = self.list_queries_request(property=prop, orderby="-created", limit=page_size)
+        cursors: set[str] = set()
+        for _ in range(max_pages):
+            body = (yield request).json_object()
+            items = [item for item in body.get("queries") or [] if isinstance(item, dict)]
+            for item in items:
+                query_id = str(item.get("id"))
+                if query_id in remaining:
+                    found[query_id] = item
+                    remaining.discard(query_id)
+            href = next_href(body)
+            if not remaining or not items or not href or href in cursors:
+                break
+            cursors.add(href)
+            request = self.next_page_request(href, "listQueries")
+            # The documented next link carries only orderby and start: keep the filter and size.
+            pairs = request.query_items()
+            given = {name for name, _ in pairs}
+            extra = [(n, v) for n, v in (("property", prop), ("limit", str(page_size))) if n not in given]
+            request = dataclasses.replace(request, params=[*pairs, *extra])
+        return found
 
     def next_page_request(self, href: str, operation: str) -> ApiRequest:
         """``_links.next.href`` as a request against the configured base (never its own host)."""
@@ -438,6 +493,21 @@ def query_snapshot(query: dict[str, Any]) -> StatusSnapshot:
     if state_name not in ADOBE_QUERY_STATE_TO_QUERY_STATE:
         message = f"unknown state {state_name!r}"
     return StatusSnapshot(str(query.get("id")), state, state_name, raw=query, message=message)
+
+
+def listed_query_snapshot(query: dict[str, Any]) -> StatusSnapshot | None:
+    """A query object from the list as :func:`query_snapshot` reads it, or ``None`` (poll it on
+    its own) where the object lacks what its final state needs: the created dataset of a
+    successful CTAS, the ``errors`` of a failed query."""
+    if not query.get("id") or not query.get("state"):
+        return None
+    state = query["state"]
+    is_ctas = bool(query.get("isCTAS") or (query.get("request") or {}).get("ctasParameters"))
+    if state == "SUCCESS" and is_ctas and created_dataset_id(query) is None:
+        return None
+    if state in ("FAILED", "TIMEOUT") and not isinstance(query.get("errors"), list):
+        return None
+    return query_snapshot(query)
 
 
 def batch_snapshot(dataset_id: str, batch: dict[str, Any] | None) -> StatusSnapshot:

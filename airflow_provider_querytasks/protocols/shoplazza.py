@@ -8,7 +8,9 @@ handled defensively and said so there.
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
@@ -53,6 +55,8 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
 DEFAULT_API_VERSION = "2022-01"
 #: Largest page of the task list.
 MAX_PAGE_SIZE = 250
+#: Pages of the task list one coalesced poll round reads at most (1,000 tasks).
+LIST_PAGE_CAP = 4
 
 SHOP_HOST = re.compile(r"^[a-z0-9-]+\.myshoplaza\.com$")
 API_VERSION = re.compile(r"^\d{4}-\d{2}$")
@@ -240,6 +244,43 @@ class ShoplazzaApi(PlatformApi):
         """countDataTasks: the number of tasks."""
         return one_call(self.count_tasks_request(), parse_count)
 
+    def find_tasks(
+        self, wanted: Collection[str], max_pages: int = LIST_PAGE_CAP
+    ) -> Steps[dict[str, dict[str, Any]]]:
+        """listDataTasks, full pages (250) until every wanted task is found: the wanted task objects found.
+
+        The list has no filter, cursor or documented order. Read from page 1 (the newest tasks
+        when, as the detail endpoint's "latest task" suggests, the list is newest first) until
+        every wanted task is found, a short page (the last) or ``max_pages``. When page 1 is
+        full and holds none of them, the list may be oldest first: the task count gives the
+        last page, and the pages are read from there backwards. Tasks not found are absent.
+        """
+        remaining = set(wanted)
+        found: dict[str, dict[str, Any]] = {}
+
+        def take(tasks: list[dict[str, Any]]) -> None:
+            for task in tasks:
+                query_id = task.get("query_id")
+                if isinstance(query_id, str) and query_id in remaining:
+                    found[query_id] = task
+                    remaining.discard(query_id)
+
+        first = yield from self.list_tasks(1, MAX_PAGE_SIZE)
+        take(first)
+        if not remaining or len(first) < MAX_PAGE_SIZE or max_pages < 2:
+            return found
+        if found:
+            pages: range = range(2, max_pages + 1)
+        else:
+            last = max(2, math.ceil((yield from self.count_tasks()) / MAX_PAGE_SIZE))
+            pages = range(last, max(1, last - max_pages + 1), -1)
+        for page in pages:
+            tasks = yield from self.list_tasks(page, MAX_PAGE_SIZE)
+            take(tasks)
+            if not remaining or (pages.step > 0 and len(tasks) < MAX_PAGE_SIZE):
+                break
+        return found
+
 
 # -- answers ----------------------------------------------------------------------------------
 def parse_created(response: ApiResponse) -> str:
@@ -313,6 +354,15 @@ def task_snapshot(
         raw=task,
         message=f"undocumented query_status {status!r}; the task: {task}",
     )
+
+
+def listed_task_snapshot(query_id: str, task: dict[str, Any]) -> StatusSnapshot | None:
+    """A task object from the list as :func:`task_snapshot` reads it, or ``None`` (poll it on its
+    own) for a complete task the list shows without its result URL: whether the URL comes late
+    or never is the detail poll's to judge (``url_grace``), not the list's."""
+    if task.get("query_status") == STATUS_COMPLETE and not result_url(task):
+        return None
+    return task_snapshot(query_id, task)
 
 
 # -- time windows ---------------------------------------------------------------------------------

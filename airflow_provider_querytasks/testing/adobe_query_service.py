@@ -101,6 +101,10 @@ class AdobeQueryServiceEmulator(EmulatorServer):
     :param cursor_zone: how the ``start`` cursor of a ``/queries`` next link writes its zone:
         ``Z`` (as the docs' examples) or an offset such as ``+00:00``, written as a literal ``+``
         (a client that form-decodes the link turns it into a space, refused with a 400).
+    :param next_link: what a ``/queries`` next link carries: ``full`` (every parameter of the
+        request but ``start``) or ``documented`` (only ``orderby`` and ``start``, as the docs'
+        example link; whether the real server then still applies ``property`` is unknown, so
+        the emulator does not).
     :param clock: emulator clock.
     """
 
@@ -123,6 +127,7 @@ class AdobeQueryServiceEmulator(EmulatorServer):
         batch_delay: float = 0.0,
         rate_limit: tuple[float, float] | None = None,
         cursor_zone: str = "Z",
+        next_link: str = "full",
         clock: EmulatorClock | None = None,
     ) -> None:
         super().__init__(clock=clock)
@@ -140,6 +145,9 @@ class AdobeQueryServiceEmulator(EmulatorServer):
         self.batch_delay = batch_delay
         self.rate_limit = rate_limit
         self.cursor_zone = cursor_zone
+        if next_link not in ("full", "documented"):
+            raise ValueError(f"next_link must be 'full' or 'documented', got {next_link!r}")
+        self.next_link = next_link
         self.tokens: dict[str, float] = {}
         self.queries: dict[str, EmulatedQuery] = {}
         self.templates: dict[str, dict[str, Any]] = {}
@@ -151,6 +159,7 @@ class AdobeQueryServiceEmulator(EmulatorServer):
         self.files: dict[str, list[tuple[str, bytes] | str]] = {}
         self._bucket: RateBucket | None = None
         self._serial = itertools.count(1)
+        self._last_created_wall = 0.0
 
     # -- framework ----------------------------------------------------------------------------
     def build_sites(self) -> dict[str, web.Application]:
@@ -261,17 +270,34 @@ class AdobeQueryServiceEmulator(EmulatorServer):
             return "IN_PROGRESS"
         return "SUCCESS" if query.outcome == "SUCCESS_WITH_ERRORS" else query.outcome
 
+    def updated_wall(self, query: EmulatedQuery) -> float:
+        """When the query last changed state (``updated``), on the wall clock."""
+        age = self.clock.now() - query.created
+        if query.killed_at is not None:
+            changed = query.killed_at - query.created
+        elif age >= query.duration:
+            changed = query.duration
+        elif age >= query.duration / 3:
+            changed = query.duration / 3
+        else:
+            changed = 0.0
+        return query.created_wall + changed
+
     def add_query(self, request: dict[str, Any], **links: Any) -> EmulatedQuery:
         """Create a query server-side, as ``POST /queries`` does."""
         sql = str(request.get("sql") or self.templates.get(str(request.get("templateId")), {}).get("sql", ""))
         marker = MARKER.search(sql)
         outcome = marker.group(1).upper() if marker and marker.group(1).upper() in OUTCOMES else self.outcome
         duration = DURATION_MARKER.search(sql)
+        # One creation millisecond per query: the list's ``start`` cursor is a ``created``
+        # timestamp in ms, and how the real one breaks ties is unknown.
+        created_wall = max(time.time(), self._last_created_wall + 0.001)
+        self._last_created_wall = created_wall
         query = EmulatedQuery(
             id=str(uuid.uuid4()),
             request=request,
             created=self.clock.now(),
-            created_wall=time.time(),
+            created_wall=created_wall,
             duration=float(duration.group(1)) if duration else self.duration,
             outcome=outcome,
             **links,
@@ -328,7 +354,7 @@ class AdobeQueryServiceEmulator(EmulatorServer):
             "isCTAS": bool(query.request.get("ctasParameters")),
             "isInsertInto": bool(query.request.get("insertIntoParameters")),
             "created": _iso(query.created_wall),
-            "updated": _iso(time.time()),
+            "updated": _iso(self.updated_wall(query)),
             "elapsedTime": 0,
             "rowCount": 0,
             "errors": [],
@@ -423,6 +449,12 @@ class AdobeQueryServiceEmulator(EmulatorServer):
         if not found:
             return True
         name, op, value = found.groups()
+        if name in ("created", "updated") and op in (">", "<", ">=", "<="):
+            # Compared as instants, not as text (``...:00Z`` and ``...:00.123Z`` differ as text).
+            at, bound = _parse_iso(str(body.get(name))), _parse_iso(value)
+            if at is None or bound is None:
+                return False
+            return {">": at > bound, "<": at < bound, ">=": at >= bound, "<=": at <= bound}[op]
         actual = str(body.get(name) if name != "sql" else body["request"].get("sql", ""))
         if op == "==":
             return actual == value
@@ -445,6 +477,12 @@ class AdobeQueryServiceEmulator(EmulatorServer):
                 {"message": f"start: not an ISO timestamp: {start!r}", "statusCode": 400}, 400
             )
         clauses = [c for c in request.query.get("property", "").split(",") if c]
+        for clause in clauses:
+            timed = re.match(r"^(created|updated)(>=|<=|>|<)(.*)$", clause)
+            if timed and _parse_iso(timed.group(3)) is None:
+                return json_response(
+                    {"message": f"property: not an ISO timestamp in {clause!r}", "statusCode": 400}, 400
+                )
         newest_first = orderby.startswith("-")
         bodies = [
             self.query_body(q)
@@ -452,13 +490,14 @@ class AdobeQueryServiceEmulator(EmulatorServer):
             if not (q.soft_deleted and request.query.get("excludeSoftDeleted", "true") == "true")
         ]
         bodies = [b for b in bodies if all(self._matches(b, c) for c in clauses)]
-        bodies.sort(key=lambda b: b["created"], reverse=newest_first)
+        field_name = "updated" if orderby.lstrip("+- ") == "updated" else "created"
+        bodies.sort(key=lambda b: b[field_name], reverse=newest_first)
         if cursor is not None:
             bodies = [
                 b
                 for b in bodies
-                if ((created := _parse_iso(b["created"])) is not None)
-                and (created < cursor if newest_first else created > cursor)
+                if ((at := _parse_iso(b[field_name])) is not None)
+                and (at < cursor if newest_first else at > cursor)
             ]
         page = bodies[:limit]
         result: dict[str, Any] = {
@@ -468,13 +507,17 @@ class AdobeQueryServiceEmulator(EmulatorServer):
             "version": 1,
         }
         if len(bodies) > limit:
-            nxt = page[-1]["created"]
+            nxt = page[-1][field_name]
             if self.cursor_zone != "Z":
                 zone = datetime.strptime(self.cursor_zone, "%z").tzinfo
                 at = datetime.fromisoformat(nxt.replace("Z", "+00:00"))
                 nxt = at.astimezone(zone).isoformat(timespec="milliseconds")
             result["_page"]["next"] = nxt
-            kept = "&".join(p for p in raw_query.split("&") if p and not p.startswith("start="))
+            kept = "&".join(
+                p
+                for p in raw_query.split("&")
+                if p and not p.startswith("start=") and (self.next_link == "full" or p.startswith("orderby="))
+            )
             result["_links"]["next"] = {"href": f"{self.urls['api']}{QUERY}/queries?{kept}&start={nxt}"}
         return json_response(result)
 

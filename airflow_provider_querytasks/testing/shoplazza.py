@@ -94,6 +94,8 @@ class ShoplazzaEmulator(EmulatorServer):
     :param gzip: serve results gzip-encoded.
     :param url_ttl: lifetime of result URLs (seconds).
     :param list_key: ``querys`` (the OpenAPI spec) or ``tasks`` (the reference page).
+    :param list_order: ``newest`` first (inferred: the detail endpoint without an id answers
+        with the latest task) or ``oldest`` first; the order of the list is not documented.
     :param auth_failure_status: 401 or 400 for a missing or wrong token (both are documented).
     :param rate_capacity: requests per bucket (per token and shop).
     :param rate_per_second: bucket replenishment.
@@ -121,6 +123,7 @@ class ShoplazzaEmulator(EmulatorServer):
         gzip: bool = False,
         url_ttl: float = 600.0,
         list_key: str = "querys",
+        list_order: str = "newest",
         auth_failure_status: int = 401,
         rate_capacity: float = RATE_CAPACITY,
         rate_per_second: float = RATE_PER_SECOND,
@@ -143,6 +146,9 @@ class ShoplazzaEmulator(EmulatorServer):
         self.gzip = gzip
         self.url_ttl = url_ttl
         self.list_key = list_key
+        if list_order not in ("newest", "oldest"):
+            raise ValueError(f"list_order must be 'newest' or 'oldest', got {list_order!r}")
+        self.list_order = list_order
         self.auth_failure_status = auth_failure_status
         self.rate_capacity = rate_capacity
         self.rate_per_second = rate_per_second
@@ -316,8 +322,10 @@ class ShoplazzaEmulator(EmulatorServer):
             limit = min(250, max(1, int(request.query.get("limit", "20"))))
         except ValueError:
             return self._reply({"errors": ["page and limit must be integers"]}, 422)
-        newest_first = list(reversed(self.tasks.values()))
-        chosen = newest_first[(page - 1) * limit : page * limit]
+        ordered = list(self.tasks.values())
+        if self.list_order == "newest":
+            ordered.reverse()
+        chosen = ordered[(page - 1) * limit : page * limit]
         return self._reply({self.list_key: [self.task_body(task) for task in chosen]})
 
     async def _count(self, request: web.Request) -> web.Response:
