@@ -155,8 +155,15 @@ def main() -> None:
         name: dict(Counter(operation(r.method, r.path, known) for server in group for r in server.requests))
         for name, group in servers.items()
     }
+    # Data Kiosk's status calls: getQuery (one query) and getQueries (a list), and their 429s.
+    api = [r for server in servers["data_kiosk"] for r in server.requests_to("api", "GET")]
+    kiosk_calls = {
+        "getQuery": sum(r.path.rstrip("/").count("/") == 4 for r in api),
+        "getQueries": sum(r.path.rstrip("/").endswith("/queries") for r in api),
+        "getQueries_429": sum(r.path.rstrip("/").endswith("/queries") and r.status == 429 for r in api),
+    }
     with open(f"{state_file}.answered", "w", encoding="utf-8") as out:
-        json.dump({"http_429": answered, "requests": requests}, out)
+        json.dump({"http_429": answered, "requests": requests, "data_kiosk_calls": kiosk_calls}, out)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,23 @@ def test_data_kiosk_usage_plans() -> None:
     assert data_kiosk_client.DataKioskApi.rate_limits == data_kiosk_client.RATE_LIMITS
 
 
+def test_data_kiosk_get_queries_parameters() -> None:
+    # From the model's getQueries parameters: processingStatuses (items: the Query status enum,
+    # minItems 1), pageSize (minimum 1, maximum 100, default 10), createdSince ("The default is
+    # 90 days ago").
+    spec_statuses = {"CANCELLED", "DONE", "FATAL", "IN_PROGRESS", "IN_QUEUE"}
+    assert set(data_kiosk_emulator.PROCESSING_STATUSES) == spec_statuses
+    assert set(data_kiosk_client.STATUSES) == spec_statuses
+    assert set(data_kiosk_client.PROCESSING_STATUS_TO_QUERY_STATE) == spec_statuses
+    assert data_kiosk_emulator.PAGE_SIZE_BOUNDS == (1, 100)
+    assert data_kiosk_client.MAX_PAGE_SIZE == 100
+    assert data_kiosk_emulator.DEFAULT_PAGE_SIZE == 10
+    assert data_kiosk_emulator.DEFAULT_CREATED_SINCE_AGE == 90 * 86400
+    # getQueries' own usage plan (0.0222 rps, burst 10), apart from getQuery's (2 rps, burst 15).
+    assert as_floats(data_kiosk_emulator.USAGE_PLANS)["getQueries"] == (0.0222, 10.0)
+    assert as_floats(data_kiosk_emulator.USAGE_PLANS)["getQuery"] == (2.0, 15.0)
+
+
 @pytest.mark.parametrize(
     "query",
     [

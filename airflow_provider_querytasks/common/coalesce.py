@@ -47,6 +47,11 @@ MIN_LISTED = 2
 MAX_LIST_MISSES = 3
 #: Longest a list call may take before its round falls back to per-query polls.
 LIST_TIMEOUT = 60.0
+#: While waits' own polls are still pending after this long (queued in a rate limiter: on a busy
+#: account a status call may wait minutes for its turn), the poller asks the list again at this
+#: pace: a list that could not answer before (its budget) may answer now, and one call then ends
+#: every finished wait at once (their own polls are dropped).
+LIST_RETRY = 5.0
 #: Accounts one event loop coalesces at most; the waits of any further account poll alone.
 MAX_POLLERS_PER_LOOP = 4096
 
@@ -91,9 +96,31 @@ class CoalescedWait:
         """The query's state now: observed since the last poll, listed with others, or polled."""
         snapshot = await self.poller.poll(self)
         if snapshot is None:
-            snapshot = await self.hook.aget_status(self.query_id)
+            snapshot = await self._own_poll()
             self.poller.observe(snapshot, own=self)
         return snapshot
+
+    async def _own_poll(self) -> StatusSnapshot:
+        """This query's own status call, ended early when a list call shows the query terminal
+        meanwhile: on a busy account the call may wait minutes for its turn in the rate limiter
+        (Data Kiosk: getQuery 2 per second for every wait of the account), while one list call
+        answers every wait at once."""
+        own = asyncio.ensure_future(self.hook.aget_status(self.query_id))
+        woken = asyncio.ensure_future(self._woken.wait())
+        self.poller.own_poll_started(self)
+        try:
+            await asyncio.wait((own, woken), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.poller.own_polls.discard(self)
+            woken.cancel()
+            if not own.done():
+                own.cancel()  # leaves its place in the rate limiter's queue to the next caller
+                with suppress(asyncio.CancelledError):
+                    await own
+        if own.done() and not own.cancelled():
+            return own.result()
+        assert self._terminal is not None
+        return self._terminal
 
     async def listen(self, timeout: float) -> StatusSnapshot | None:
         """Wait up to ``timeout`` seconds for a list call to show the query terminal."""
@@ -141,6 +168,11 @@ class AccountPoller:
         self._due: dict[str, list[tuple[CoalescedWait, asyncio.Future[StatusSnapshot | None]]]] = {}
         self._batch_full = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        #: Waits whose own status call is pending, and the task asking the list again meanwhile.
+        self.own_polls: set[CoalescedWait] = set()
+        self._retry_task: asyncio.Task[None] | None = None
+        #: One list call at a time (a second would wait for the list's rate budget).
+        self._listing = asyncio.Lock()
         self._failing = False
         #: Statistics (logs, tests, benchmarks).
         self.list_calls = 0
@@ -172,9 +204,23 @@ class AccountPoller:
         return True
 
     def stop(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-        self._task = None
+        for task in (self._task, self._retry_task):
+            if task is not None and not task.done():
+                task.cancel()
+        self._task = self._retry_task = None
+
+    def own_poll_started(self, wait: CoalescedWait) -> None:
+        self.own_polls.add(wait)
+        if self._retry_task is None or self._retry_task.done():
+            self._retry_task = asyncio.get_running_loop().create_task(self._retry_list())
+
+    async def _retry_list(self) -> None:
+        """Ask the list again while own polls are pending (see :data:`LIST_RETRY`)."""
+        while self.own_polls:
+            await asyncio.sleep(LIST_RETRY)
+            pending = {wait.query_id for wait in self.own_polls}
+            if pending and not self._due and not self._listing.locked():
+                await self._list(pending)
 
     # -- polls ---------------------------------------------------------------------------------
     async def poll(self, wait: CoalescedWait) -> StatusSnapshot | None:
@@ -239,7 +285,8 @@ class AccountPoller:
             return None
         self.list_calls += 1
         try:
-            answers = await asyncio.wait_for(self.hook.alist_statuses(wanted), LIST_TIMEOUT)
+            async with self._listing:
+                answers = await asyncio.wait_for(self.hook.alist_statuses(wanted), LIST_TIMEOUT)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

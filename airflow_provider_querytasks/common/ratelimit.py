@@ -53,6 +53,8 @@ class TokenBucket:
         self._tokens = float(burst)
         self._updated = clock()
         self._lock = threading.Lock()
+        #: When the last token was granted (monotonic; -inf before the first).
+        self.last_grant = float("-inf")
 
     def reserve(self) -> float:
         """Take one token now or in the future; return the seconds to wait before using it."""
@@ -61,9 +63,30 @@ class TokenBucket:
             self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
             self._updated = now
             self._tokens -= 1.0
-            if self._tokens >= 0:
-                return 0.0
-            return -self._tokens / self.rate
+            delay = 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+            self.last_grant = now + delay
+            return delay
+
+    def rate_now(self) -> float:
+        """The rate allowed now (requests per second)."""
+        return self.rate
+
+    def idle_for(self) -> float:
+        """Seconds since the last token was granted (``inf`` before the first)."""
+        return self._clock() - self.last_grant
+
+    def spare(self, keep: float = 0.0) -> float:
+        """Tokens free now beyond ``keep`` (a fraction of the bucket's size): what optional
+        calls may spend at once, without waiting (0 while anybody waits for a token).
+
+        A call that must not wait checks this before it goes (calls of one event loop between
+        the check and their turn cannot take its token: nothing else runs in between).
+        """
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+            self._updated = now
+            return max(0.0, self._tokens - keep * self.burst)
 
     def acquire(self) -> float:
         """Block the thread until a token is available; return the monotonic time it was granted."""
@@ -106,6 +129,12 @@ class AdaptiveTokenBucket(TokenBucket):
     #: wait for the refill, below).
     START_BURST = 0.1
     START_SECONDS = 10.0
+    #: A new bucket whose plan refills its whole burst within START_SECONDS (getQuery: 2/s,
+    #: burst 15) also starts at this fraction of its rate and probes upwards along CUBIC's
+    #: convex branch (slowly at first, at the ceiling after about a minute), as TCP's slow start
+    #: does: N processes starting together (a triggerer restart, HA triggerers) then cross the
+    #: plan gently, and each meets about one 429 to learn its share instead of several.
+    START_RATE = 1 / 3
     #: CUBIC's cut on a 429 (botocore's), and its scale as a fraction of the ceiling per second
     #: cubed: after a cut by BETA the rate is back after about 45 s; near a share it stays
     #: within 5 % for 25 s and within 15 % for 35 s, so processes that found their shares
@@ -140,9 +169,10 @@ class AdaptiveTokenBucket(TokenBucket):
         self._tokens = max(1.0, burst * self.START_BURST, burst - rate * self.START_SECONDS)
         self._issued = 0
         #: CUBIC state: the rate it returns to, when the last cut happened, the cut rate.
-        self._w_max = rate
+        start = rate * self.START_RATE if rate * self.START_SECONDS >= burst else rate
+        self._w_max = start
         self._cut_at = now
-        self._cut_rate = rate
+        self._cut_rate = start
         self._k = 0.0
         #: Sent since the window began (the bucket's creation, then each cut), and what the
         #: platform could admit beyond its rate in that window (its burst, then nothing).
@@ -167,6 +197,16 @@ class AdaptiveTokenBucket(TokenBucket):
     def capacity(self) -> float:
         """Bucket size now: the burst scaled like the rate (a cut rate gets a cut burst)."""
         return max(1.0, self.burst * self.current_rate() / self.ceiling)
+
+    def rate_now(self) -> float:
+        return self.current_rate()
+
+    def spare(self, keep: float = 0.0) -> float:
+        with self._lock:
+            now = self._clock()
+            rate = self._refill(now)
+            capacity = max(1.0, self.burst * rate / self.ceiling)
+            return max(0.0, self._tokens - keep * capacity)
 
     def _refill(self, now: float) -> float:
         rate = self.current_rate(now)
@@ -193,6 +233,7 @@ class AdaptiveTokenBucket(TokenBucket):
             missing = place + 1 - (self._tokens + self._issued)
             if missing <= 1e-9:
                 self._window_sent += 1
+                self.last_grant = now
                 # Paced at random (each request costs 0.5 to 1.5 tokens, 1 on average): a
                 # process pacing exactly at its rate, below the platform's, would never meet
                 # a 429 while its peers met them all, and never learn it has to share.

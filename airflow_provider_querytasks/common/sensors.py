@@ -25,8 +25,8 @@ class QueryTaskSensor(FailWithoutRetryMixin, QueryWaitMixin[HookT], BaseSensorOp
 
     Succeeds when the query succeeds (its record goes to XCom); fails with the platform's error
     text when it fails. ``mode="poke"`` or ``"reschedule"`` poll from a worker; ``deferrable=True``
-    pokes once and then waits in the triggerer until the sensor's ``timeout`` or, when it comes
-    first, the try's start + ``execution_timeout``.
+    defers at once, with no status call from the worker, and waits in the triggerer until the
+    sensor's ``timeout`` or, when it comes first, the try's start + ``execution_timeout``.
 
     :param query_id: the remote query id (templated, e.g. from the submit task's XCom).
     :param conn_id: the Airflow connection id (the hook's default when omitted).
@@ -81,9 +81,10 @@ class QueryTaskSensor(FailWithoutRetryMixin, QueryWaitMixin[HookT], BaseSensorOp
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
             return super().execute(context)
-        done = self.poke(context)
-        if isinstance(done, PokeReturnValue):
-            return done.xcom_value
+        # No first poke from the worker (unlike some official sensors): each task try runs in a
+        # fresh process whose rate budget knows nothing of the account's other callers, so 90
+        # mapped sensors starting together would each spend a status call at once (a burst of
+        # 429s); the triggerer's first poll, shared per account, costs a few seconds at most.
         timeout = self.timeout.total_seconds() if isinstance(self.timeout, timedelta) else float(self.timeout)
         # The earlier of timeout and execution_timeout: deferred time counts against both.
         deadline = wait_deadline(context, timeout, self.execution_timeout, time.time())

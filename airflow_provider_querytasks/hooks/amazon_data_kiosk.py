@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from airflow_provider_querytasks.common.errors import (
 from airflow_provider_querytasks.common.fetch import Destination, fetch_url
 from airflow_provider_querytasks.common.hooks import QueryTaskHook
 from airflow_provider_querytasks.common.notifications import Decoder, NotificationSource
+from airflow_provider_querytasks.common.ratelimit import rate_limiters
 from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
 from airflow_provider_querytasks.compat import Connection
 from airflow_provider_querytasks.connection_forms import AMAZON_SP_API_FORM
@@ -164,6 +165,27 @@ class DataKioskHook(QueryTaskHook[DataKioskSettings, DataKioskApi]):
 
     async def aget_status(self, query_id: str) -> StatusSnapshot:
         return query_snapshot(await self.aget_query(query_id))
+
+    #: A getQueries sweep spends only what the process's getQueries bucket holds beyond this
+    #: fraction of its size (kept for the account's other callers: a task's re-attach look-up,
+    #: a connection test), and goes at most once per refill interval of that bucket.
+    LIST_KEEP = 1 / 3
+
+    async def alist_statuses(self, wanted: Mapping[str, float]) -> dict[str, StatusSnapshot] | None:
+        """Snapshots of many of this account's queries from one getQueries sweep (see
+        :meth:`DataKioskApi.list_statuses`), or ``None`` when getQueries has no call to spare now
+        (its plan allows one call every 45 s: the waits then poll with getQuery).
+
+        :param wanted: query id -> wall-clock time its wait started.
+        """
+        if not wanted:
+            return {}
+        api = (await self.aclient()).api
+        bucket = rate_limiters.bucket(api.platform, api.account, "getQueries", *api.rate_limits["getQueries"])
+        pages = int(bucket.spare(self.LIST_KEEP))
+        if pages < 1 or bucket.idle_for() < 1 / bucket.rate_now():
+            return None
+        return await self.arun(DataKioskApi.list_statuses, wanted, pages)
 
     def failure_error(self, snapshot: StatusSnapshot) -> QueryTaskError:
         """FATAL: the error document's ``errorMessage`` goes into the exception."""

@@ -10,7 +10,10 @@ import functools
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from importlib import resources
 from typing import Any
 
@@ -58,6 +61,18 @@ RATE_LIMITS: dict[str, tuple[float, float]] = {
     "getDocument": (0.0167, 15),
 }
 NOTIFICATION_TYPE = "DATA_KIOSK_QUERY_PROCESSING_FINISHED"
+#: Coalesced polling (getQueries sweeps, see docs/data_kiosk.md "Coalesced polling"): how long
+#: before its wait started a waited query may have been created (an operator defers seconds
+#: after createQuery; a sensor's query is usually submitted by the task before it), and the
+#: clock difference allowed between this machine and Amazon's.
+LIST_LOOKBACK = 600.0
+LIST_CLOCK_SKEW = 60.0
+#: Windows of waits closer than this are listed as one: after its burst of 15, an account
+#: creates at most one query a minute, so a gap of an hour adds at most 60 entries to a list.
+LIST_MERGE_GAP = 3600.0
+#: Answers to a sweep's page that end the sweep with what it found so far (the waits then poll
+#: their queries one by one): refused for the rate (never waited for), or a server error.
+LIST_GIVE_UP_STATUSES = (429, 500, 502, 503, 504)
 
 
 def base_url_for(region: str, sandbox: bool) -> str:
@@ -228,6 +243,46 @@ class DataKioskApi(PlatformApi):
         """getQueries (filters as :meth:`get_queries_request`): one page and the next token."""
         return one_call(self.get_queries_request(**filters), parse_queries_page)
 
+    def list_statuses(self, wanted: Mapping[str, float], pages: int) -> Steps[dict[str, StatusSnapshot]]:
+        """A getQueries sweep for coalesced polling: snapshots of the ``wanted`` queries it shows.
+
+        Lists every status (so that every query shown answers its wait, running or finished)
+        created within windows around the waits' start times (:func:`list_windows`), 100 a
+        page, the windows with most waits first, at most ``pages`` calls in all; a window stops
+        paging once all its waits are found. A 429 or 5xx page ends the sweep with what it
+        found (never retried: the waits fall back to getQuery). A listed query lacking what its
+        final snapshot needs is left out (:func:`listed_snapshot`).
+
+        :param wanted: query id -> wall-clock time (``time.time()``) its wait started.
+        :param pages: the most getQueries calls to make.
+        """
+        found: dict[str, StatusSnapshot] = {}
+        for since, until, ids in list_windows(wanted, time.time()):
+            token: str | None = None
+            while pages > 0:
+                request = self.get_queries_request(
+                    processing_statuses=list(STATUSES),
+                    page_size=MAX_PAGE_SIZE,
+                    created_since=iso_time(since),
+                    created_until=iso_time(until) if until is not None else None,
+                    pagination_token=token,
+                )
+                response = yield replace(request, ok_statuses=LIST_GIVE_UP_STATUSES)
+                pages -= 1
+                if response.status in LIST_GIVE_UP_STATUSES:
+                    return found
+                queries, token = parse_queries_page(response)
+                for query in queries:
+                    query_id = str(query.get("queryId"))
+                    snapshot = listed_snapshot(query) if query_id in wanted else None
+                    if snapshot is not None:
+                        found[query_id] = snapshot
+                if not token or all(query_id in found for query_id in ids):
+                    break
+            if pages <= 0:
+                break
+        return found
+
     def get_document(self, document_id: str) -> Steps[str]:
         """getDocument: a fresh presigned URL."""
         return one_call(self.get_document_request(document_id), parse_document)
@@ -268,6 +323,46 @@ def parse_queries_page(response: ApiResponse) -> tuple[list[dict[str, Any]], str
     queries = body.get("queries") or []
     token = (body.get("pagination") or {}).get("nextToken")
     return [q for q in queries if isinstance(q, dict)], token or None
+
+
+def iso_time(at: float) -> str:
+    """A wall-clock time as getQueries' ``createdSince``/``createdUntil`` take it (ISO 8601, UTC)."""
+    return datetime.fromtimestamp(at, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def list_windows(wanted: Mapping[str, float], now: float) -> list[tuple[float, float | None, list[str]]]:
+    """Created-time windows of a getQueries sweep: ``(since, until, query ids)``, most ids first.
+
+    A waited query was created at most :data:`LIST_LOOKBACK` before its wait started (one
+    created earlier is simply not found, and its wait polls it with getQuery); windows closer
+    than :data:`LIST_MERGE_GAP` are merged. ``until`` is ``None`` for a window reaching the
+    present: getQueries then uses its own clock's now (ours may be ahead of Amazon's).
+    """
+    windows: list[tuple[float, float, list[str]]] = []
+    for query_id, started in sorted(wanted.items(), key=lambda item: item[1]):
+        since, until = started - LIST_LOOKBACK, started + LIST_CLOCK_SKEW
+        if windows and since - windows[-1][1] <= LIST_MERGE_GAP:
+            first, _, ids = windows[-1]
+            windows[-1] = (first, max(until, windows[-1][1]), [*ids, query_id])
+        else:
+            windows.append((since, until, [query_id]))
+    ordered = sorted(windows, key=lambda window: -len(window[2]))
+    return [(since, None if until >= now else until, ids) for since, until, ids in ordered]
+
+
+def listed_snapshot(query: dict[str, Any]) -> StatusSnapshot | None:
+    """A getQueries entry as its wait's snapshot (the same mapping as getQuery's), or ``None``
+    when the entry cannot end the wait with everything its final snapshot needs: an unknown
+    status, DONE without ``dataDocumentId`` (no data, or a list leaving it out: getQuery tells),
+    FATAL without ``errorDocumentId``."""
+    status = query.get("processingStatus")
+    if status not in PROCESSING_STATUS_TO_QUERY_STATE or not query.get("queryId"):
+        return None
+    if status == "DONE" and not query.get("dataDocumentId"):
+        return None
+    if status == "FATAL" and not query.get("errorDocumentId"):
+        return None
+    return query_snapshot(query)
 
 
 def parse_document(response: ApiResponse) -> str:

@@ -47,6 +47,14 @@ USAGE_PLANS: dict[str, tuple[float, int]] = {
 MAX_QUERY_CHARACTERS = 8000
 #: The notification's ``notificationType``.
 NOTIFICATION_TYPE = "DATA_KIOSK_QUERY_PROCESSING_FINISHED"
+#: ``Query.processingStatus`` and getQueries' ``processingStatuses`` items: the model's enum.
+PROCESSING_STATUSES = ("CANCELLED", "DONE", "FATAL", "IN_PROGRESS", "IN_QUEUE")
+#: getQueries' ``pageSize``: minimum, maximum, default.
+PAGE_SIZE_BOUNDS = (1, 100)
+DEFAULT_PAGE_SIZE = 10
+#: getQueries' ``createdSince`` default: "90 days ago" (``createdUntil``: "the time of the
+#: getQueries request").
+DEFAULT_CREATED_SINCE_AGE = 90 * 86400.0
 
 OUTCOMES = ("DONE", "NO_DATA", "FATAL")
 
@@ -75,6 +83,25 @@ class EmulatedQuery:
     rows: int
     cancelled: bool = False
     documents: dict[str, str] = field(default_factory=dict)
+
+
+def _parse_iso(text: str) -> float:
+    """An ISO 8601 date-time (``Z`` or an offset; UTC without one) as ``time.time()`` seconds."""
+    parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.timestamp()
+
+
+@dataclass(frozen=True)
+class ListCursor:
+    """What a getQueries ``nextToken`` stands for: the request's other parameters as sent (a
+    later page must repeat them), the window they resolved to, and the last query returned."""
+
+    parameters: tuple[tuple[str, ...], str | None, str | None]
+    since: float
+    until: float
+    after: tuple[float, int]
 
 
 def _error(code: str, message: str, details: str = "") -> dict[str, Any]:
@@ -164,6 +191,7 @@ class DataKioskEmulator(EmulatorServer):
         self._documents: dict[str, str] = {}
         self._buckets: dict[str, RateBucket] = {}
         self._serial = itertools.count(1)
+        self._cursors: dict[str, ListCursor] = {}
 
     # -- framework ----------------------------------------------------------------------------
     def build_sites(self) -> dict[str, web.Application]:
@@ -415,27 +443,71 @@ class DataKioskEmulator(EmulatorServer):
         return self._reply({"queryId": query.query_id}, 202, "createQuery")
 
     async def _list(self, request: web.Request) -> web.Response:
+        """getQueries: filters, created-time window, newest first, ``nextToken`` paging."""
         refused = self._authorise(request, "getQueries")
         if refused is not None:
             return refused
-        statuses = [s for s in request.query.get("processingStatuses", "").split(",") if s]
+
+        def invalid(message: str) -> web.Response:
+            return self._reply(_error("InvalidInput", message), 400, "getQueries")
+
+        # An array parameter: comma-separated (Swagger's default collectionFormat), or repeated.
+        given = request.query.getall("processingStatuses", [])
+        statuses = tuple(item for value in given for item in value.split(",") if item)
+        if given and not statuses:
+            return invalid("processingStatuses must have at least 1 item.")
+        wrong = [status for status in statuses if status not in PROCESSING_STATUSES]
+        if wrong:
+            return invalid(
+                f"1 validation error detected: Value '[{', '.join(wrong)}]' at 'processingStatuses' "
+                "failed to satisfy constraint: Member must satisfy constraint: [Member must satisfy "
+                "enum value set: [DONE, FATAL, IN_PROGRESS, CANCELLED, IN_QUEUE]]"
+            )
         try:
-            size = int(request.query.get("pageSize", "10"))
-            offset = int(request.query.get("paginationToken", "list-0").split("-", 1)[1])
-        except (ValueError, IndexError):
-            return self._reply(
-                _error("InvalidInput", "Invalid pageSize or paginationToken."), 400, "getQueries"
-            )
-        if not 1 <= size <= 100:
-            return self._reply(
-                _error("InvalidInput", "pageSize must be between 1 and 100."), 400, "getQueries"
-            )
-        bodies = [self.query_body(q) for q in reversed(self.queries.values())]
-        chosen = [b for b in bodies if not statuses or b["processingStatus"] in statuses]
-        page = chosen[offset : offset + size]
-        result: dict[str, Any] = {"queries": page}
-        if offset + size < len(chosen):
-            result["pagination"] = {"nextToken": f"list-{offset + size}"}
+            size = int(request.query.get("pageSize", str(DEFAULT_PAGE_SIZE)))
+        except ValueError:
+            return invalid("pageSize must be an integer.")
+        low, high = PAGE_SIZE_BOUNDS
+        if not low <= size <= high:
+            return invalid(f"pageSize must be between {low} and {high}.")
+        since_text, until_text = request.query.get("createdSince"), request.query.get("createdUntil")
+        parameters = (statuses, since_text, until_text)
+        token = request.query.get("paginationToken")
+        if token is not None:
+            cursor = self._cursors.get(token)
+            if cursor is None:
+                return invalid("Invalid paginationToken.")
+            if cursor.parameters != parameters:
+                return invalid(
+                    "paginationToken was issued for other parameters: repeat every parameter "
+                    "but pageSize with the values of the request that returned it."
+                )
+            since, until, after = cursor.since, cursor.until, cursor.after
+        else:
+            now = time.time()
+            try:
+                since = _parse_iso(since_text) if since_text else now - DEFAULT_CREATED_SINCE_AGE
+                until = _parse_iso(until_text) if until_text else now
+            except ValueError:
+                return invalid("createdSince and createdUntil must be ISO 8601 date-times.")
+            after = (float("inf"), 0)
+        matching = sorted(
+            (
+                ((query.created_wall, int(query.query_id)), query)
+                for query in self.queries.values()
+                if since <= query.created_wall <= until
+                and (not statuses or self.status_of(query) in statuses)
+            ),
+            key=lambda item: item[0],
+            reverse=True,
+        )
+        rest = [(key, query) for key, query in matching if key < after]
+        page = rest[:size]
+        result: dict[str, Any] = {"queries": [self.query_body(query) for _, query in page]}
+        if len(rest) > size:
+            next_token = uuid.uuid4().hex
+            self._cursors[next_token] = ListCursor(parameters, since, until, page[-1][0])
+            result["pagination"] = {"nextToken": next_token}
         return self._reply(result, 200, "getQueries")
 
     async def _get(self, request: web.Request) -> web.Response:

@@ -179,8 +179,10 @@ def test_sensor_pokes_until_done(emulator: FakeEmulator) -> None:
 def test_deferrable_sensor_defers_without_cancelling_on_kill(emulator: FakeEmulator) -> None:
     query_id = FakeHook().create_query("select 1")
     sensor = FakeQuerySensor(task_id="s", query_id=query_id, deferrable=True, poll_interval=0.05, timeout=60)
+    emulator.clock.advance(10)  # already finished: the worker still makes no status call
     with pytest.raises(TaskDeferred) as deferred:
         sensor.execute({})  # type: ignore[arg-type]
+    assert emulator.requests_to("api", "GET", r"/queries/") == []
     assert deferred.value.trigger.cancel_on_kill is False  # type: ignore[attr-defined]
     event = run_trigger(deferred.value.trigger)  # type: ignore[arg-type]
     assert sensor.execute_complete({}, event)["remote_status"] == "DONE"  # type: ignore[arg-type]

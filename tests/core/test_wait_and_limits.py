@@ -149,14 +149,20 @@ def take(bucket: AdaptiveTokenBucket, clock: FakeClock) -> float:
     return clock()
 
 
-def test_a_new_adaptive_bucket_spends_a_tenth_of_the_burst_at_the_full_rate() -> None:
+def test_a_new_fast_plan_bucket_starts_with_a_tenth_of_its_burst_and_a_third_of_its_rate() -> None:
     clock = FakeClock()
-    bucket = adaptive(clock)
+    bucket = adaptive(clock)  # getQuery: 2/s, burst 15 (90% of it)
     start = clock()
     granted = [take(bucket, clock) - start for _ in range(5)]
     assert granted[0] == 0.0 and granted[1] > 0  # 1.35 tokens: one at once, not 13
     gaps = [b - a for a, b in itertools.pairwise(granted[1:])]
-    assert gaps == pytest.approx([1 / 1.8] * 3)  # then the ceiling's rate
+    assert gaps == pytest.approx([1 / 0.6] * 3, rel=0.02)  # a third of the ceiling's rate...
+    clock.sleep(20)
+    assert bucket.current_rate() < 0.7  # ... probing upwards slowly at first ...
+    clock.sleep(60)
+    assert bucket.current_rate() == pytest.approx(1.8)  # ... at the ceiling after about a minute
+    slow = adaptive(clock, rate=0.0167 * 0.9, burst=15 * 0.9)  # createQuery: full rate at once
+    assert slow.current_rate() == pytest.approx(0.0167 * 0.9)
 
 
 def test_a_429_cuts_the_rate_to_this_process_share_once_and_it_grows_back() -> None:
@@ -208,6 +214,7 @@ def test_a_one_off_caller_waits_for_the_platforms_refill_after_a_429() -> None:
 def test_the_rate_limit_header_lowers_the_ceiling() -> None:
     clock = FakeClock()
     bucket = adaptive(clock)
+    clock.sleep(120)  # past its start
     bucket.record_answer(clock(), throttled=False, limit=1.0)  # the platform applies 1 rps
     assert bucket.current_rate() == pytest.approx(0.9)
     bucket.record_answer(clock(), throttled=False, limit=5.0)  # more than published: ignored
@@ -217,6 +224,7 @@ def test_the_rate_limit_header_lowers_the_ceiling() -> None:
 def test_a_waiter_that_gives_up_lets_the_next_one_go_in_its_place() -> None:
     clock = FakeClock()
     bucket = adaptive(clock, rate=5.0, burst=1.0)
+    clock.sleep(120)  # past its start, at the full rate
     take(bucket, clock)  # the only token
     bucket._enqueue()  # a waiter that will give up...
     behind = bucket._enqueue()
@@ -229,3 +237,25 @@ def test_registry_makes_adaptive_buckets_unless_told_otherwise() -> None:
     assert isinstance(RateLimiterRegistry().bucket("dk", "a", "getQuery", 2, 15), AdaptiveTokenBucket)
     static = RateLimiterRegistry(adaptive=False).bucket("dk", "a", "getQuery", 2, 15)
     assert type(static) is TokenBucket
+
+
+def test_spare_tokens_are_what_a_call_may_spend_now_without_waiting() -> None:
+    clock = FakeClock()
+    # getQueries: 0.0222 rps, burst 10 (90% of it): a new bucket starts (nearly) full.
+    bucket = adaptive(clock, rate=0.0222 * 0.9, burst=10 * 0.9)
+    assert bucket.idle_for() == float("inf")
+    full = bucket.spare()
+    assert 8 <= full <= 9
+    assert bucket.spare(keep=1 / 3) == pytest.approx(full - 3)  # a third of the size kept back
+    take(bucket, clock)
+    assert bucket.idle_for() == 0.0 and bucket.spare() == pytest.approx(full - 1, abs=0.5)
+    clock.sleep(45)
+    assert bucket.idle_for() == 45.0
+    queued = adaptive(clock, rate=1.0, burst=1.0)
+    take(queued, clock)
+    queued._enqueue()  # somebody waits for the next token: nothing is spare
+    assert queued.spare() == 0.0
+    static = TokenBucket(2.0, 4.0, clock=clock)
+    static.reserve()
+    assert static.spare() == pytest.approx(3.0) and static.idle_for() == 0.0
+    assert static.rate_now() == 2.0
