@@ -612,8 +612,6 @@ def bare_phase(home: AirflowHome | None, args: dict[str, Any]) -> dict[str, Any]
         go_at = emulators.go()
         baseline = subprocess.Popen(
             [sys.executable, __file__, "bare", str(spec_file)],
-            stdout=subprocess.PIPE,
-            text=True,
             start_new_session=True,
             env={**os.environ, "PYTHONWARNINGS": "ignore"},
         )
@@ -621,8 +619,10 @@ def bare_phase(home: AirflowHome | None, args: dict[str, Any]) -> dict[str, Any]
         while baseline.poll() is None:
             watch.sample()
             time.sleep(0.5)
-        assert baseline.stdout is not None
-        result = json.loads(baseline.stdout.read().strip().splitlines()[-1])
+        if baseline.returncode:
+            raise RuntimeError(f"the baseline process failed (exit {baseline.returncode})")
+        # A file, not a pipe: the result (every wait's time) outgrows a pipe nobody reads yet.
+        result = json.loads(spec_file.with_name("result.json").read_text())
         # The process has exited: its own rusage is the exact figure (the sampler is a cross-check).
         cpu = result["cpu_s"]
     finally:
@@ -723,17 +723,17 @@ def bare_waits(spec_file: str) -> None:
     begun = time.monotonic()
     asyncio.run(run_all())
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    print(
-        json.dumps(
-            {
-                "started": started,
-                "seen": seen,
-                "gets": gets[0],
-                "wall_s": time.monotonic() - begun,
-                "cpu_s": usage.ru_utime + usage.ru_stime,
-            }
-        )
-    )
+    result = {
+        "started": started,
+        "seen": seen,
+        "gets": gets[0],
+        "wall_s": time.monotonic() - begun,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+    }
+    target = Path(spec_file).with_name("result.json")
+    partial = target.with_name("result.json.part")
+    partial.write_text(json.dumps(result))
+    partial.replace(target)
 
 
 # -- the section --------------------------------------------------------------------------------
