@@ -592,7 +592,7 @@ def bare_phase(home: AirflowHome | None, args: dict[str, Any]) -> dict[str, Any]
     """The same waits (fresh queries, same durations) waited on by bare aiohttp GETs."""
     per_platform, accounts = split_waits(args["waits"], args["accounts"])
     emulators = Emulators(per_platform, accounts, args["durations"], limits=False)
-    baseline: subprocess.Popen[str] | None = None
+    baseline: subprocess.Popen[bytes] | None = None
     folder = Path(tempfile.mkdtemp(prefix="querytasks-realtrig-bare-"))
     try:
         state = emulators.wait_ready()
