@@ -762,15 +762,25 @@ def real_triggerer(
     bare = bare_phase(None, args)
     per_wait = phases[0]
     measured = phases[-1]
+    all_finished = measured["finished"] == measured["waits"]
     summary = {
         "waits": measured["waits"],
         "accounts": measured["accounts"],
         "query_durations_s": f"{durations[0]:g}-{durations[1]:g} (uniform, after the phase starts)",
         "schedule": "default: 5 s, +10% of elapsed, <= 60 s",
         "build": "coalesced polling" if coalescing else "per-wait polling only (no coalesce_polls switch)",
-        "all_finished": measured["finished"] == measured["waits"],
-        "api_calls_vs_per_wait": round(measured["api_calls"] / per_wait["api_calls"], 3),
-        "cpu_per_wait_hour_vs_bare": round(measured["cpu_s_per_wait_hour"] / bare["cpu_s_per_wait_hour"], 2),
+        "all_finished": all_finished,
+        # Calls and CPU of waits that never finished (a stalled triggerer) compare with nothing.
+        "api_calls_vs_per_wait": round(measured["api_calls"] / per_wait["api_calls"], 3)
+        if all_finished
+        else None,
+        "api_calls_vs_bare_gets": round(measured["api_calls"] / bare["api_calls"], 3)
+        if all_finished
+        else None,
+        "cpu_per_wait_hour_vs_bare": (
+            round(measured["cpu_s_per_wait_hour"] / bare["cpu_s_per_wait_hour"], 2) if all_finished else None
+        ),
+        "cpu_s_vs_bare_same_waits": round(measured["cpu_s"] / bare["cpu_s"], 2) if all_finished else None,
         "per_wait_cpu_per_wait_hour_vs_bare": round(
             per_wait["cpu_s_per_wait_hour"] / bare["cpu_s_per_wait_hour"], 2
         ),

@@ -902,9 +902,10 @@ SECTIONS_HELP = """sections (--only, comma-separated; default: all):
                 `airflow triggerer` (metadata DB: a throwaway PostgreSQL 15; connections in the
                 DB; task instances and Trigger rows created deferred through Airflow's ORM, as
                 the providers' sensors defer; default poll schedule; queries running 60-180 s,
-                5-15 s with --quick; about 3 phases of 4-6 minutes at 5,000 waits). Phases: the
-                triggerer with per-wait polling ([querytasks] coalesce_polls=False), the
-                triggerer as configured by default (coalesced, when the build has the switch),
+                5-15 s with --quick; a phase stops 600 s after the slowest query; ~35 min in
+                all at 5,000 waits). Phases: the triggerer with per-wait polling
+                ([querytasks] coalesce_polls=False), the triggerer as configured by default
+                (coalesced, when the build has the switch),
                 and the baseline: a plain asyncio process making one bare aiohttp GET per wait
                 per poll on the same schedule. Figures, measured from outside: waits finished,
                 API calls per operation (the emulators' counts), triggerer process-tree CPU
