@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 import warnings
@@ -226,14 +227,28 @@ class QueryTaskHook(BaseHook, Generic[SettingsT, ApiT]):
         if self._settings is None:
             key = (type(self), self.conn_id)
             env_value = os.environ.get(f"AIRFLOW_CONN_{self.conn_id.upper()}")
-            shared = process_state.shared_settings.get(key)
-            if shared and shared[1] == env_value and time.monotonic() - shared[2] < SHARED_SETTINGS_TTL:
-                self._settings = shared[0]
-            else:
-                conn = await get_async_connection(self.conn_id)
-                self._settings = self._read(conn, await get_async_extra_dejson(conn))
-                process_state.shared_settings[key] = (self._settings, env_value, time.monotonic())
+            self._settings = self._shared_settings(key, env_value)
+            if self._settings is None:
+                # One read in flight per connection: the waits a triggerer takes up together
+                # (thousands on a few connections) wait for it instead of each sending its own
+                # round trip to the supervisor, which answers them one at a time (benchmark 7).
+                lock_key = (*key, id(asyncio.get_running_loop()))
+                lock = process_state.settings_locks.setdefault(lock_key, asyncio.Lock)
+                async with lock:
+                    self._settings = self._shared_settings(key, env_value)
+                    if self._settings is None:
+                        conn = await get_async_connection(self.conn_id)
+                        self._settings = self._read(conn, await get_async_extra_dejson(conn))
+                        process_state.shared_settings[key] = (self._settings, env_value, time.monotonic())
         return self._settings
+
+    @staticmethod
+    def _shared_settings(key: tuple[type, str], env_value: str | None) -> Any:
+        """Settings another hook of this process read for ``key`` within the last minute."""
+        shared = process_state.shared_settings.get(key)
+        if shared and shared[1] == env_value and time.monotonic() - shared[2] < SHARED_SETTINGS_TTL:
+            return shared[0]
+        return None
 
     # -- clients ------------------------------------------------------------------------------
     def _client_kwargs(self, settings: SettingsT) -> dict[str, Any]:

@@ -156,6 +156,8 @@ class ProcessState:
     ``rate_buckets``              token bucket (platform, account, operation)  1 h       4,096
     ``shared_settings``           a connection read by a trigger (hook class,  10 min    1,024
                                   conn id); reused for 60 s after the read
+    ``settings_locks``            single-flight asyncio lock of a connection   10 min    4,096
+                                  read (hook class, conn id, event loop)
     ``shared_async_clients``      async API client (hook class, conn id,       10 min    1,024
                                   retry, timeout)
     ============================  ===========================================  ========  ========
@@ -181,6 +183,7 @@ class ProcessState:
         self.unsaved_tokens = cache("unsaved_tokens", day, 1024)
         self.rate_buckets = cache("rate_buckets", hour, 4096)
         self.shared_settings = cache("shared_settings", 600.0, 1024)
+        self.settings_locks = cache("settings_locks", 600.0, 4096)
         self.shared_async_clients = cache("shared_async_clients", 600.0, 1024)
         #: Per event loop: the shared ``aiohttp`` session, its lease count, the notification queue readers.
         self.client_sessions: PerLoop[aiohttp.ClientSession] = weakref.WeakKeyDictionary()

@@ -237,6 +237,31 @@ def test_triggers_of_a_process_share_a_connection_read(
     assert reads == ["fake_default"] * 3
 
 
+def test_triggers_starting_together_read_their_connection_once(
+    emulator: FakeEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A triggerer taking up thousands of waits starts them together: without one read in flight
+    # per connection, each wait sent its own round trip to the supervisor (benchmark 7).
+    from airflow_provider_querytasks.common import hooks as hooks_module
+
+    reads: list[str] = []
+    original = hooks_module.get_async_connection
+
+    async def slow_read(conn_id: str) -> Any:
+        reads.append(conn_id)
+        await asyncio.sleep(0.05)  # a round trip: the other waits arrive meanwhile
+        return await original(conn_id)
+
+    monkeypatch.setattr(hooks_module, "get_async_connection", slow_read)
+
+    async def together(count: int) -> list[Any]:
+        return await asyncio.gather(*(FakeHook().aget_settings() for _ in range(count)))
+
+    settings = asyncio.run(together(20))
+    assert reads == ["fake_default"]
+    assert all(s is settings[0] for s in settings)
+
+
 def test_hooks_sharing_a_connection_read_share_one_async_client(
     emulator: FakeEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
