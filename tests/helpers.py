@@ -98,3 +98,20 @@ def run_trigger(trigger: Any) -> dict[str, Any]:
         raise AssertionError("no event")
 
     return asyncio.run(first())
+
+
+def run_triggers(triggers: list[Any]) -> list[dict[str, Any]]:
+    """Run triggers together on one event loop, each to its first event; return the payloads."""
+
+    async def first(trigger: Any) -> dict[str, Any]:
+        async for event in trigger.run():
+            return dict(event.payload)
+        raise AssertionError("no event")
+
+    async def run() -> list[dict[str, Any]]:
+        try:
+            return list(await asyncio.gather(*(first(t) for t in triggers)))
+        finally:
+            await close_shared_client_session()
+
+    return asyncio.run(run())

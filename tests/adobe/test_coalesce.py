@@ -16,7 +16,7 @@ from airflow_provider_querytasks.protocols.adobe_query_service import listed_que
 from airflow_provider_querytasks.testing.adobe_query_service import AdobeQueryServiceEmulator
 from airflow_provider_querytasks.triggers.adobe_query_service import AdobeQueryTrigger
 
-from ..helpers import FAST_RETRY
+from ..helpers import FAST_RETRY, run_triggers
 
 
 def seed(emulator: AdobeQueryServiceEmulator, count: int, sql: str = "SELECT 1") -> list[str]:
@@ -116,25 +116,19 @@ def test_a_ctas_query_listed_as_success_carries_its_dataset(emulator: AdobeQuery
 
 
 def run_waits(query_ids: list[str], schedule: dict[str, float]) -> list[dict[str, Any]]:
-    async def one(query_id: str) -> dict[str, Any]:
-        trigger = AdobeQueryTrigger(
-            conn_id="adobe_experience_platform_default",
-            query_id=query_id,
-            deadline=time.time() + 60,
-            poll_schedule=schedule,
-            started=time.time(),
-        )
-        async for event in trigger.run():
-            return dict(event.payload)
-        raise AssertionError("no event")
-
-    async def run() -> list[dict[str, Any]]:
-        try:
-            return list(await asyncio.gather(*(one(q) for q in query_ids)))
-        finally:
-            await close_shared_client_session()
-
-    return asyncio.run(run())
+    now = time.time()
+    return run_triggers(
+        [
+            AdobeQueryTrigger(
+                conn_id="adobe_experience_platform_default",
+                query_id=q,
+                deadline=now + 60,
+                poll_schedule=schedule,
+                started=now,
+            )
+            for q in query_ids
+        ]
+    )
 
 
 @pytest.mark.parametrize("coalesce", [True, False])

@@ -17,7 +17,7 @@ from airflow_provider_querytasks.protocols.shoplazza import ShoplazzaApi
 from airflow_provider_querytasks.testing.shoplazza import ShoplazzaEmulator
 from airflow_provider_querytasks.triggers.shoplazza import ShoplazzaDataTaskTrigger
 
-from ..helpers import FAST_RETRY
+from ..helpers import FAST_RETRY, run_triggers
 
 BEGIN, END = datetime(2026, 11, 20), datetime(2026, 11, 21)
 
@@ -102,25 +102,19 @@ def test_unknown_ids_are_absent(emulator: ShoplazzaEmulator) -> None:
 
 
 def run_waits(query_ids: list[str], schedule: dict[str, float]) -> list[dict[str, Any]]:
-    async def one(query_id: str) -> dict[str, Any]:
-        trigger = ShoplazzaDataTaskTrigger(
-            conn_id="shoplazza_default",
-            query_id=query_id,
-            deadline=time.time() + 60,
-            poll_schedule=schedule,
-            started=time.time(),
-        )
-        async for event in trigger.run():
-            return dict(event.payload)
-        raise AssertionError("no event")
-
-    async def run() -> list[dict[str, Any]]:
-        try:
-            return list(await asyncio.gather(*(one(q) for q in query_ids)))
-        finally:
-            await close_shared_client_session()
-
-    return asyncio.run(run())
+    now = time.time()
+    return run_triggers(
+        [
+            ShoplazzaDataTaskTrigger(
+                conn_id="shoplazza_default",
+                query_id=q,
+                deadline=now + 60,
+                poll_schedule=schedule,
+                started=now,
+            )
+            for q in query_ids
+        ]
+    )
 
 
 @pytest.mark.parametrize("coalesce", [True, False])
