@@ -30,7 +30,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Generator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -135,19 +135,17 @@ class SqsNotificationSource(BaseNotificationSource):
                     lambda n: self.accepts(n, query_id),
                     may_requeue,
                 )
-                for returned in list(settlement.requeue):
-                    try:
-                        client.send_message(**_requeue_kwargs(self, returned))
-                    except Exception as exc:  # no sqs:SendMessage: hand it back instead
-                        _requeue_refused(self, exc)
-                        may_requeue = False
-                        settlement.requeue_refused(returned)
-                if settlement.claimed or settlement.requeue:
-                    client.delete_message_batch(QueueUrl=self.queue_url, Entries=settlement.delete_entries())
-                if settlement.hand_back:
-                    client.change_message_visibility_batch(
-                        QueueUrl=self.queue_url, Entries=settlement.hand_back_entries()
-                    )
+                calls = _settlement_calls(self, settlement, may_requeue)
+                try:
+                    call = next(calls)
+                    while True:
+                        try:
+                            outcome: Any = getattr(client, call[0])(**call[1])
+                        except Exception as exc:
+                            outcome = _refused_outcome(call, exc)
+                        call = calls.send(outcome)
+                except StopIteration as done:
+                    may_requeue = done.value
             except Exception as exc:
                 raise self.error(exc) from exc
             if settlement.claimed:
@@ -277,6 +275,39 @@ def _requeue_kwargs(source: SqsNotificationSource, returned: _Returned) -> dict[
     }
 
 
+#: One SQS call: the client method's name and its keyword arguments.
+_SqsCall = tuple[str, dict[str, Any]]
+
+
+def _settlement_calls(
+    source: SqsNotificationSource, settlement: _Settlement, may_requeue: bool
+) -> Generator[_SqsCall, Any, bool]:
+    """The calls that settle one receive (re-send, delete, hand back: one batch call each), for the
+    sync and the async client alike: yields each call, is sent its answer (a refused re-send as
+    its exception); returns whether re-sending is still allowed (``False`` once SQS refused it)."""
+    for returned in list(settlement.requeue):
+        outcome = yield "send_message", _requeue_kwargs(source, returned)
+        if isinstance(outcome, Exception):  # no sqs:SendMessage: hand it back instead
+            _requeue_refused(source, outcome)
+            may_requeue = False
+            settlement.requeue_refused(returned)
+    if settlement.claimed or settlement.requeue:
+        yield "delete_message_batch", {"QueueUrl": source.queue_url, "Entries": settlement.delete_entries()}
+    if settlement.hand_back:
+        yield (
+            "change_message_visibility_batch",
+            {"QueueUrl": source.queue_url, "Entries": settlement.hand_back_entries()},
+        )
+    return may_requeue
+
+
+def _refused_outcome(call: _SqsCall, exc: Exception) -> Exception:
+    """A failed re-send is an answer (the message is handed back instead); any other failure raises."""
+    if call[0] != "send_message":
+        raise exc
+    return exc
+
+
 def _pause() -> float:
     return HAND_BACK_PAUSE * random.uniform(0.5, 1.5)  # noqa: S311 - spreading, not security
 
@@ -352,18 +383,17 @@ class _QueueReader:
 
         Returns whether re-sending is still allowed (``False`` once SQS refused it).
         """
-        url = self.source.queue_url
-        for returned in list(settlement.requeue):
-            try:
-                await client.send_message(**_requeue_kwargs(self.source, returned))
-            except Exception as exc:  # no sqs:SendMessage: hand it back instead
-                _requeue_refused(self.source, exc)
-                may_requeue = False
-                settlement.requeue_refused(returned)
-        if settlement.claimed or settlement.requeue:
-            await client.delete_message_batch(QueueUrl=url, Entries=settlement.delete_entries())
-        if settlement.hand_back:
-            await client.change_message_visibility_batch(QueueUrl=url, Entries=settlement.hand_back_entries())
+        calls = _settlement_calls(self.source, settlement, may_requeue)
+        try:
+            call = next(calls)
+            while True:
+                try:
+                    outcome: Any = await getattr(client, call[0])(**call[1])
+                except Exception as exc:
+                    outcome = _refused_outcome(call, exc)
+                call = calls.send(outcome)
+        except StopIteration as done:
+            may_requeue = done.value
         for _, notification in settlement.claimed:
             for source, future in self.waiters.get(notification.query_id, []):
                 if source.accepts(notification, notification.query_id) and not future.done():

@@ -34,6 +34,8 @@ ERRORS = {
     "MessageNotInflight": "AWS.SimpleQueueService.MessageNotInflight",
     "TooManyEntriesInBatchRequest": "AWS.SimpleQueueService.TooManyEntriesInBatchRequest",
     "EmptyBatchRequest": "AWS.SimpleQueueService.EmptyBatchRequest",
+    # IAM refusal (e.g. no sqs:SendMessage); the query protocol's code for AccessDeniedException.
+    "AccessDeniedException": "AccessDenied",
 }
 
 

@@ -24,6 +24,7 @@ from airflow_provider_querytasks.operators.amazon_data_kiosk import (
 from airflow_provider_querytasks.protocols.amazon_data_kiosk import read_notification
 from airflow_provider_querytasks.sensors.amazon_data_kiosk import DataKioskQuerySensor
 from airflow_provider_querytasks.testing.amazon_data_kiosk import DataKioskEmulator
+from airflow_provider_querytasks.testing.sqs import SqsError
 from airflow_provider_querytasks.triggers.amazon_data_kiosk import DataKioskQueryTrigger
 
 from ..helpers import run_trigger, use_connection
@@ -477,3 +478,28 @@ def test_a_notification_received_too_often_is_sent_again_not_dead_lettered(
     assert fresh.receive_count <= 1 and int(fresh.attributes["querytasks-receives"]["StringValue"]) >= 5
     assert int(fresh.attributes["querytasks-first-sent"]["StringValue"]) == int(message.sent * 1000)
     assert not emulator.sqs.messages("dlq")
+
+
+@pytest.mark.parametrize("path", ["worker", "triggerer"])
+def test_a_refused_re_send_hands_the_notification_back_instead(
+    emulator: DataKioskEmulator, aws: SqsNotificationSource, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    def refuse(params: dict[str, Any]) -> dict[str, Any]:
+        raise SqsError("AccessDeniedException", "not authorized to perform: sqs:SendMessage", 403)
+
+    monkeypatch.setattr(emulator.sqs, "_op_SendMessage", refuse)
+    emulator.duration = 0.0
+    theirs = emulator.add_query(QUERY).query_id
+    emulator.publish_notifications()
+    [message] = emulator.sqs.messages(emulator.NOTIFICATION_QUEUE)
+    message.receive_count = 4  # due for a re-send at this receive
+    emulator.duration = 2.0
+    mine = emulator.add_query(QUERY).query_id
+    if path == "worker":
+        snapshot = aws.listen(read_notification, mine, timeout=10)
+        assert snapshot is not None and snapshot.query_id == mine
+    else:
+        assert run_trigger(notified_trigger(mine, aws))["status"] == "success"
+    assert sqs_calls(emulator, "SendMessage") >= 1  # tried, refused
+    [left] = emulator.sqs.messages(emulator.NOTIFICATION_QUEUE)
+    assert left.message_id == message.message_id and json.loads(left.body)["payload"]["queryId"] == theirs
