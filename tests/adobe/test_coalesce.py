@@ -149,4 +149,6 @@ def test_deferred_waits_on_one_sandbox_cost_far_fewer_calls_coalesced(
         assert gets + lists <= waits * 12 / 10, (gets, lists)
         assert lists >= 1
     else:
-        assert lists == 0 and gets >= waits * 8
+        # Every wait polls its own query, 12 times if on time; a loaded machine falls behind
+        # the schedule, so only a third of that is asked for (still 3x the coalesced bound).
+        assert lists == 0 and gets >= waits * 4, gets
