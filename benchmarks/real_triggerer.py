@@ -237,6 +237,18 @@ def split_waits(waits: int, accounts: int) -> tuple[int, int]:
 
 
 # -- the Airflow side ---------------------------------------------------------------------------
+
+
+def run_checked(
+    args: list[str], env: dict[str, str], timeout: float, what: str
+) -> subprocess.CompletedProcess[str]:
+    """Run a step of the set-up; fail with the end of its stderr."""
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
+    if done.returncode:
+        raise RuntimeError(f"{what} failed: {done.stderr[-3000:]}")
+    return done
+
+
 class AirflowHome:
     """A throwaway Airflow home with its metadata DB (PostgreSQL 15, Unix socket only).
 
@@ -271,15 +283,9 @@ class AirflowHome:
     def __enter__(self) -> AirflowHome:
         try:
             self.postgres.start()
-            done = subprocess.run(
-                [sys.executable, "-m", "airflow", "db", "migrate"],
-                env=self.env,
-                capture_output=True,
-                text=True,
-                timeout=600,
+            run_checked(
+                [sys.executable, "-m", "airflow", "db", "migrate"], self.env, 600, "airflow db migrate"
             )
-            if done.returncode:
-                raise RuntimeError(f"airflow db migrate failed: {done.stderr[-2000:]}")
         except BaseException:
             self.__exit__()
             raise
@@ -341,15 +347,12 @@ def triggerer_phase(
         }
         spec_file = home.home / f"spec-{phase}.json"
         spec_file.write_text(json.dumps(spec))
-        done = subprocess.run(
+        done = run_checked(
             [sys.executable, __file__, "setup", str(spec_file)],
-            env=home.env,
-            capture_output=True,
-            text=True,
-            timeout=1800,
+            home.env,
+            1800,
+            "setting up the deferred waits",
         )
-        if done.returncode:
-            raise RuntimeError(f"setting up the deferred waits failed: {done.stderr[-3000:]}")
         setup = json.loads(done.stdout.strip().splitlines()[-1])
         env = dict(home.env)
         if coalesce is not None:

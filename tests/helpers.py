@@ -115,3 +115,15 @@ def run_triggers(triggers: list[Any]) -> list[dict[str, Any]]:
             await close_shared_client_session()
 
     return asyncio.run(run())
+
+
+def run_waits(trigger_class: Any, query_ids: list[str], schedule: dict[str, float]) -> list[dict[str, Any]]:
+    """Defer one wait per query on the trigger class's default connection, all on one loop."""
+    now = time.time()
+    conn_id = trigger_class.hook_class.default_conn_name
+    return run_triggers(
+        [
+            trigger_class(conn_id=conn_id, query_id=q, deadline=now + 60, poll_schedule=schedule, started=now)
+            for q in query_ids
+        ]
+    )

@@ -16,7 +16,7 @@ from airflow_provider_querytasks.protocols.adobe_query_service import listed_que
 from airflow_provider_querytasks.testing.adobe_query_service import AdobeQueryServiceEmulator
 from airflow_provider_querytasks.triggers.adobe_query_service import AdobeQueryTrigger
 
-from ..helpers import FAST_RETRY, run_triggers
+from ..helpers import FAST_RETRY, run_waits
 
 
 def seed(emulator: AdobeQueryServiceEmulator, count: int, sql: str = "SELECT 1") -> list[str]:
@@ -115,22 +115,6 @@ def test_a_ctas_query_listed_as_success_carries_its_dataset(emulator: AdobeQuery
     assert snapshot.raw["_links"]["created_dataset"]["id"]
 
 
-def run_waits(query_ids: list[str], schedule: dict[str, float]) -> list[dict[str, Any]]:
-    now = time.time()
-    return run_triggers(
-        [
-            AdobeQueryTrigger(
-                conn_id="adobe_experience_platform_default",
-                query_id=q,
-                deadline=now + 60,
-                poll_schedule=schedule,
-                started=now,
-            )
-            for q in query_ids
-        ]
-    )
-
-
 @pytest.mark.parametrize("coalesce", [True, False])
 def test_deferred_waits_on_one_sandbox_cost_far_fewer_calls_coalesced(
     emulator: AdobeQueryServiceEmulator, monkeypatch: pytest.MonkeyPatch, coalesce: bool
@@ -140,7 +124,7 @@ def test_deferred_waits_on_one_sandbox_cost_far_fewer_calls_coalesced(
     emulator.duration = 3.0
     waits = 30
     query_ids = seed(emulator, waits, sql="SELECT 1 -- emulator: failed")
-    events = run_waits(query_ids, {"initial": 0.25, "maximum": 0.25, "proportion": 0.1})
+    events = run_waits(AdobeQueryTrigger, query_ids, {"initial": 0.25, "maximum": 0.25, "proportion": 0.1})
     assert [e["status"] for e in events] == ["failed"] * waits
     assert all("58000" in e["message"] for e in events)
     gets = len(emulator.requests_to("api", "GET", "/queries/.+"))

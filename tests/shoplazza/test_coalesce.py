@@ -17,7 +17,7 @@ from airflow_provider_querytasks.protocols.shoplazza import ShoplazzaApi
 from airflow_provider_querytasks.testing.shoplazza import ShoplazzaEmulator
 from airflow_provider_querytasks.triggers.shoplazza import ShoplazzaDataTaskTrigger
 
-from ..helpers import FAST_RETRY, run_triggers
+from ..helpers import FAST_RETRY, run_waits
 
 BEGIN, END = datetime(2026, 11, 20), datetime(2026, 11, 21)
 
@@ -101,22 +101,6 @@ def test_unknown_ids_are_absent(emulator: ShoplazzaEmulator) -> None:
     assert list_statuses(["no-such-task"]) == {}
 
 
-def run_waits(query_ids: list[str], schedule: dict[str, float]) -> list[dict[str, Any]]:
-    now = time.time()
-    return run_triggers(
-        [
-            ShoplazzaDataTaskTrigger(
-                conn_id="shoplazza_default",
-                query_id=q,
-                deadline=now + 60,
-                poll_schedule=schedule,
-                started=now,
-            )
-            for q in query_ids
-        ]
-    )
-
-
 @pytest.mark.parametrize("coalesce", [True, False])
 def test_deferred_waits_on_one_shop_cost_far_fewer_calls_coalesced(
     emulator: ShoplazzaEmulator, monkeypatch: pytest.MonkeyPatch, coalesce: bool
@@ -129,7 +113,9 @@ def test_deferred_waits_on_one_shop_cost_far_fewer_calls_coalesced(
     emulator.duration = 3.0
     waits = 30
     query_ids = seed(emulator, waits)
-    events = run_waits(query_ids, {"initial": 0.25, "maximum": 0.25, "proportion": 0.1})
+    events = run_waits(
+        ShoplazzaDataTaskTrigger, query_ids, {"initial": 0.25, "maximum": 0.25, "proportion": 0.1}
+    )
     assert [e["status"] for e in events] == ["success"] * waits
     assert {e["query_id"] for e in events} == set(query_ids)
     gets = len(emulator.requests_to("api", "GET", "/data/task$"))
