@@ -130,6 +130,24 @@ class TreeWatch:
         return sum(self.cpu_by_pid.values())
 
 
+#: A phase whose deferred count has not moved for this long (after the shortest query ended)
+#: is stalled: its stacks are dumped (py-spy) beside the triggerer's output and the phase ends.
+STALL_S = 180.0
+
+
+def dump_stacks(watch: TreeWatch, target: Path) -> None:
+    """Every process of the tree's Python stacks (``py-spy dump``) into ``target``, to see where
+    a stalled triggerer waits; kept only with ``QUERYTASKS_BENCH_KEEP`` set."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    with target.open("w") as out:
+        for pid in watch.cpu_by_pid:
+            out.write(f"== {pid} {watch.names.get(pid, '')}\n")
+            out.flush()
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                subprocess.run([py_spy, "dump", "--pid", str(pid)], stdout=out, stderr=out, timeout=60)
+    print(f"stalled: stacks in {target}", file=sys.stderr)
+
+
 def kill_tree(process: subprocess.Popen[Any], grace: float = 20.0) -> None:
     """SIGTERM a process started in its own session and everything under it, SIGKILL what is left."""
     import psutil
@@ -371,6 +389,8 @@ def triggerer_phase(
         timeout = args["durations"][1] + args["timeout"]
         deferred = per_platform * 3
         last_check = 0.0
+        progress_at = go_at + args["durations"][0]  # no query ends before the shortest duration
+        stalled = False
         while True:
             watch.sample()
             if triggerer.poll() is not None:
@@ -378,10 +398,16 @@ def triggerer_phase(
             now = time.time()
             if now - last_check >= 2.0:
                 last_check = now
-                ((deferred,),) = home.query(
+                ((still,),) = home.query(
                     "SELECT count(*) FROM task_instance WHERE run_id=%s AND state='deferred'", run_id
                 )
+                if still != deferred:
+                    deferred, progress_at = still, now
                 if deferred == 0:
+                    break
+                if now - progress_at > STALL_S:
+                    stalled = True
+                    dump_stacks(watch, home.home / f"stall-{phase}.txt")
                     break
             if now - go_at > timeout:
                 break
@@ -415,6 +441,7 @@ def triggerer_phase(
     after_first_polls = [lag for at, lag in blocked if first_polls_s is not None and at > first_polls_s]
     calls, per_operation = api_calls(answered)
     runner = max(watch.peak_rss_by_pid.items(), key=lambda item: item[1])[0] if watch.peak_rss_by_pid else 0
+    runner_cpu = max((c for pid, c in watch.cpu_by_pid.items() if pid != triggerer.pid), default=0.0)
     return {
         "phase": phase,
         "waits": len(rows),
@@ -424,11 +451,17 @@ def triggerer_phase(
         "api_calls": calls,
         "api_calls_per_operation": per_operation,
         "http_429": sum(answered.get("http_429", {}).values()),
+        "stalled": stalled,
         "wall_s": round(ended_at - go_at, 1),
         "setup_s": setup["seconds"],
         "cpu_s": round(cpu, 1),
         "wait_hours": round(deferred_s / 3600, 3),
         "cpu_s_per_wait_hour": round(cpu / (deferred_s / 3600), 3),
+        # The supervisor (the root: loads triggers, routes their log lines, stores events) and
+        # the trigger runner (the child with the most CPU: the waits' event loop).
+        "cpu_s_supervisor": round(watch.cpu_by_pid.get(triggerer.pid, 0.0), 1),
+        "cpu_s_runner": round(runner_cpu, 1),
+        "runner_cpu_s_per_wait_hour": round(runner_cpu / (deferred_s / 3600), 3),
         "cpu_s_by_process": {
             f"{pid} {watch.names.get(pid, '')}": round(seconds, 1)
             for pid, seconds in watch.cpu_by_pid.items()
@@ -748,23 +781,41 @@ def has_coalescing() -> bool:
     return "coalesce_polls" in options
 
 
+#: Benchmark 7's phases, in the order they run (``--real-phases`` picks some).
+PHASES = ("per_wait", "coalesced", "bare")
+
+
 def real_triggerer(
-    waits: int, accounts: int, durations: tuple[float, float], timeout: float
+    waits: int,
+    accounts: int,
+    durations: tuple[float, float],
+    timeout: float,
+    phases_wanted: tuple[str, ...] = PHASES,
 ) -> dict[str, Any]:
     """Benchmark 7: per-wait polling and (when built in) coalesced polling in a real triggerer,
-    and the bare-GET baseline, all in this run."""
+    and the bare-GET baseline, all in this run (or the phases in ``phases_wanted``; the ratios
+    need all three)."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _exit_on_sigterm)  # leave through the finally blocks
     args = {"waits": waits, "accounts": accounts, "durations": durations, "timeout": timeout}
     phases: list[dict[str, Any]] = []
-    with AirflowHome(waits) as home:
-        phases.append(triggerer_phase(home, "per_wait", args, coalesce=False))
-        coalescing = has_coalescing()
-        if coalescing:
-            phases.append(triggerer_phase(home, "coalesced", args, coalesce=None))
-    bare = bare_phase(None, args)
-    per_wait = phases[0]
-    measured = phases[-1]
+    coalescing = has_coalescing()
+    if "coalesced" in phases_wanted and not coalescing:
+        raise SystemExit("--real-phases coalesced: this build has no [querytasks] coalesce_polls switch")
+    if {"per_wait", "coalesced"} & set(phases_wanted):
+        with AirflowHome(waits) as home:
+            if "per_wait" in phases_wanted:
+                phases.append(triggerer_phase(home, "per_wait", args, coalesce=False))
+            if "coalesced" in phases_wanted:
+                phases.append(triggerer_phase(home, "coalesced", args, coalesce=None))
+    if "bare" in phases_wanted:
+        phases.append(bare_phase(None, args))
+    if set(phases_wanted) != set(PHASES):
+        return {
+            "summary": {"phases": ",".join(phases_wanted), "ratios": "need every phase"},
+            "phases": phases,
+        }
+    per_wait, measured, bare = phases
     all_finished = measured["finished"] == measured["waits"]
     summary = {
         "waits": measured["waits"],
@@ -784,6 +835,11 @@ def real_triggerer(
             round(measured["cpu_s_per_wait_hour"] / bare["cpu_s_per_wait_hour"], 2) if all_finished else None
         ),
         "cpu_s_vs_bare_same_waits": round(measured["cpu_s"] / bare["cpu_s"], 2) if all_finished else None,
+        "runner_cpu_per_wait_hour_vs_bare": (
+            round(measured["runner_cpu_s_per_wait_hour"] / bare["cpu_s_per_wait_hour"], 2)
+            if all_finished
+            else None
+        ),
         "per_wait_cpu_per_wait_hour_vs_bare": round(
             per_wait["cpu_s_per_wait_hour"] / bare["cpu_s_per_wait_hour"], 2
         ),
@@ -791,7 +847,7 @@ def real_triggerer(
         "worst_loop_lag_after_first_polls_ms": measured["worst_loop_lag_after_first_polls_ms"],
         "targets": "all finish; calls <= 0.1x per-wait; cpu/wait-hour <= 0.5x bare; lag < 100 ms",
     }
-    return {"summary": summary, "phases": [*phases, bare]}
+    return {"summary": summary, "phases": phases}
 
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:

@@ -932,7 +932,9 @@ def child(section: str, args: argparse.Namespace) -> Any:
         from real_triggerer import real_triggerer
 
         durations = REAL_DURATIONS_QUICK if args.quick else REAL_DURATIONS
-        return real_triggerer(args.real_waits, args.real_accounts, durations, timeout=600.0)
+        return real_triggerer(
+            args.real_waits, args.real_accounts, durations, timeout=600.0, phases_wanted=args.real_phases
+        )
     raise ValueError(section)
 
 
@@ -1003,8 +1005,16 @@ OPT_IN_SECTIONS = ("realtriggerer",)
 def print_real_triggerer(result: dict[str, Any]) -> None:
     print("7. deferred waits in a real `airflow triggerer` vs bare GETs on the same schedule")
     columns = (
-        *("phase", "waits", "finished", "api_calls", "http_429", "cpu_s", "wait_hours"),
-        *("cpu_s_per_wait_hour", "peak_rss_mib", "every_wait_polled_once_s", "worst_loop_lag_ms"),
+        *("phase", "waits", "finished", "stalled", "api_calls", "http_429", "cpu_s", "cpu_s_supervisor"),
+        "cpu_s_runner",
+        *(
+            "wait_hours",
+            "cpu_s_per_wait_hour",
+            "runner_cpu_s_per_wait_hour",
+            "peak_rss_mib",
+            "every_wait_polled_once_s",
+            "worst_loop_lag_ms",
+        ),
         *("worst_loop_lag_after_first_polls_ms", "seen_late_s_median", "seen_late_s_max", "wall_s"),
     )
     print_table([{c: row.get(c, "") for c in columns} for row in result["phases"]])
@@ -1059,6 +1069,11 @@ def main() -> int:
     parser.add_argument(
         "--real-accounts", type=int, default=None, help="accounts (connections) for benchmark 7 (50)"
     )
+    parser.add_argument(
+        "--real-phases",
+        default="per_wait,coalesced,bare",
+        help="benchmark 7's phases to run (comma-separated: per_wait, coalesced, bare; the ratios need all)",
+    )
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
     parser.add_argument("--section", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -1077,6 +1092,12 @@ def main() -> int:
     args.sqs_waits = default(args.sqs_waits, 6, 50)
     args.real_waits = default(args.real_waits, 30, 5000)
     args.real_accounts = default(args.real_accounts, 6, 50)
+    phases = tuple(args.real_phases.split(","))
+    if set(phases) - {"per_wait", "coalesced", "bare"} or not phases:
+        parser.error(
+            f"--real-phases: {args.real_phases!r}; allowed: per_wait, coalesced, bare (comma-separated)"
+        )
+    args.real_phases = phases
     if args.section:
         print(json.dumps(child(args.section, args)))
         return 0
@@ -1095,6 +1116,7 @@ def main() -> int:
             *("--multi-waits", str(args.multi_waits), "--triggerers", str(args.triggerers)),
             *("--sqs-waits", str(args.sqs_waits)),
             *("--real-waits", str(args.real_waits), "--real-accounts", str(args.real_accounts)),
+            *("--real-phases", ",".join(args.real_phases)),
             "--waits",
             str(args.waits),
             "--fair-waits",
