@@ -119,7 +119,8 @@ class CoalescedWait:
                     await own
         if own.done() and not own.cancelled():
             return own.result()
-        assert self._terminal is not None
+        if self._terminal is None:  # only wake() ends the wait without the call, and it sets this
+            raise RuntimeError(f"{self.hook.describe_query(self.query_id)}: woken without a terminal state")
         return self._terminal
 
     async def listen(self, timeout: float) -> StatusSnapshot | None:
