@@ -169,6 +169,8 @@ class WaitLoop:
         self.polls = 0
         #: (state, remote status, when) of the last poll logged at info level.
         self._logged: tuple[QueryState, Any, float] | None = None
+        #: Info lines decided by :meth:`_next_sleep`, written by :meth:`_step` or :meth:`_astep`.
+        self._lines: list[tuple[str, tuple[Any, ...]]] = []
 
     def _next_sleep(self, snapshot: StatusSnapshot, notified: bool = False) -> float | None:
         """Seconds to sleep before the next poll; ``None`` when the snapshot is terminal.
@@ -179,14 +181,18 @@ class WaitLoop:
         now = self.clock()
         elapsed = now - self.started
         if snapshot.state.terminal:
-            self.log.info(
-                "%s: %s (%s) after %.0f s, %d polls%s",
-                self.describe,
-                snapshot.state.value,
-                snapshot.remote_status,
-                elapsed,
-                self.polls,
-                ", then notified" if notified else "",
+            self._lines.append(
+                (
+                    "%s: %s (%s) after %.0f s, %d polls%s",
+                    (
+                        self.describe,
+                        snapshot.state.value,
+                        snapshot.remote_status,
+                        elapsed,
+                        self.polls,
+                        ", then notified" if notified else "",
+                    ),
+                )
             )
             return None
         if self.deadline is not None and now >= self.deadline:
@@ -196,20 +202,38 @@ class WaitLoop:
             interval = min(interval, max(0.0, self.deadline - now))
         # Info when the status changes, and every few minutes as a heartbeat; debug otherwise
         # (a busy triggerer logs thousands of unchanged polls).
+        line = "%s: %s (%s), elapsed %.0f s, next poll in %.0f s"
+        args = (self.describe, snapshot.state.value, snapshot.remote_status, elapsed, interval)
         logged = self._logged
         if logged is None or logged[:2] != (snapshot.state, snapshot.remote_status) or now - logged[2] >= 300:
             self._logged = (snapshot.state, snapshot.remote_status, now)
-            emit = self.log.info
+            self._lines.append((line, args))
         else:
-            emit = self.log.debug
-        emit(
-            "%s: %s (%s), elapsed %.0f s, next poll in %.0f s",
-            self.describe,
-            snapshot.state.value,
-            snapshot.remote_status,
-            elapsed,
-            interval,
-        )
+            self.log.debug(line, *args)
+        return interval
+
+    def _write_lines(self) -> None:
+        lines, self._lines = self._lines, []
+        for line, args in lines:
+            self.log.info(line, *args)
+
+    def _step(self, snapshot: StatusSnapshot, notified: bool = False) -> float | None:
+        """:meth:`_next_sleep`, its info line written here (blocking code)."""
+        interval = self._next_sleep(snapshot, notified)
+        self._write_lines()
+        return interval
+
+    async def _astep(self, snapshot: StatusSnapshot, notified: bool = False) -> float | None:
+        """:meth:`_next_sleep`, its info line written from a thread, off the event loop.
+
+        In Airflow 3's triggerer a log line is a blocking write to the triggerer's supervisor,
+        which reads none while it loads triggers or sends the runner a reply. Written on the loop,
+        a burst of lines (one list call answering a hundred waits) stalls every trigger, and can
+        deadlock the two processes (benchmark 7). ``to_thread`` keeps the trigger's log context.
+        """
+        interval = self._next_sleep(snapshot, notified)
+        if self._lines:
+            await asyncio.to_thread(self._write_lines)
         return interval
 
     def _first_interval(self) -> float:
@@ -240,7 +264,7 @@ class WaitLoop:
         """
         if listen is None:
             snapshot = poll()
-            while (interval := self._next_sleep(snapshot)) is not None:
+            while (interval := self._step(snapshot)) is not None:
                 sleep(interval)
                 snapshot = poll()
             return snapshot
@@ -248,7 +272,7 @@ class WaitLoop:
         while True:
             pushed = listen(interval)
             snapshot, notified = (pushed, True) if pushed else (poll(), False)
-            if (interval := self._next_sleep(snapshot, notified)) is None:
+            if (interval := self._step(snapshot, notified)) is None:
                 return snapshot
 
     async def run_async(
@@ -269,14 +293,14 @@ class WaitLoop:
         # stall the triggerer's loop.
         if listen is None:
             snapshot = await poll()
-            while (interval := self._next_sleep(snapshot)) is not None:
+            while (interval := await self._astep(snapshot)) is not None:
                 del snapshot
                 await asyncio.sleep(interval)
                 snapshot = await poll()
             return snapshot
         if poll_first:
             snapshot = await poll()
-            if (interval := self._next_sleep(snapshot)) is None:
+            if (interval := await self._astep(snapshot)) is None:
                 return snapshot
             del snapshot
         else:
@@ -284,6 +308,6 @@ class WaitLoop:
         while True:
             pushed = await listen(interval)
             snapshot, notified = (pushed, True) if pushed else (await poll(), False)
-            if (interval := self._next_sleep(snapshot, notified)) is None:
+            if (interval := await self._astep(snapshot, notified)) is None:
                 return snapshot
             del pushed, snapshot

@@ -96,6 +96,42 @@ def test_wait_logs_status_changes_and_a_heartbeat(caplog: pytest.LogCaptureFixtu
     assert "succeeded (DONE)" in lines[3] and "5 polls" in lines[3]
 
 
+async def test_a_wait_writes_its_info_lines_off_the_event_loop() -> None:
+    """In Airflow 3's triggerer a log line is a blocking write to the supervisor: a wait must
+    not hold the loop while one is stuck (other triggers, and the replies the supervisor is
+    sending, need the loop)."""
+    import threading
+
+    release = threading.Event()
+    written: list[str] = []
+
+    class StuckLogger:
+        """Blocks in ``info`` until released, like a write to a supervisor that reads nothing."""
+
+        def info(self, line: str, *args: object) -> None:
+            release.wait(10)
+            written.append(line % args)
+
+        def debug(self, line: str, *args: object) -> None:
+            pass
+
+    answers = iter([running(), StatusSnapshot("q", QueryState.SUCCEEDED, "DONE")])
+
+    async def poll() -> StatusSnapshot:
+        return next(answers)
+
+    wait = WaitLoop("Fake query q", PollSchedule(initial=0.01, maximum=0.01), None, logger=StuckLogger())
+    task = asyncio.ensure_future(wait.run_async(poll))
+    for _ in range(20):  # the loop turns while the first info line is stuck in the logger
+        await asyncio.sleep(0)
+    assert not task.done()
+    assert written == []
+    release.set()
+    assert (await asyncio.wait_for(task, 10)).state is QueryState.SUCCEEDED
+    assert len(written) == 2
+    assert "running (RUNNING)" in written[0] and "succeeded (DONE)" in written[1]
+
+
 @pytest.mark.parametrize("value", [0, -1, "10", float("inf"), True, timedelta(0)])
 def test_durations_are_validated_with_the_parameter_name(value: object) -> None:
     with pytest.raises(InvalidInputError, match="poll_interval"):
