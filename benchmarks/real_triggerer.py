@@ -130,9 +130,13 @@ class TreeWatch:
         return sum(self.cpu_by_pid.values())
 
 
-#: A phase whose deferred count has not moved for this long (after the shortest query ended)
-#: is stalled: its stacks are dumped (py-spy) beside the triggerer's output and the phase ends.
-STALL_S = 180.0
+#: Seconds between writing the floor phase's spec and its start, and per wait more (setting up
+#: 5,000 waits takes about 15 s): the DateTimeTriggers' moments are fixed before the rows exist.
+FLOOR_LEAD_S, FLOOR_LEAD_PER_WAIT_S = 30.0, 0.012
+#: A phase in which for this long no wait finished and the triggerer used less than
+#: ``STALL_CPU_S`` of CPU is stalled: its stacks are dumped (py-spy) beside the triggerer's
+#: output and the phase ends.
+STALL_S, STALL_CPU_S = 120.0, 1.0
 
 
 def dump_stacks(watch: TreeWatch, target: Path) -> None:
@@ -340,10 +344,12 @@ def connections_of(state: dict[str, Any], phase: str) -> dict[str, list[dict[str
 
 
 def triggerer_phase(
-    home: AirflowHome, phase: str, args: dict[str, Any], coalesce: bool | None
+    home: AirflowHome, phase: str, args: dict[str, Any], coalesce: bool | None, floor: bool = False
 ) -> dict[str, Any]:
     """One triggerer run over freshly deferred waits; ``coalesce`` sets the provider's switch
-    (``None``: left at its default)."""
+    (``None``: left at its default). ``floor``: the same task instances deferred on Airflow's own
+    ``DateTimeTrigger`` for the moment each query ends instead: what the triggerer costs with
+    no polling at all."""
     per_platform, accounts = split_waits(args["waits"], args["accounts"])
     emulators = Emulators(per_platform, accounts, args["durations"], limits=True)
     triggerer: subprocess.Popen[bytes] | None = None
@@ -363,6 +369,9 @@ def triggerer_phase(
                 for platform in PLATFORMS
             },
         }
+        if floor:
+            lead = FLOOR_LEAD_S + FLOOR_LEAD_PER_WAIT_S * args["waits"]
+            spec["floor"] = {"start": time.time() + lead, "durations": state["durations"]}
         spec_file = home.home / f"spec-{phase}.json"
         spec_file.write_text(json.dumps(spec))
         done = run_checked(
@@ -375,7 +384,13 @@ def triggerer_phase(
         env = dict(home.env)
         if coalesce is not None:
             env["AIRFLOW__QUERYTASKS__COALESCE_POLLS"] = str(coalesce)
-        go_at = emulators.go()
+        if floor:
+            go_at = spec["floor"]["start"]
+            if time.time() > go_at:
+                raise RuntimeError("setting up took longer than planned: the floor's moments passed")
+            time.sleep(go_at - time.time())
+        else:
+            go_at = emulators.go()
         with log_path.open("wb") as log:
             triggerer = subprocess.Popen(
                 [sys.executable, "-m", "airflow", "triggerer"],
@@ -389,7 +404,9 @@ def triggerer_phase(
         timeout = args["durations"][1] + args["timeout"]
         deferred = per_platform * 3
         last_check = 0.0
-        progress_at = go_at + args["durations"][0]  # no query ends before the shortest duration
+        # Progress: a wait finished, or the triggerer used CPU (a slow triggerer still starting
+        # thousands of triggers is busy; two processes blocked on each other use none).
+        progress_at, busy_cpu = go_at, 0.0
         stalled = False
         while True:
             watch.sample()
@@ -401,8 +418,8 @@ def triggerer_phase(
                 ((still,),) = home.query(
                     "SELECT count(*) FROM task_instance WHERE run_id=%s AND state='deferred'", run_id
                 )
-                if still != deferred:
-                    deferred, progress_at = still, now
+                if still != deferred or watch.cpu - busy_cpu >= STALL_CPU_S:
+                    deferred, progress_at, busy_cpu = still, now, watch.cpu
                 if deferred == 0:
                     break
                 if now - progress_at > STALL_S:
@@ -529,6 +546,7 @@ def setup_waits(spec_file: str) -> None:
     from airflow.models.taskinstance import TaskInstance
     from airflow.models.trigger import Trigger
     from airflow.providers.standard.operators.python import PythonOperator
+    from airflow.providers.standard.triggers.temporal import DateTimeTrigger
     from airflow.sdk import DAG
     from airflow.serialization.serialized_objects import LazyDeserializedDAG
     from airflow.utils.session import create_session
@@ -536,6 +554,7 @@ def setup_waits(spec_file: str) -> None:
     from airflow.utils.types import DagRunTriggeredByType, DagRunType
     from sqlalchemy import select
 
+    floor = spec.get("floor")
     sensors = {}
     for platform, path in SENSORS.items():
         module, _, name = path.rpartition(".")
@@ -596,11 +615,16 @@ def setup_waits(spec_file: str) -> None:
                 # Expanded as the scheduler does once the listing task has run.
                 ti = TaskInstance(task, run_id=run_id, map_index=map_index, dag_version_id=version_id)
                 session.add(ti)
-                # The trigger the sensor itself defers with (its own deadline, schedule, start).
-                sensor = sensor_class(task_id="probe", conn_id=conn_id, query_id=query_id, deferrable=True)
-                trigger = sensor.build_trigger(
-                    query_id, deadline=time.time() + 7 * 86400, cancel_on_kill=False
-                )
+                if floor:  # Airflow's own timer, firing when the query ends: no polling at all
+                    ends = floor["start"] + floor["durations"][query_id]
+                    trigger = DateTimeTrigger(moment=datetime.fromtimestamp(ends, timezone.utc))
+                else:  # the trigger the sensor itself defers with (its deadline, schedule, start)
+                    sensor = sensor_class(
+                        task_id="probe", conn_id=conn_id, query_id=query_id, deferrable=True
+                    )
+                    trigger = sensor.build_trigger(
+                        query_id, deadline=time.time() + 7 * 86400, cancel_on_kill=False
+                    )
                 row = Trigger.from_object(trigger)
                 session.add(row)
                 pairs.append((ti, row))
@@ -782,7 +806,7 @@ def has_coalescing() -> bool:
 
 
 #: Benchmark 7's phases, in the order they run (``--real-phases`` picks some).
-PHASES = ("per_wait", "coalesced", "bare")
+PHASES = ("per_wait", "coalesced", "floor", "bare")
 
 
 def real_triggerer(
@@ -802,12 +826,14 @@ def real_triggerer(
     coalescing = has_coalescing()
     if "coalesced" in phases_wanted and not coalescing:
         raise SystemExit("--real-phases coalesced: this build has no [querytasks] coalesce_polls switch")
-    if {"per_wait", "coalesced"} & set(phases_wanted):
+    if {"per_wait", "coalesced", "floor"} & set(phases_wanted):
         with AirflowHome(waits) as home:
             if "per_wait" in phases_wanted:
                 phases.append(triggerer_phase(home, "per_wait", args, coalesce=False))
             if "coalesced" in phases_wanted:
                 phases.append(triggerer_phase(home, "coalesced", args, coalesce=None))
+            if "floor" in phases_wanted:
+                phases.append(triggerer_phase(home, "floor", args, coalesce=None, floor=True))
     if "bare" in phases_wanted:
         phases.append(bare_phase(None, args))
     if set(phases_wanted) != set(PHASES):
@@ -815,7 +841,7 @@ def real_triggerer(
             "summary": {"phases": ",".join(phases_wanted), "ratios": "need every phase"},
             "phases": phases,
         }
-    per_wait, measured, bare = phases
+    per_wait, measured, floor, bare = phases
     all_finished = measured["finished"] == measured["waits"]
     summary = {
         "waits": measured["waits"],
@@ -843,6 +869,21 @@ def real_triggerer(
         "per_wait_cpu_per_wait_hour_vs_bare": round(
             per_wait["cpu_s_per_wait_hour"] / bare["cpu_s_per_wait_hour"], 2
         ),
+        # Airflow's own cost of holding the same deferred task instances with no polling at all
+        # (DateTimeTrigger): no provider goes below it; what the provider adds is above it.
+        "floor_cpu_per_wait_hour_vs_bare": round(
+            floor["cpu_s_per_wait_hour"] / bare["cpu_s_per_wait_hour"], 2
+        ),
+        "above_floor_cpu_per_wait_hour_vs_bare": (
+            round(
+                (measured["cpu_s_per_wait_hour"] - floor["cpu_s_per_wait_hour"])
+                / bare["cpu_s_per_wait_hour"],
+                2,
+            )
+            if all_finished
+            else None
+        ),
+        "floor_worst_loop_lag_ms": floor["worst_loop_lag_ms"],
         "worst_loop_lag_ms": measured["worst_loop_lag_ms"],
         "worst_loop_lag_after_first_polls_ms": measured["worst_loop_lag_after_first_polls_ms"],
         "targets": "all finish; calls <= 0.1x per-wait; cpu/wait-hour <= 0.5x bare; lag < 100 ms",

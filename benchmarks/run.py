@@ -32,6 +32,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from real_triggerer import PHASES  # benchmarks/ (this script's folder); imports no Airflow
+
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -928,7 +930,6 @@ def child(section: str, args: argparse.Namespace) -> Any:
     if section == "imports":
         return import_cost(1 if args.quick else 10, install=not args.quick)
     if section == "realtriggerer":
-        sys.path.insert(0, str(ROOT / "benchmarks"))
         from real_triggerer import real_triggerer
 
         durations = REAL_DURATIONS_QUICK if args.quick else REAL_DURATIONS
@@ -938,10 +939,12 @@ def child(section: str, args: argparse.Namespace) -> Any:
     raise ValueError(section)
 
 
-#: Benchmark 7's query durations (seconds, uniform): long enough for the default schedule to
-#: back off (polls 5 s apart for the first 50 s, then 10 % of the elapsed time), short enough for
-#: a run of minutes.
-REAL_DURATIONS, REAL_DURATIONS_QUICK = (60.0, 180.0), (5.0, 15.0)
+#: Benchmark 7's query durations (seconds, uniform): longer than Airflow takes to start 5,000
+#: triggers in one triggerer (about 300 s here: 50 a loop), so that every wait polls a running
+#: query for minutes (with 60-180 s most waits started after their query ended and polled once),
+#: and long enough for the default schedule to back off (5 s apart for the first 50 s, then 10 %
+#: of the elapsed time); short enough for a run of minutes.
+REAL_DURATIONS, REAL_DURATIONS_QUICK = (300.0, 480.0), (5.0, 15.0)
 
 
 SECTIONS_HELP = """sections (--only, comma-separated; default: all):
@@ -973,16 +976,20 @@ SECTIONS_HELP = """sections (--only, comma-separated; default: all):
                 emulated shop / selling partner / IMS org, a third per platform) run by a real
                 `airflow triggerer` (metadata DB: a throwaway PostgreSQL 15; connections in the
                 DB; task instances and Trigger rows created deferred through Airflow's ORM, as
-                the providers' sensors defer; default poll schedule; queries running 60-180 s,
-                5-15 s with --quick; a phase stops 600 s after the slowest query; ~35 min in
-                all at 5,000 waits). Phases: the triggerer with per-wait polling
-                ([querytasks] coalesce_polls=False), the triggerer as configured by default
-                (coalesced, when the build has the switch),
-                and the baseline: a plain asyncio process making one bare aiohttp GET per wait
-                per poll on the same schedule. Figures, measured from outside: waits finished,
-                API calls per operation (the emulators' counts), triggerer process-tree CPU
-                (user+sys) per wait-hour of deferred time, peak RSS, worst loop lag (the trigger
-                runner's "async thread was blocked" lines, logged from 20 ms of lag). Targets:
+                the providers' sensors defer; default poll schedule; queries running 300-480 s,
+                5-15 s with --quick; a phase stops 600 s after the slowest query; ~45 min in
+                all at 5,000 waits; --real-phases picks phases). Phases: the triggerer with
+                per-wait polling ([querytasks] coalesce_polls=False), the triggerer as configured
+                by default (coalesced), the floor: the same task instances deferred on Airflow's
+                own DateTimeTrigger for the moment each query ends (what the triggerer costs
+                with no polling at all), and the baseline: a plain asyncio process making one
+                bare aiohttp GET per wait per poll on the same schedule. Figures, measured from
+                outside: waits finished, API calls per operation (the emulators' counts),
+                triggerer process-tree CPU (user+sys; supervisor and trigger runner apart) per
+                wait-hour of deferred time, peak RSS, worst loop lag (the trigger runner's
+                "async thread was blocked" lines, logged from 20 ms of lag); a phase where
+                nothing finishes and the triggerer uses no CPU for 120 s is reported stalled,
+                with every process's stacks (py-spy) in the kept home. Targets:
                 all finish; calls <= 0.1x per-wait polling; CPU per wait-hour <= 0.5x the bare
                 GET's; worst lag < 100 ms. Not part of the default run (--only realtriggerer).
 """
@@ -1071,8 +1078,8 @@ def main() -> int:
     )
     parser.add_argument(
         "--real-phases",
-        default="per_wait,coalesced,bare",
-        help="benchmark 7's phases to run (comma-separated: per_wait, coalesced, bare; the ratios need all)",
+        default=",".join(PHASES),
+        help=f"benchmark 7's phases to run (comma-separated: {', '.join(PHASES)}; the ratios need all)",
     )
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
     parser.add_argument("--section", help=argparse.SUPPRESS)
@@ -1093,10 +1100,8 @@ def main() -> int:
     args.real_waits = default(args.real_waits, 30, 5000)
     args.real_accounts = default(args.real_accounts, 6, 50)
     phases = tuple(args.real_phases.split(","))
-    if set(phases) - {"per_wait", "coalesced", "bare"} or not phases:
-        parser.error(
-            f"--real-phases: {args.real_phases!r}; allowed: per_wait, coalesced, bare (comma-separated)"
-        )
+    if set(phases) - set(PHASES) or not phases:
+        parser.error(f"--real-phases: {args.real_phases!r}; allowed: {', '.join(PHASES)} (comma-separated)")
     args.real_phases = phases
     if args.section:
         print(json.dumps(child(args.section, args)))
