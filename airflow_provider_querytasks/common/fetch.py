@@ -4,10 +4,8 @@ Results (CSV exports, JSONL documents, dataset files) are downloaded in chunks, 
 flat whatever their size. Bytes go to a temporary name beside the destination and are moved to the
 final name only when the download is complete and verified: a failed fetch never leaves a partial
 file under the final name. gzip payloads (magic bytes or ``Content-Encoding: gzip``) are
-decompressed on the fly. The calling thread only reads: decoding, writing, hashing and line
-counting run on threads of their own (see :class:`_Digest`). Interrupted downloads resume with
-``Range`` where the host supports it; an expired presigned URL (403) is replaced once by asking
-``url_provider`` again.
+decompressed on the fly. Interrupted downloads resume with ``Range`` where the host supports
+it; an expired presigned URL (403) is replaced once by asking ``url_provider`` again.
 
 No credential header is sent unless the caller passes ``headers`` (the result hosts are object
 stores with presigned URLs; a platform token must never reach them).
@@ -20,9 +18,7 @@ import logging
 import os
 import uuid
 import zlib
-from collections import deque
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
@@ -46,9 +42,6 @@ log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
-#: Pieces a worker thread of the fetch has queued and not yet processed (memory: each worker
-#: holds at most this many CHUNK_SIZEs, mostly the same pieces).
-MAX_PENDING = 4
 
 Destination = str | os.PathLike[str] | ObjectStoragePath
 
@@ -170,58 +163,18 @@ class _Target:
             log.warning("Could not remove the temporary file %s", self.temp, exc_info=True)
 
 
-class _Worker:
-    """One thread running the calls submitted to it in order; at most :data:`MAX_PENDING` wait.
-
-    A submitter blocks while the worker is that far behind (memory stays bounded); an error
-    raised by a call reaches the submitter at its next wait, or at :meth:`drain`.
-
-    :param name: the thread's name suffix (what it does).
-    """
-
-    def __init__(self, name: str) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"querytasks-fetch-{name}")
-        self._pending: deque[Future[object]] = deque()
-
-    def submit(self, call: Callable[..., object], *args: Any) -> None:
-        self._pending.append(self._executor.submit(call, *args))
-        if len(self._pending) > MAX_PENDING:
-            self._pending.popleft().result()
-
-    def drain(self) -> None:
-        """Wait until every call has run; raise the first error one met."""
-        error: BaseException | None = None
-        while self._pending:
-            try:
-                self._pending.popleft().result()
-            except BaseException as exc:  # the later calls are waited for all the same
-                error = error or exc
-        if error is not None:
-            raise error
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
-        self._pending.clear()
-
-
 class _Digest:
     """Writes the bytes read, with their hash, size and line count, gzip decoding on the way.
 
-    The reading thread only reads: inflating, writing, hashing and line counting each run on a
-    thread of their own, in order, so that a download is not bound by one core's sum of them
-    (zlib, hashlib and file writes release the GIL; counting does not, but is one C call a
-    piece and overlaps the others). :meth:`drain` waits until every piece is through.
+    All on the reading thread. Handing the pieces to threads of their own (writing, hashing,
+    counting, inflating) was measured on an idle 2-core machine (benchmark 4, JSONL 1 GiB): twice
+    the CPU of doing it here (thread hand-offs and GIL switches per piece) and no more throughput.
     """
 
     def __init__(self) -> None:
-        self._inflating = _Worker("inflate")
-        self._writing = _Worker("write")
-        self._hashing = _Worker("hash")
-        self._counting = _Worker("count")
         self.reset()
 
     def reset(self) -> None:
-        self.drain()
         self.sha = hashlib.sha256()
         self.size = 0
         self.lines = 0
@@ -232,41 +185,11 @@ class _Digest:
         self.inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
 
     def write(self, out: IO[bytes], chunk: bytes) -> None:
-        """Take one piece as read (on the reading thread)."""
+        """Take one piece as read."""
         if self.inflater is None:
             self._emit(out, chunk)
-        else:
-            self._inflating.submit(self._inflate, out, chunk)
-
-    def finish(self, out: IO[bytes]) -> None:
-        if self.inflater is not None:
-            self._inflating.drain()
-            self._inflate(out, None)
-        self.drain()
-        if self.inflater is not None and not self.inflater.eof:
-            raise ApiError("The gzip result ended early: the download is incomplete")
-
-    def drain(self) -> None:
-        """Wait until every piece is written, hashed and counted; raise the first error met."""
-        errors: list[BaseException] = []
-        for worker in (self._inflating, self._writing, self._hashing, self._counting):
-            try:
-                worker.drain()
-            except BaseException as exc:
-                errors.append(exc)
-        if errors:
-            raise errors[0]
-
-    def close(self) -> None:
-        for worker in (self._inflating, self._writing, self._hashing, self._counting):
-            worker.close()
-
-    def _inflate(self, out: IO[bytes], chunk: bytes | None) -> None:
-        """Decode one compressed piece (``None``: the end); on the inflating thread."""
+            return
         try:
-            if chunk is None:
-                self._emit(out, self.inflater.flush())
-                return
             # Inflate in bounded pieces: a megabyte of well-compressed CSV can hold a hundred.
             data = self.inflater.decompress(chunk, CHUNK_SIZE)
             while data:
@@ -275,18 +198,21 @@ class _Digest:
         except zlib.error as exc:
             raise ApiError(f"The result is not valid gzip: {exc}") from None
 
+    def finish(self, out: IO[bytes]) -> None:
+        if self.inflater is None:
+            return
+        self._emit(out, self.inflater.flush())
+        if not self.inflater.eof:
+            raise ApiError("The gzip result ended early: the download is incomplete")
+
     def _emit(self, out: IO[bytes], data: bytes) -> None:
-        """Hand decoded bytes to the writing, hashing and counting threads (one thread calls this)."""
         if not data:
             return
+        out.write(data)
+        self.sha.update(data)
         self.size += len(data)
-        self.last = data[-1:]
-        self._writing.submit(out.write, data)
-        self._hashing.submit(self.sha.update, data)
-        self._counting.submit(self._count, data)
-
-    def _count(self, data: bytes) -> None:
         self.lines += data.count(b"\n")
+        self.last = data[-1:]
 
     @property
     def line_count(self) -> int:
@@ -339,11 +265,7 @@ class _Download:
                 out.truncate()
                 digest.reset()
                 self.offset = 0
-            try:
-                self._read_body(response, out, digest)
-            finally:
-                # A resume asks for the bytes after those written: every piece must be on disk.
-                digest.drain()
+            self._read_body(response, out, digest)
 
     def _read_body(self, response: requests.Response, out: IO[bytes], digest: _Digest) -> None:
         import requests
@@ -422,14 +344,11 @@ def fetch_url(
     try:
         download = _Download(provider, headers, decompress, timeout, http, url_refreshes)
         with target.open() as out:
-            try:
-                policy = retry or RetryPolicy()
-                for attempt in Retrying(**policy.tenacity_kwargs("fetch")):
-                    with attempt:
-                        download.run(out, digest)
-                digest.finish(out)
-            finally:
-                digest.close()  # no write may still run once the file is closed (or removed)
+            policy = retry or RetryPolicy()
+            for attempt in Retrying(**policy.tenacity_kwargs("fetch")):
+                with attempt:
+                    download.run(out, digest)
+            digest.finish(out)
         target.commit()
     except BaseException:
         target.discard()

@@ -226,10 +226,9 @@ def test_invalid_gzip_is_an_error_not_a_file(emulator: FakeEmulator, tmp_path: P
 def test_every_piece_is_written_hashed_and_counted_in_order(
     emulator: FakeEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gzip_encoded: bool
 ) -> None:
-    # Small pieces and a short queue: hundreds of pieces through the worker threads, each of
-    # them waiting on the next (a piece written, hashed or counted out of order shows here).
+    # Small pieces: hundreds of them (a piece written, hashed or counted out of order, or one
+    # lost at a piece boundary, shows here).
     monkeypatch.setattr(fetch, "CHUNK_SIZE", 4096)
-    monkeypatch.setattr(fetch, "MAX_PENDING", 1)
     data = ROWS + b"a last line without newline"
     emulator.storage.put("r.csv", data, gzip=gzip_encoded)
     record = fetch_url(emulator.storage.presign("r.csv"), tmp_path / "r.csv")
@@ -251,7 +250,7 @@ def test_a_cut_gzip_download_resumes_where_it_was_cut(emulator: FakeEmulator, tm
 def test_gzip_corrupt_past_its_first_pieces_is_an_error_not_a_file(
     emulator: FakeEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Decoding runs on a thread of its own: its error must still reach the caller, as ApiError.
+    # Past the first pieces: part of the result is already written when decoding fails.
     monkeypatch.setattr(fetch, "CHUNK_SIZE", 4096)
     compressed = gzip.compress(ROWS)
     middle = len(compressed) // 2
