@@ -226,9 +226,10 @@ def test_invalid_gzip_is_an_error_not_a_file(emulator: FakeEmulator, tmp_path: P
 def test_every_piece_is_written_hashed_and_counted_in_order(
     emulator: FakeEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gzip_encoded: bool
 ) -> None:
-    # Small pieces: hundreds of them (a piece written, hashed or counted out of order, or one
-    # lost at a piece boundary, shows here).
+    # Small pieces and a short queue: hundreds of them through the hashing thread, each waiting
+    # on the next (a piece written, hashed or counted out of order, or lost, shows here).
     monkeypatch.setattr(fetch, "CHUNK_SIZE", 4096)
+    monkeypatch.setattr(fetch, "MAX_PENDING", 1)
     data = ROWS + b"a last line without newline"
     emulator.storage.put("r.csv", data, gzip=gzip_encoded)
     record = fetch_url(emulator.storage.presign("r.csv"), tmp_path / "r.csv")
