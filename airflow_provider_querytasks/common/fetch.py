@@ -173,7 +173,7 @@ class _Digest:
     SHA-256, the largest cost, runs on a helper thread (hashlib releases the GIL on large
     pieces); reading, inflating, writing and counting stay on the reading thread. Measured on an
     idle 2-core machine (benchmark 4, JSONL 1 GiB): all on one thread 0.4-0.5x curl, the hash
-    apart 0.8-0.9x; a thread each for writing, hashing, counting and inflating cost twice the CPU
+    apart 0.75-0.9x; a thread each for writing, hashing, counting and inflating cost twice the CPU
     of one thread (hand-offs and GIL switches per piece) for no more throughput.
     """
 
