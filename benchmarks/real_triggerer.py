@@ -816,9 +816,9 @@ def real_triggerer(
     timeout: float,
     phases_wanted: tuple[str, ...] = PHASES,
 ) -> dict[str, Any]:
-    """Benchmark 7: per-wait polling and (when built in) coalesced polling in a real triggerer,
-    and the bare-GET baseline, all in this run (or the phases in ``phases_wanted``; the ratios
-    need all three)."""
+    """Benchmark 7: per-wait and coalesced polling in a real triggerer, Airflow's floor (the same
+    task instances on ``DateTimeTrigger``) and the bare-GET baseline, all in this run (or the
+    phases in ``phases_wanted``; the ratios need all four)."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _exit_on_sigterm)  # leave through the finally blocks
     args = {"waits": waits, "accounts": accounts, "durations": durations, "timeout": timeout}
