@@ -7,7 +7,9 @@ Every deferred wait used to cost one status call per poll. Here, the waits of on
 within a short gather window; a snapshot the poller observed after the wait's previous poll is
 returned at once, without a call; a query the list did not show (or a list that cannot answer,
 or failed) is polled on its own with ``aget_status`` as before. When a list call shows a query
-terminal, every wait on it is woken at once instead of sleeping until its next poll.
+terminal, every wait on it is woken at once instead of sleeping until its next poll. Where the
+list has a budget of its own that cannot answer every poll (Data Kiosk's getQueries), the polls
+of a busy account follow its list calls (:data:`SWEEP_FOLLOW_GAP`).
 
 What stays per wait: its :class:`~.wait.WaitLoop` (deadline, schedule, log lines), its hook
 (fallback polls, cancel on kill), its trigger's kwargs. Nothing here outlives the waits: the
@@ -54,6 +56,20 @@ LIST_TIMEOUT = 60.0
 LIST_RETRY = 5.0
 #: Accounts one event loop coalesces at most; the waits of any further account poll alone.
 MAX_POLLERS_PER_LOOP = 4096
+#: A list with a tight budget of its own (Data Kiosk's getQueries: one call per 45 s, answering
+#: 100 queries) cannot answer every poll. While it has no call to spare, a poll due on a busy
+#: account is answered with the query's last snapshot, without a call, when the next list call
+#: can go within this many seconds of that snapshot; that list call is then made for all the
+#: account's waits. A query finishing meanwhile is seen at most this long after (the issue's
+#: target for a busy Data Kiosk account is 60 s); with the list out of reach, the wait polls its
+#: own query as before.
+SWEEP_FOLLOW_GAP = 55.0
+#: Fewer waits than this on an account poll their own queries while the list has no call to
+#: spare: their own calls fit the platform's per-query plan (Data Kiosk: 10 waits polling every
+#: 5 s fill getQuery's 2 per second) and see a change sooner.
+SWEEP_FOLLOW_MIN_WAITS = 10
+#: Seconds a scheduled list call goes after its budget's computed moment (rounding).
+SWEEP_MARGIN = 0.1
 
 
 def coalesce_polls_enabled() -> bool:
@@ -172,6 +188,8 @@ class AccountPoller:
         #: Waits whose own status call is pending, and the task asking the list again meanwhile.
         self.own_polls: set[CoalescedWait] = set()
         self._retry_task: asyncio.Task[None] | None = None
+        #: The list call due when the list's budget allows (see :data:`SWEEP_FOLLOW_GAP`).
+        self._sweep_task: asyncio.Task[None] | None = None
         #: One list call at a time (a second would wait for the list's rate budget).
         self._listing = asyncio.Lock()
         self._failing = False
@@ -180,6 +198,7 @@ class AccountPoller:
         self.list_failures = 0
         self.listed = 0
         self.cached = 0
+        self.followed = 0
         self.fallbacks = 0
 
     # -- waits ---------------------------------------------------------------------------------
@@ -205,10 +224,10 @@ class AccountPoller:
         return True
 
     def stop(self) -> None:
-        for task in (self._task, self._retry_task):
+        for task in (self._task, self._retry_task, self._sweep_task):
             if task is not None and not task.done():
                 task.cancel()
-        self._task = self._retry_task = None
+        self._task = self._retry_task = self._sweep_task = None
 
     def own_poll_started(self, wait: CoalescedWait) -> None:
         self.own_polls.add(wait)
@@ -234,6 +253,9 @@ class AccountPoller:
         if len(self.waits) < MIN_LISTED or self.misses.get(wait.query_id, 0) >= MAX_LIST_MISSES:
             self.fallbacks += 1
             return None
+        if seen is not None and (followed := await self._follow_sweep(seen)) is not None:
+            self.followed += 1
+            return followed
         future: asyncio.Future[StatusSnapshot | None] = asyncio.get_running_loop().create_future()
         self._due.setdefault(wait.query_id, []).append((wait, future))
         if len(self._due) >= self.max_batch:
@@ -246,6 +268,25 @@ class AccountPoller:
         else:
             self.listed += 1
         return snapshot
+
+    async def _follow_sweep(self, seen: tuple[StatusSnapshot, float]) -> StatusSnapshot | None:
+        """The last snapshot again, when the list cannot answer now but can soon enough (see
+        :data:`SWEEP_FOLLOW_GAP`); the next list call is then scheduled. ``None``: poll."""
+        snapshot, seen_at = seen
+        if len(self.waits) < SWEEP_FOLLOW_MIN_WAITS or self.misses.get(snapshot.query_id):
+            return None
+        ready_in = await self.hook.alist_ready_in()
+        if ready_in <= 0 or time.monotonic() - seen_at + ready_in > SWEEP_FOLLOW_GAP:
+            return None
+        if self._sweep_task is None or self._sweep_task.done():
+            self._sweep_task = asyncio.get_running_loop().create_task(self._sweep(ready_in))
+        return snapshot
+
+    async def _sweep(self, delay: float) -> None:
+        """One list call for every registered query once the list's budget allows."""
+        await asyncio.sleep(delay + SWEEP_MARGIN)
+        if self.waits and not self._listing.locked():
+            await self._list(set(self.waits))
 
     def observe(self, snapshot: StatusSnapshot, own: CoalescedWait | None = None) -> None:
         """Keep what a fallback poll saw, for the other waits on the same query."""

@@ -139,6 +139,13 @@ class QueryTaskHook(BaseHook, Generic[SettingsT, ApiT]):
         """
         return None
 
+    async def alist_ready_in(self) -> float:
+        """Seconds until :meth:`alist_statuses` has a call to spare (0: now). A platform whose
+        list has a tight budget of its own says when it can answer again, so that the waits of a
+        busy account follow its list calls instead of each polling its own query meanwhile.
+        Default: 0 (the list shares the account's budget, or there is none)."""
+        return 0.0
+
     def poller_key(self) -> Hashable:
         """What one shared poller serves: one account of one platform (default: the connection)."""
         return (type(self), self.conn_id)

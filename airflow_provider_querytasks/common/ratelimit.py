@@ -101,6 +101,10 @@ class TokenBucket:
             self._updated = now
             return max(0.0, self._tokens - keep * self.burst)
 
+    def until_spare(self, keep: float = 0.0, tokens: float = 1.0) -> float:
+        """Seconds until :meth:`spare` holds ``tokens`` at today's rate (0: it does now)."""
+        return max(0.0, tokens - self.spare(keep)) / self.rate_now()
+
     def acquire(self) -> float:
         """Block the thread until a token is available; return the monotonic time it was granted."""
         delay = self.reserve()

@@ -17,7 +17,7 @@ from airflow_provider_querytasks.common.errors import (
 from airflow_provider_querytasks.common.fetch import Destination, fetch_url
 from airflow_provider_querytasks.common.hooks import QueryTaskHook
 from airflow_provider_querytasks.common.notifications import Decoder
-from airflow_provider_querytasks.common.ratelimit import rate_limiters
+from airflow_provider_querytasks.common.ratelimit import TokenBucket, rate_limiters
 from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
 from airflow_provider_querytasks.compat import Connection
 from airflow_provider_querytasks.connection_forms import AMAZON_SP_API_FORM
@@ -181,12 +181,21 @@ class DataKioskHook(QueryTaskHook[DataKioskSettings, DataKioskApi]):
         """
         if not wanted:
             return {}
-        api = (await self.aclient()).api
-        bucket = rate_limiters.bucket(api.platform, api.account, "getQueries", *api.rate_limits["getQueries"])
+        bucket = await self._list_bucket()
         pages = int(bucket.spare(self.LIST_KEEP))
         if pages < 1 or bucket.idle_for() < 1 / bucket.rate_now():
             return None
         return await self.arun(DataKioskApi.list_statuses, wanted, pages)
+
+    async def alist_ready_in(self) -> float:
+        """Seconds until :meth:`alist_statuses` may sweep again (see :attr:`LIST_KEEP`)."""
+        bucket = await self._list_bucket()
+        return max(bucket.until_spare(self.LIST_KEEP), 1 / bucket.rate_now() - bucket.idle_for())
+
+    async def _list_bucket(self) -> TokenBucket:
+        """This process's getQueries bucket for the account."""
+        api = (await self.aclient()).api
+        return rate_limiters.bucket(api.platform, api.account, "getQueries", *api.rate_limits["getQueries"])
 
     def failure_error(self, snapshot: StatusSnapshot) -> QueryTaskError:
         """FATAL: the error document's ``errorMessage`` goes into the exception."""

@@ -36,6 +36,10 @@ class Account:
     list_answers_none: bool = False
     #: exceptions the next list calls raise.
     list_errors: list[Exception] = field(default_factory=list)
+    #: Seconds between two list calls the list's own budget allows (0: no budget of its own);
+    #: a list call within it answers ``None`` without calling, and the monotonic time it may go.
+    list_interval: float = 0.0
+    list_next: float = 0.0
     gets: list[str] = field(default_factory=list)
     lists: list[dict[str, float]] = field(default_factory=list)
     cancels: list[str] = field(default_factory=list)
@@ -68,6 +72,10 @@ class ScriptedHook(QueryTaskHook):
 
     async def alist_statuses(self, wanted: Mapping[str, float]) -> dict[str, StatusSnapshot] | None:
         account = self.account
+        if account.list_interval:
+            if time.monotonic() < account.list_next:
+                return None  # no call to spare
+            account.list_next = time.monotonic() + account.list_interval
         account.lists.append(dict(wanted))
         await asyncio.sleep(0.01)
         if account.list_errors:
@@ -79,6 +87,9 @@ class ScriptedHook(QueryTaskHook):
             for query_id in wanted
             if query_id in account.states and query_id not in account.unlisted
         }
+
+    async def alist_ready_in(self) -> float:
+        return max(0.0, self.account.list_next - time.monotonic())
 
 
 class NoListHook(ScriptedHook):
@@ -385,6 +396,44 @@ async def test_n_triggers_on_one_account_cost_far_fewer_calls_than_n_polls() -> 
     calls = len(account.lists) + len(account.gets)
     per_wait_polls = n * 6 / 0.2  # what n waits polling every 0.2 s for 6 s cost at least
     assert calls <= per_wait_polls / 10, (len(account.lists), len(account.gets))
+
+
+def _busy_account(waits: int, list_interval: float) -> tuple[Account, list[str]]:
+    account = ScriptedHook("acct").account
+    ids = [f"q{i}" for i in range(waits)]
+    account.states.update(dict.fromkeys(ids, QueryState.RUNNING))
+    account.list_interval = list_interval
+    return account, ids
+
+
+async def test_a_busy_accounts_polls_follow_the_list_calls_its_budget_allows() -> None:
+    account, ids = _busy_account(coalesce.SWEEP_FOLLOW_MIN_WAITS, list_interval=2.0)
+    async with _waits(ScriptedHook("acct"), ids) as waits:
+        await asyncio.gather(*(w.poll() for w in waits))  # one list call
+        again = await asyncio.gather(*(w.poll() for w in waits))  # the list has no call to spare
+        assert [s.state for s in again] == [QueryState.RUNNING] * len(ids)
+        assert account.gets == [] and len(account.lists) == 1
+        listening = asyncio.ensure_future(waits[0].listen(30.0))
+        account.states["q0"] = QueryState.SUCCEEDED
+        woken = await asyncio.wait_for(listening, 5.0)  # the list call its budget allowed next
+    assert woken is not None and woken.state is QueryState.SUCCEEDED
+    assert account.gets == [] and len(account.lists) == 2
+
+
+async def test_a_list_out_of_reach_leaves_each_wait_polling_its_own_query() -> None:
+    account, ids = _busy_account(coalesce.SWEEP_FOLLOW_MIN_WAITS, coalesce.SWEEP_FOLLOW_GAP + 5)
+    async with _waits(ScriptedHook("acct"), ids) as waits:
+        await asyncio.gather(*(w.poll() for w in waits))
+        await asyncio.gather(*(w.poll() for w in waits))
+    assert sorted(account.gets) == sorted(ids) and len(account.lists) == 1
+
+
+async def test_a_few_waits_poll_their_own_queries_while_the_list_has_no_budget() -> None:
+    account, ids = _busy_account(coalesce.SWEEP_FOLLOW_MIN_WAITS - 1, list_interval=2.0)
+    async with _waits(ScriptedHook("acct"), ids) as waits:
+        await asyncio.gather(*(w.poll() for w in waits))
+        await asyncio.gather(*(w.poll() for w in waits))
+    assert sorted(account.gets) == sorted(ids) and len(account.lists) == 1
 
 
 # -- helpers --------------------------------------------------------------------------------------

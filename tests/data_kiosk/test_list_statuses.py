@@ -161,3 +161,20 @@ def test_a_refused_sweep_is_not_retried(limited: DataKioskEmulator) -> None:
     found = run(DataKioskHook(retry=FAST_RETRY).alist_statuses({query.query_id: time.time()}))
     assert found == {}  # nothing shown: the wait polls its query with getQuery
     assert len(list_calls(limited)) == 1
+
+
+def test_the_hook_says_when_its_next_sweep_may_go(limited: DataKioskEmulator) -> None:
+    query = limited.add_query("query { a }")
+    hook = DataKioskHook(retry=FAST_RETRY)
+    wanted = {query.query_id: time.time()}
+
+    async def ready_before_and_after() -> tuple[float, float, float]:
+        before = await hook.alist_ready_in()
+        assert await hook.alist_statuses(wanted) is not None
+        after = await hook.alist_ready_in()
+        assert await hook.alist_statuses(wanted) is None  # what alist_ready_in said
+        return before, after, 1 / getqueries_bucket(hook).rate_now()
+
+    before, after, interval = run(ready_before_and_after())
+    assert before == 0.0
+    assert interval - 1 <= after <= interval  # one refill interval of getQueries (about 50 s)
