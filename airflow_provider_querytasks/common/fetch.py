@@ -14,12 +14,13 @@ stores with presigned URLs; a platform token must never reach them).
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import uuid
 import zlib
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
+NEWLINE = b"\n"
 #: Pieces handed to the hashing thread and not yet hashed (memory: this many CHUNK_SIZEs).
 MAX_PENDING = 4
 
@@ -180,7 +182,17 @@ class _Digest:
     def __init__(self) -> None:
         self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="querytasks-fetch-hash")
         self._hashing: deque[Future[None]] = deque()
+        #: What the body is read into, in turn (see :meth:`buffer`).
+        self._buffers = [bytearray(CHUNK_SIZE) for _ in range(MAX_PENDING + 1)]
+        self._next_buffer = 0
         self.reset()
+
+    def buffer(self) -> memoryview:
+        """The buffer to read the next piece into. It is free: at most :data:`MAX_PENDING`
+        pieces wait for the hashing thread (:meth:`_emit`), and there is one buffer more."""
+        buffer = self._buffers[self._next_buffer]
+        self._next_buffer = (self._next_buffer + 1) % len(self._buffers)
+        return memoryview(buffer)
 
     def reset(self) -> None:
         self.drain()
@@ -193,8 +205,8 @@ class _Digest:
     def start_gzip(self) -> None:
         self.inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
 
-    def write(self, out: IO[bytes], chunk: bytes) -> None:
-        """Take one piece as read."""
+    def write(self, out: IO[bytes], chunk: bytes | memoryview) -> None:
+        """Take one piece as read (bytes, or a view from the start of one of :meth:`buffer`'s)."""
         if self.inflater is None:
             self._emit(out, chunk)
             return
@@ -223,20 +235,24 @@ class _Digest:
         self._hasher.shutdown(wait=True, cancel_futures=True)
         self._hashing.clear()
 
-    def _emit(self, out: IO[bytes], data: bytes) -> None:
+    def _emit(self, out: IO[bytes], data: bytes | memoryview) -> None:
         if not data:
             return
         out.write(data)
         self._hashing.append(self._hasher.submit(self.sha.update, data))
-        if len(self._hashing) > MAX_PENDING:  # memory: at most this many pieces wait
+        if len(self._hashing) > MAX_PENDING:  # memory, and the read buffers' turn (buffer())
             self._hashing.popleft().result()
         self.size += len(data)
-        self.lines += data.count(b"\n")
-        self.last = data[-1:]
+        if isinstance(data, memoryview):  # a view from a read buffer's start: count in place
+            self.lines += cast("bytearray", data.obj).count(NEWLINE, 0, data.nbytes)
+            self.last = bytes(data[-1:])
+        else:
+            self.lines += data.count(NEWLINE)
+            self.last = data[-1:]
 
     @property
     def line_count(self) -> int:
-        return self.lines + (0 if self.last == b"\n" else 1)
+        return self.lines + (0 if self.last == NEWLINE else 1)
 
 
 class _Download:
@@ -296,7 +312,7 @@ class _Download:
             self.total = int(length) if length and length.isdigit() else None
             self.gzip = None
         try:
-            for chunk in response.raw.stream(CHUNK_SIZE, decode_content=False):
+            for chunk in _body_pieces(response, digest):
                 if self.gzip is None:
                     encoded = response.headers.get("Content-Encoding", "").lower() == "gzip"
                     self.gzip = self.decompress and (encoded or chunk[:2] == GZIP_MAGIC)
@@ -304,7 +320,13 @@ class _Download:
                         digest.start_gzip()
                 digest.write(out, chunk)
                 self.offset += len(chunk)
-        except (requests.RequestException, urllib3.exceptions.HTTPError, ConnectionError) as exc:
+        except (
+            requests.RequestException,
+            urllib3.exceptions.HTTPError,
+            http.client.HTTPException,
+            ConnectionError,
+            TimeoutError,
+        ) as exc:
             cause = type(exc).__name__
             raise self._transient(f"download interrupted after {self.offset} bytes: {cause}") from None
         if self.total is not None and self.offset < self.total:
@@ -326,6 +348,27 @@ class _Download:
 
     def _transient(self, message: str) -> ServerError:
         return ServerError(f"Fetching {redact_url(self.url)}: {message}")
+
+
+def _body_pieces(response: requests.Response, digest: _Digest) -> Iterator[bytes | memoryview]:
+    """The body as it comes (never decoded: gzip is :class:`_Digest`'s), up to
+    :data:`CHUNK_SIZE` a piece.
+
+    Read straight into :meth:`_Digest.buffer`'s buffers with ``http.client``'s ``readinto``
+    (under urllib3's private ``_fp``): urllib3's ``stream`` gets each piece from ``read(n)``, a
+    fresh zeroed buffer then copied, and yields a chunked body one HTTP chunk at a time. A raw
+    response of another kind (a test double) is streamed by urllib3.
+    """
+    fp = getattr(response.raw, "_fp", None)
+    if not isinstance(fp, http.client.HTTPResponse):
+        yield from response.raw.stream(CHUNK_SIZE, decode_content=False)
+        return
+    while True:
+        buffer = digest.buffer()
+        read = fp.readinto(buffer)
+        if not read:
+            return
+        yield buffer[:read]
 
 
 def fetch_url(

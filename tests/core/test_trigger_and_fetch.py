@@ -238,6 +238,44 @@ def test_every_piece_is_written_hashed_and_counted_in_order(
     assert record.lines == 50_001 and record.compressed is gzip_encoded
 
 
+@pytest.mark.parametrize("gzip_encoded", [False, True], ids=["plain", "gzip"])
+def test_a_raw_response_without_http_client_underneath_is_streamed_by_urllib3(
+    emulator: FakeEmulator, tmp_path: Path, gzip_encoded: bool
+) -> None:
+    # urllib3 has responses of other kinds (Emscripten's): no readinto to read straight into
+    # the fetch's buffers; its own stream serves, with the same record.
+    import requests
+
+    class Opaque:
+        def __init__(self, raw: Any) -> None:
+            self._raw = raw
+            self.pieces = 0
+
+        def stream(self, amt: int, decode_content: bool) -> Any:
+            for piece in self._raw.stream(amt, decode_content=decode_content):
+                self.pieces += 1
+                yield piece
+
+        def close(self) -> None:
+            self._raw.close()
+
+    class OpaqueSession(requests.Session):
+        raws: list[Opaque] = []
+
+        def get(self, *args: Any, **kwargs: Any) -> Any:
+            response = super().get(*args, **kwargs)
+            response.raw = Opaque(response.raw)
+            self.raws.append(response.raw)
+            return response
+
+    emulator.storage.put("r.csv", ROWS, gzip=gzip_encoded)
+    session = OpaqueSession()
+    record = fetch_url(emulator.storage.presign("r.csv"), tmp_path / "r.csv", session=session)
+    assert (tmp_path / "r.csv").read_bytes() == ROWS and record.lines == 50_000
+    assert record.sha256 == hashlib.sha256(ROWS).hexdigest() and record.compressed is gzip_encoded
+    assert [raw.pieces > 0 for raw in session.raws] == [True]
+
+
 def test_a_cut_gzip_download_resumes_where_it_was_cut(emulator: FakeEmulator, tmp_path: Path) -> None:
     # The Range asks for the compressed bytes after those read: decoding goes on, not over.
     emulator.storage.put("r.csv", ROWS, gzip=True)
