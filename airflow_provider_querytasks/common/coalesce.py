@@ -60,9 +60,9 @@ MAX_POLLERS_PER_LOOP = 4096
 #: 100 queries) cannot answer every poll. While it has no call to spare, a poll due on a busy
 #: account is answered with the query's last snapshot, without a call, when the next list call
 #: can go within this many seconds of that snapshot; that list call is then made for all the
-#: account's waits. A query finishing meanwhile is seen at most this long after (the issue's
-#: target for a busy Data Kiosk account is 60 s); with the list out of reach, the wait polls its
-#: own query as before.
+#: account's waits. A query finishing meanwhile is seen at most this long after (benchmark 3
+#: holds a busy Data Kiosk account to 60 s); with the list out of reach, the wait polls its own
+#: query as before.
 SWEEP_FOLLOW_GAP = 55.0
 #: Fewer waits than this on an account poll their own queries while the list has no call to
 #: spare: their own calls fit the platform's per-query plan (Data Kiosk: 10 waits polling every

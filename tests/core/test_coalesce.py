@@ -413,6 +413,7 @@ async def test_a_busy_accounts_polls_follow_the_list_calls_its_budget_allows() -
         again = await asyncio.gather(*(w.poll() for w in waits))  # the list has no call to spare
         assert [s.state for s in again] == [QueryState.RUNNING] * len(ids)
         assert account.gets == [] and len(account.lists) == 1
+        assert [poller.followed for poller in pollers().values()] == [len(ids)]
         listening = asyncio.ensure_future(waits[0].listen(30.0))
         account.states["q0"] = QueryState.SUCCEEDED
         woken = await asyncio.wait_for(listening, 5.0)  # the list call its budget allowed next
