@@ -221,6 +221,17 @@ class AccountPoller:
         if self.waits:
             return False
         self.stop()
+        log.debug(
+            "%s: poller done: %d list calls (%d failed); polls answered by a list %d, by an "
+            "earlier answer %d, by following the list calls %d, by their own call %d",
+            self.hook.hook_name,
+            self.list_calls,
+            self.list_failures,
+            self.listed,
+            self.cached,
+            self.followed,
+            self.fallbacks,
+        )
         return True
 
     def stop(self) -> None:

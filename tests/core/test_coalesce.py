@@ -406,8 +406,11 @@ def _busy_account(waits: int, list_interval: float) -> tuple[Account, list[str]]
     return account, ids
 
 
-async def test_a_busy_accounts_polls_follow_the_list_calls_its_budget_allows() -> None:
+async def test_a_busy_accounts_polls_follow_the_list_calls_its_budget_allows(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     account, ids = _busy_account(coalesce.SWEEP_FOLLOW_MIN_WAITS, list_interval=2.0)
+    caplog.set_level(logging.DEBUG, logger=coalesce.__name__)
     async with _waits(ScriptedHook("acct"), ids) as waits:
         await asyncio.gather(*(w.poll() for w in waits))  # one list call
         again = await asyncio.gather(*(w.poll() for w in waits))  # the list has no call to spare
@@ -419,6 +422,11 @@ async def test_a_busy_accounts_polls_follow_the_list_calls_its_budget_allows() -
         woken = await asyncio.wait_for(listening, 5.0)  # the list call its budget allowed next
     assert woken is not None and woken.state is QueryState.SUCCEEDED
     assert account.gets == [] and len(account.lists) == 2
+    done = [r.getMessage() for r in caplog.records if "poller done" in r.getMessage()]
+    assert done == [
+        "Scripted: poller done: 2 list calls (0 failed); polls answered by a list 10, by an "
+        "earlier answer 0, by following the list calls 10, by their own call 0"
+    ]
 
 
 async def test_a_list_out_of_reach_leaves_each_wait_polling_its_own_query() -> None:
