@@ -182,20 +182,24 @@ class DataKioskHook(QueryTaskHook[DataKioskSettings, DataKioskApi]):
         if not wanted:
             return {}
         bucket = await self._list_bucket()
-        pages = int(bucket.spare(self.LIST_KEEP))
-        if pages < 1 or bucket.idle_for() < 1 / bucket.rate_now():
+        if self._sweep_ready_in(bucket) > 0:
             return None
+        pages = int(bucket.spare(self.LIST_KEEP))
         return await self.arun(DataKioskApi.list_statuses, wanted, pages)
 
     async def alist_ready_in(self) -> float:
         """Seconds until :meth:`alist_statuses` may sweep again (see :attr:`LIST_KEEP`)."""
-        bucket = await self._list_bucket()
-        return max(bucket.until_spare(self.LIST_KEEP), 1 / bucket.rate_now() - bucket.idle_for())
+        return self._sweep_ready_in(await self._list_bucket())
 
     async def _list_bucket(self) -> TokenBucket:
         """This process's getQueries bucket for the account."""
         api = (await self.aclient()).api
         return rate_limiters.bucket(api.platform, api.account, "getQueries", *api.rate_limits["getQueries"])
+
+    def _sweep_ready_in(self, bucket: TokenBucket) -> float:
+        """Seconds until a sweep may go: a page spare beyond :attr:`LIST_KEEP`, and a refill
+        interval since the bucket's last call (0: now)."""
+        return max(bucket.until_spare(self.LIST_KEEP), 1 / bucket.rate_now() - bucket.idle_for(), 0.0)
 
     def failure_error(self, snapshot: StatusSnapshot) -> QueryTaskError:
         """FATAL: the error document's ``errorMessage`` goes into the exception."""
