@@ -129,7 +129,7 @@ class _LocalFile(io.FileIO):
     """A local file written in pieces of at most :data:`LOCAL_WRITE_SIZE`.
 
     Larger writes let the kernel fill the page cache with large folios, which on some virtual
-    machines cost far more. On the 2-core Firecracker VM of the benchmarks (Linux 6.18, ext4), a
+    machines cost far more. On the 2-core virtual machine of the benchmarks (Linux 6.18, ext4), a
     gigabyte written in 1 MiB or 64 KiB writes took 1.7-1.9 s of system CPU unless another large
     file had been written and deleted in the seconds before (0.4 s then); in 16 or 32 KiB
     writes, 0.6-1.1 s either way. JSONL 1 GiB, each fetch right after a curl (as in benchmark 4):
