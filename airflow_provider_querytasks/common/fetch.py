@@ -133,8 +133,8 @@ class _LocalFile(io.FileIO):
     gigabyte written in 1 MiB or 64 KiB writes took 1.7-1.9 s of system CPU unless another large
     file had been written and deleted in the seconds before (0.4-0.6 s then); in 16 or 32 KiB
     writes, 0.6-1.1 s either way. JSONL 1 GiB, each fetch right after a curl (as in benchmark 4):
-    0.62-0.71x curl with 32 KiB writes, 0.44-0.61x with 1 MiB; at 100 MiB the small writes cost
-    a little (0.69-0.85x against 0.71-0.99x).
+    0.62-0.94x curl with 32 KiB writes, 0.44-0.61x with 1 MiB; at 100 MiB the small writes cost
+    a little (0.69-0.90x against 0.71-1.14x).
     """
 
     def write(self, data: ReadableBuffer, /) -> int:
