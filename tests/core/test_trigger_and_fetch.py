@@ -261,8 +261,8 @@ def test_a_local_file_gets_small_writes_and_every_byte_of_short_ones(tmp_path: P
     assert (tmp_path / "f").read_bytes() == data + b"tail"
     assert max(CountingFile.sizes) <= fetch.LOCAL_WRITE_SIZE - 100 and len(CountingFile.sizes) >= 5
     target = fetch._Target(tmp_path / "g")
-    with target.open() as out:  # what a local fetch writes through
-        assert isinstance(out, fetch._LocalFile)
+    with target.open() as written:  # what a local fetch writes through
+        assert isinstance(written, fetch._LocalFile)
     target.discard()
 
 
