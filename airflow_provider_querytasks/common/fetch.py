@@ -13,11 +13,15 @@ stores with presigned URLs; a platform token must never reach them).
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import functools
 import hashlib
 import http.client
 import io
 import logging
 import os
+import sys
 import uuid
 import zlib
 from collections import deque
@@ -52,6 +56,8 @@ NEWLINE = b"\n"
 MAX_PENDING = 4
 #: Largest write(2) to a local file. See :class:`_LocalFile`.
 LOCAL_WRITE_SIZE = 32 << 10
+#: fallocate(2): allocate blocks without changing the file's size (linux/falloc.h).
+FALLOC_FL_KEEP_SIZE = 0x01
 
 Destination = str | os.PathLike[str] | ObjectStoragePath
 
@@ -137,12 +143,56 @@ class _LocalFile(io.FileIO):
     100 MiB the small writes cost a little (0.69-0.90x against 0.71-1.14x).
     """
 
+    def reserve(self, size: int) -> None:
+        """Allocate disk blocks for ``size`` bytes from the start, leaving the file's size as it is.
+
+        Writes into blocks allocated up front cost less system CPU: on the benchmarks' machine, a
+        GiB in 32 KiB writes took 0.38-0.44 s instead of 0.49-0.56 s; JSONL 1 GiB, each fetch right
+        after a curl, alternating in one process, 0.76-0.86x curl instead of 0.62-0.76x (100 MiB:
+        0.72-0.82x, 0.57-0.82x). And a disk without room fails here, before the download, instead
+        of gigabytes into it. Only where Linux's fallocate(2) is available and the
+        file system has it (not ``os.posix_fallocate``: glibc emulates that by writing to every
+        block where the file system lacks it, as some network and FUSE file systems do).
+
+        :raises OSError: ``ENOSPC`` or ``EDQUOT``, naming the folder and the size.
+        """
+        allocate = _linux_fallocate()
+        if allocate is None or size <= 0:
+            return
+        if allocate(self.fileno(), FALLOC_FL_KEEP_SIZE, 0, size) == 0:
+            return
+        code = ctypes.get_errno()
+        if code in (errno.ENOSPC, errno.EDQUOT):
+            folder = os.path.dirname(os.path.abspath(str(self.name)))
+            raise OSError(code, f"No room for the result ({size} bytes) in {folder}: {os.strerror(code)}")
+        log.debug("fallocate(%s) failed (%s): writing without reserving", self.name, os.strerror(code))
+
     def write(self, data: ReadableBuffer, /) -> int:
         view = memoryview(data).cast("B")
         written = 0
         while written < view.nbytes:  # FileIO.write may write less than asked
             written += super().write(view[written : written + LOCAL_WRITE_SIZE])
         return written
+
+
+@functools.cache
+def _linux_fallocate() -> Callable[[int, int, int, int], int] | None:
+    """libc's ``fallocate(fd, mode, offset, len)``, on 64-bit Linux; ``None`` elsewhere."""
+    if not sys.platform.startswith("linux") or ctypes.sizeof(ctypes.c_void_p) != 8:
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).fallocate
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    function.restype = ctypes.c_int
+    return cast("Callable[[int, int, int, int], int]", function)
+
+
+def _reserve(out: IO[bytes], size: int) -> None:
+    """Reserve room for ``size`` bytes where ``out`` is a local file (see :meth:`_LocalFile.reserve`)."""
+    if isinstance(out, _LocalFile):
+        out.reserve(size)
 
 
 class _Target:
@@ -347,6 +397,8 @@ class _Download:
                     self.gzip = self.decompress and (encoded or chunk[:2] == GZIP_MAGIC)
                     if self.gzip:
                         digest.start_gzip()
+                    elif self.total is not None:  # written as read: its size is known
+                        _reserve(out, self.total)
                 digest.write(out, chunk)
                 self.offset += len(chunk)
         except (

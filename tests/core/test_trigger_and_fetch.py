@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import gzip
 import hashlib
@@ -215,6 +216,70 @@ def test_a_failed_write_fails_the_fetch_and_leaves_nothing(
     with pytest.raises(OSError, match="No space left"):
         fetch_url(emulator.storage.presign("r.csv"), tmp_path / "r.csv", retry=FAST_RETRY)
     assert leftovers(tmp_path) == []
+
+
+def fake_fallocate(result_errno: int, calls: list[tuple[int, int, int]]) -> Any:
+    """A stand-in for libc's fallocate: records (mode, size, bytes already in the file), fails with
+    ``result_errno`` (0: succeeds)."""
+
+    def allocate(fd: int, mode: int, offset: int, length: int) -> int:
+        calls.append((mode, length, os.fstat(fd).st_size))
+        if result_errno:
+            ctypes.set_errno(result_errno)
+            return -1
+        return 0
+
+    return allocate
+
+
+@pytest.mark.skipif(fetch._linux_fallocate() is None, reason="fallocate(2) is Linux's")
+def test_a_local_file_reserves_blocks_and_keeps_its_size(tmp_path: Path) -> None:
+    allocate = fetch._linux_fallocate()
+    assert allocate is not None
+    with open(tmp_path / "probe", "wb") as probe:
+        if allocate(probe.fileno(), fetch.FALLOC_FL_KEEP_SIZE, 0, 1 << 20) != 0:
+            pytest.skip(f"{tmp_path} has no fallocate: {os.strerror(ctypes.get_errno())}")
+    with fetch._LocalFile(str(tmp_path / "r.csv"), "wb") as out:
+        out.reserve(1 << 20)
+        stat = os.fstat(out.fileno())
+        assert stat.st_size == 0 and stat.st_blocks * 512 >= 1 << 20
+        out.write(ROWS)
+    assert (tmp_path / "r.csv").read_bytes() == ROWS
+
+
+@pytest.mark.parametrize("gzip_encoded", [False, True], ids=["plain", "gzip"])
+def test_a_result_of_known_size_is_reserved_before_it_is_written(
+    emulator: FakeEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gzip_encoded: bool
+) -> None:
+    # A gzip result's size after inflating is not known: it is written without reserving.
+    calls: list[tuple[int, int, int]] = []
+    monkeypatch.setattr(fetch, "_linux_fallocate", lambda: fake_fallocate(0, calls))
+    emulator.storage.put("r.csv", ROWS, gzip=gzip_encoded)
+    fetch_url(emulator.storage.presign("r.csv"), tmp_path / "r.csv")
+    assert (tmp_path / "r.csv").read_bytes() == ROWS
+    assert calls == ([] if gzip_encoded else [(fetch.FALLOC_FL_KEEP_SIZE, len(ROWS), 0)])
+
+
+def test_a_disk_without_room_fails_the_fetch_before_it_writes(
+    emulator: FakeEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[int, int, int]] = []
+    monkeypatch.setattr(fetch, "_linux_fallocate", lambda: fake_fallocate(errno.ENOSPC, calls))
+    emulator.storage.put("r.csv", ROWS)
+    with pytest.raises(OSError, match=rf"No room for the result \({len(ROWS)} bytes\) in {tmp_path}"):
+        fetch_url(emulator.storage.presign("r.csv"), tmp_path / "r.csv", retry=FAST_RETRY)
+    assert calls == [(fetch.FALLOC_FL_KEEP_SIZE, len(ROWS), 0)]  # once, nothing written yet
+    assert leftovers(tmp_path) == []
+
+
+def test_a_file_system_without_fallocate_is_written_as_before(
+    emulator: FakeEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[int, int, int]] = []
+    monkeypatch.setattr(fetch, "_linux_fallocate", lambda: fake_fallocate(errno.EOPNOTSUPP, calls))
+    emulator.storage.put("r.csv", ROWS)
+    record = fetch_url(emulator.storage.presign("r.csv"), tmp_path / "r.csv")
+    assert len(calls) == 1 and (tmp_path / "r.csv").read_bytes() == ROWS and record.bytes == len(ROWS)
 
 
 def test_invalid_gzip_is_an_error_not_a_file(emulator: FakeEmulator, tmp_path: Path) -> None:
