@@ -150,9 +150,9 @@ class _LocalFile(io.FileIO):
         GiB in 32 KiB writes took 0.38-0.44 s instead of 0.49-0.56 s; JSONL 1 GiB, each fetch right
         after a curl, alternating in one process, 0.76-0.86x curl instead of 0.62-0.76x (100 MiB:
         0.72-0.82x, 0.57-0.82x). And a disk without room fails here, before the download, instead
-        of gigabytes into it. Only where Linux's fallocate(2) is available and the
-        file system has it (not ``os.posix_fallocate``: glibc emulates that by writing to every
-        block where the file system lacks it, as some network and FUSE file systems do).
+        of gigabytes into it. Only where Linux's fallocate(2) is available and the file system has
+        it (not ``os.posix_fallocate``: where the file system lacks it, glibc emulates it by writing
+        to every block, as it would on some network and FUSE file systems).
 
         :raises OSError: ``ENOSPC`` or ``EDQUOT``, naming the folder and the size.
         """
