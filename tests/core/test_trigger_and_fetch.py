@@ -219,9 +219,10 @@ def test_a_failed_write_fails_the_fetch_and_leaves_nothing(
     assert leftovers(tmp_path) == []
 
 
-def fake_fallocate(result_errno: int, calls: list[tuple[int, int, int]]) -> Any:
-    """A stand-in for libc's fallocate: records (mode, size, bytes already in the file), fails with
-    ``result_errno`` (0: succeeds)."""
+def fake_fallocate(monkeypatch: pytest.MonkeyPatch, result_errno: int) -> list[tuple[int, int, int]]:
+    """Put a stand-in for libc's fallocate in the fetch's place: it fails with ``result_errno``
+    (0: succeeds). Returns its calls as they come: (mode, size, bytes already in the file)."""
+    calls: list[tuple[int, int, int]] = []
 
     def allocate(fd: int, mode: int, offset: int, length: int) -> int:
         calls.append((mode, length, os.fstat(fd).st_size))
@@ -230,7 +231,8 @@ def fake_fallocate(result_errno: int, calls: list[tuple[int, int, int]]) -> Any:
             return -1
         return 0
 
-    return allocate
+    monkeypatch.setattr(fetch, "_linux_fallocate", lambda: allocate)
+    return calls
 
 
 @pytest.mark.skipif(fetch._linux_fallocate() is None, reason="fallocate(2) is Linux's")
@@ -253,8 +255,7 @@ def test_a_result_of_known_size_is_reserved_before_it_is_written(
     emulator: FakeEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gzip_encoded: bool
 ) -> None:
     # A gzip result's size after inflating is not known: it is written without reserving.
-    calls: list[tuple[int, int, int]] = []
-    monkeypatch.setattr(fetch, "_linux_fallocate", lambda: fake_fallocate(0, calls))
+    calls = fake_fallocate(monkeypatch, 0)
     emulator.storage.put("r.csv", ROWS, gzip=gzip_encoded)
     fetch_url(emulator.storage.presign("r.csv"), tmp_path / "r.csv")
     assert (tmp_path / "r.csv").read_bytes() == ROWS
@@ -264,8 +265,7 @@ def test_a_result_of_known_size_is_reserved_before_it_is_written(
 def test_a_disk_without_room_fails_the_fetch_before_it_writes(
     emulator: FakeEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls: list[tuple[int, int, int]] = []
-    monkeypatch.setattr(fetch, "_linux_fallocate", lambda: fake_fallocate(errno.ENOSPC, calls))
+    calls = fake_fallocate(monkeypatch, errno.ENOSPC)
     emulator.storage.put("r.csv", ROWS)
     message = f"No room for the result ({len(ROWS)} bytes) in {tmp_path}: "
     with pytest.raises(OSError, match=re.escape(message)):
@@ -277,8 +277,7 @@ def test_a_disk_without_room_fails_the_fetch_before_it_writes(
 def test_a_file_system_without_fallocate_is_written_as_before(
     emulator: FakeEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls: list[tuple[int, int, int]] = []
-    monkeypatch.setattr(fetch, "_linux_fallocate", lambda: fake_fallocate(errno.EOPNOTSUPP, calls))
+    calls = fake_fallocate(monkeypatch, errno.EOPNOTSUPP)
     emulator.storage.put("r.csv", ROWS)
     record = fetch_url(emulator.storage.presign("r.csv"), tmp_path / "r.csv")
     assert len(calls) == 1 and (tmp_path / "r.csv").read_bytes() == ROWS and record.bytes == len(ROWS)
