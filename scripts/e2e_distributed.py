@@ -546,17 +546,9 @@ class DistributedE2E(E2E):
         started = {dag_id: self.trigger(dag_id) for dag_id in (TRIGGERER_KILLED, WORKER_KILLED)}
 
         def polled(emulator: Any, at_least: int = 1, after: float = 0.0) -> list[str]:
-            """Query ids polled ``at_least`` times (after ``after``, wall clock): by their own
-            GET, or by a list call (a triggerer's coalesced polling answers both waits with one)."""
-            lists = len([r for r in emulator.requests_to("api", "GET", r"/queries$") if r.at > after])
-            ids = []
-            for query_id in emulator.queries:
-                gets = [
-                    r for r in emulator.requests_to("api", "GET", f"/queries/{query_id}$") if r.at > after
-                ]
-                if len(gets) + lists >= at_least:
-                    ids.append(query_id)
-            return ids
+            """Query ids polled ``at_least`` times after ``after`` (wall clock), by their own GET
+            or in a list page (a triggerer's coalesced polling answers both waits with one)."""
+            return [q for q in emulator.queries if emulator.polls_of(q, after) >= at_least]
 
         # Both waits deferred, held and polled; the worker-mode wait polled from its worker.
         self.wait_for(

@@ -70,6 +70,9 @@ class EmulatedQuery:
     dataset_id: str | None = None
     schedule_id: str | None = None
     run_id: str | None = None
+    #: Wall-clock times at which a status read answered this query: its own ``GET /queries/{id}``
+    #: or a ``GET /queries`` page that listed it (a coalesced poller reads statuses from lists).
+    polled_at: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -259,6 +262,11 @@ class AdobeQueryServiceEmulator(EmulatorServer):
         )
 
     # -- queries ------------------------------------------------------------------------------
+    def polls_of(self, query_id: str, after: float = 0.0) -> int:
+        """How many status reads answered ``query_id`` after ``after`` (wall clock), by its own
+        GET or in a list page."""
+        return sum(1 for at in self.queries[query_id].polled_at if at > after)
+
     def state_of(self, query: EmulatedQuery) -> str:
         now = self.clock.now()
         if query.killed_at is not None:
@@ -420,6 +428,7 @@ class AdobeQueryServiceEmulator(EmulatorServer):
         query = self.queries.get(request.match_info["id"])
         if query is None:
             return json_response({"message": "Query not found", "statusCode": 404}, 404)
+        query.polled_at.append(time.time())
         return json_response(self.query_body(query))
 
     async def _patch(self, request: web.Request) -> web.Response:
@@ -500,6 +509,9 @@ class AdobeQueryServiceEmulator(EmulatorServer):
                 and (at < cursor if newest_first else at > cursor)
             ]
         page = bodies[:limit]
+        now = time.time()
+        for body in page:
+            self.queries[body["id"]].polled_at.append(now)
         result: dict[str, Any] = {
             "queries": page,
             "_page": {"orderby": orderby, "start": start, "count": len(page)},
