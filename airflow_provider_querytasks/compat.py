@@ -16,7 +16,6 @@ first on 3.x) reads a version flag itself.
 from __future__ import annotations
 
 import logging
-import sys
 from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -118,118 +117,6 @@ async def get_async_extra_dejson(conn: Connection) -> dict[str, Any]:
     return await _get(conn)
 
 
-def _supervisor_comms() -> Any:
-    """The task or trigger runner's channel to its supervisor (Airflow 3), or ``None``.
-
-    Set in a task process, a triggerer's trigger runner and ``dag.test()`` (in-process); absent in
-    servers, the CLI and plain scripts, which reach the metadata DB directly (as on Airflow 2).
-    Airflow's own ``Variable.get`` tells the two apart the same way.
-    """
-    if not AIRFLOW_V_3_0_PLUS:
-        return None
-    return getattr(sys.modules.get("airflow.sdk.execution_time.task_runner"), "SUPERVISOR_COMMS", None)
-
-
-class VariableStoreError(RuntimeError):
-    """The metadata DB (or the API server in front of it) refused a Variable read or write."""
-
-
-def _variable_answer(answer: Any, key: str) -> str | None:
-    from airflow.sdk.execution_time.comms import ErrorResponse, VariableResult
-
-    if isinstance(answer, VariableResult):
-        return answer.value
-    if isinstance(answer, ErrorResponse):
-        if str(getattr(answer.error, "value", answer.error)) == "VARIABLE_NOT_FOUND":
-            return None
-        raise VariableStoreError(f"Variable {key!r}: {answer.error}")
-    return None
-
-
-def read_variable(key: str) -> str | None:
-    """The metadata DB's value of Variable ``key`` (``None`` when unset), never a cached copy.
-
-    Reads the metastore itself rather than ``Variable.get``: that one may answer from Airflow's
-    secrets cache or an ``AIRFLOW_VAR_*``/secrets-backend value, and a value written a moment ago
-    by another process must be seen.
-
-    :raises VariableStoreError: when the store cannot be reached.
-    """
-    comms = _supervisor_comms()
-    try:
-        if comms is not None:
-            from airflow.sdk.execution_time.comms import GetVariable
-
-            return _variable_answer(comms.send(GetVariable(key=key)), key)
-        from airflow.secrets.metastore import MetastoreBackend
-
-        return MetastoreBackend().get_variable(key)
-    except VariableStoreError:
-        raise
-    except Exception as exc:
-        raise VariableStoreError(f"Variable {key!r}: {type(exc).__name__}") from None
-
-
-def write_variable(key: str, value: str, description: str) -> None:
-    """Set Variable ``key`` in the metadata DB (Fernet-encrypted there when a key is configured).
-
-    :raises VariableStoreError: when the store cannot be reached.
-    """
-    comms = _supervisor_comms()
-    try:
-        if comms is not None:
-            from airflow.sdk.execution_time.comms import PutVariable
-
-            _variable_answer(comms.send(PutVariable(key=key, value=value, description=description)), key)
-            return
-        from airflow.models.variable import Variable
-
-        Variable.set(key, value, description=description)
-    except VariableStoreError:
-        raise
-    except Exception as exc:
-        raise VariableStoreError(f"Variable {key!r}: {type(exc).__name__}") from None
-
-
-async def aread_variable(key: str) -> str | None:
-    """:func:`read_variable` without blocking the event loop (triggers)."""
-    comms = _supervisor_comms()
-    if comms is not None and hasattr(comms, "asend"):  # a triggerer's trigger runner
-        from airflow.sdk.execution_time.comms import GetVariable
-
-        try:
-            return _variable_answer(await comms.asend(GetVariable(key=key)), key)
-        except VariableStoreError:
-            raise
-        except Exception as exc:
-            raise VariableStoreError(f"Variable {key!r}: {type(exc).__name__}") from None
-    if comms is not None:  # dag.test()'s in-process channel: synchronous and local
-        return read_variable(key)
-    from asgiref.sync import sync_to_async
-
-    return await sync_to_async(read_variable)(key)
-
-
-async def awrite_variable(key: str, value: str, description: str) -> None:
-    """:func:`write_variable` without blocking the event loop (triggers)."""
-    comms = _supervisor_comms()
-    if comms is not None and hasattr(comms, "asend"):
-        from airflow.sdk.execution_time.comms import PutVariable
-
-        try:
-            answer = await comms.asend(PutVariable(key=key, value=value, description=description))
-        except Exception as exc:
-            raise VariableStoreError(f"Variable {key!r}: {type(exc).__name__}") from None
-        _variable_answer(answer, key)
-        return
-    if comms is not None:
-        write_variable(key, value, description)
-        return
-    from asgiref.sync import sync_to_async
-
-    await sync_to_async(write_variable)(key, value, description)
-
-
 async def task_is_still_deferred(trigger: BaseTrigger) -> bool | None:
     """Whether the task instance behind ``trigger`` is still deferred.
 
@@ -294,17 +181,12 @@ __all__ = [
     "PokeReturnValue",
     "TaskDeferred",
     "TriggerEvent",
-    "VariableStoreError",
     "XCom",
-    "aread_variable",
-    "awrite_variable",
     "conf",
     "count_resumable_job",
     "get_async_connection",
     "get_async_extra_dejson",
     "mask_secret",
-    "read_variable",
     "redact",
     "task_is_still_deferred",
-    "write_variable",
 ]

@@ -30,7 +30,6 @@ class ExtraField:
     :param placeholder: example value shown in an empty field.
     :param default: default value; ``None`` for none.
     :param choices: allowed values, if the field is an enumeration.
-    :param deprecated_names: earlier names of the field, still read (with a deprecation warning).
     """
 
     name: str
@@ -40,7 +39,6 @@ class ExtraField:
     placeholder: str | None = None
     default: Any = None
     choices: tuple[str, ...] = ()
-    deprecated_names: tuple[str, ...] = ()
 
     def to_conn_field(self) -> dict[str, Any]:
         """The Airflow 3.2+ ``conn-fields`` entry (a JSON schema)."""
@@ -211,7 +209,6 @@ AMAZON_SP_API_FORM = ConnectionForm(
             "LWA endpoint",
             "Login with Amazon token endpoint (default https://api.amazon.com/auth/o2/token).",
             placeholder="https://api.amazon.com/auth/o2/token",
-            deprecated_names=("lwa_token_url",),
         ),
         ExtraField(
             "selling_partner_id",
@@ -250,7 +247,6 @@ ADOBE_EXPERIENCE_PLATFORM_FORM = ConnectionForm(
             "IMS endpoint",
             "Adobe IMS token endpoint (default https://ims-na1.adobelogin.com/ims/token/v3).",
             placeholder="https://ims-na1.adobelogin.com/ims/token/v3",
-            deprecated_names=("ims_token_url",),
         ),
     ),
 )

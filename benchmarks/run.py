@@ -180,8 +180,8 @@ async def _triggerer_scale(
 ) -> dict[str, Any]:
     import aiohttp
 
-    from airflow_provider_querytasks.common.ratelimit import AdaptiveTokenBucket
-    from airflow_provider_querytasks.common.transport import close_shared_client_session
+    from airflow_provider_querytasks.common.transport.clients import close_shared_client_session
+    from airflow_provider_querytasks.common.transport.ratelimit import AdaptiveTokenBucket
     from airflow_provider_querytasks.hooks.adobe_query_service import AdobeQueryServiceHook
     from airflow_provider_querytasks.hooks.amazon_data_kiosk import DataKioskHook
     from airflow_provider_querytasks.hooks.shoplazza import ShoplazzaHook
@@ -343,7 +343,7 @@ def polling_economy(samples: int, quick: bool = False) -> list[dict[str, Any]]:
     own query) and on (one poller per account, list calls), counting the requests the emulators
     answered; beside them the schedule's own count per wait, a fixed 60 s poll, and a Data Kiosk
     wait on SQS notifications (safety-net polls, 15 min at most)."""
-    from airflow_provider_querytasks.common.wait import PollSchedule
+    from airflow_provider_querytasks.common.wait.loop import PollSchedule
 
     def polls_until(schedule: PollSchedule, duration: float) -> tuple[int, float]:
         """Status calls made until the first one at or after ``duration``, and its lateness."""
@@ -403,9 +403,9 @@ def measured_waits(
     import random
     from datetime import datetime, timedelta
 
-    from airflow_provider_querytasks.common import coalesce as coalesce_module
-    from airflow_provider_querytasks.common.process_state import process_state
-    from airflow_provider_querytasks.common.transport import close_shared_client_session
+    from airflow_provider_querytasks.common.transport.clients import close_shared_client_session
+    from airflow_provider_querytasks.common.transport.process_state import process_state
+    from airflow_provider_querytasks.common.wait import coalesce as coalesce_module
     from airflow_provider_querytasks.hooks.adobe_query_service import AdobeQueryServiceHook
     from airflow_provider_querytasks.hooks.shoplazza import ShoplazzaHook
     from airflow_provider_querytasks.protocols.shoplazza import ShoplazzaApi
@@ -494,9 +494,9 @@ def measured_waits(
 def notification_latency(samples: int) -> float:
     """Seconds from a Data Kiosk query's end to its notified trigger's event, against the emulator
     (SQS long polling), median of ``samples`` waits."""
-    from airflow_provider_querytasks.common.transport import close_shared_client_session
-    from airflow_provider_querytasks.common.wait import PollSchedule
-    from airflow_provider_querytasks.hooks.amazon_sqs import SqsNotificationSource
+    from airflow_provider_querytasks.common.transport.clients import close_shared_client_session
+    from airflow_provider_querytasks.common.wait.loop import PollSchedule
+    from airflow_provider_querytasks.notification_sources.amazon_sqs import SqsNotificationSource
     from airflow_provider_querytasks.testing.amazon_data_kiosk import DataKioskEmulator
     from airflow_provider_querytasks.triggers.amazon_data_kiosk import DataKioskQueryTrigger
 
@@ -532,7 +532,7 @@ def notification_latency(samples: int) -> float:
 def rate_limit_fairness(waits: int, low: float, high: float) -> list[dict[str, Any]]:
     """Benchmark 3: ``waits`` waits on one Data Kiosk account, coalesced polling (the default)
     and, as the same run's baseline, per-wait polling (``[querytasks] coalesce_polls`` off)."""
-    from airflow_provider_querytasks.common.process_state import process_state
+    from airflow_provider_querytasks.common.transport.process_state import process_state
 
     preload("amazon_data_kiosk")
     rows = []
@@ -552,7 +552,7 @@ def rate_limit_fairness(waits: int, low: float, high: float) -> list[dict[str, A
 
 
 async def _fairness(state: dict[str, Any], waits: int, low: float, high: float) -> dict[str, Any]:
-    from airflow_provider_querytasks.common.transport import close_shared_client_session
+    from airflow_provider_querytasks.common.transport.clients import close_shared_client_session
     from airflow_provider_querytasks.triggers.amazon_data_kiosk import DataKioskQueryTrigger
 
     rejected = [0]
@@ -562,7 +562,7 @@ async def _fairness(state: dict[str, Any], waits: int, low: float, high: float) 
             if "-> 429" in record.getMessage():
                 rejected[0] += 1
 
-    transport_log = logging.getLogger("airflow_provider_querytasks.common.transport")
+    transport_log = logging.getLogger("airflow_provider_querytasks.common.transport.clients")
     counter = Count429(logging.INFO)
     transport_log.addHandler(counter)
     transport_log.setLevel(logging.INFO)
@@ -709,7 +709,7 @@ def download(
     mib: int, large_mib: int | None, large_kinds: tuple[str, ...] = DOWNLOAD_KINDS, repeats: int = 1
 ) -> list[dict[str, Any]]:
     """Our fetch vs ``curl`` of the same URL: CSV, gzip-encoded CSV, JSONL, at both sizes."""
-    from airflow_provider_querytasks.common.fetch import report_output
+    from airflow_provider_querytasks.common.transport.fetch import report_output
 
     # A process's first fetch also imports Airflow's hook-lineage collector (once, on commit):
     # timed here apart, so that the rows measure the transfer, not the first row's imports.

@@ -44,15 +44,15 @@ class _Count429(logging.Handler):
 def main() -> None:
     import aiohttp  # noqa: F401 - loaded before the waits start, as in a running triggerer
 
-    from airflow_provider_querytasks.common.ratelimit import rate_limiters
-    from airflow_provider_querytasks.common.transport import close_shared_client_session
+    from airflow_provider_querytasks.common.transport.clients import close_shared_client_session
+    from airflow_provider_querytasks.common.transport.ratelimit import rate_limiters
     from airflow_provider_querytasks.testing import connection_env
     from airflow_provider_querytasks.triggers import amazon_data_kiosk  # noqa: F401
 
     with contextlib.suppress(ImportError):  # the amazon extra: waits on SQS notifications
         import airflow.providers.amazon.aws.hooks.sqs  # noqa: F401
     counter = _Count429()
-    transport_log = logging.getLogger("airflow_provider_querytasks.common.transport")
+    transport_log = logging.getLogger("airflow_provider_querytasks.common.transport.clients")
     transport_log.addHandler(counter)
     transport_log.setLevel(logging.INFO)
     transport_log.propagate = False

@@ -82,7 +82,7 @@ def adobe_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[AdobeQueryServic
 def _fresh_process_caches() -> Iterator[None]:
     """Tokens, rate-limit buckets, shared reads and clients are process-wide: start every test
     without them."""
-    from airflow_provider_querytasks.common.process_state import process_state
+    from airflow_provider_querytasks.common.transport.process_state import process_state
 
     process_state.reset()
     yield

@@ -9,7 +9,10 @@ from typing import Any, TypeVar
 
 import pytest
 
-from airflow_provider_querytasks.common.transport import RetryPolicy, close_shared_client_session
+from airflow_provider_querytasks.common.transport.clients import (
+    RetryPolicy,
+    close_shared_client_session,
+)
 from airflow_provider_querytasks.testing import connection_env
 from airflow_provider_querytasks.testing.adobe_query_service import AdobeQueryServiceEmulator
 from airflow_provider_querytasks.testing.amazon_data_kiosk import DataKioskEmulator
@@ -75,8 +78,8 @@ def fast_forward_rate_limits(monkeypatch: pytest.MonkeyPatch) -> FastForwardCloc
     For tests about what follows a client-side wait, not about the platform's own limit: the
     emulators' usage plans still run on the wall clock.
     """
-    from airflow_provider_querytasks.common.process_state import process_state
-    from airflow_provider_querytasks.common.ratelimit import rate_limiters
+    from airflow_provider_querytasks.common.transport.process_state import process_state
+    from airflow_provider_querytasks.common.transport.ratelimit import rate_limiters
 
     clock = FastForwardClock()
     monkeypatch.setattr(rate_limiters, "clock", clock)

@@ -1,11 +1,17 @@
-"""The package's layers: nothing imports upwards, and operators and sensors not each other."""
+"""The package's rooms and what each may import (docs/architecture.md draws them).
+
+Every module belongs to one room: a sub-package of ``common/`` (what is sent, how it is sent, how
+we wait), a by-kind folder (``hooks/``, ``triggers/``, ``operators/``...) or a top-level module.
+:data:`MAY_IMPORT` lists, per room, the rooms its modules may import from this package, at any
+level (inside functions too); anything else is a violation. On top of that, no two modules import
+each other, directly or through others, at module level.
+"""
 
 from __future__ import annotations
 
 import ast
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
@@ -13,26 +19,61 @@ import pytest
 PACKAGE = "airflow_provider_querytasks"
 ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 
-#: Layer -> the layers it must never import. ``common`` is shared machinery and knows no
-#: platform (nor Amazon SQS: that source of notifications is ``hooks/amazon_sqs.py``); a
-#: platform's operators and sensors sit side by side on its hook, protocol and trigger, which
-#: know neither. The emulators (``testing``) are written from the platforms'
-#: specs, not from the client: they use only their own test infrastructure
-#: (``tests/test_emulator_facts.py`` compares the two sides' facts).
-FORBIDDEN = {
-    "common": ("hooks", "operators", "sensors", "triggers", "protocols", "testing"),
-    "protocols": ("hooks", "operators", "sensors", "triggers"),
-    "hooks": ("operators", "sensors", "triggers"),
-    "triggers": ("operators", "sensors"),
-    "operators": ("sensors",),
-    "sensors": ("operators",),
-    "testing": ("common", "protocols", "hooks", "operators", "sensors", "triggers"),
+#: Top-level modules every room above the wire may use: the Airflow compatibility layer, the
+#: connection forms' declaration and the package's version.
+AIRFLOW_GLUE = ("compat", "version_compat", "connection_forms", "__init__")
+
+#: Room -> the rooms (prefixes of module paths below the package) its modules may import.
+#: A room may always import itself. ``hooks.base`` / ``triggers.base`` name the base classes in
+#: the by-kind folders (a wait needs a hook's interface; the wait mixin builds a trigger).
+MAY_IMPORT: dict[str, tuple[str, ...]] = {
+    # what is sent: the call model, validation, the status model, errors. No Airflow.
+    "common.api": (),
+    # the platforms' calls, described once; token sources describe the token call.
+    "protocols": ("common.api", "common.transport.tokens"),
+    # how it is sent: clients, rate limits, tokens and their store, fetch, process state.
+    "common.transport": ("common.api", "compat", "version_compat", "__init__"),
+    "hooks": ("common.api", "common.transport", "common.wait.loop", "protocols", *AIRFLOW_GLUE),
+    # how we wait: the loop, coalescing, the deadline, notifications, the operator/sensor mixin.
+    "common.wait": ("common.api", "common.transport", "hooks.base", "triggers.base", "compat"),
+    "notification_sources": ("common.api", "common.transport", "common.wait"),
+    "triggers": ("common", "hooks", "notification_sources", "compat"),
+    "links": ("protocols", "hooks", "compat"),
+    "operators": (
+        "common",
+        "hooks",
+        "protocols",
+        "triggers",
+        "notification_sources",
+        "links",
+        "lineage",
+        *AIRFLOW_GLUE,
+    ),
+    # a sensor is an operator: sensors may use operators.base, not a platform's operator module.
+    "sensors": (
+        "common",
+        "hooks",
+        "protocols",
+        "triggers",
+        "notification_sources",
+        "links",
+        "operators.base",
+        *AIRFLOW_GLUE,
+    ),
+    # the emulators are written from the platforms' specs, not from the client.
+    "testing": ("version_compat",),
+    "compat": ("version_compat",),
+    "version_compat": (),
+    "connection_forms": (),
+    "get_provider_info": ("connection_forms", "__init__"),
+    "lineage": (),
+    "__init__": (),
+    "common": (),  # the package of the three rooms holds no code
 }
 
-#: A module-level ``__getattr__`` may import lazily what the module used to re-export (a
-#: deprecated import path), in these layers.
-LAZY_REEXPORT = "__getattr__"
-LAZY_REEXPORT_LAYERS = ("common", "operators", "sensors")
+
+#: What :func:`imports` names as the "function" of an import under ``if TYPE_CHECKING:``.
+TYPE_CHECKING = "TYPE_CHECKING"
 
 
 def imports(source: str, module: str) -> list[tuple[str, str | None]]:
@@ -44,6 +85,9 @@ def imports(source: str, module: str) -> list[tuple[str, str | None]]:
         for child in ast.iter_child_nodes(node):
             if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
                 visit(child, child.name)
+                continue
+            if isinstance(child, ast.If) and getattr(child.test, "id", None) == TYPE_CHECKING:
+                visit(child, TYPE_CHECKING)  # for the type checker only: never run
                 continue
             if isinstance(child, ast.Import):
                 found.extend((alias.name, function) for alias in child.names)
@@ -61,64 +105,125 @@ def imports(source: str, module: str) -> list[tuple[str, str | None]]:
     return found
 
 
+def room_of(relative: str) -> str:
+    """The room of a module path below the package (``common.wait.loop`` -> ``common.wait``)."""
+    for room in sorted(MAY_IMPORT, key=len, reverse=True):
+        if relative == room or relative.startswith(f"{room}."):
+            return room
+    raise KeyError(f"{relative} is in no room: add it to MAY_IMPORT and docs/architecture.md")
+
+
+def allowed(relative_target: str, room: str) -> bool:
+    """Whether a module of ``room`` may import ``relative_target``."""
+    if relative_target == "" or relative_target == room or relative_target.startswith(f"{room}."):
+        return True
+    for prefix in MAY_IMPORT[room]:
+        if relative_target == prefix or relative_target.startswith(f"{prefix}."):
+            return True
+        # ``from pkg.common import wait`` names the room's parent package on its way down.
+        if prefix.startswith(f"{relative_target}."):
+            return True
+    return relative_target == "__version__" and "__init__" in MAY_IMPORT[room]
+
+
+def relative_name(module: str) -> str:
+    """``airflow_provider_querytasks.common.wait.loop`` -> ``common.wait.loop`` (the package's own
+    ``__init__`` is ``__init__``)."""
+    return module.split(".", 1)[1] if "." in module else "__init__"
+
+
 def violations(source: str, module: str) -> list[str]:
-    """What ``module`` (``airflow_provider_querytasks.<layer>...``) imports against :data:`FORBIDDEN`."""
-    parts = module.split(".")
-    layer = parts[1] if len(parts) > 2 else None
+    """What ``module`` (``airflow_provider_querytasks....``) imports against :data:`MAY_IMPORT`."""
+    room = room_of(relative_name(module))
     bad = []
     for target, function in imports(source, module):
-        target_parts = target.split(".")
-        if target_parts[0] != PACKAGE or len(target_parts) < 2 or layer not in FORBIDDEN:
+        parts = target.split(".")
+        if parts[0] != PACKAGE:
             continue
-        if target_parts[1] not in FORBIDDEN[layer]:
-            continue
-        if layer in LAZY_REEXPORT_LAYERS and function == LAZY_REEXPORT:
-            continue
-        bad.append(f"{module} imports {target}" + (f" (in {function})" if function else ""))
+        relative = ".".join(parts[1:])
+        if not allowed(relative, room):
+            bad.append(f"{module} imports {target}" + (f" (in {function})" if function else ""))
     return sorted(set(bad))
 
 
 def package_modules() -> list[tuple[str, Path]]:
-    return [
-        (".".join((PACKAGE, *path.relative_to(ROOT).with_suffix("").parts)), path)
-        for path in sorted(ROOT.rglob("*.py"))
-    ]
+    modules = []
+    for path in sorted(ROOT.rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        if parts[-1] == "__init__" and len(parts) > 1:
+            parts = parts[:-1]
+        modules.append((".".join((PACKAGE, *parts)), path))
+    return modules
 
 
-def test_no_layer_imports_a_layer_it_must_not() -> None:
+def test_every_module_imports_only_what_its_room_may() -> None:
     found = [v for module, path in package_modules() for v in violations(path.read_text(), module)]
     assert found == []
 
 
-def test_every_layer_is_checked() -> None:
-    layers = {module.split(".")[1] for module, _ in package_modules() if module.count(".") >= 2}
-    assert set(FORBIDDEN) <= layers
+def test_every_module_is_in_a_room() -> None:
+    for module, _ in package_modules():
+        room_of(relative_name(module))
+
+
+def test_no_import_cycle_at_module_level() -> None:
+    """A module-level import graph without cycles: the rooms' order holds module by module."""
+    known = {module for module, _ in package_modules()}
+    graph: dict[str, set[str]] = {}
+    for module, path in package_modules():
+        targets = set()
+        for target, function in imports(path.read_text(), module):
+            while function is None and target and target not in known:
+                target = target.rpartition(".")[0]
+            if function is None and target in known and target != module and target != PACKAGE:
+                targets.add(target)
+        graph[module] = targets
+    done: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def walk(node: str, path: list[str]) -> None:
+        if node in path:
+            cycles.append([*path[path.index(node) :], node])
+            return
+        if node in done:
+            return
+        for nxt in sorted(graph.get(node, ())):
+            walk(nxt, [*path, node])
+        done.add(node)
+
+    for module in sorted(graph):
+        walk(module, [])
+    assert cycles == []
 
 
 @pytest.mark.parametrize(
     ("module", "source"),
     [
-        (f"{PACKAGE}.common.operators", f"from {PACKAGE}.hooks.shoplazza import ShoplazzaHook"),
-        (f"{PACKAGE}.common.wait", f"def f():\n    import {PACKAGE}.protocols.shoplazza"),
+        (f"{PACKAGE}.common.api.calls", f"from {PACKAGE}.common.transport.clients import SyncApiClient"),
+        (f"{PACKAGE}.common.transport.fetch", f"from {PACKAGE}.common.wait.loop import WaitLoop"),
+        (f"{PACKAGE}.common.wait.loop", f"def f():\n    import {PACKAGE}.protocols.shoplazza"),
+        (f"{PACKAGE}.common.wait.coalesce", f"from {PACKAGE}.hooks.amazon_data_kiosk import DataKioskHook"),
+        (f"{PACKAGE}.hooks.base", f"from {PACKAGE}.common.wait.coalesce import coalesced_wait"),
+        (f"{PACKAGE}.hooks.shoplazza", f"from {PACKAGE}.triggers.shoplazza import T"),
+        (f"{PACKAGE}.protocols.shoplazza", f"from {PACKAGE}.common.transport.clients import X"),
         (f"{PACKAGE}.sensors.amazon_data_kiosk", f"from {PACKAGE}.operators import amazon_data_kiosk"),
         (f"{PACKAGE}.operators.adobe_query_service", "from ..sensors.adobe_query_service import X"),
         (f"{PACKAGE}.operators.adobe_query_service", f"def helper():\n    from {PACKAGE}.sensors import x"),
-        (f"{PACKAGE}.hooks.shoplazza", f"from {PACKAGE}.triggers.shoplazza import T"),
         (f"{PACKAGE}.testing.amazon_data_kiosk", f"from {PACKAGE}.protocols.amazon_data_kiosk import X"),
-        (f"{PACKAGE}.testing.shoplazza", f"from {PACKAGE}.common.api import required_id"),
+        (f"{PACKAGE}.testing.shoplazza", f"from {PACKAGE}.common.api.validation import required_id"),
     ],
 )
-def test_the_check_sees_an_upward_or_sideways_import(module: str, source: str) -> None:
+def test_the_check_sees_an_import_a_room_may_not_make(module: str, source: str) -> None:
     assert violations(source, module)
 
 
-def test_the_check_allows_a_lazy_reexport_and_downward_imports() -> None:
-    lazy = f"def __getattr__(name):\n    from {PACKAGE}.sensors import adobe_query_service\n"
-    assert violations(lazy, f"{PACKAGE}.operators.adobe_query_service") == []
-    moved = f"def __getattr__(name):\n    from {PACKAGE}.hooks import amazon_sqs\n"
-    assert violations(moved, f"{PACKAGE}.common.notifications") == []
-    down = f"from {PACKAGE}.common.wait import WaitLoop\nfrom {PACKAGE}.triggers.shoplazza import T\n"
+def test_the_check_allows_what_the_rooms_may_import() -> None:
+    down = f"from {PACKAGE}.common.wait.loop import WaitLoop\nfrom {PACKAGE}.triggers.shoplazza import T\n"
     assert violations(down, f"{PACKAGE}.sensors.shoplazza") == []
+    base = f"from {PACKAGE}.operators.base import FailWithoutRetryMixin\n"
+    assert violations(base, f"{PACKAGE}.sensors.base") == []
+    tokens = f"from {PACKAGE}.common.transport.tokens import TokenSource\n"
+    assert violations(tokens, f"{PACKAGE}.protocols.shoplazza") == []
 
 
 def test_adobe_operators_module_does_not_load_the_sensors() -> None:
@@ -133,33 +238,15 @@ def test_adobe_operators_module_does_not_load_the_sensors() -> None:
     assert out.stdout.strip().splitlines()[-1] == "False"
 
 
-@pytest.mark.parametrize("name", ["AdobeQuerySensor", "AdobeScheduledQueryRunSensor"])
-def test_sensors_old_import_path_still_works_with_a_warning(name: str) -> None:
-    from airflow_provider_querytasks.operators import adobe_query_service as operators
-    from airflow_provider_querytasks.sensors import adobe_query_service as sensors
-
-    with pytest.warns(DeprecationWarning, match=f"{name} from airflow_provider_querytasks.sensors"):
-        moved = getattr(operators, name)
-    assert moved is getattr(sensors, name)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        with pytest.raises(AttributeError, match="no attribute 'AdobeNothing'"):
-            operators.AdobeNothing  # noqa: B018
-
-
-#: Modules the protocol layer imports that must not import Airflow (at module level: the token
-#: store backend is installed by ``common/transport.py``, or imported on first use).
-AIRFLOW_FREE = (
-    "common.api",
-    "common.auth",
-    "common.errors",
-    "common.notifications",
-    "common.operations",
-    "common.process_state",
-    "common.wait",
-    "protocols.adobe_query_service",
-    "protocols.amazon_data_kiosk",
-    "protocols.shoplazza",
+#: Rooms that must not import Airflow at module level (directly or through the compat modules):
+#: what the protocol layer stands on.
+AIRFLOW_FREE_ROOMS = ("common.api", "protocols")
+AIRFLOW_FREE_MODULES = (
+    "common.transport.tokens",
+    "common.transport.process_state",
+    "common.transport.ratelimit",
+    "common.wait.loop",
+    "common.wait.notifications",
 )
 AIRFLOW_MODULES = ("airflow", f"{PACKAGE}.compat", f"{PACKAGE}.version_compat")
 
@@ -175,14 +262,24 @@ def airflow_imports(source: str, module: str) -> list[str]:
     )
 
 
-@pytest.mark.parametrize("name", AIRFLOW_FREE)
+def airflow_free_modules() -> list[str]:
+    names = [
+        relative_name(module)
+        for module, _ in package_modules()
+        if room_of(relative_name(module)) in AIRFLOW_FREE_ROOMS
+    ]
+    return sorted({*names, *AIRFLOW_FREE_MODULES})
+
+
+@pytest.mark.parametrize("name", airflow_free_modules())
 def test_modules_of_the_protocol_layer_import_no_airflow(name: str) -> None:
-    path = ROOT.joinpath(*name.split(".")).with_suffix(".py")
+    path = ROOT.joinpath(*name.split("."))
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
     assert airflow_imports(path.read_text(), f"{PACKAGE}.{name}") == []
 
 
 def test_the_airflow_check_sees_an_airflow_import() -> None:
-    module = f"{PACKAGE}.common.auth"
+    module = f"{PACKAGE}.common.transport.tokens"
     assert airflow_imports(f"from {PACKAGE}.compat import mask_secret\n", module)
     assert airflow_imports("from airflow.models import Variable\n", module)
     assert airflow_imports("def f():\n    from airflow.models import Variable\n", module) == []
@@ -212,19 +309,17 @@ AMAZON_MODULES = (
     "botocore",
     "aiobotocore",
     "aioboto3",
-    f"{PACKAGE}.hooks.amazon_sqs",
+    f"{PACKAGE}.notification_sources.amazon_sqs",
 )
 
 
 def amazon_imports(source: str, module: str) -> list[str]:
-    """Imports of Amazon-only modules in ``source``, at any level (inside functions too), but for
-    a deprecated path's lazy ``__getattr__``."""
+    """Imports of Amazon-only modules in ``source``, at any level (inside functions too)."""
     return sorted(
         {
             target
-            for target, function in imports(source, module)
-            if function != LAZY_REEXPORT
-            and any(target == m or target.startswith(f"{m}.") for m in AMAZON_MODULES)
+            for target, _ in imports(source, module)
+            if any(target == m or target.startswith(f"{m}.") for m in AMAZON_MODULES)
         }
     )
 
@@ -244,18 +339,17 @@ def test_common_imports_nothing_amazon() -> None:
         "import boto3",
         "def f():\n    from airflow.providers.amazon.aws.hooks.sqs import SqsHook",
         "async def f():\n    import aiobotocore.session",
-        f"from {PACKAGE}.hooks.amazon_sqs import SqsNotificationSource",
+        f"from {PACKAGE}.notification_sources.amazon_sqs import SqsNotificationSource",
     ],
 )
 def test_the_amazon_check_sees_an_amazon_import(source: str) -> None:
-    assert amazon_imports(source, f"{PACKAGE}.common.notifications")
+    assert amazon_imports(source, f"{PACKAGE}.common.wait.notifications")
 
 
 def test_common_loads_nothing_amazon_at_all() -> None:
     """Transitively: importing every ``common`` module loads no Amazon module beyond what Airflow
     itself loads (it reads every installed provider's ``get_provider_info``), in a fresh
-    interpreter; the deprecated ``common.notifications.NotificationSource`` path imports the SQS
-    source only when used."""
+    interpreter."""
     names = [module for module, _ in common_modules()]
     probe = (
         "import importlib, sys\n"
@@ -277,20 +371,3 @@ def test_common_loads_nothing_amazon_at_all() -> None:
         timeout=120,
     ).stdout.strip()
     assert loaded.splitlines()[-1] == "[]", loaded
-
-
-def test_the_sqs_source_old_import_path_still_works_with_a_warning() -> None:
-    from airflow_provider_querytasks.common import notifications
-    from airflow_provider_querytasks.hooks import amazon_sqs
-
-    with pytest.warns(
-        DeprecationWarning, match="SqsNotificationSource from airflow_provider_querytasks.hooks"
-    ):
-        moved = notifications.NotificationSource  # type: ignore[attr-defined]
-    assert moved is amazon_sqs.SqsNotificationSource
-    with pytest.warns(DeprecationWarning, match="REQUEUE_AT_RECEIVE_COUNT"):
-        assert notifications.REQUEUE_AT_RECEIVE_COUNT == amazon_sqs.REQUEUE_AT_RECEIVE_COUNT  # type: ignore[attr-defined]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        with pytest.raises(AttributeError, match="no attribute 'subscribe'"):
-            notifications.subscribe  # type: ignore[attr-defined]  # noqa: B018

@@ -83,42 +83,6 @@ def test_token_endpoint_extras_exist_and_no_plain_extra_name_is_masked() -> None
                 assert shown == value, f"{form.connection_type}.{field.name} would show as ***"
 
 
-@pytest.mark.parametrize(
-    ("hook_path", "old", "new", "url"),
-    [
-        (
-            "airflow_provider_querytasks.hooks.amazon_data_kiosk.DataKioskHook",
-            "lwa_token_url",
-            "lwa_endpoint",
-            "https://lwa.example.test/auth/o2/token",
-        ),
-        (
-            "airflow_provider_querytasks.hooks.adobe_query_service.AdobeQueryServiceHook",
-            "ims_token_url",
-            "ims_endpoint",
-            "https://ims.example.test/ims/token/v3",
-        ),
-    ],
-)
-def test_the_old_token_url_extras_still_read_with_a_deprecation_warning(
-    hook_path: str, old: str, new: str, url: str
-) -> None:
-    from airflow_provider_querytasks.compat import AirflowProviderDeprecationWarning
-
-    module, _, name = hook_path.rpartition(".")
-    hook = getattr(importlib.import_module(module), name)("some_conn")
-    with pytest.warns(AirflowProviderDeprecationWarning, match=f"{old!r} is deprecated; rename it {new!r}"):
-        assert hook.extra_value({old: url}, new) == url
-    with pytest.warns(AirflowProviderDeprecationWarning):
-        assert hook.extra_value({f"extra__{hook.conn_type}__{old}": url}, new) == url
-    # The new name wins, silently.
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert hook.extra_value({new: url, old: "https://other.test"}, new) == url
-
-
 def test_hook_names_are_the_same_in_the_hook_class_and_the_metadata() -> None:
     info = get_provider_info()
     for conn in info["connection-types"]:

@@ -7,19 +7,20 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from airflow_provider_querytasks.common.api import ApiRequest
-from airflow_provider_querytasks.common.auth import TokenSource
-from airflow_provider_querytasks.common.errors import (
+from airflow_provider_querytasks.common.api.calls import ApiRequest
+from airflow_provider_querytasks.common.api.errors import (
     ApiError,
     InvalidInputError,
     QueryTimeoutError,
     RemoteQueryFailedError,
 )
-from airflow_provider_querytasks.common.fetch import Destination, fetch_url, in_folder
-from airflow_provider_querytasks.common.hooks import QueryTaskHook
-from airflow_provider_querytasks.common.wait import PollSchedule, QueryState, StatusSnapshot, WaitLoop
+from airflow_provider_querytasks.common.api.status import QueryState, StatusSnapshot
+from airflow_provider_querytasks.common.transport.fetch import Destination, fetch_url, in_folder
+from airflow_provider_querytasks.common.transport.tokens import TokenSource
+from airflow_provider_querytasks.common.wait.loop import PollSchedule, WaitLoop
 from airflow_provider_querytasks.compat import Connection
 from airflow_provider_querytasks.connection_forms import ADOBE_EXPERIENCE_PLATFORM_FORM
+from airflow_provider_querytasks.hooks.base import QueryTaskHook
 from airflow_provider_querytasks.protocols.adobe_query_service import (
     AdobeApi,
     AdobeQueryDefinition,
@@ -41,7 +42,7 @@ class AdobeQueryServiceHook(QueryTaskHook[AdobeSettings, AdobeApi]):
 
     The connection (type ``adobe_experience_platform``) holds the OAuth server-to-server client
     id in *login*, its secret in *password*, and the ``org_id``, ``sandbox`` (default ``prod``),
-    ``scopes``, ``endpoint`` and ``ims_endpoint`` (formerly ``ims_token_url``) extras. Every call
+    ``scopes``, ``endpoint`` and ``ims_endpoint`` extras. Every call
     carries ``Authorization``, ``x-api-key``, ``x-gw-ims-org-id`` and ``x-sandbox-name``; TLS is
     always verified.
 

@@ -7,21 +7,20 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_querytasks.common.api import required_id
-from airflow_provider_querytasks.common.auth import TokenSource
-from airflow_provider_querytasks.common.errors import (
+from airflow_provider_querytasks.common.api.errors import (
     QueryCancelledError,
     QueryTaskError,
     RemoteQueryFailedError,
 )
-from airflow_provider_querytasks.common.fetch import Destination, fetch_url
-from airflow_provider_querytasks.common.hooks import QueryTaskHook
-from airflow_provider_querytasks.common.notifications import Decoder
-from airflow_provider_querytasks.common.ratelimit import TokenBucket, rate_limiters
-from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
+from airflow_provider_querytasks.common.api.notifications import Decoder
+from airflow_provider_querytasks.common.api.status import QueryState, StatusSnapshot
+from airflow_provider_querytasks.common.api.validation import required_id
+from airflow_provider_querytasks.common.transport.fetch import Destination, fetch_url
+from airflow_provider_querytasks.common.transport.ratelimit import TokenBucket, rate_limiters
+from airflow_provider_querytasks.common.transport.tokens import TokenSource
 from airflow_provider_querytasks.compat import Connection
 from airflow_provider_querytasks.connection_forms import AMAZON_SP_API_FORM
-from airflow_provider_querytasks.hooks.amazon_sqs import SqsNotificationSource
+from airflow_provider_querytasks.hooks.base import QueryTaskHook
 from airflow_provider_querytasks.protocols.amazon_data_kiosk import (
     DataKioskApi,
     DataKioskSettings,
@@ -39,7 +38,7 @@ class DataKioskHook(QueryTaskHook[DataKioskSettings, DataKioskApi]):
 
     The connection (type ``amazon_sp_api``) holds the LWA client id in *login*, the client secret
     in *password*, and the ``refresh_token``, ``region`` (na/eu/fe), ``sandbox``, ``endpoint``,
-    ``lwa_endpoint`` (formerly ``lwa_token_url``) and ``selling_partner_id`` extras.
+    ``lwa_endpoint`` and ``selling_partner_id`` extras.
 
     :param conn_id: the Airflow connection id (``amazon_sp_api_default``).
     :param retry: retry policy for API calls.
@@ -78,12 +77,8 @@ class DataKioskHook(QueryTaskHook[DataKioskSettings, DataKioskApi]):
     def notification_decoder(cls) -> Decoder:
         return read_notification
 
-    def notification_source(self, queue_url: str | None, aws_conn_id: str) -> SqsNotificationSource | None:
-        """The SQS queue to listen on for this account's completion notifications (validated), or
-        ``None`` without a ``queue_url``."""
-        if not queue_url:
-            return None
-        return SqsNotificationSource.checked(queue_url, aws_conn_id, account=self.settings.selling_partner_id)
+    def notification_account(self) -> str | None:
+        return self.settings.selling_partner_id
 
     def describe_query(self, query_id: str) -> str:
         return f"Data Kiosk query {query_id}"

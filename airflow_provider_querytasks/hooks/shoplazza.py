@@ -6,14 +6,15 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from airflow_provider_querytasks.common.auth import TokenSource
-from airflow_provider_querytasks.common.errors import RemoteQueryFailedError
-from airflow_provider_querytasks.common.fetch import Destination, fetch_url
-from airflow_provider_querytasks.common.hooks import QueryTaskHook
-from airflow_provider_querytasks.common.transport import RetryPolicy
-from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
+from airflow_provider_querytasks.common.api.errors import RemoteQueryFailedError
+from airflow_provider_querytasks.common.api.status import QueryState, StatusSnapshot
+from airflow_provider_querytasks.common.transport.clients import RetryPolicy
+from airflow_provider_querytasks.common.transport.fetch import Destination, fetch_url
+from airflow_provider_querytasks.common.transport.token_store import AirflowVariableTokenStore
+from airflow_provider_querytasks.common.transport.tokens import TokenSource
 from airflow_provider_querytasks.compat import Connection
 from airflow_provider_querytasks.connection_forms import SHOPLAZZA_FORM
+from airflow_provider_querytasks.hooks.base import QueryTaskHook
 from airflow_provider_querytasks.protocols.shoplazza import (
     MAX_PAGE_SIZE,
     ShoplazzaApi,
@@ -76,7 +77,7 @@ class ShoplazzaHook(QueryTaskHook[ShoplazzaSettings, ShoplazzaApi]):
         return ShoplazzaApi(settings)
 
     def build_token_source(self, settings: ShoplazzaSettings) -> TokenSource | None:
-        return ShoplazzaTokenSource(settings) if settings.uses_oauth else None
+        return ShoplazzaTokenSource(settings, AirflowVariableTokenStore()) if settings.uses_oauth else None
 
     def static_token(self, settings: ShoplazzaSettings) -> str | None:
         return None if settings.uses_oauth else settings.access_token

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_querytasks.common.errors import InvalidInputError
-from airflow_provider_querytasks.common.fetch import Destination, in_folder
-from airflow_provider_querytasks.common.no_retry import FailWithoutRetryMixin
-from airflow_provider_querytasks.common.operators import QueryTaskOperator
-from airflow_provider_querytasks.common.wait import StatusSnapshot
+from airflow_provider_querytasks.common.api.errors import InvalidInputError
+from airflow_provider_querytasks.common.api.status import StatusSnapshot
+from airflow_provider_querytasks.common.transport.fetch import Destination, in_folder
 from airflow_provider_querytasks.compat import BaseOperator, Context
 from airflow_provider_querytasks.hooks.adobe_query_service import AdobeQueryServiceHook
 from airflow_provider_querytasks.links.adobe_query_service import AdobeQueryLink
+from airflow_provider_querytasks.operators.base import FailWithoutRetryMixin, QueryTaskOperator
 from airflow_provider_querytasks.protocols.adobe_query_service import (
     AdobeQueryDefinition,
     created_dataset_id,
@@ -27,24 +25,6 @@ if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
 
 __all__ = ["AdobeExportDatasetOperator", "AdobeQueryOperator", "submission_name"]
-
-#: Sensors this module used to re-export; they live in ``sensors.adobe_query_service``.
-_MOVED_TO_SENSORS = ("AdobeQuerySensor", "AdobeScheduledQueryRunSensor")
-
-
-def __getattr__(name: str) -> Any:
-    """The sensors' old import path: still served, with a warning, and imported only on use."""
-    if name in _MOVED_TO_SENSORS:
-        warnings.warn(
-            f"Import {name} from airflow_provider_querytasks.sensors.adobe_query_service; "
-            "importing it from airflow_provider_querytasks.operators.adobe_query_service is deprecated",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        from airflow_provider_querytasks.sensors import adobe_query_service as sensors
-
-        return getattr(sensors, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def submission_name(context: Context) -> str:
@@ -88,8 +68,7 @@ class AdobeQueryOperator(QueryTaskOperator[AdobeQueryServiceHook]):
     :param poll_interval: longest time between polls (``timedelta`` or seconds).
     :param timeout: total wait, deferred time included (batch queries may run 24 h).
     :param cancel_on_kill: cancel the query when the task is killed or times out.
-    :param durable: re-attach on a task retry (stored id on Airflow 3.3+, else by name;
-        ``reattach`` is its deprecated name).
+    :param durable: re-attach on a task retry (stored id on Airflow 3.3+, else by name).
     """
 
     hook_class = AdobeQueryServiceHook

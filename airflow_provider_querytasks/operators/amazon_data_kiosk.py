@@ -6,22 +6,25 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_querytasks.common.api import required_id
-from airflow_provider_querytasks.common.errors import InvalidInputError, QueryTaskError
-from airflow_provider_querytasks.common.fetch import Destination, destination_for, in_folder
-from airflow_provider_querytasks.common.no_retry import FailWithoutRetryMixin
-from airflow_provider_querytasks.common.operators import QueryTaskOperator
-from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot, to_seconds
-from airflow_provider_querytasks.common.wait_mixin import raise_for_final_state
+from airflow_provider_querytasks.common.api.errors import InvalidInputError, QueryTaskError
+from airflow_provider_querytasks.common.api.status import QueryState, StatusSnapshot
+from airflow_provider_querytasks.common.api.validation import required_id
+from airflow_provider_querytasks.common.transport.fetch import Destination, destination_for, in_folder
+from airflow_provider_querytasks.common.wait.loop import to_seconds
+from airflow_provider_querytasks.common.wait.mixin import raise_for_final_state
 from airflow_provider_querytasks.compat import AirflowSkipException, BaseOperator, Context
 from airflow_provider_querytasks.hooks.amazon_data_kiosk import DataKioskHook
-from airflow_provider_querytasks.hooks.amazon_sqs import DEFAULT_AWS_CONN_ID
+from airflow_provider_querytasks.notification_sources.amazon_sqs import (
+    DEFAULT_AWS_CONN_ID,
+    SqsNotificationWaitMixin,
+)
+from airflow_provider_querytasks.operators.base import FailWithoutRetryMixin, QueryTaskOperator
 from airflow_provider_querytasks.protocols.amazon_data_kiosk import (
     QueryFinishedNotification,
     page_record,
     validate_query,
 )
-from airflow_provider_querytasks.triggers.amazon_data_kiosk import DataKioskWaitMixin
+from airflow_provider_querytasks.triggers.amazon_data_kiosk import DataKioskQueryTrigger
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -32,7 +35,7 @@ def page_filename(page: int) -> str:
     return f"page-{page:04d}.jsonl"
 
 
-class DataKioskQueryOperator(DataKioskWaitMixin, QueryTaskOperator[DataKioskHook]):
+class DataKioskQueryOperator(SqsNotificationWaitMixin[DataKioskHook], QueryTaskOperator[DataKioskHook]):
     """Run a Data Kiosk GraphQL query: submit, wait, follow result pages, optionally fetch.
 
     The query is validated before anything is sent: non-empty, at most 8,000 characters once
@@ -68,7 +71,7 @@ class DataKioskQueryOperator(DataKioskWaitMixin, QueryTaskOperator[DataKioskHook
     :param cancel_on_kill: cancel the current query when the task is killed.
     :param durable: on a task retry, re-attach to the query the previous try stored (Airflow
         3.3+) or to an IN_QUEUE/IN_PROGRESS query with the same text instead of submitting a
-        duplicate (``reattach`` is its deprecated name).
+        duplicate.
     :param notification_queue_url: the SQS queue the account's
         ``DATA_KIOSK_QUERY_PROCESSING_FINISHED`` notifications go to (templated; needs the
         ``amazon`` extra). The wait then ends when the query's notification arrives, and getQuery
@@ -76,6 +79,9 @@ class DataKioskQueryOperator(DataKioskWaitMixin, QueryTaskOperator[DataKioskHook
     :param aws_conn_id: the ``aws`` connection that reads the queue (templated).
     :param notification_poll_interval: with a queue, the longest time between safety-net polls.
     """
+
+    hook_class = DataKioskHook
+    trigger_class = DataKioskQueryTrigger
 
     template_fields: Sequence[str] = (
         "conn_id",

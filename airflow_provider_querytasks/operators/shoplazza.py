@@ -6,14 +6,17 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_querytasks.common.api import required_id
-from airflow_provider_querytasks.common.errors import InvalidInputError
-from airflow_provider_querytasks.common.fetch import Destination, destination_for, redact_url
-from airflow_provider_querytasks.common.no_retry import FailWithoutRetryMixin
-from airflow_provider_querytasks.common.operators import QueryTaskOperator
-from airflow_provider_querytasks.common.wait import StatusSnapshot
+from airflow_provider_querytasks.common.api.errors import InvalidInputError
+from airflow_provider_querytasks.common.api.status import StatusSnapshot
+from airflow_provider_querytasks.common.api.validation import required_id
+from airflow_provider_querytasks.common.transport.fetch import (
+    Destination,
+    destination_for,
+    redact_url,
+)
 from airflow_provider_querytasks.compat import BaseOperator, Context
 from airflow_provider_querytasks.hooks.shoplazza import ShoplazzaHook
+from airflow_provider_querytasks.operators.base import FailWithoutRetryMixin, QueryTaskOperator
 from airflow_provider_querytasks.protocols.shoplazza import (
     TimeWindow,
     result_url,

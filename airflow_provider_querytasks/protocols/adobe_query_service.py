@@ -15,17 +15,12 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from airflow_provider_querytasks.common.api import (
-    ApiRequest,
-    ApiResponse,
-    PlatformApi,
-    path_segment,
-    validate_base_url,
-)
-from airflow_provider_querytasks.common.auth import TokenSource
-from airflow_provider_querytasks.common.errors import ApiError, InvalidInputError
-from airflow_provider_querytasks.common.operations import Steps, one_call
-from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
+from airflow_provider_querytasks.common.api.calls import ApiRequest, ApiResponse, PlatformApi
+from airflow_provider_querytasks.common.api.errors import ApiError, InvalidInputError
+from airflow_provider_querytasks.common.api.operations import Steps, one_call
+from airflow_provider_querytasks.common.api.status import QueryState, StatusSnapshot
+from airflow_provider_querytasks.common.api.validation import path_segment, validate_base_url
+from airflow_provider_querytasks.common.transport.tokens import TokenSource
 
 DEFAULT_ENDPOINT = "https://platform.adobe.io"
 DEFAULT_IMS_TOKEN_URL = "https://ims-na1.adobelogin.com/ims/token/v3"  # noqa: S105 (a URL)

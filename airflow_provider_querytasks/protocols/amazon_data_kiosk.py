@@ -17,24 +17,23 @@ from datetime import datetime, timezone
 from importlib import resources
 from typing import Any
 
-from airflow_provider_querytasks.common.api import (
+from airflow_provider_querytasks.common.api.calls import (
     ApiRequest,
     ApiResponse,
     PlatformApi,
     first_error_text,
-    path_segment,
-    validate_base_url,
 )
-from airflow_provider_querytasks.common.auth import TokenSource
-from airflow_provider_querytasks.common.errors import (
+from airflow_provider_querytasks.common.api.errors import (
     ApiError,
     AuthenticationError,
     InvalidInputError,
     PermissionDeniedError,
 )
-from airflow_provider_querytasks.common.notifications import Notification
-from airflow_provider_querytasks.common.operations import Steps, one_call
-from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
+from airflow_provider_querytasks.common.api.notifications import Notification
+from airflow_provider_querytasks.common.api.operations import Steps, one_call
+from airflow_provider_querytasks.common.api.status import QueryState, StatusSnapshot
+from airflow_provider_querytasks.common.api.validation import path_segment, validate_base_url
+from airflow_provider_querytasks.common.transport.tokens import TokenSource
 
 API_PATH = "/dataKiosk/2023-11-15"
 REGIONS = ("na", "eu", "fe")

@@ -17,23 +17,22 @@ from typing import Any
 
 import pendulum
 
-from airflow_provider_querytasks.common.api import (
+from airflow_provider_querytasks.common.api.calls import (
     ApiRequest,
     ApiResponse,
     PlatformApi,
     first_error_text,
-    required_id,
-    validate_base_url,
 )
-from airflow_provider_querytasks.common.auth import RotatingTokenSource
-from airflow_provider_querytasks.common.errors import (
+from airflow_provider_querytasks.common.api.errors import (
     ApiError,
     AuthenticationError,
     InvalidInputError,
     NotFoundError,
 )
-from airflow_provider_querytasks.common.operations import Steps, one_call
-from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
+from airflow_provider_querytasks.common.api.operations import Steps, one_call
+from airflow_provider_querytasks.common.api.status import QueryState, StatusSnapshot
+from airflow_provider_querytasks.common.api.validation import required_id, validate_base_url
+from airflow_provider_querytasks.common.transport.tokens import RotatingTokenSource, TokenStore
 
 #: Event types a data query task accepts (OpenAPI ``create-data``).
 EVENTS: tuple[str, ...] = (
@@ -469,8 +468,8 @@ class ShoplazzaTokenSource(RotatingTokenSource):
     """Refresh-token grant at ``<shop>/admin/oauth/token``.
 
     Shoplazza replaces the refresh token on every refresh and the old one stops working, so the
-    newest pair lives in the connection's shared store (an Airflow Variable, see
-    :class:`~airflow_provider_querytasks.common.auth.SharedTokenStore` and ``docs/shoplazza.md``),
+    newest pair lives in the connection's shared ``store`` (the hook passes an Airflow Variable, see
+    :class:`~airflow_provider_querytasks.common.transport.tokens.SharedTokenStore` and ``docs/shoplazza.md``),
     which every process reads before refreshing and writes after.
     """
 
@@ -486,7 +485,7 @@ class ShoplazzaTokenSource(RotatingTokenSource):
         "invalid_client": "check the client_id and client_secret extras of {conn}",
     }
 
-    def __init__(self, settings: ShoplazzaSettings) -> None:
+    def __init__(self, settings: ShoplazzaSettings, store: TokenStore | None = None) -> None:
         if not (settings.refresh_token and settings.client_id and settings.client_secret):
             raise ValueError("ShoplazzaTokenSource needs refresh_token, client_id and client_secret")
         url = f"{settings.base_url}/admin/oauth/token"
@@ -496,6 +495,7 @@ class ShoplazzaTokenSource(RotatingTokenSource):
             client_id=settings.client_id,
             client_secret=settings.client_secret,
             refresh_token=settings.refresh_token,
+            store=store,
         )
         self.url = url
         self.settings = settings

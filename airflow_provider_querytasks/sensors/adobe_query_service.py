@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from airflow_provider_querytasks.common.api import required_id
-from airflow_provider_querytasks.common.no_retry import FailWithoutRetryMixin
-from airflow_provider_querytasks.common.sensors import QueryTaskSensor
-from airflow_provider_querytasks.common.wait import StatusSnapshot
-from airflow_provider_querytasks.common.wait_mixin import raise_for_final_state
+from airflow_provider_querytasks.common.api.status import StatusSnapshot
+from airflow_provider_querytasks.common.api.validation import required_id
+from airflow_provider_querytasks.common.wait.mixin import raise_for_final_state
 from airflow_provider_querytasks.compat import BaseSensorOperator, Context, PokeReturnValue
 from airflow_provider_querytasks.hooks.adobe_query_service import AdobeQueryServiceHook
 from airflow_provider_querytasks.links.adobe_query_service import AdobeQueryLink, AdobeScheduledQueryLink
+from airflow_provider_querytasks.operators.base import FailWithoutRetryMixin
 from airflow_provider_querytasks.protocols.adobe_query_service import query_record
+from airflow_provider_querytasks.sensors.base import QueryTaskSensor
 from airflow_provider_querytasks.triggers.adobe_query_service import AdobeQueryTrigger
 
 

@@ -6,16 +6,20 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from airflow_provider_querytasks.common.sensors import QueryTaskSensor
-from airflow_provider_querytasks.common.wait import StatusSnapshot, to_seconds
+from airflow_provider_querytasks.common.api.status import StatusSnapshot
+from airflow_provider_querytasks.common.wait.loop import to_seconds
 from airflow_provider_querytasks.compat import Context
 from airflow_provider_querytasks.hooks.amazon_data_kiosk import DataKioskHook
-from airflow_provider_querytasks.hooks.amazon_sqs import DEFAULT_AWS_CONN_ID
+from airflow_provider_querytasks.notification_sources.amazon_sqs import (
+    DEFAULT_AWS_CONN_ID,
+    SqsNotificationWaitMixin,
+)
 from airflow_provider_querytasks.protocols.amazon_data_kiosk import page_record
-from airflow_provider_querytasks.triggers.amazon_data_kiosk import DataKioskWaitMixin
+from airflow_provider_querytasks.sensors.base import QueryTaskSensor
+from airflow_provider_querytasks.triggers.amazon_data_kiosk import DataKioskQueryTrigger
 
 
-class DataKioskQuerySensor(DataKioskWaitMixin, QueryTaskSensor[DataKioskHook]):
+class DataKioskQuerySensor(SqsNotificationWaitMixin[DataKioskHook], QueryTaskSensor[DataKioskHook]):
     """Wait for a Data Kiosk query submitted elsewhere until it is DONE.
 
     FATAL fails with the error document's message; CANCELLED fails unless
@@ -34,6 +38,9 @@ class DataKioskQuerySensor(DataKioskWaitMixin, QueryTaskSensor[DataKioskHook]):
     :param aws_conn_id: the ``aws`` connection that reads the queue (templated).
     :param notification_poll_interval: with a queue, the longest time between safety-net polls.
     """
+
+    hook_class = DataKioskHook
+    trigger_class = DataKioskQueryTrigger
 
     template_fields: Sequence[str] = (
         *QueryTaskSensor.template_fields,

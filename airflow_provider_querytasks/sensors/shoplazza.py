@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_provider_querytasks.common.fetch import redact_url
-from airflow_provider_querytasks.common.sensors import QueryTaskSensor
-from airflow_provider_querytasks.common.wait import StatusSnapshot
+from airflow_provider_querytasks.common.api.status import StatusSnapshot
+from airflow_provider_querytasks.common.transport.fetch import redact_url
 from airflow_provider_querytasks.compat import Context
 from airflow_provider_querytasks.hooks.shoplazza import ShoplazzaHook
 from airflow_provider_querytasks.protocols.shoplazza import result_url
+from airflow_provider_querytasks.sensors.base import QueryTaskSensor
 from airflow_provider_querytasks.triggers.shoplazza import ShoplazzaDataTaskTrigger
 
 

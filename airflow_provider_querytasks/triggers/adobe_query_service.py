@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from airflow_provider_querytasks.common.triggers import QueryTaskTrigger
 from airflow_provider_querytasks.hooks.adobe_query_service import AdobeQueryServiceHook
+from airflow_provider_querytasks.triggers.base import QueryTaskTrigger
 
 
 class AdobeQueryTrigger(QueryTaskTrigger):

@@ -1,12 +1,10 @@
-"""Trigger for Data Kiosk queries, and the wait the Data Kiosk operator and sensor share."""
+"""Trigger for Data Kiosk queries."""
 
 from __future__ import annotations
 
-from airflow_provider_querytasks.common.triggers import QueryTaskTrigger
-from airflow_provider_querytasks.common.wait import PollSchedule
-from airflow_provider_querytasks.common.wait_mixin import QueryWaitMixin
 from airflow_provider_querytasks.hooks.amazon_data_kiosk import DataKioskHook
-from airflow_provider_querytasks.hooks.amazon_sqs import SqsNotificationSource
+from airflow_provider_querytasks.notification_sources.amazon_sqs import SqsNotificationSource
+from airflow_provider_querytasks.triggers.base import QueryTaskTrigger
 
 
 class DataKioskQueryTrigger(QueryTaskTrigger):
@@ -30,23 +28,3 @@ class DataKioskQueryTrigger(QueryTaskTrigger):
     hook_class = DataKioskHook
     # Kwargs serialised before sources named their class hold an SQS queue's fields only.
     notification_source_class = SqsNotificationSource
-
-
-class DataKioskWaitMixin(QueryWaitMixin[DataKioskHook]):
-    """The wait of the Data Kiosk operator and sensor, which may end on an SQS notification: the
-    ``notification_queue_url``, ``aws_conn_id`` and ``notification_poll_interval`` parameters
-    (set by each class's constructor) and the schedule of safety-net polls."""
-
-    hook_class = DataKioskHook
-    trigger_class = DataKioskQueryTrigger
-    notification_queue_url: str | None
-    aws_conn_id: str
-    notification_poll_interval: float
-
-    def notification_source(self) -> SqsNotificationSource | None:
-        return self.hook.notification_source(self.notification_queue_url, self.aws_conn_id)
-
-    def poll_schedule(self) -> PollSchedule:
-        if self.notification_queue_url:
-            return PollSchedule.safety_net(self.notification_poll_interval)
-        return super().poll_schedule()

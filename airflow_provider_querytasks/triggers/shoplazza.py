@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from airflow_provider_querytasks.common.triggers import QueryTaskTrigger
 from airflow_provider_querytasks.hooks.shoplazza import ShoplazzaHook
+from airflow_provider_querytasks.triggers.base import QueryTaskTrigger
 
 
 class ShoplazzaDataTaskTrigger(QueryTaskTrigger):

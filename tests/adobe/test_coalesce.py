@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_querytasks.common.process_state import process_state
-from airflow_provider_querytasks.common.transport import close_shared_client_session
-from airflow_provider_querytasks.common.wait import QueryState
+from airflow_provider_querytasks.common.api.status import QueryState
+from airflow_provider_querytasks.common.transport.clients import close_shared_client_session
+from airflow_provider_querytasks.common.transport.process_state import process_state
 from airflow_provider_querytasks.hooks.adobe_query_service import AdobeQueryServiceHook
 from airflow_provider_querytasks.protocols.adobe_query_service import listed_query_snapshot
 from airflow_provider_querytasks.testing.adobe_query_service import AdobeQueryServiceEmulator

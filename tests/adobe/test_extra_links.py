@@ -15,10 +15,12 @@ from airflow_provider_querytasks.links.adobe_query_service import AdobeQueryLink
 from airflow_provider_querytasks.operators.adobe_query_service import (
     AdobeExportDatasetOperator,
     AdobeQueryOperator,
-    AdobeScheduledQueryRunSensor,
 )
 from airflow_provider_querytasks.protocols.adobe_query_service import ui_query_url, ui_schedule_url
-from airflow_provider_querytasks.sensors.adobe_query_service import AdobeQuerySensor
+from airflow_provider_querytasks.sensors.adobe_query_service import (
+    AdobeQuerySensor,
+    AdobeScheduledQueryRunSensor,
+)
 from airflow_provider_querytasks.testing.adobe_query_service import AdobeQueryServiceEmulator
 from airflow_provider_querytasks.testing.dags import run_dag
 from airflow_provider_querytasks.version_compat import AIRFLOW_V_3_0_PLUS

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_querytasks.common.errors import (
+from airflow_provider_querytasks.common.api.errors import (
     AmbiguousSubmissionError,
     AuthenticationError,
     InvalidInputError,
@@ -21,7 +21,7 @@ from airflow_provider_querytasks.common.errors import (
     RateLimitedError,
     RemoteQueryFailedError,
 )
-from airflow_provider_querytasks.common.transport import RetryPolicy
+from airflow_provider_querytasks.common.transport.clients import RetryPolicy
 from airflow_provider_querytasks.hooks.adobe_query_service import AdobeQueryServiceHook
 from airflow_provider_querytasks.protocols.adobe_query_service import (
     AdobeQueryDefinition,

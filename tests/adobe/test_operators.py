@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_querytasks.common.errors import (
+from airflow_provider_querytasks.common.api.errors import (
     InvalidInputError,
     QueryCancelledError,
     RemoteQueryFailedError,
 )
-from airflow_provider_querytasks.common.transport import close_shared_client_session
-from airflow_provider_querytasks.common.wait import QueryState
+from airflow_provider_querytasks.common.api.status import QueryState
+from airflow_provider_querytasks.common.transport.clients import close_shared_client_session
 from airflow_provider_querytasks.compat import TaskDeferred
 from airflow_provider_querytasks.hooks.adobe_query_service import AdobeQueryServiceHook
 from airflow_provider_querytasks.operators.adobe_query_service import (

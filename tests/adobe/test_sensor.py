@@ -7,19 +7,17 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_querytasks.common.errors import (
-    RemoteQueryFailedError,
-)
-from airflow_provider_querytasks.common.wait import QueryState
+from airflow_provider_querytasks.common.api.errors import RemoteQueryFailedError
+from airflow_provider_querytasks.common.api.status import QueryState
 from airflow_provider_querytasks.compat import PokeReturnValue
 from airflow_provider_querytasks.hooks.adobe_query_service import AdobeQueryServiceHook
-from airflow_provider_querytasks.operators.adobe_query_service import (
-    AdobeScheduledQueryRunSensor,
-)
 from airflow_provider_querytasks.protocols.adobe_query_service import (
     AdobeQueryDefinition,
 )
-from airflow_provider_querytasks.sensors.adobe_query_service import AdobeQuerySensor
+from airflow_provider_querytasks.sensors.adobe_query_service import (
+    AdobeQuerySensor,
+    AdobeScheduledQueryRunSensor,
+)
 from airflow_provider_querytasks.testing.adobe_query_service import AdobeQueryServiceEmulator
 
 from .conftest import operator

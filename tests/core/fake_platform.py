@@ -14,23 +14,23 @@ from typing import Any
 
 from aiohttp import web
 
-from airflow_provider_querytasks.common.api import (
+from airflow_provider_querytasks.common.api.calls import (
     ApiRequest,
     ApiResponse,
     PlatformApi,
     first_error_text,
-    validate_base_url,
 )
-from airflow_provider_querytasks.common.auth import TokenSource
-from airflow_provider_querytasks.common.hooks import QueryTaskHook
-from airflow_provider_querytasks.common.operators import QueryTaskOperator
-from airflow_provider_querytasks.common.sensors import QueryTaskSensor
-from airflow_provider_querytasks.common.triggers import QueryTaskTrigger
-from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
+from airflow_provider_querytasks.common.api.status import QueryState, StatusSnapshot
+from airflow_provider_querytasks.common.api.validation import validate_base_url
+from airflow_provider_querytasks.common.transport.tokens import TokenSource
 from airflow_provider_querytasks.compat import Connection, Context
 from airflow_provider_querytasks.connection_forms import ConnectionForm, ExtraField
+from airflow_provider_querytasks.hooks.base import QueryTaskHook
+from airflow_provider_querytasks.operators.base import QueryTaskOperator
+from airflow_provider_querytasks.sensors.base import QueryTaskSensor
 from airflow_provider_querytasks.testing.server import EmulatorServer, json_response
 from airflow_provider_querytasks.testing.storage import ObjectStorageSite
+from airflow_provider_querytasks.triggers.base import QueryTaskTrigger
 
 # -- emulator -------------------------------------------------------------------------------
 
@@ -280,7 +280,7 @@ class FakeQueryOperator(QueryTaskOperator):
         self.sql = sql
 
     def validate_inputs(self) -> None:
-        from airflow_provider_querytasks.common.errors import InvalidInputError
+        from airflow_provider_querytasks.common.api.errors import InvalidInputError
 
         if not self.sql.strip():
             raise InvalidInputError("sql", "must be a non-empty SQL statement")

@@ -15,12 +15,12 @@ from typing import Any, ClassVar
 
 import pytest
 
-from airflow_provider_querytasks.common import coalesce
-from airflow_provider_querytasks.common.coalesce import AccountPoller, coalesced_wait
-from airflow_provider_querytasks.common.hooks import QueryTaskHook
-from airflow_provider_querytasks.common.process_state import process_state
-from airflow_provider_querytasks.common.triggers import QueryTaskTrigger
-from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
+from airflow_provider_querytasks.common.api.status import QueryState, StatusSnapshot
+from airflow_provider_querytasks.common.transport.process_state import process_state
+from airflow_provider_querytasks.common.wait import coalesce
+from airflow_provider_querytasks.common.wait.coalesce import AccountPoller, coalesced_wait
+from airflow_provider_querytasks.hooks.base import QueryTaskHook
+from airflow_provider_querytasks.triggers.base import QueryTaskTrigger
 
 from .fake_platform import FAKE_FORM
 
@@ -285,7 +285,7 @@ async def test_deadline_stays_per_wait() -> None:
 
 
 async def test_cancel_on_kill_stays_per_wait(monkeypatch: pytest.MonkeyPatch) -> None:
-    import airflow_provider_querytasks.common.triggers as triggers_module
+    import airflow_provider_querytasks.triggers.base as triggers_module
 
     async def no_longer_deferred(_: Any) -> bool:
         return False

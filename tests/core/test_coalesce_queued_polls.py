@@ -14,10 +14,10 @@ from typing import Any, ClassVar
 
 import pytest
 
-from airflow_provider_querytasks.common import coalesce
-from airflow_provider_querytasks.common.hooks import QueryTaskHook
-from airflow_provider_querytasks.common.triggers import QueryTaskTrigger
-from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
+from airflow_provider_querytasks.common.api.status import QueryState, StatusSnapshot
+from airflow_provider_querytasks.common.wait import coalesce
+from airflow_provider_querytasks.hooks.base import QueryTaskHook
+from airflow_provider_querytasks.triggers.base import QueryTaskTrigger
 
 from .fake_platform import FAKE_FORM
 

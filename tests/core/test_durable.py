@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_querytasks.common.operators import STATE_STORE_KEY
-from airflow_provider_querytasks.compat import AirflowProviderDeprecationWarning, TaskDeferred
+from airflow_provider_querytasks.compat import TaskDeferred
+from airflow_provider_querytasks.operators.base import STATE_STORE_KEY
 from airflow_provider_querytasks.version_compat import AIRFLOW_V_3_3_PLUS
 
 from .fake_platform import FakeEmulator, FakeQueryOperator
@@ -44,12 +44,6 @@ def test_durable_is_the_parameter_airflow_names_it() -> None:
     assert operator().durable is True
     assert operator(durable=False).durable is False
     assert operator().external_id_key == STATE_STORE_KEY
-
-
-def test_reattach_is_a_deprecated_alias() -> None:
-    with pytest.warns(AirflowProviderDeprecationWarning, match="durable"):
-        op = operator(reattach=False)
-    assert op.durable is False
 
 
 def test_a_retry_reconnects_and_counts_it_on_3_3(

@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-from airflow_provider_querytasks.common.errors import (
+from airflow_provider_querytasks.common.api.errors import (
     AmbiguousSubmissionError,
     ApiError,
     AuthenticationError,
@@ -16,7 +16,7 @@ from airflow_provider_querytasks.common.errors import (
     RateLimitedError,
     ServerError,
 )
-from airflow_provider_querytasks.common.transport import is_retryable
+from airflow_provider_querytasks.common.transport.clients import is_retryable
 
 
 @pytest.mark.parametrize(

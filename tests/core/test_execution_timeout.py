@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_querytasks.common.deadline import wait_deadline
-from airflow_provider_querytasks.common.errors import QueryTimeoutError
+from airflow_provider_querytasks.common.api.errors import QueryTimeoutError
+from airflow_provider_querytasks.common.wait.deadline import wait_deadline
 from airflow_provider_querytasks.compat import TaskDeferred
 from airflow_provider_querytasks.testing.dags import run_dag
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_querytasks.common.errors import ApiError
-from airflow_provider_querytasks.common.fetch import fetch_url
+from airflow_provider_querytasks.common.api.errors import ApiError
+from airflow_provider_querytasks.common.transport.fetch import fetch_url
 from airflow_provider_querytasks.compat import ObjectStoragePath
 from airflow_provider_querytasks.version_compat import AIRFLOW_V_3_0_PLUS
 

@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_querytasks.common.errors import (
+from airflow_provider_querytasks.common.api.errors import (
     InvalidInputError,
     PermissionDeniedError,
     RemoteQueryFailedError,
 )
-from airflow_provider_querytasks.common.no_retry import FailWithoutRetryMixin, as_failure
 from airflow_provider_querytasks.compat import AirflowFailException, BaseOperator, Context
+from airflow_provider_querytasks.operators.base import FailWithoutRetryMixin, as_failure
 from airflow_provider_querytasks.testing.dags import run_dag
 
 from .fake_platform import FakeEmulator, FakeQueryOperator

@@ -1,5 +1,5 @@
 """The notification interface is platform-neutral: a wait ends on any
-:class:`~airflow_provider_querytasks.common.notifications.BaseNotificationSource`'s notification,
+:class:`~airflow_provider_querytasks.common.wait.notifications.BaseNotificationSource`'s notification,
 in the triggerer (rebuilt from the trigger's kwargs by its class path) and in the worker.
 
 The source here is an in-process board, not a queue service: nothing in the wait knows SQS.
@@ -18,14 +18,13 @@ from typing import Any, ClassVar
 
 import pytest
 
-from airflow_provider_querytasks.common.errors import QueryTaskError
-from airflow_provider_querytasks.common.notifications import (
+from airflow_provider_querytasks.common.api.errors import QueryTaskError
+from airflow_provider_querytasks.common.api.notifications import Decoder, Notification
+from airflow_provider_querytasks.common.api.status import QueryState, StatusSnapshot
+from airflow_provider_querytasks.common.wait.notifications import (
     BaseNotificationSource,
-    Decoder,
-    Notification,
     NotificationSubscription,
 )
-from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
 from airflow_provider_querytasks.compat import TaskDeferred
 
 from ..helpers import run_trigger

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from airflow_provider_querytasks.common.api import ApiRequest, ApiResponse
-from airflow_provider_querytasks.common.errors import ApiError
-from airflow_provider_querytasks.common.operations import Steps, arun_steps, one_call, run_steps
+from airflow_provider_querytasks.common.api.calls import ApiRequest, ApiResponse
+from airflow_provider_querytasks.common.api.errors import ApiError
+from airflow_provider_querytasks.common.api.operations import Steps, arun_steps, one_call, run_steps
 
 
 def answer(request: ApiRequest) -> ApiResponse:

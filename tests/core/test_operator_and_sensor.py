@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_querytasks.common.errors import (
+from airflow_provider_querytasks.common.api.errors import (
     InvalidInputError,
     QueryCancelledError,
     QueryTimeoutError,
     RemoteQueryFailedError,
 )
-from airflow_provider_querytasks.common.operators import STATE_STORE_KEY
 from airflow_provider_querytasks.compat import TaskDeferred
+from airflow_provider_querytasks.operators.base import STATE_STORE_KEY
 from airflow_provider_querytasks.testing.dags import run_dag
 
 from ..helpers import run_trigger

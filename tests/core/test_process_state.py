@@ -6,10 +6,15 @@ import asyncio
 
 import pytest
 
-from airflow_provider_querytasks.common.auth import AccessToken, SharedTokenStore, StoredTokens, TokenCache
-from airflow_provider_querytasks.common.process_state import BoundedCache, ProcessState
-from airflow_provider_querytasks.common.ratelimit import RateLimiterRegistry
-from airflow_provider_querytasks.common.transport import shared_client_session
+from airflow_provider_querytasks.common.transport.clients import shared_client_session
+from airflow_provider_querytasks.common.transport.process_state import BoundedCache, ProcessState
+from airflow_provider_querytasks.common.transport.ratelimit import RateLimiterRegistry
+from airflow_provider_querytasks.common.transport.tokens import (
+    AccessToken,
+    SharedTokenStore,
+    StoredTokens,
+    TokenCache,
+)
 
 
 class FakeClock:
@@ -89,10 +94,10 @@ def _fill(state: ProcessState) -> None:
 
 
 def test_reset_clears_every_cache() -> None:
-    from airflow_provider_querytasks.common.process_state import process_state
+    from airflow_provider_querytasks.common.transport.process_state import process_state
 
     _fill(process_state)
-    store = SharedTokenStore(None, "test", memory_key="store")  # the store writes to the same cache
+    store = SharedTokenStore("store", "test", None)  # the store writes to the same cache
     store.write(
         StoredTokens(
             lineage="l",

@@ -8,10 +8,9 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_querytasks.common.chain import QueryChain
-from airflow_provider_querytasks.common.operators import STATE_STORE_KEY
-from airflow_provider_querytasks.common.wait import StatusSnapshot
+from airflow_provider_querytasks.common.api.status import StatusSnapshot
 from airflow_provider_querytasks.compat import Context, TaskDeferred
+from airflow_provider_querytasks.operators.base import STATE_STORE_KEY, QueryChain
 
 from ..helpers import run_trigger
 from .fake_platform import FakeApi, FakeEmulator, FakeQueryOperator

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_querytasks.common.auth import AccessToken
-from airflow_provider_querytasks.common.errors import AuthenticationError
+from airflow_provider_querytasks.common.api.errors import AuthenticationError
+from airflow_provider_querytasks.common.transport.tokens import AccessToken
 from airflow_provider_querytasks.hooks.adobe_query_service import AdobeQueryServiceHook
 from airflow_provider_querytasks.hooks.amazon_data_kiosk import DataKioskHook
 from airflow_provider_querytasks.hooks.shoplazza import ShoplazzaHook
@@ -144,8 +144,8 @@ def test_a_refused_credential_drops_the_connection_read_shared_by_triggers(
 ) -> None:
     import asyncio
 
-    from airflow_provider_querytasks.common.process_state import process_state
-    from airflow_provider_querytasks.common.transport import close_shared_client_session
+    from airflow_provider_querytasks.common.transport.clients import close_shared_client_session
+    from airflow_provider_querytasks.common.transport.process_state import process_state
 
     emulator = AdobeQueryServiceEmulator()
     emulator.start()

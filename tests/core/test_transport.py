@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_querytasks.common.api import ApiRequest
-from airflow_provider_querytasks.common.auth import token_cache
-from airflow_provider_querytasks.common.errors import (
+from airflow_provider_querytasks.common.api.calls import ApiRequest
+from airflow_provider_querytasks.common.api.errors import (
     AmbiguousSubmissionError,
     AuthenticationError,
     InvalidInputError,
@@ -18,7 +17,11 @@ from airflow_provider_querytasks.common.errors import (
     QueryTaskError,
     RateLimitedError,
 )
-from airflow_provider_querytasks.common.transport import RetryPolicy, close_shared_client_session
+from airflow_provider_querytasks.common.transport.clients import (
+    RetryPolicy,
+    close_shared_client_session,
+    token_cache,
+)
 from airflow_provider_querytasks.compat import redact
 
 from ..helpers import FAST_RETRY, use_connection
@@ -211,7 +214,7 @@ def test_secrets_are_masked_and_never_logged(
 def test_triggers_of_a_process_share_a_connection_read(
     emulator: FakeEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from airflow_provider_querytasks.common import hooks as hooks_module
+    from airflow_provider_querytasks.hooks import base as hooks_module
 
     reads: list[str] = []
     original = hooks_module.get_async_connection
@@ -242,7 +245,7 @@ def test_triggers_starting_together_read_their_connection_once(
 ) -> None:
     # A triggerer taking up thousands of waits starts them together: without one read in flight
     # per connection, each wait sent its own round trip to the supervisor (benchmark 7).
-    from airflow_provider_querytasks.common import hooks as hooks_module
+    from airflow_provider_querytasks.hooks import base as hooks_module
 
     reads: list[str] = []
     original = hooks_module.get_async_connection

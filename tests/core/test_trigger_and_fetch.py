@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_querytasks.common import fetch
-from airflow_provider_querytasks.common.errors import ApiError, InvalidInputError, ServerError
-from airflow_provider_querytasks.common.fetch import destination_for, fetch_url
-from airflow_provider_querytasks.common.transport import RetryPolicy, close_shared_client_session
+from airflow_provider_querytasks.common.api.errors import ApiError, InvalidInputError, ServerError
+from airflow_provider_querytasks.common.transport import fetch
+from airflow_provider_querytasks.common.transport.clients import RetryPolicy, close_shared_client_session
+from airflow_provider_querytasks.common.transport.fetch import destination_for, fetch_url
 from airflow_provider_querytasks.compat import ObjectStoragePath
 
 from ..helpers import FAST_RETRY
@@ -84,7 +84,7 @@ async def test_trigger_resumes_after_a_restart_from_its_kwargs(
     query_id = hook.create_query("select 1")
     _, kwargs = trigger_for(query_id).serialize()
     # A new triggerer process: fresh caches, the trigger rebuilt from its kwargs.
-    from airflow_provider_querytasks.common.process_state import process_state
+    from airflow_provider_querytasks.common.transport.process_state import process_state
 
     process_state.reset()
     event = await first_event(FakeTrigger(**kwargs))

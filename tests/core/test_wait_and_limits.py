@@ -10,15 +10,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from airflow_provider_querytasks.common.errors import InvalidInputError, QueryTimeoutError
-from airflow_provider_querytasks.common.ratelimit import AdaptiveTokenBucket, RateLimiterRegistry, TokenBucket
-from airflow_provider_querytasks.common.wait import (
-    PollSchedule,
-    QueryState,
-    StatusSnapshot,
-    WaitLoop,
-    to_seconds,
+from airflow_provider_querytasks.common.api.errors import InvalidInputError, QueryTimeoutError
+from airflow_provider_querytasks.common.api.status import QueryState, StatusSnapshot
+from airflow_provider_querytasks.common.transport.ratelimit import (
+    AdaptiveTokenBucket,
+    RateLimiterRegistry,
+    TokenBucket,
 )
+from airflow_provider_querytasks.common.wait.loop import PollSchedule, WaitLoop, to_seconds
 
 
 class FakeClock:

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_querytasks.common.errors import (
+from airflow_provider_querytasks.common.api.errors import (
     AmbiguousSubmissionError,
     ApiError,
     InvalidInputError,
     NotFoundError,
 )
-from airflow_provider_querytasks.common.transport import close_shared_client_session
-from airflow_provider_querytasks.common.wait import QueryState
+from airflow_provider_querytasks.common.api.status import QueryState
+from airflow_provider_querytasks.common.transport.clients import close_shared_client_session
 from airflow_provider_querytasks.hooks.amazon_data_kiosk import DataKioskHook
 from airflow_provider_querytasks.testing.amazon_data_kiosk import DataKioskEmulator
 

@@ -9,9 +9,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from airflow_provider_querytasks.common.ratelimit import rate_limiters
-from airflow_provider_querytasks.common.transport import close_shared_client_session
-from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
+from airflow_provider_querytasks.common.api.status import QueryState, StatusSnapshot
+from airflow_provider_querytasks.common.transport.clients import close_shared_client_session
+from airflow_provider_querytasks.common.transport.ratelimit import rate_limiters
 from airflow_provider_querytasks.hooks.amazon_data_kiosk import DataKioskHook
 from airflow_provider_querytasks.protocols.amazon_data_kiosk import (
     LIST_CLOCK_SKEW,

@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_querytasks.common.errors import InvalidInputError, QueryTaskError
-from airflow_provider_querytasks.common.notifications import BaseNotificationSource, Notification
-from airflow_provider_querytasks.common.transport import close_shared_client_session
-from airflow_provider_querytasks.common.wait import PollSchedule, QueryState
+from airflow_provider_querytasks.common.api.errors import InvalidInputError, QueryTaskError
+from airflow_provider_querytasks.common.api.notifications import Notification
+from airflow_provider_querytasks.common.api.status import QueryState
+from airflow_provider_querytasks.common.transport.clients import close_shared_client_session
+from airflow_provider_querytasks.common.wait.loop import PollSchedule
+from airflow_provider_querytasks.common.wait.notifications import BaseNotificationSource
 from airflow_provider_querytasks.compat import PokeReturnValue, TaskDeferred
-from airflow_provider_querytasks.hooks.amazon_data_kiosk import DataKioskHook
-from airflow_provider_querytasks.hooks.amazon_sqs import SqsNotificationSource
+from airflow_provider_querytasks.notification_sources.amazon_sqs import SqsNotificationSource
 from airflow_provider_querytasks.operators.amazon_data_kiosk import (
     DataKioskNotificationOperator,
     DataKioskQueryOperator,
@@ -237,7 +238,7 @@ def test_the_sqs_source_travels_as_a_dict_naming_its_class() -> None:
     source = SqsNotificationSource("https://sqs.example/1/q", "aws_other", "A-1")
     data = source.to_dict()
     assert data == {
-        "classpath": "airflow_provider_querytasks.hooks.amazon_sqs.SqsNotificationSource",
+        "classpath": "airflow_provider_querytasks.notification_sources.amazon_sqs.SqsNotificationSource",
         "queue_url": "https://sqs.example/1/q",
         "aws_conn_id": "aws_other",
         "account": "A-1",
@@ -335,8 +336,11 @@ def test_sensor_poke_takes_the_notification_without_a_status_call(
     assert deferred.value.trigger.notifications == aws.to_dict()
 
 
-def test_hook_scopes_the_source_to_the_connections_account(emulator: DataKioskEmulator) -> None:
-    source = DataKioskHook().notification_source("https://sqs.us-east-1.amazonaws.com/1/q", "aws_default")
+def test_the_wait_scopes_the_source_to_the_connections_account(emulator: DataKioskEmulator) -> None:
+    sensor = DataKioskQuerySensor(
+        task_id="s", query_id="q", notification_queue_url="https://sqs.us-east-1.amazonaws.com/1/q"
+    )
+    source = sensor.notification_source()
     assert source is not None and source.account == emulator.account_id
 
 

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_querytasks.common.errors import (
+from airflow_provider_querytasks.common.api.errors import (
     InvalidInputError,
     QueryCancelledError,
     RemoteQueryFailedError,
 )
-from airflow_provider_querytasks.common.wait import QueryState
+from airflow_provider_querytasks.common.api.status import QueryState
 from airflow_provider_querytasks.compat import AirflowSkipException, TaskDeferred
 from airflow_provider_querytasks.hooks.amazon_data_kiosk import DataKioskHook
 from airflow_provider_querytasks.operators.amazon_data_kiosk import (

@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Any
 
-from airflow_provider_querytasks.common.transport import close_shared_client_session
+from airflow_provider_querytasks.common.transport.clients import close_shared_client_session
 from airflow_provider_querytasks.hooks.amazon_data_kiosk import DataKioskHook
 from airflow_provider_querytasks.testing.amazon_data_kiosk import DataKioskEmulator
 from airflow_provider_querytasks.triggers.amazon_data_kiosk import DataKioskQueryTrigger

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_querytasks.common.errors import InvalidInputError
+from airflow_provider_querytasks.common.api.errors import InvalidInputError
 from airflow_provider_querytasks.operators.adobe_query_service import AdobeQueryOperator
 from airflow_provider_querytasks.operators.amazon_data_kiosk import DataKioskQueryOperator
 from airflow_provider_querytasks.operators.shoplazza import ShoplazzaDataTaskOperator

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_querytasks.common.errors import AmbiguousSubmissionError, QueryTaskError
-from airflow_provider_querytasks.common.transport import RetryPolicy
+from airflow_provider_querytasks.common.api.errors import AmbiguousSubmissionError, QueryTaskError
+from airflow_provider_querytasks.common.transport.clients import RetryPolicy
 from airflow_provider_querytasks.compat import TaskDeferred
 from airflow_provider_querytasks.hooks.adobe_query_service import AdobeQueryServiceHook
 from airflow_provider_querytasks.hooks.amazon_data_kiosk import DataKioskHook

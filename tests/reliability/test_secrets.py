@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_querytasks.common.errors import ApiError, InvalidInputError
+from airflow_provider_querytasks.common.api.errors import ApiError, InvalidInputError
 from airflow_provider_querytasks.protocols.shoplazza import ShoplazzaSettings
 from airflow_provider_querytasks.testing import EmulatorServer
 from airflow_provider_querytasks.testing.adobe_query_service import AdobeQueryServiceEmulator

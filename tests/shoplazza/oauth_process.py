@@ -17,7 +17,10 @@ from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
 from typing import Any
 
-from airflow_provider_querytasks.common.transport import RetryPolicy, close_shared_client_session
+from airflow_provider_querytasks.common.transport.clients import (
+    RetryPolicy,
+    close_shared_client_session,
+)
 from airflow_provider_querytasks.hooks.shoplazza import ShoplazzaHook
 
 DAY = ("2026-11-20T00:00:00", "2026-11-21T00:00:00")

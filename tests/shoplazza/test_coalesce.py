@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_querytasks.common.process_state import process_state
-from airflow_provider_querytasks.common.transport import close_shared_client_session
-from airflow_provider_querytasks.common.wait import QueryState
+from airflow_provider_querytasks.common.api.status import QueryState
+from airflow_provider_querytasks.common.transport.clients import close_shared_client_session
+from airflow_provider_querytasks.common.transport.process_state import process_state
 from airflow_provider_querytasks.hooks.shoplazza import ShoplazzaHook
 from airflow_provider_querytasks.protocols.shoplazza import ShoplazzaApi
 from airflow_provider_querytasks.testing.shoplazza import ShoplazzaEmulator

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_querytasks.common.errors import (
+from airflow_provider_querytasks.common.api.errors import (
     AmbiguousSubmissionError,
     AuthenticationError,
     InvalidInputError,
@@ -19,7 +19,7 @@ from airflow_provider_querytasks.common.errors import (
     RemoteQueryFailedError,
     ServerError,
 )
-from airflow_provider_querytasks.common.wait import QueryState
+from airflow_provider_querytasks.common.api.status import QueryState
 from airflow_provider_querytasks.hooks.shoplazza import ShoplazzaHook
 from airflow_provider_querytasks.operators.shoplazza import ShoplazzaDataTaskOperator
 from airflow_provider_querytasks.testing.shoplazza import ShoplazzaEmulator
@@ -228,7 +228,7 @@ def test_oauth_refresh_rotates_the_refresh_token(
     first = emulator.requests_to("api", "POST", r"/admin/oauth/token$")
     assert len(first) == 1 and b"refresh_token=shoplazza-emulator-refresh-0" in first[0].body
     emulator.expire_tokens()
-    from airflow_provider_querytasks.common.process_state import process_state
+    from airflow_provider_querytasks.common.transport.process_state import process_state
 
     process_state.reset()  # as a new process: only the shared store knows the rotated token
     ShoplazzaHook(retry=FAST_RETRY).count_tasks()

@@ -17,9 +17,8 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_querytasks.common.auth import token_cache
-from airflow_provider_querytasks.common.errors import AuthenticationError
-from airflow_provider_querytasks.common.transport import close_shared_client_session
+from airflow_provider_querytasks.common.api.errors import AuthenticationError
+from airflow_provider_querytasks.common.transport.clients import close_shared_client_session, token_cache
 from airflow_provider_querytasks.hooks.shoplazza import ShoplazzaHook
 from airflow_provider_querytasks.testing.shoplazza import ShoplazzaEmulator
 
@@ -55,8 +54,8 @@ def store_key(conn_id: str) -> str:
 
 def stored(conn_id: str) -> Any:
     """The connection's record in the shared store (imported here: the store is what is tested)."""
-    from airflow_provider_querytasks.common.auth import StoredTokens
-    from airflow_provider_querytasks.compat import read_variable
+    from airflow_provider_querytasks.common.transport.token_store import read_variable
+    from airflow_provider_querytasks.common.transport.tokens import StoredTokens
 
     record = StoredTokens.from_json(read_variable(store_key(conn_id)))
     assert record is not None
@@ -232,14 +231,16 @@ def test_dag_test_task_and_trigger_use_the_shared_store(
 
     emulator, conn_id = oauth
     channels: list[bool] = []
-    original = compat._supervisor_comms
+    from airflow_provider_querytasks.common.transport import token_store
+
+    original = token_store.supervisor_comms
 
     def recording() -> Any:
         comms = original()
         channels.append(comms is not None)
         return comms
 
-    monkeypatch.setattr(compat, "_supervisor_comms", recording)
+    monkeypatch.setattr(token_store, "supervisor_comms", recording)
     # The trigger's second poll finds the task's access token revoked: it must refresh with the
     # refresh token the task stored, and store the next one.
     emulator.inject(action="expire_token", site="api", path=r"/data/task$", times=1)
@@ -269,7 +270,7 @@ def test_a_triggerer_reaches_the_store_through_its_supervisor(
     from airflow.sdk.execution_time import task_runner
     from airflow.sdk.execution_time.comms import ErrorResponse, GetVariable, PutVariable, VariableResult
 
-    from airflow_provider_querytasks.compat import read_variable, write_variable
+    from airflow_provider_querytasks.common.transport.token_store import read_variable, write_variable
 
     class TriggerRunnerChannel:
         """What the triggerer's ``TriggerCommsDecoder`` offers (``asend``), over the real DB."""
@@ -320,13 +321,14 @@ def test_a_triggerer_reaches_the_store_through_its_supervisor(
 def test_a_store_that_refuses_writes_is_warned_about_and_this_process_goes_on(
     oauth: tuple[ShoplazzaEmulator, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from airflow_provider_querytasks.common import auth
+    from airflow_provider_querytasks.common.transport.token_store import AirflowVariableTokenStore
+    from airflow_provider_querytasks.common.transport.tokens import TokenStoreError
 
-    def refused(key: str, value: str, description: str) -> None:
-        raise auth.TokenStoreError(f"Variable {key!r}: PermissionError")
+    def refused(self: object, key: str, value: str, description: str) -> None:
+        raise TokenStoreError(f"Variable {key!r}: PermissionError")
 
     emulator, conn_id = oauth
-    monkeypatch.setattr(auth, "write_variable", refused)
+    monkeypatch.setattr(AirflowVariableTokenStore, "write", refused)
     ShoplazzaHook(conn_id, retry=FAST_RETRY).count_tasks()
     assert "Could not save the rotated OAuth tokens" in caplog.text
     assert "refresh-1" not in caplog.text

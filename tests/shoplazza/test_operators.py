@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_querytasks.common.errors import InvalidInputError
+from airflow_provider_querytasks.common.api.errors import InvalidInputError
 from airflow_provider_querytasks.compat import TaskDeferred
 from airflow_provider_querytasks.operators.shoplazza import (
     ShoplazzaDownloadResultOperator,

@@ -34,13 +34,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 from tenacity import Retrying
 
-from airflow_provider_querytasks.common.errors import (
+from airflow_provider_querytasks.common.api.errors import (
     ApiError,
     InvalidInputError,
     PermissionDeniedError,
     ServerError,
 )
-from airflow_provider_querytasks.common.transport import USER_AGENT, RetryPolicy
+from airflow_provider_querytasks.common.transport.clients import USER_AGENT, RetryPolicy
 from airflow_provider_querytasks.compat import ObjectStoragePath
 
 if TYPE_CHECKING:

@@ -32,23 +32,27 @@ from tenacity import (
 from tenacity.wait import wait_exponential_jitter
 
 from airflow_provider_querytasks import __version__
-from airflow_provider_querytasks.common import airflow_token_store  # noqa: F401 (installs the token store)
-from airflow_provider_querytasks.common.api import ApiRequest, ApiResponse, PlatformApi
-from airflow_provider_querytasks.common.auth import AccessToken, TokenSource, token_cache
-from airflow_provider_querytasks.common.errors import (
+from airflow_provider_querytasks.common.api.calls import ApiRequest, ApiResponse, PlatformApi
+from airflow_provider_querytasks.common.api.errors import (
     AmbiguousSubmissionError,
     ApiError,
     QueryTaskError,
     ServerError,
 )
-from airflow_provider_querytasks.common.process_state import process_state
-from airflow_provider_querytasks.common.ratelimit import TokenBucket, rate_limiters
+from airflow_provider_querytasks.common.transport.process_state import process_state
+from airflow_provider_querytasks.common.transport.ratelimit import TokenBucket, rate_limiters
+from airflow_provider_querytasks.common.transport.tokens import AccessToken, TokenCache, TokenSource
 
 if TYPE_CHECKING:
     import aiohttp
     import requests
 
+from airflow_provider_querytasks.compat import mask_secret
+
 log = logging.getLogger(__name__)
+
+#: The process-wide token cache: one token per credential, each registered with the secrets masker.
+token_cache = TokenCache(process_state, mask=mask_secret)
 
 #: The largest API answer read (status objects and listings are kilobytes; results are streamed).
 MAX_API_BODY = 16 * 2**20

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Generator
 from typing import TypeAlias, TypeVar
 
-from airflow_provider_querytasks.common.api import ApiRequest, ApiResponse
+from airflow_provider_querytasks.common.api.calls import ApiRequest, ApiResponse
 
 T = TypeVar("T")
 

@@ -12,29 +12,144 @@ the subclass's result.
 
 from __future__ import annotations
 
+import functools
 import time
-import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
-from airflow_provider_querytasks.common.chain import QueryChain
-from airflow_provider_querytasks.common.deadline import wait_deadline
-from airflow_provider_querytasks.common.errors import QueryTaskError, QueryTimeoutError
-from airflow_provider_querytasks.common.no_retry import FailWithoutRetryMixin
-from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot, WaitLoop, to_seconds
-from airflow_provider_querytasks.common.wait_mixin import (
+from airflow_provider_querytasks.common.api.errors import (
+    InvalidInputError,
+    PermissionDeniedError,
+    QueryTaskError,
+    QueryTimeoutError,
+)
+from airflow_provider_querytasks.common.api.status import QueryState, StatusSnapshot
+from airflow_provider_querytasks.common.wait.deadline import wait_deadline
+from airflow_provider_querytasks.common.wait.loop import WaitLoop, to_seconds
+from airflow_provider_querytasks.common.wait.mixin import (
     HookT,
     QueryWaitMixin,
     default_deferrable,
     snapshot_from_event,
 )
 from airflow_provider_querytasks.compat import (
-    AirflowProviderDeprecationWarning,
+    AirflowFailException,
     BaseOperator,
     Context,
     count_resumable_job,
 )
+
+# -- errors a retry cannot fix fail the task at once, without using its retries
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class InvalidInputFailure(AirflowFailException, InvalidInputError):
+    """An :class:`InvalidInputError` that fails the task without retries."""
+
+
+class PermissionDeniedFailure(AirflowFailException, PermissionDeniedError):
+    """A :class:`PermissionDeniedError` of an API operation that fails the task without retries."""
+
+
+def as_failure(error: BaseException) -> BaseException | None:
+    """The no-retry twin of ``error``, or ``None`` when a retry might help."""
+    if isinstance(error, AirflowFailException):
+        return None
+    if isinstance(error, InvalidInputError):
+        cls: type[BaseException] = InvalidInputFailure
+    elif isinstance(error, PermissionDeniedError) and error.operation is not None:
+        cls = PermissionDeniedFailure
+    else:
+        return None
+    # Same message and attributes without re-running the keyword-only __init__ chains.
+    failure = cls.__new__(cls)
+    Exception.__init__(failure, *error.args)
+    failure.__dict__.update(error.__dict__)
+    return failure
+
+
+def fail_without_retry(method: F) -> F:
+    """Decorate a task method: bad input and missing rights raise ``AirflowFailException``."""
+    if getattr(method, "__fails_without_retry__", False):
+        return method
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except Exception as error:
+            failure = as_failure(error)
+            if failure is None:
+                raise
+            raise failure from error
+
+    wrapper.__fails_without_retry__ = True  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
+
+
+class FailWithoutRetryMixin:
+    """Put first in an operator's or sensor's bases: its task methods fail without retries.
+
+    Every class below it gets the methods named in :attr:`task_methods` wrapped with
+    :func:`fail_without_retry` as it is defined, so a subclass cannot forget it.
+    """
+
+    task_methods: ClassVar[tuple[str, ...]] = ("execute", "execute_complete", "poke")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in cls.task_methods:
+            method = cls.__dict__.get(name)
+            if callable(method):
+                setattr(cls, name, fail_without_retry(method))
+
+
+# -- the chain of queries one task runs (Shoplazza windows, Data Kiosk pages)
+
+#: Key of the chain's state in the operator's ``resume_state``.
+CHAIN_KEY = "chain"
+
+
+class QueryChain:
+    """A view over ``resume_state["chain"]``: the records of the queries that finished, and the
+    query being waited for with what it was submitted for (a window, a page token...).
+
+    :param resume_state: the operator's ``resume_state``; the chain's state is created in it
+        when missing, and every change is made in it.
+    """
+
+    def __init__(self, resume_state: dict[str, Any]) -> None:
+        state = resume_state.get(CHAIN_KEY)
+        if not isinstance(state, dict):
+            state = resume_state[CHAIN_KEY] = {"records": [], "current": None}
+        self._state = state
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        """One record per finished query, in order (what the task's XCom lists)."""
+        records: list[dict[str, Any]] = self._state["records"]
+        return records
+
+    def add_record(self, record: dict[str, Any]) -> int:
+        """Append a finished query's record; return how many queries have finished."""
+        self.records.append(record)
+        return len(self.records)
+
+    def submitted(self, query_id: str, **step: Any) -> None:
+        """Note the query just submitted and what it is for (JSON-able values)."""
+        self._state["current"] = {"query_id": query_id, **step}
+
+    def step_of(self, query_id: str) -> dict[str, Any]:
+        """What ``query_id`` was submitted for, when it is the current query (else ``{}``)."""
+        current = self._state.get("current") or {}
+        if current.get("query_id") != query_id:
+            return {}
+        return {key: value for key, value in current.items() if key != "query_id"}
+
+
+# -- the operator
 
 #: Key under which the current query id is kept in Airflow 3.3's ``task_state_store``.
 STATE_STORE_KEY = "querytasks_query"
@@ -58,7 +173,6 @@ class QueryTaskOperator(FailWithoutRetryMixin, QueryWaitMixin[HookT], BaseOperat
         ``task_state_store``, else by a remote look-up where the platform allows one. The name,
         the store key (:attr:`external_id_key`) and the ``resumable_job.*`` metrics (3.3+) follow
         Airflow's ``ResumableJobMixin``.
-    :param reattach: deprecated name of ``durable``.
     """
 
     #: ``task_state_store`` key of the current query (``ResumableJobMixin``'s attribute name).
@@ -76,17 +190,9 @@ class QueryTaskOperator(FailWithoutRetryMixin, QueryWaitMixin[HookT], BaseOperat
         timeout: timedelta | float | None = timedelta(hours=24),
         cancel_on_kill: bool = True,
         durable: bool = True,
-        reattach: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if reattach is not None:
-            warnings.warn(
-                "`reattach` is deprecated; use `durable` (the name Airflow 3.3's ResumableJobMixin uses)",
-                AirflowProviderDeprecationWarning,
-                stacklevel=2,
-            )
-            durable = reattach
         self.conn_id = conn_id or self.hook_class.default_conn_name
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable

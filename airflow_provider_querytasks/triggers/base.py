@@ -18,18 +18,19 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
-from airflow_provider_querytasks.common.coalesce import coalesced_wait
-from airflow_provider_querytasks.common.errors import QueryTaskError, QueryTimeoutError
-from airflow_provider_querytasks.common.hooks import QueryTaskHook
-from airflow_provider_querytasks.common.notifications import BaseNotificationSource
-from airflow_provider_querytasks.common.transport import shared_session_lease
-from airflow_provider_querytasks.common.wait import PollSchedule, QueryState, StatusSnapshot, WaitLoop
+from airflow_provider_querytasks.common.api.errors import QueryTaskError, QueryTimeoutError
+from airflow_provider_querytasks.common.api.status import QueryState, StatusSnapshot
+from airflow_provider_querytasks.common.transport.clients import shared_session_lease
+from airflow_provider_querytasks.common.wait.coalesce import coalesced_wait
+from airflow_provider_querytasks.common.wait.loop import PollSchedule, WaitLoop
+from airflow_provider_querytasks.common.wait.notifications import BaseNotificationSource
 from airflow_provider_querytasks.compat import (
     TRIGGER_ON_KILL_SUPPORTED,
     BaseTrigger,
     TriggerEvent,
     task_is_still_deferred,
 )
+from airflow_provider_querytasks.hooks.base import QueryTaskHook
 
 #: Event status per final state of the query.
 EVENT_STATUS = {

@@ -34,7 +34,11 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 
-from airflow_provider_querytasks.common.process_state import BoundedCache, ProcessState, process_state
+from airflow_provider_querytasks.common.transport.process_state import (
+    BoundedCache,
+    ProcessState,
+    process_state,
+)
 
 
 class TokenBucket:

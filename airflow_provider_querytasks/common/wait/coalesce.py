@@ -30,9 +30,9 @@ from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
-from airflow_provider_querytasks.common.hooks import QueryTaskHook
-from airflow_provider_querytasks.common.process_state import process_state
-from airflow_provider_querytasks.common.wait import StatusSnapshot
+from airflow_provider_querytasks.common.api.status import StatusSnapshot
+from airflow_provider_querytasks.common.transport.process_state import process_state
+from airflow_provider_querytasks.hooks.base import QueryTaskHook
 
 log = logging.getLogger(__name__)
 

@@ -7,17 +7,18 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from airflow_provider_querytasks.common.api import required_id
-from airflow_provider_querytasks.common.deadline import wait_deadline
-from airflow_provider_querytasks.common.no_retry import FailWithoutRetryMixin
-from airflow_provider_querytasks.common.wait import StatusSnapshot, to_seconds
-from airflow_provider_querytasks.common.wait_mixin import (
+from airflow_provider_querytasks.common.api.status import StatusSnapshot
+from airflow_provider_querytasks.common.api.validation import required_id
+from airflow_provider_querytasks.common.wait.deadline import wait_deadline
+from airflow_provider_querytasks.common.wait.loop import to_seconds
+from airflow_provider_querytasks.common.wait.mixin import (
     HookT,
     QueryWaitMixin,
     default_deferrable,
     snapshot_from_event,
 )
 from airflow_provider_querytasks.compat import BaseSensorOperator, Context, PokeReturnValue
+from airflow_provider_querytasks.operators.base import FailWithoutRetryMixin
 
 
 class QueryTaskSensor(FailWithoutRetryMixin, QueryWaitMixin[HookT], BaseSensorOperator):

@@ -13,12 +13,16 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
-from airflow_provider_querytasks.common.errors import QueryTaskError, QueryTimeoutError
-from airflow_provider_querytasks.common.hooks import QueryTaskHook
-from airflow_provider_querytasks.common.notifications import BaseNotificationSource, notification_listener
-from airflow_provider_querytasks.common.triggers import QueryTaskTrigger
-from airflow_provider_querytasks.common.wait import PollSchedule, QueryState, StatusSnapshot
+from airflow_provider_querytasks.common.api.errors import QueryTaskError, QueryTimeoutError
+from airflow_provider_querytasks.common.api.status import QueryState, StatusSnapshot
+from airflow_provider_querytasks.common.wait.loop import PollSchedule
+from airflow_provider_querytasks.common.wait.notifications import (
+    BaseNotificationSource,
+    notification_listener,
+)
 from airflow_provider_querytasks.compat import conf
+from airflow_provider_querytasks.hooks.base import QueryTaskHook
+from airflow_provider_querytasks.triggers.base import QueryTaskTrigger
 
 HookT = TypeVar("HookT", bound=QueryTaskHook[Any, Any])
 

@@ -5,26 +5,28 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-import warnings
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar, cast
 
-from airflow_provider_querytasks.common.api import ApiRequest, ApiResponse, PlatformApi
-from airflow_provider_querytasks.common.auth import TokenSource
-from airflow_provider_querytasks.common.errors import (
+from airflow_provider_querytasks.common.api.calls import ApiRequest, ApiResponse, PlatformApi
+from airflow_provider_querytasks.common.api.errors import (
     AuthenticationError,
     InvalidInputError,
     QueryCancelledError,
     QueryTaskError,
     RemoteQueryFailedError,
 )
-from airflow_provider_querytasks.common.notifications import Decoder
-from airflow_provider_querytasks.common.operations import Steps, arun_steps, run_steps
-from airflow_provider_querytasks.common.process_state import process_state
-from airflow_provider_querytasks.common.transport import AsyncApiClient, RetryPolicy, SyncApiClient
-from airflow_provider_querytasks.common.wait import QueryState, StatusSnapshot
+from airflow_provider_querytasks.common.api.notifications import Decoder
+from airflow_provider_querytasks.common.api.operations import Steps, arun_steps, run_steps
+from airflow_provider_querytasks.common.api.status import QueryState, StatusSnapshot
+from airflow_provider_querytasks.common.transport.clients import (
+    AsyncApiClient,
+    RetryPolicy,
+    SyncApiClient,
+)
+from airflow_provider_querytasks.common.transport.process_state import process_state
+from airflow_provider_querytasks.common.transport.tokens import TokenSource
 from airflow_provider_querytasks.compat import (
-    AirflowProviderDeprecationWarning,
     BaseHook,
     Connection,
     get_async_connection,
@@ -163,6 +165,11 @@ class QueryTaskHook(BaseHook, Generic[SettingsT, ApiT]):
         """How the platform's completion notifications read (``None``: it sends none)."""
         return None
 
+    def notification_account(self) -> str | None:
+        """The account whose completion notifications this connection's waits accept (``None``:
+        any account)."""
+        return None
+
     def describe_query(self, query_id: str) -> str:
         """How log lines name the query (``Data Kiosk query 123``)."""
         return f"{self.hook_name} query {query_id}"
@@ -182,21 +189,11 @@ class QueryTaskHook(BaseHook, Generic[SettingsT, ApiT]):
 
     # -- connection reading -------------------------------------------------------------------
     def extra_value(self, extra: dict[str, Any], name: str, default: Any = None) -> Any:
-        """An extra field, also under the ``extra__<conn_type>__<name>`` key older forms wrote,
-        and under the field's deprecated names (with a deprecation warning)."""
-        field = next((f for f in self.form.extras if f.name == name), None)
-        for key_name in (name, *(field.deprecated_names if field else ())):
-            for key in (key_name, f"extra__{self.conn_type}__{key_name}"):
-                value = extra.get(key)
-                if value not in (None, ""):
-                    if key_name != name:
-                        warnings.warn(
-                            f"Connection {self.conn_id!r}: the extra {key_name!r} is deprecated; "
-                            f"rename it {name!r}",
-                            AirflowProviderDeprecationWarning,
-                            stacklevel=2,
-                        )
-                    return value
+        """An extra field, also under the ``extra__<conn_type>__<name>`` key older forms wrote."""
+        for key in (name, f"extra__{self.conn_type}__{name}"):
+            value = extra.get(key)
+            if value not in (None, ""):
+                return value
         return default
 
     def _read(self, conn: Connection, extra: dict[str, Any]) -> SettingsT:

@@ -35,15 +35,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_querytasks.common.errors import InvalidInputError, QueryTaskError
-from airflow_provider_querytasks.common.notifications import (
+from airflow_provider_querytasks.common.api.errors import InvalidInputError, QueryTaskError
+from airflow_provider_querytasks.common.api.notifications import Decoder, Notification
+from airflow_provider_querytasks.common.api.status import StatusSnapshot
+from airflow_provider_querytasks.common.transport.process_state import process_state
+from airflow_provider_querytasks.common.wait.loop import PollSchedule
+from airflow_provider_querytasks.common.wait.mixin import HookT, QueryWaitMixin
+from airflow_provider_querytasks.common.wait.notifications import (
     BaseNotificationSource,
-    Decoder,
-    Notification,
     NotificationSubscription,
 )
-from airflow_provider_querytasks.common.process_state import process_state
-from airflow_provider_querytasks.common.wait import StatusSnapshot
 
 #: SQS long-poll limit (``WaitTimeSeconds``), messages per receive, and how long a received message
 #: that belongs to somebody else stays hidden before it is offered again.
@@ -399,3 +400,26 @@ class _QueueReader:
                 if source.accepts(notification, notification.query_id) and not future.done():
                     future.set_result(notification.snapshot)
         return may_requeue
+
+
+class SqsNotificationWaitMixin(QueryWaitMixin[HookT]):
+    """The wait of an operator or sensor that may end on a completion notification read from an
+    SQS queue: the ``notification_queue_url``, ``aws_conn_id`` and ``notification_poll_interval``
+    parameters (set by each class's constructor) and the schedule of safety-net polls. Only the
+    notifications of the hook's :meth:`~.hooks.base.QueryTaskHook.notification_account` count."""
+
+    notification_queue_url: str | None
+    aws_conn_id: str
+    notification_poll_interval: float
+
+    def notification_source(self) -> SqsNotificationSource | None:
+        if not self.notification_queue_url:
+            return None
+        return SqsNotificationSource.checked(
+            self.notification_queue_url, self.aws_conn_id, account=self.hook.notification_account()
+        )
+
+    def poll_schedule(self) -> PollSchedule:
+        if self.notification_queue_url:
+            return PollSchedule.safety_net(self.notification_poll_interval)
+        return super().poll_schedule()

@@ -1,7 +1,7 @@
 """OAuth access tokens: cached per credential, refreshed early, one refresh in flight at a time.
 
 A platform supplies a :class:`TokenSource` (how to ask its token service, as an
-:class:`~airflow_provider_querytasks.common.api.ApiRequest`, and how to read the answer).
+:class:`~airflow_provider_querytasks.common.api.calls.ApiRequest`, and how to read the answer).
 :class:`TokenCache` keeps tokens process-wide, keyed by everything that identifies the credential
 (token URL, client id, hashes of the secret and refresh token, scopes), so every hook and trigger
 of one credential shares one token, a changed secret is a different credential, and many
@@ -25,9 +25,9 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from airflow_provider_querytasks.common.api import ApiRequest, ApiResponse
-from airflow_provider_querytasks.common.errors import AuthenticationError
-from airflow_provider_querytasks.common.process_state import ProcessState, process_state
+from airflow_provider_querytasks.common.api.calls import ApiRequest, ApiResponse
+from airflow_provider_querytasks.common.api.errors import AuthenticationError
+from airflow_provider_querytasks.common.transport.process_state import ProcessState, process_state
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +36,11 @@ class TokenStoreError(RuntimeError):
     """The shared token store could not be read or written."""
 
 
-class TokenStoreBackend(Protocol):
-    """Where shared token records are kept and how secrets are masked (Airflow Variables and
-    the secrets masker: :mod:`~airflow_provider_querytasks.common.airflow_token_store`)."""
+class TokenStore(Protocol):
+    """Where a :class:`SharedTokenStore` keeps its records, and how the tokens in them are
+    masked in logs (Airflow Variables and the secrets masker:
+    :class:`~airflow_provider_querytasks.common.transport.token_store.AirflowVariableTokenStore`).
+    Reads and writes raise :class:`TokenStoreError` when the store cannot be reached."""
 
     def read(self, key: str) -> str | None: ...
 
@@ -51,40 +53,8 @@ class TokenStoreBackend(Protocol):
     def mask(self, secret: str) -> None: ...
 
 
-_token_store_backend: list[TokenStoreBackend] = []
-
-
-def use_token_store_backend(backend: TokenStoreBackend) -> None:
-    """Install the backend of every :class:`SharedTokenStore` and of secret masking."""
-    _token_store_backend[:] = [backend]
-
-
-def _backend() -> TokenStoreBackend:
-    if not _token_store_backend:
-        # Not installed yet (nothing imported the transport): the Airflow one, installed on import.
-        from airflow_provider_querytasks.common import airflow_token_store  # noqa: F401
-    return _token_store_backend[0]
-
-
-def mask_secret(secret: str) -> None:
-    """Register ``secret`` with the secrets masker: any log line shows ``***`` instead."""
-    _backend().mask(secret)
-
-
-def read_variable(key: str) -> str | None:
-    return _backend().read(key)
-
-
-async def aread_variable(key: str) -> str | None:
-    return await _backend().aread(key)
-
-
-def write_variable(key: str, value: str, description: str) -> None:
-    _backend().write(key, value, description)
-
-
-async def awrite_variable(key: str, value: str, description: str) -> None:
-    await _backend().awrite(key, value, description)
+#: Registers a secret with the secrets masker (Airflow's, passed in by the transport).
+SecretMasker = Callable[[str], None]
 
 
 #: A token is refreshed this share of its lifetime before it expires, at most ``margin`` seconds
@@ -105,7 +75,7 @@ def digest(*parts: str) -> str:
 class AccessToken:
     """An access token and when it stops working (``time.time()`` seconds).
 
-    :param value: the token (registered with the secrets masker on creation).
+    :param value: the token (the :class:`TokenCache` registers it with the secrets masker).
     :param expires_at: wall-clock expiry; ``None`` when the platform does not say.
     :param refresh_token: a rotated refresh token returned with it, if any.
     :param issued_at: when it was issued (its lifetime scales the refresh margin).
@@ -115,11 +85,6 @@ class AccessToken:
     expires_at: float | None = None
     refresh_token: str | None = None
     issued_at: float | None = None
-
-    def __post_init__(self) -> None:
-        mask_secret(self.value)
-        if self.refresh_token:
-            mask_secret(self.refresh_token)
 
     def __repr__(self) -> str:  # never show the token
         return f"AccessToken(expires_at={self.expires_at})"
@@ -301,10 +266,11 @@ class StoredTokens:
             )
         except (ValueError, TypeError, KeyError):
             return None
-        mask_secret(record.refresh_token)
-        if record.access_token:
-            mask_secret(record.access_token)
         return record
+
+    def secrets(self) -> tuple[str, ...]:
+        """The tokens in the record (for the secrets masker)."""
+        return (self.refresh_token, self.access_token) if self.access_token else (self.refresh_token,)
 
     def access(self) -> AccessToken | None:
         if not self.access_token:
@@ -313,22 +279,33 @@ class StoredTokens:
 
 
 class SharedTokenStore:
-    """One connection's rotating tokens, in the Airflow Variable ``key`` of the metadata DB.
+    """One connection's rotating tokens, in record ``key`` of ``store`` (an Airflow Variable).
 
-    Reached the way each process reaches the metadata DB: through the supervisor in Airflow 3
-    task and trigger runners, directly in servers, the CLI, Airflow 2 and plain scripts. The
-    Variable is Fernet-encrypted when Airflow has a ``fernet_key``; its name contains ``token``,
-    so the UI and API show its value masked.
+    With Airflow's store the record is reached the way each process reaches the metadata DB:
+    through the supervisor in Airflow 3 task and trigger runners, directly in servers, the CLI,
+    Airflow 2 and plain scripts. The Variable is Fernet-encrypted when Airflow has a
+    ``fernet_key``; its name contains ``token``, so the UI and API show its value masked.
 
-    :param key: the Variable's key; ``None`` keeps the record in this process only.
-    :param description: the Variable's description (what it is, how to reset it).
+    :param key: the record's key.
+    :param description: the record's description (what it is, how to reset it).
+    :param store: where records are kept; ``None`` keeps the record in this process only.
     :param memory_key: names this process's copy (default: ``key``).
     """
 
-    def __init__(self, key: str | None, description: str, *, memory_key: str | None = None) -> None:
+    def __init__(
+        self, key: str, description: str, store: TokenStore | None, *, memory_key: str | None = None
+    ) -> None:
         self.key = key
         self.description = description
-        self.memory_key = memory_key or key or "process"
+        self.store = store
+        self.memory_key = memory_key or key
+
+    def _shared(self, text: str | None) -> StoredTokens | None:
+        record = StoredTokens.from_json(text)
+        if record is not None and self.store is not None:
+            for secret in record.secrets():
+                self.store.mask(secret)
+        return self._newest(record)
 
     def _newest(self, shared: StoredTokens | None) -> StoredTokens | None:
         unsaved = process_state.unsaved_tokens.get(self.memory_key)
@@ -353,18 +330,18 @@ class SharedTokenStore:
         )
 
     def read(self) -> StoredTokens | None:
-        if self.key is None:
+        if self.store is None:
             return process_state.written_tokens.get(self.memory_key)
         try:
-            return self._newest(StoredTokens.from_json(read_variable(self.key)))
+            return self._shared(self.store.read(self.key))
         except TokenStoreError as error:
             return self._unreadable(error)
 
     async def aread(self) -> StoredTokens | None:
-        if self.key is None:
+        if self.store is None:
             return process_state.written_tokens.get(self.memory_key)
         try:
-            return self._newest(StoredTokens.from_json(await aread_variable(self.key)))
+            return self._shared(await self.store.aread(self.key))
         except TokenStoreError as error:
             return self._unreadable(error)
 
@@ -378,9 +355,9 @@ class SharedTokenStore:
     def write(self, record: StoredTokens, replaced: str) -> None:
         """Publish ``record``, which replaced the refresh token ``replaced``."""
         process_state.written_tokens[self.memory_key] = record
-        if self.key is not None:
+        if self.store is not None:
             try:
-                write_variable(self.key, record.to_json(), self.description)
+                self.store.write(self.key, record.to_json(), self.description)
             except TokenStoreError as error:
                 self._saved(record, replaced, error)
             else:
@@ -389,9 +366,9 @@ class SharedTokenStore:
     async def awrite(self, record: StoredTokens, replaced: str) -> None:
         """:meth:`write` without blocking the event loop."""
         process_state.written_tokens[self.memory_key] = record
-        if self.key is not None:
+        if self.store is not None:
             try:
-                await awrite_variable(self.key, record.to_json(), self.description)
+                await self.store.awrite(self.key, record.to_json(), self.description)
             except TokenStoreError as error:
                 self._saved(record, replaced, error)
             else:
@@ -412,6 +389,8 @@ class RotatingTokenSource(TokenSource):
     :param client_id: the app's client id.
     :param client_secret: the app's secret.
     :param refresh_token: the refresh token the connection holds (the start of its lineage).
+    :param store: where the connection's record is shared once :meth:`bind` names the connection
+        (the hook passes Airflow's); ``None`` keeps the tokens in this process.
     :param margin: see :class:`TokenSource`.
     """
 
@@ -426,14 +405,16 @@ class RotatingTokenSource(TokenSource):
         client_id: str,
         client_secret: str,
         refresh_token: str,
+        store: TokenStore | None = None,
         margin: float = 300.0,
     ) -> None:
         super().__init__(cache_key, margin)
         self.initial_refresh_token = refresh_token
         self.lineage = digest(token_url, client_id, refresh_token)
         self.credential = digest(self.lineage, client_secret)
+        self.record_store = store
         # Until bound to a connection (hooks always bind), the tokens stay in this process.
-        self.store = SharedTokenStore(None, "", memory_key=f"process:{self.lineage}")
+        self.store = SharedTokenStore(f"process:{self.lineage}", "", None)
 
     @staticmethod
     def store_key(store_name: str, conn_id: str) -> str:
@@ -449,6 +430,7 @@ class RotatingTokenSource(TokenSource):
             "(the platform replaces the refresh token on every refresh). Written by the provider; "
             "to re-authorise, set the new refresh_token in the connection (this record is then "
             "ignored and replaced).",
+            self.record_store,
         )
 
     def refresh_request(self, refresh_token: str) -> ApiRequest:
@@ -545,13 +527,15 @@ class TokenCache:
 
     :param state: where the tokens, refusals and locks are kept (bounded; see :class:`ProcessState`);
         default: its own.
+    :param mask: registers each new token with the secrets masker (default: none).
     """
 
     #: Refused tokens remembered per credential (a few: refusals are rare).
     MAX_REJECTED = 16
 
-    def __init__(self, state: ProcessState | None = None) -> None:
+    def __init__(self, state: ProcessState | None = None, mask: SecretMasker | None = None) -> None:
         self._state = state = state or ProcessState()
+        self._mask = mask
         self._tokens = state.tokens
         self._rejected = state.rejected_tokens
         self._thread_locks = state.token_locks
@@ -561,6 +545,13 @@ class TokenCache:
     def _valid(self, source: TokenSource) -> AccessToken | None:
         token = self._tokens.get(source.cache_key)
         return token if token is not None and token.fresh(source.margin) else None
+
+    def _keep(self, source: TokenSource, token: AccessToken) -> None:
+        if self._mask is not None:
+            self._mask(token.value)
+            if token.refresh_token:
+                self._mask(token.refresh_token)
+        self._tokens[source.cache_key] = token
 
     def invalidate(self, source: TokenSource, token: AccessToken | None = None) -> None:
         """Drop the cached token (only if it is still ``token``, when given); a given ``token``
@@ -585,7 +576,7 @@ class TokenCache:
             token = self._valid(source)
             if token is None:
                 token = source.obtain(fetch, tuple(self._rejected.get(source.cache_key) or ()))
-                self._tokens[source.cache_key] = token
+                self._keep(source, token)
             return token
 
     async def get_async(self, source: TokenSource, fetch: AsyncFetch) -> AccessToken:
@@ -600,7 +591,7 @@ class TokenCache:
             token = self._valid(source)
             if token is None:
                 token = await source.aobtain(fetch, tuple(self._rejected.get(source.cache_key) or ()))
-                self._tokens[source.cache_key] = token
+                self._keep(source, token)
             return token
 
     def clear(self) -> None:
@@ -610,7 +601,3 @@ class TokenCache:
             self._rejected.clear()
             self._state.written_tokens.clear()
             self._state.unsaved_tokens.clear()
-
-
-#: The process-wide token cache.
-token_cache = TokenCache(process_state)

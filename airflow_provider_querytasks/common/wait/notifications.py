@@ -16,37 +16,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import importlib
-import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_querytasks.common.errors import QueryTaskError
-from airflow_provider_querytasks.common.wait import StatusSnapshot
+from airflow_provider_querytasks.common.api.errors import QueryTaskError
+from airflow_provider_querytasks.common.api.notifications import Decoder, Notification
+from airflow_provider_querytasks.common.api.status import StatusSnapshot
 
 #: The key of a serialised source that names its class (``module.Class``).
 CLASSPATH_KEY = "classpath"
-
-
-@dataclass(frozen=True)
-class Notification:
-    """What a message announces: a query of an account reached a final state.
-
-    :param query_id: the platform's query id.
-    :param account: the account the query belongs to (ids are unique only per account), if known.
-    :param snapshot: the final status, as a poll would have returned it.
-    """
-
-    query_id: str
-    account: str | None
-    snapshot: StatusSnapshot
-
-
-#: A platform's reading of a message body: the notification it carries, or ``None`` for a message
-#: that is not one (left for whoever it is for).
-Decoder = Callable[[str], Notification | None]
 
 
 class NotificationSubscription:
@@ -126,39 +107,3 @@ def notification_listener(
     if source is None or decode is None:
         return None
     return lambda timeout: source.listen(decode, query_id, timeout)
-
-
-#: Names that lived here while the Amazon SQS reader did (before 0.1.0), now in ``hooks.amazon_sqs``.
-_MOVED_TO_AMAZON_SQS = {
-    "NotificationSource": "SqsNotificationSource",
-    **{
-        name: name
-        for name in (
-            "DEFAULT_AWS_CONN_ID",
-            "LONG_POLL_SECONDS",
-            "BATCH_SIZE",
-            "VISIBILITY_TIMEOUT",
-            "HAND_BACK_PAUSE",
-            "REQUEUE_AT_RECEIVE_COUNT",
-            "REQUEUE_FOR_SECONDS",
-            "FIRST_SENT_ATTRIBUTE",
-            "RECEIVES_ATTRIBUTE",
-        )
-    },
-}
-
-
-def __getattr__(name: str) -> Any:
-    """The SQS names' old import path: still served, with a warning, and imported only on use."""
-    if name in _MOVED_TO_AMAZON_SQS:
-        new_name = _MOVED_TO_AMAZON_SQS[name]
-        warnings.warn(
-            f"Import {new_name} from airflow_provider_querytasks.hooks.amazon_sqs; importing {name} "
-            f"from {__name__} is deprecated",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        from airflow_provider_querytasks.hooks import amazon_sqs
-
-        return getattr(amazon_sqs, new_name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
