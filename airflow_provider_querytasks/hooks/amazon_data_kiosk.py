@@ -188,8 +188,9 @@ class DataKioskHook(QueryTaskHook[DataKioskSettings, DataKioskApi]):
 
     async def _list_bucket(self) -> TokenBucket:
         """This process's getQueries bucket for the account."""
-        api = (await self.aclient()).api
-        return rate_limiters.bucket(api.platform, api.account, "getQueries", *api.rate_limits["getQueries"])
+        bucket = rate_limiters.budget((await self.aclient()).api, "getQueries")
+        assert bucket is not None, "getQueries has a published usage plan"
+        return bucket
 
     def _sweep_ready_in(self, bucket: TokenBucket) -> float:
         """Seconds until a sweep may go: a page spare beyond :attr:`LIST_KEEP`, and a refill

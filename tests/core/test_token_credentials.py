@@ -166,3 +166,24 @@ def test_a_refused_credential_drops_the_connection_read_shared_by_triggers(
     # instead of reusing the refused read for up to SHARED_SETTINGS_TTL.
     assert (AdobeQueryServiceHook, "creds") not in process_state.shared_settings
     assert not [key for key in process_state.shared_async_clients if key[1] == "creds"]
+
+
+def test_the_cache_registers_each_new_token_and_its_refresh_token_with_the_masker() -> None:
+    from airflow_provider_querytasks.common.transport.tokens import TokenCache, TokenSource
+
+    class Source(TokenSource):
+        def __init__(self) -> None:
+            super().__init__(("https://token.example.test", "client"))
+            self.issued = 0
+
+        def obtain(self, fetch: Any, rejected: Any = ()) -> AccessToken:
+            self.issued += 1
+            return AccessToken(f"access-{self.issued}", time.time() + 3600, f"refresh-{self.issued}")
+
+    masked: list[str] = []
+    cache, source = TokenCache(mask=masked.append), Source()
+    first = cache.get(source, fetch=None)  # type: ignore[arg-type]
+    assert cache.get(source, fetch=None) is first  # type: ignore[arg-type]
+    cache.invalidate(source, first)
+    cache.get(source, fetch=None)  # type: ignore[arg-type]
+    assert masked == ["access-1", "refresh-1", "access-2", "refresh-2"]

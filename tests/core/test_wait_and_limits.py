@@ -294,3 +294,24 @@ def test_spare_tokens_are_what_a_call_may_spend_now_without_waiting() -> None:
     static.reserve()
     assert static.spare() == pytest.approx(3.0) and static.idle_for() == 0.0
     assert static.rate_now() == 2.0
+
+
+def test_the_budget_of_an_operation_is_its_plan_else_the_accounts_shared_plan() -> None:
+    from airflow_provider_querytasks.common.api.calls import PlatformApi
+
+    class Api(PlatformApi):
+        platform = "p"
+        rate_limits = {"getQuery": (2.0, 15.0)}
+        shared_rate_limit = (10.0, 20.0)
+
+    class Unlimited(PlatformApi):
+        platform = "u"
+
+    registry = RateLimiterRegistry(adaptive=False)
+    api = Api("https://api.example.test", account="a")
+    own = registry.budget(api, "getQuery")
+    assert own is registry.bucket("p", "a", "getQuery", 2.0, 15.0)
+    shared = registry.budget(api, "createQuery")
+    assert shared is registry.bucket("p", "a", "*", 10.0, 20.0) and shared is not own
+    assert registry.budget(api, "token", authenticated=False) is None
+    assert registry.budget(Unlimited("https://api.example.test", account="a"), "getQuery") is None

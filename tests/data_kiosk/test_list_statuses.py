@@ -52,8 +52,7 @@ def list_calls(server: DataKioskEmulator) -> list[Any]:
 
 
 def getqueries_bucket(hook: DataKioskHook) -> Any:
-    api = hook.api
-    return rate_limiters.bucket(api.platform, api.account, "getQueries", *api.rate_limits["getQueries"])
+    return rate_limiters.budget(hook.api, "getQueries")
 
 
 # -- what a list entry may say -----------------------------------------------------------------

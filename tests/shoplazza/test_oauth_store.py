@@ -54,10 +54,10 @@ def store_key(conn_id: str) -> str:
 
 def stored(conn_id: str) -> Any:
     """The connection's record in the shared store (imported here: the store is what is tested)."""
-    from airflow_provider_querytasks.common.transport.token_store import read_variable
-    from airflow_provider_querytasks.common.transport.tokens import StoredTokens
+    from airflow_provider_querytasks.common.transport.token_store import AirflowVariableTokenStore
+    from airflow_provider_querytasks.common.transport.tokens import SharedTokenStore
 
-    record = StoredTokens.from_json(read_variable(store_key(conn_id)))
+    record = SharedTokenStore(store_key(conn_id), "", AirflowVariableTokenStore()).read()
     assert record is not None
     return record
 

@@ -173,12 +173,7 @@ class _CallPolicy:
         return url, headers
 
     def bucket(self, request: ApiRequest) -> TokenBucket | None:
-        plan = self.api.rate_limits.get(request.operation)
-        if plan is not None:
-            return rate_limiters.bucket(self.api.platform, self.api.account, request.operation, *plan)
-        if self.api.shared_rate_limit is not None and request.authenticated:
-            return rate_limiters.bucket(self.api.platform, self.api.account, "*", *self.api.shared_rate_limit)
-        return None
+        return rate_limiters.budget(self.api, request.operation, request.authenticated)
 
     def record_answer(self, bucket: TokenBucket, granted_at: float, response: ApiResponse) -> None:
         """Tell the bucket what the platform answered: a 429 slows it down (see ``ratelimit``)."""

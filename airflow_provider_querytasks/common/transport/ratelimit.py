@@ -34,6 +34,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 
+from airflow_provider_querytasks.common.api.calls import PlatformApi
 from airflow_provider_querytasks.common.transport.process_state import (
     BoundedCache,
     ProcessState,
@@ -413,6 +414,17 @@ class RateLimiterRegistry:
                     )
                 self._buckets[key] = found
             return found
+
+    def budget(self, api: PlatformApi, operation: str, authenticated: bool = True) -> TokenBucket | None:
+        """The bucket that paces ``operation`` of ``api``'s account: its own usage plan when the
+        platform publishes one, else the account's shared plan for authenticated calls; ``None``
+        when nothing limits it."""
+        plan = api.rate_limits.get(operation)
+        if plan is not None:
+            return self.bucket(api.platform, api.account, operation, *plan)
+        if api.shared_rate_limit is not None and authenticated:
+            return self.bucket(api.platform, api.account, "*", *api.shared_rate_limit)
+        return None
 
     def reset(self) -> None:
         """Forget every bucket (tests)."""
