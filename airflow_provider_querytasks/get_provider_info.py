@@ -7,10 +7,25 @@ from typing import Any
 from airflow_provider_querytasks.connection_forms import ALL_FORMS
 
 _PACKAGE = "airflow_provider_querytasks"
+_DISTRIBUTION = "airflow-provider-querytasks"
 _PLATFORMS = {
     "shoplazza": "Shoplazza",
     "amazon_data_kiosk": "Amazon Selling Partner API Data Kiosk",
     "adobe_query_service": "Adobe Experience Platform Query Service",
+}
+#: Per integration: the platform's own documentation of the API the provider calls.
+_EXTERNAL_DOCS = {
+    "shoplazza": "https://shoplazza.dev/reference/data-copy",
+    "amazon_data_kiosk": "https://developer-docs.amazon.com/sp-api/docs/data-kiosk-api-v2023-11-15-reference",
+    "adobe_query_service": "https://experienceleague.adobe.com/docs/experience-platform/query/api/queries.html",
+}
+#: Per integration: its guide, as ``/docs/<package-name>/<page>`` (the form of Airflow's
+#: ``provider.yaml``, where the path must start with ``/docs/``); ``<page>`` is the page's path
+#: under the repository's ``docs/``.
+_HOW_TO_GUIDES = {
+    "shoplazza": "shoplazza.md",
+    "amazon_data_kiosk": "data_kiosk.md",
+    "adobe_query_service": "adobe_query_service.md",
 }
 
 
@@ -26,7 +41,7 @@ def get_provider_info() -> dict[str, Any]:
     from airflow_provider_querytasks import __version__
 
     return {
-        "package-name": "airflow-provider-querytasks",
+        "package-name": _DISTRIBUTION,
         "name": "Query Tasks",
         "description": (
             "Asynchronous query tasks on Shoplazza (data query tasks), Amazon Selling Partner API "
@@ -36,10 +51,11 @@ def get_provider_info() -> dict[str, Any]:
         "integrations": [
             {
                 "integration-name": name,
-                "external-doc-url": "https://github.com/airflow-provider-querytasks",
+                "external-doc-url": _EXTERNAL_DOCS[module],
+                "how-to-guide": [f"/docs/{_DISTRIBUTION}/{_HOW_TO_GUIDES[module]}"],
                 "tags": ["service"],
             }
-            for name in _PLATFORMS.values()
+            for module, name in _PLATFORMS.items()
         ],
         "connection-types": [form.provider_metadata() for form in ALL_FORMS],
         "hooks": _by_kind("hooks"),
@@ -58,7 +74,7 @@ def get_provider_info() -> dict[str, Any]:
                             "cannot answer) and wakes a wait as soon as a list call shows its "
                             "query finished. False: every wait polls its own query."
                         ),
-                        "version_added": "0.2.0",
+                        "version_added": "0.1.0",
                         "type": "boolean",
                         "example": None,
                         "default": "True",

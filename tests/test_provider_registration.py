@@ -13,6 +13,7 @@ from airflow_provider_querytasks.connection_forms import ALL_FORMS
 from airflow_provider_querytasks.get_provider_info import get_provider_info
 
 CONNECTION_TYPES = {"shoplazza", "amazon_sp_api", "adobe_experience_platform"}
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_provider_info_matches_airflows_schema() -> None:
@@ -23,6 +24,52 @@ def test_provider_info_matches_airflows_schema() -> None:
     jsonschema.validate(info, json.loads(schema_path.read_text()))
     assert info["package-name"] == "airflow-provider-querytasks"
     assert {c["connection-type"] for c in info["connection-types"]} == CONNECTION_TYPES
+
+
+def test_every_version_added_is_a_listed_release_and_the_first_is_this_package() -> None:
+    """``versions`` lists the releases newest first; an option cannot be added in another one."""
+    from airflow_provider_querytasks import __version__
+
+    info = get_provider_info()
+    assert info["versions"][0] == __version__
+    options = [
+        (section, name, option)
+        for section, body in info["config"].items()
+        for name, option in body["options"].items()
+    ]
+    assert options
+    for section, name, option in options:
+        assert option["version_added"] in info["versions"], f"[{section}] {name}"
+    if info["versions"] == [__version__]:  # the first release: everything was added in it
+        assert {option["version_added"] for _, _, option in options} == {__version__}
+
+
+def test_every_integration_has_a_how_to_guide_and_the_platforms_own_docs() -> None:
+    from urllib.parse import urlsplit
+
+    info = get_provider_info()
+    own_hosts = {"github.com", "airflow-provider-querytasks.github.io", "pypi.org"}
+    integrations = info["integrations"]
+    assert {i["integration-name"] for i in integrations} == {
+        entry["integration-name"]
+        for kind in ("hooks", "operators", "sensors", "triggers")
+        for entry in info[kind]
+    }
+    urls = [i["external-doc-url"] for i in integrations]
+    assert len(set(urls)) == len(urls), "each platform has its own documentation"
+    for integration in integrations:
+        url = urlsplit(integration["external-doc-url"])
+        assert url.scheme == "https", integration
+        assert url.hostname not in own_hosts, f"{url.geturl()} is the project's page, not the platform's"
+        assert "querytasks" not in url.geturl(), url.geturl()
+        guides = integration["how-to-guide"]
+        assert guides, integration["integration-name"]
+        for guide in guides:
+            prefix = f"/docs/{info['package-name']}/"
+            assert guide.startswith(prefix), guide
+            page = ROOT / "docs" / guide.removeprefix(prefix)
+            if (ROOT / "docs").is_dir():  # a source tree: the guide is one of its pages
+                assert page.is_file(), f"{guide}: no {page.relative_to(ROOT)}"
 
 
 def test_every_listed_module_and_hook_class_imports() -> None:
