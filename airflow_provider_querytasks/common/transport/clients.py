@@ -1,4 +1,4 @@
-"""Transport: execute :class:`~.api.ApiRequest` descriptions, sync or async.
+"""Transport: execute :class:`~.api.calls.ApiRequest` descriptions, sync or async.
 
 Both clients share one decision procedure (:class:`_CallPolicy`): which host may get the
 credentials, which answers and exceptions are retried, when a token is refreshed, and when a
