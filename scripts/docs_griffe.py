@@ -7,8 +7,8 @@ object's own scopes first, then, for a name with a leading dot, any object whose
 it). A role naming an object of the package that does not exist is a warning, and so is a public
 module, class, function or method without a docstring: ``mkdocs build --strict`` fails on both.
 Attributes documented the Sphinx way, with ``#:`` comments above them, get those comments as
-their docstring. A role naming something outside the package (Airflow, the standard library) or outside the pages
-of the API reference (private helpers, the protocols) stays code without a link.
+their docstring. A role naming something outside the package (Airflow, the standard library) or
+outside the pages of the API reference (private helpers, the protocols) stays code, unlinked.
 """
 
 from __future__ import annotations

@@ -40,7 +40,13 @@ def benchmark_section(name: str) -> str:
     for row in data["rows"]:
         cells = [row["id"], row["benchmark"], row["result"], row["baseline"], row["target"]]
         out.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
-    out += ["", f"*Machine:* {data['machine']}.", "", "*Reproduce* (from the repository, after `scripts/bootstrap`):", ""]
+    out += [
+        "",
+        f"*Machine:* {data['machine']}.",
+        "",
+        "*Reproduce* (from the repository, after `scripts/bootstrap`):",
+        "",
+    ]
     commands: dict[str, list[str]] = {}
     for row in data["rows"]:
         commands.setdefault(row["command"], []).append(row["id"])
@@ -76,4 +82,6 @@ def on_post_build(config: Any, **kwargs: Any) -> None:
     """Every published results file is shown on some page."""
     for path in sorted(RESULTS.glob("*.json")):
         if path.name not in UNPUBLISHED and path.name not in _shown:
-            log.warning("benchmarks/results/%s is on no page (add <!-- benchmark: %s -->)", path.name, path.stem)
+            log.warning(
+                "benchmarks/results/%s is on no page (add <!-- benchmark: %s -->)", path.name, path.stem
+            )
