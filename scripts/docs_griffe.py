@@ -32,21 +32,14 @@ def _is_private(path: str) -> bool:
 class SphinxRoles(griffe.Extension):
     """Turns Sphinx roles into autorefs links and reports broken ones and missing docstrings."""
 
-    def __init__(
-        self,
-        linked: list[str] | None = None,
-        require_docstrings: list[str] | None = None,
-        require_docstrings_toplevel: list[str] | None = None,
-    ) -> None:
+    def __init__(self, linked: list[str] | None = None, require_docstrings: list[str] | None = None) -> None:
         """:param linked: module paths whose objects the API reference renders (links go there only).
-        :param require_docstrings: module paths whose public objects must all have a docstring.
-        :param require_docstrings_toplevel: module paths whose modules, classes and module-level
-            functions must have a docstring (their methods may go without).
+        :param require_docstrings: module paths whose public modules, classes, functions and
+            methods must have a docstring (an override is documented where it is declared).
         """
         super().__init__()
         self.linked = tuple(linked or ())
         self.require_docstrings = tuple(require_docstrings or ())
-        self.require_docstrings_toplevel = tuple(require_docstrings_toplevel or ())
 
     def on_package(self, *, pkg: griffe.Module, **kwargs: Any) -> None:
         """Rewrite every docstring of the package once it is loaded."""
@@ -65,8 +58,7 @@ class SphinxRoles(griffe.Extension):
             )
 
     def _requires_docstring(self, obj: griffe.Object) -> bool:
-        everything = obj.path.startswith(self.require_docstrings)
-        if not (everything or obj.path.startswith(self.require_docstrings_toplevel)) or _is_private(obj.path):
+        if not obj.path.startswith(self.require_docstrings) or _is_private(obj.path):
             return False
         if obj.is_module:
             # An empty package (its __init__ holds only its submodules) needs none.
@@ -78,7 +70,7 @@ class SphinxRoles(griffe.Extension):
         if obj.parent.is_module:
             return True
         # A method (an override is documented where it is declared: a base class, Airflow's).
-        return everything and obj.parent.is_class and not _overrides(obj)
+        return obj.parent.is_class and not _overrides(obj)
 
     def _link(self, pkg: griffe.Module, canonical: list[str], obj: griffe.Object, target: str) -> str:
         short = target.startswith("~")

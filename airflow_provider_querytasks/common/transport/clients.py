@@ -373,6 +373,7 @@ class SyncApiClient:
         return self.policy.response(request, raw.status_code, dict(raw.headers), body, raw.url)
 
     def close(self) -> None:
+        """Close the client's ``requests`` session."""
         self.session.close()
 
 

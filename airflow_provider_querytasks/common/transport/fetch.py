@@ -82,6 +82,7 @@ class FetchRecord:
     compressed: bool = False
 
     def to_dict(self) -> dict[str, Any]:
+        """The record as a JSON-able dict (the operators' XCom value)."""
         return asdict(self)
 
 

@@ -388,6 +388,9 @@ class RateLimiterRegistry:
         self._lock = threading.Lock()
 
     def bucket(self, platform: str, account: str, operation: str, rate: float, burst: float) -> TokenBucket:
+        """The process's bucket of one account's operation, made on first use at the plan's rate and burst
+        times ``safety``.
+        """
         key = (platform, account, operation)
         with self._lock:
             found = self._buckets.get(key)

@@ -203,6 +203,7 @@ class AccountPoller:
 
     # -- waits ---------------------------------------------------------------------------------
     def add(self, wait: CoalescedWait) -> None:
+        """Serve ``wait`` too (several waits may share a query)."""
         self.waits.setdefault(wait.query_id, []).append(wait)
 
     def remove(self, wait: CoalescedWait) -> bool:
@@ -235,12 +236,14 @@ class AccountPoller:
         return True
 
     def stop(self) -> None:
+        """Cancel the poller's tasks (its list rounds, retries and sweeps)."""
         for task in (self._task, self._retry_task, self._sweep_task):
             if task is not None and not task.done():
                 task.cancel()
         self._task = self._retry_task = self._sweep_task = None
 
     def own_poll_started(self, wait: CoalescedWait) -> None:
+        """Note that ``wait`` polls its own query, and retry the list call for it in the background."""
         self.own_polls.add(wait)
         if self._retry_task is None or self._retry_task.done():
             self._retry_task = asyncio.get_running_loop().create_task(self._retry_list())
