@@ -44,7 +44,7 @@ def benchmark_section(name: str) -> str:
         "",
         f"*Machine:* {data['machine']}.",
         "",
-        "*Reproduce* (from the repository, after `scripts/bootstrap`):",
+        "*Reproduce* (from the repository, with the Python of `scripts/bootstrap`'s `.venv`):",
         "",
     ]
     commands: dict[str, list[str]] = {}
@@ -53,7 +53,7 @@ def benchmark_section(name: str) -> str:
     for command, ids in commands.items():
         out.append(f"- row{'s' if len(ids) > 1 else ''} {', '.join(ids)}: `{command}`")
     if data.get("notes"):
-        out += [""] + [f"- {note}" for note in data["notes"]]
+        out += ["", "*Notes:*", ""] + [f"- {note}" for note in data["notes"]]
     if data.get("probes"):
         out += [
             "",
