@@ -10,7 +10,7 @@ concurrent waiters on an expired token cause one request to the token service.
 A platform that rotates its refresh token on every refresh (Shoplazza) uses a
 :class:`RotatingTokenSource`: the newest refresh token and access token live in a
 :class:`SharedTokenStore`, an Airflow Variable per connection that every process of the
-deployment reads before it refreshes and writes after (see ``docs/shoplazza.md``).
+deployment reads before it refreshes and writes after (see ``docs/design/shoplazza.md``).
 """
 
 from __future__ import annotations
