@@ -28,6 +28,7 @@ OUTPUT = "{{ var.value.get('querytasks_output_dir', '/tmp/querytasks-output') }}
 # Batch queries take minutes; the demo shortens the polls against the emulator.
 POLL = timedelta(seconds=float(os.environ.get("QUERYTASKS_EXAMPLE_POLL_SECONDS", "60")))
 
+# --8<-- [start:daily_ctas]
 with DAG(
     dag_id="example_adobe_query_service_daily_ctas",
     schedule=CronDataIntervalTimetable("0 3 * * *", timezone="UTC"),
@@ -61,3 +62,4 @@ with DAG(
         batch_poll_interval=POLL.total_seconds(),
     )
     ctas >> export
+# --8<-- [end:daily_ctas]

@@ -36,6 +36,7 @@ OUTPUT = "{{ var.value.get('querytasks_output_dir', '/tmp/querytasks-output') }}
 # Data Kiosk queries take minutes to hours; the demo shortens the polls against the emulator.
 POLL = timedelta(seconds=float(os.environ.get("QUERYTASKS_EXAMPLE_POLL_SECONDS", "120")))
 
+# --8<-- [start:sales_and_traffic]
 with DAG(
     dag_id="example_data_kiosk_sales_and_traffic",
     schedule=CronDataIntervalTimetable("0 6 * * *", timezone="UTC"),
@@ -62,6 +63,7 @@ with DAG(
         return int(result["rows"])
 
     summarise(sales.output)
+# --8<-- [end:sales_and_traffic]
 
 
 try:  # Airflow 3 with apache-airflow-providers-common-messaging and -amazon
@@ -74,6 +76,7 @@ except ImportError:
 
 NOTIFICATION_QUEUE = os.environ.get("DATA_KIOSK_NOTIFICATION_QUEUE")
 
+# --8<-- [start:on_notification]
 if HAS_MESSAGING and NOTIFICATION_QUEUE:
     notifications = Asset(
         "data_kiosk_query_finished",
@@ -109,3 +112,4 @@ if HAS_MESSAGING and NOTIFICATION_QUEUE:
             task_id="fetch_finished_query",
             destination=OUTPUT + "/notified/",
         )
+# --8<-- [end:on_notification]

@@ -33,6 +33,7 @@ POLL = timedelta(seconds=float(os.environ.get("QUERYTASKS_EXAMPLE_POLL_SECONDS",
 # Daily intervals from midnight to midnight UTC (set the shop's time zone on the operator).
 DAILY = CronDataIntervalTimetable("0 0 * * *", timezone="UTC")
 
+# --8<-- [start:daily]
 with DAG(
     dag_id="example_shoplazza_daily_export",
     schedule=DAILY,
@@ -62,7 +63,9 @@ with DAG(
         return int(fetch["rows"])
 
     report(export.output)
+# --8<-- [end:daily]
 
+# --8<-- [start:backfill]
 with DAG(
     dag_id="example_shoplazza_backfill_with_sensor",
     schedule=DAILY,
@@ -102,3 +105,4 @@ with DAG(
         destination=OUTPUT + "/pageviews/{{ data_interval_start.strftime('%Y-%m-%d') }}.csv",
     )
     three_days >> submit >> wait >> download
+# --8<-- [end:backfill]

@@ -179,7 +179,7 @@ class AdobeQueryServiceHook(QueryTaskHook[AdobeSettings, AdobeApi]):
 
     async def alist_statuses(self, wanted: Mapping[str, float]) -> dict[str, StatusSnapshot] | None:
         """The wanted queries ``GET /queries`` shows (coalesced polling; see
-        ``docs/adobe_query_service.md``): created since the earliest wait start (minus 5 min),
+        ``docs/design/adobe_query_service.md``): created since the earliest wait start (minus 5 min),
         newest first, 100 a page, 10 pages at most. An object lacking what its final state
         needs (a CTAS's created dataset, a failure's errors) is left out (polled on its own)."""
         queries = await self.arun(AdobeApi.find_queries, dict(wanted))

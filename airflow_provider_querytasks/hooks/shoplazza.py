@@ -149,7 +149,7 @@ class ShoplazzaHook(QueryTaskHook[ShoplazzaSettings, ShoplazzaApi]):
         return self._snapshot(query_id, await self.aget_task(query_id))
 
     async def alist_statuses(self, wanted: Mapping[str, float]) -> dict[str, StatusSnapshot] | None:
-        """The wanted tasks the task list shows (coalesced polling; see ``docs/shoplazza.md``).
+        """The wanted tasks the task list shows (coalesced polling; see ``docs/design/shoplazza.md``).
 
         The list takes no filter, so the wait start times are not used: it is read 250 tasks a
         page from the newest, at most 4 pages. A complete task listed without its URL is left

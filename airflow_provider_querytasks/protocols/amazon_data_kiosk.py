@@ -60,7 +60,7 @@ RATE_LIMITS: dict[str, tuple[float, float]] = {
     "getDocument": (0.0167, 15),
 }
 NOTIFICATION_TYPE = "DATA_KIOSK_QUERY_PROCESSING_FINISHED"
-#: Coalesced polling (getQueries sweeps, see docs/data_kiosk.md "Coalesced polling"): how long
+#: Coalesced polling (getQueries sweeps, see docs/design/data_kiosk.md "Coalesced polling"): how long
 #: before its wait started a waited query may have been created (an operator defers seconds
 #: after createQuery; a sensor's query is usually submitted by the task before it), and the
 #: clock difference allowed between this machine and Amazon's.

@@ -469,8 +469,8 @@ class ShoplazzaTokenSource(RotatingTokenSource):
 
     Shoplazza replaces the refresh token on every refresh and the old one stops working, so the
     newest pair lives in the connection's shared ``store`` (the hook passes an Airflow Variable, see
-    :class:`~airflow_provider_querytasks.common.transport.tokens.SharedTokenStore` and ``docs/shoplazza.md``),
-    which every process reads before refreshing and writes after.
+    :class:`~airflow_provider_querytasks.common.transport.tokens.SharedTokenStore` and
+    ``docs/design/shoplazza.md``), which every process reads before refreshing and writes after.
     """
 
     service = "Shoplazza token endpoint"

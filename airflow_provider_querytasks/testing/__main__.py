@@ -10,6 +10,7 @@ from airflow_provider_querytasks.testing import EMULATORS, emulator_class
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``serve [NAMES]``: run the emulators on 127.0.0.1 and print the matching ``AIRFLOW_CONN_*`` exports."""
     parser = argparse.ArgumentParser(prog="python -m airflow_provider_querytasks.testing")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve emulators on 127.0.0.1 until interrupted")

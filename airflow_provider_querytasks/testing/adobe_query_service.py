@@ -59,6 +59,8 @@ def _parse_iso(value: str) -> datetime | None:
 
 @dataclass
 class EmulatedQuery:
+    """A query the emulator holds: its request, timing, outcome and what it created."""
+
     id: str
     request: dict[str, Any]
     created: float
@@ -77,6 +79,8 @@ class EmulatedQuery:
 
 @dataclass
 class EmulatedBatch:
+    """A Catalog batch of a dataset, with its files (served by Data Access)."""
+
     id: str
     dataset_id: str
     created_wall: float

@@ -113,6 +113,7 @@ class Fault:
     hits: int = 0
 
     def matches(self, site: str, request: web.Request) -> bool:
+        """Whether this fault applies to ``request`` on ``site`` (and has hits left)."""
         if self.times is not None and self.hits >= self.times:
             return False
         if self.site is not None and self.site != site:

@@ -69,6 +69,7 @@ class EmulatedTask:
 
 
 def parse_shop_time(value: str) -> datetime | None:
+    """A ``beginTime``/``endTime`` value as a naive datetime, or None when it is not one."""
     try:
         return datetime.strptime(value, TIME_FORMAT)
     except (TypeError, ValueError):

@@ -108,6 +108,7 @@ class SqsSite:
         return name
 
     def queue_url(self, name: str) -> str:
+        """The URL of queue ``name`` on this host."""
         return f"{self.base_url}/{self.account}/{name}"
 
     def send(
@@ -127,6 +128,7 @@ class SqsSite:
 
     # -- the site -----------------------------------------------------------------------------
     def app(self) -> web.Application:
+        """The SQS host's ``aiohttp`` application (the JSON protocol botocore speaks)."""
         app = web.Application()
         app.router.add_post("/", self._handle)
         app.router.add_post("/{tail:.*}", self._handle)

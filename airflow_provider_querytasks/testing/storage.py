@@ -118,6 +118,7 @@ class ObjectStorageSite:
 
     # -- serving ------------------------------------------------------------------------------
     def app(self) -> web.Application:
+        """The storage host's ``aiohttp`` application (GET and HEAD of an object)."""
         application = web.Application()
         application.router.add_route("GET", "/{key:.+}", self._get)
         application.router.add_route("HEAD", "/{key:.+}", self._get)

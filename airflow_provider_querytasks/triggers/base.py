@@ -1,7 +1,7 @@
 """The trigger every platform's wait runs: a platform's trigger class (``triggers/<platform>.py``)
 subclasses :class:`QueryTaskTrigger` and only names its hook class.
 
-The trigger polls its query's status with the shared :class:`~.wait.WaitLoop` on the triggerer's
+The trigger polls its query's status with the shared :class:`~.wait.loop.WaitLoop` on the triggerer's
 event loop (through the hook's async methods and the per-loop shared HTTP session) and yields one
 event. Its polls are coalesced with those of the other waits on the same account in the process
 (:mod:`~.coalesce`: one list call answers many) unless ``[querytasks] coalesce_polls`` is off.
@@ -44,12 +44,12 @@ class QueryTaskTrigger(BaseTrigger):
     """Waits for a remote query to finish and yields one event.
 
     The event is ``{"status": "success"|"failed"|"cancelled"|"timeout"|"error", "query_id",
-    "message", "snapshot"}``; ``snapshot`` is the last :class:`~.wait.StatusSnapshot` as a dict.
+    "message", "snapshot"}``; ``snapshot`` is the last :class:`~.api.status.StatusSnapshot` as a dict.
 
     :param conn_id: the Airflow connection id.
     :param query_id: the remote query to wait for.
     :param deadline: absolute wall-clock deadline (``time.time()`` seconds), or ``None``.
-    :param poll_schedule: the :class:`~.wait.PollSchedule` as a dict.
+    :param poll_schedule: the :class:`~.wait.loop.PollSchedule` as a dict.
     :param started: wall-clock start of the wait (keeps the schedule across deferrals).
     :param cancel_on_kill: cancel the remote query when the task is killed while deferred.
     :param resume: the operator's own state (JSON-able), echoed back in every event as

@@ -108,6 +108,7 @@ class ApiResponse:
         return value
 
     def text_excerpt(self, limit: int = 500) -> str:
+        """The start of the body as text (for error messages and logs)."""
         return self.body[:limit].decode("utf-8", "replace")
 
 
@@ -150,6 +151,7 @@ class PlatformApi:
         self.account = account
 
     def url(self, request: ApiRequest) -> str:
+        """The absolute URL of ``request``: its path on the base URL, unless it is already absolute."""
         if request.path.startswith(("http://", "https://")):
             return request.path
         return f"{self.base_url}{request.path}"
@@ -174,6 +176,7 @@ class PlatformApi:
         return response.status == 401
 
     def error_class(self, response: ApiResponse) -> type[ApiError]:
+        """The :class:`ApiError` subclass an error answer is raised as (by its HTTP status)."""
         status = response.status
         if status == 401:
             return AuthenticationError

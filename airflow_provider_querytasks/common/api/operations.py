@@ -1,13 +1,13 @@
 """API operations written once, run by the sync client or the async one.
 
-An operation is a generator: it yields each :class:`~.protocol.ApiRequest` it needs, receives
-the :class:`~.protocol.ApiResponse` back, and returns the parsed result. It does no I/O itself,
+An operation is a generator: it yields each :class:`~.api.calls.ApiRequest` it needs, receives
+the :class:`~.api.calls.ApiResponse` back, and returns the parsed result. It does no I/O itself,
 so the same operation runs in a worker (:func:`run_steps`, ``requests``) and in the triggerer
 (:func:`arun_steps`, ``aiohttp``); operations of several calls compose with ``yield from``.
 
 A platform's protocol object writes its operations as methods returning :data:`Steps`
 (usually :func:`one_call`), and a hook exposes each as a one-line sync method and a one-line
-async method (:meth:`~.hooks.QueryTaskHook.run`, :meth:`~.hooks.QueryTaskHook.arun`).
+async method (:meth:`~.hooks.base.QueryTaskHook.run`, :meth:`~.hooks.base.QueryTaskHook.arun`).
 """
 
 from __future__ import annotations

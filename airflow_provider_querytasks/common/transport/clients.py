@@ -1,4 +1,4 @@
-"""Transport: execute :class:`~.api.ApiRequest` descriptions, sync or async.
+"""Transport: execute :class:`~.api.calls.ApiRequest` descriptions, sync or async.
 
 Both clients share one decision procedure (:class:`_CallPolicy`): which host may get the
 credentials, which answers and exceptions are retried, when a token is refreshed, and when a
@@ -368,6 +368,7 @@ class SyncApiClient:
         return self.policy.response(request, raw.status_code, dict(raw.headers), body, raw.url)
 
     def close(self) -> None:
+        """Close the client's ``requests`` session."""
         self.session.close()
 
 

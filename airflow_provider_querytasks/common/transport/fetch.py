@@ -82,6 +82,7 @@ class FetchRecord:
     compressed: bool = False
 
     def to_dict(self) -> dict[str, Any]:
+        """The record as a JSON-able dict (the operators' XCom value)."""
         return asdict(self)
 
 
@@ -134,23 +135,17 @@ def _is_local(destination: Destination) -> bool:
 class _LocalFile(io.FileIO):
     """A local file written in pieces of at most :data:`LOCAL_WRITE_SIZE`.
 
-    Larger writes can cost far more on some virtual machines (likely the large page-cache
-    folios the kernel allocates for them). On the 2-core virtual machine of the benchmarks
-    (Linux 6.18, ext4), a gigabyte written in 1 MiB or 64 KiB writes took 1.7-1.9 s of system
-    CPU unless another large file had been written and deleted in the seconds before (0.4-0.6 s
-    then); in 16 or 32 KiB writes, 0.6-1.1 s either way. JSONL 1 GiB, each fetch right after a
-    curl (as in benchmark 4): 0.62-0.94x curl with 32 KiB writes, 0.44-0.61x with 1 MiB; at
-    100 MiB the small writes cost a little (0.69-0.90x against 0.71-1.14x).
+    Larger writes can cost the kernel far more system CPU on some virtual machines (likely the
+    large page-cache folios it allocates for them); small ones cost a little at small sizes. The
+    measurements are on the documentation's Benchmarks page (downloads).
     """
 
     def reserve(self, size: int) -> None:
         """Allocate disk blocks for ``size`` bytes from the start, leaving the file's size as it is.
 
-        Writes into blocks allocated up front cost less system CPU: on the benchmarks' machine, a
-        GiB in 32 KiB writes took 0.38-0.44 s instead of 0.49-0.56 s; JSONL 1 GiB, each fetch right
-        after a curl, alternating in one process, 0.76-0.86x curl instead of 0.62-0.76x (100 MiB:
-        0.72-0.82x, 0.57-0.82x). And a disk without room fails here, before the download, instead
-        of gigabytes into it. Only where Linux's fallocate(2) is available and the file system has
+        Writes into blocks allocated up front cost less system CPU (see the Benchmarks page,
+        downloads), and a disk without room fails here, before the download, instead of
+        gigabytes into it. Only where Linux's fallocate(2) is available and the file system has
         it (not ``os.posix_fallocate``: where the file system lacks it, glibc emulates it by writing
         to every block, as it would on some network and FUSE file systems).
 
@@ -248,11 +243,9 @@ class _Digest:
 
     Hashing and line counting run on a helper thread, one task per piece; reading, inflating and
     writing stay on the reading thread, which spends most of its time in system calls without the
-    GIL. Measured on an idle 2-core machine (JSONL, each fetch right after a curl, 1 MiB writes):
-    all on one thread 0.4-0.5x curl at 1 GiB; counting on the reading thread and hashing apart
-    0.41-0.47x at 1 GiB, 0.9-1.02x at 100 MiB; both apart 0.50-0.60x and 0.88-1.14x. A thread
-    each for writing, hashing, counting and inflating cost twice the CPU of one thread (hand-offs
-    and GIL switches per piece) for no more throughput.
+    GIL. Counting on the reading thread would hold the GIL between its system calls; a thread
+    each for writing, hashing, counting and inflating costs more CPU in hand-offs and GIL
+    switches per piece than it gains (the measurements are on the Benchmarks page, downloads).
     """
 
     def __init__(self) -> None:

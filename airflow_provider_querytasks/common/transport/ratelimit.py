@@ -10,8 +10,8 @@ plan, and a platform's plan is one budget for all of them. So the bucket is *ada
 the AWS SDKs' "adaptive" retry mode (botocore ``retries/adaptive.py``: a CUBIC rate controller
 over a token bucket): the published plan is only the ceiling; an HTTP 429 cuts the rate, which
 then grows back along a CUBIC curve, flat near the rate where the last 429 happened. Where it
-differs from botocore (measured with several processes on one account:
-``benchmarks/run.py --only multiprocess``):
+differs from botocore (so that several processes sharing one account's plan each meet about
+one 429 to learn their share; the Benchmarks page has the figures):
 
 - A new bucket keeps back the part of the burst its plan refills within seconds (a getQuery
   bucket starts with a tenth of it, and at a third of its rate, probing upwards like TCP's slow
@@ -161,7 +161,7 @@ class AdaptiveTokenBucket(TokenBucket):
     #: CUBIC's cut on a 429 (botocore's), and its scale as a fraction of the ceiling per second
     #: cubed: after a cut by BETA the rate is back after about 45 s; near a share it stays
     #: within 5 % for 25 s and within 15 % for 35 s, so processes that found their shares
-    #: probe beyond them slowly (measured: faster probing costs a round of 429s a minute).
+    #: probe beyond them slowly (faster probing costs a round of 429s a minute).
     BETA = 0.7
     SCALE = 3e-6
     #: A cut by share keeps this fraction of it (the share is estimated, often on the high side).
@@ -389,6 +389,9 @@ class RateLimiterRegistry:
         self._lock = threading.Lock()
 
     def bucket(self, platform: str, account: str, operation: str, rate: float, burst: float) -> TokenBucket:
+        """The process's bucket of one account's operation, made on first use at the plan's rate and burst
+        times ``safety``.
+        """
         key = (platform, account, operation)
         with self._lock:
             found = self._buckets.get(key)

@@ -133,16 +133,21 @@ class AirflowVariableTokenStore:
     """
 
     def read(self, key: str) -> str | None:
+        """The Variable ``key`` from the metadata DB, or ``None``."""
         return read_variable(key)
 
     async def aread(self, key: str) -> str | None:
+        """The Variable ``key``, read without blocking the event loop."""
         return await aread_variable(key)
 
     def write(self, key: str, value: str, description: str) -> None:
+        """Set the Variable ``key`` (encrypted at rest when a Fernet key is set)."""
         write_variable(key, value, description)
 
     async def awrite(self, key: str, value: str, description: str) -> None:
+        """Set the Variable ``key`` without blocking the event loop."""
         await awrite_variable(key, value, description)
 
     def mask(self, secret: str) -> None:
+        """Register ``secret`` with Airflow's secrets masker."""
         mask_secret(secret)

@@ -10,7 +10,7 @@ concurrent waiters on an expired token cause one request to the token service.
 A platform that rotates its refresh token on every refresh (Shoplazza) uses a
 :class:`RotatingTokenSource`: the newest refresh token and access token live in a
 :class:`SharedTokenStore`, an Airflow Variable per connection that every process of the
-deployment reads before it refreshes and writes after (see ``docs/shoplazza.md``).
+deployment reads before it refreshes and writes after (see ``docs/design/shoplazza.md``).
 """
 
 from __future__ import annotations
@@ -97,6 +97,7 @@ class AccessToken:
         return min(margin, REFRESH_FRACTION * max(0.0, self.expires_at - self.issued_at))
 
     def fresh(self, margin: float) -> bool:
+        """Whether the token is still good for at least the refresh margin."""
         return self.expires_at is None or time.time() < self.expires_at - self.margin(margin)
 
 
@@ -246,6 +247,7 @@ class StoredTokens:
         return f"StoredTokens(lineage={self.lineage[:12]}, updated_at={self.updated_at})"
 
     def to_json(self) -> str:
+        """The record as stored (a versioned JSON object)."""
         return json.dumps({"version": 1, **self.__dict__}, sort_keys=True)
 
     @classmethod
@@ -273,6 +275,7 @@ class StoredTokens:
         return (self.refresh_token, self.access_token) if self.access_token else (self.refresh_token,)
 
     def access(self) -> AccessToken | None:
+        """The stored access token, or ``None`` when the record has none."""
         if not self.access_token:
             return None
         return AccessToken(self.access_token, self.expires_at, self.refresh_token, self.issued_at)
@@ -330,6 +333,7 @@ class SharedTokenStore:
         )
 
     def read(self) -> StoredTokens | None:
+        """The shared record of this credential, or ``None``; without a store, this process's own copy."""
         if self.store is None:
             return process_state.written_tokens.get(self.memory_key)
         try:
@@ -338,6 +342,7 @@ class SharedTokenStore:
             return self._unreadable(error)
 
     async def aread(self) -> StoredTokens | None:
+        """The shared record of this credential, read without blocking the event loop."""
         if self.store is None:
             return process_state.written_tokens.get(self.memory_key)
         try:

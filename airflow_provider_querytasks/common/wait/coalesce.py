@@ -1,9 +1,9 @@
 """Coalesced status polling: the waits on one account in one triggerer share one poller.
 
 Every deferred wait used to cost one status call per poll. Here, the waits of one account (one
-:meth:`~.hooks.QueryTaskHook.poller_key`) on one event loop register with one
+:meth:`~.hooks.base.QueryTaskHook.poller_key`) on one event loop register with one
 :class:`AccountPoller`. A wait's poll is answered, DataLoader-style, by one list call
-(:meth:`~.hooks.QueryTaskHook.alist_statuses`) for all the polls of that account that fall due
+(:meth:`~.hooks.base.QueryTaskHook.alist_statuses`) for all the polls of that account that fall due
 within a short gather window; a snapshot the poller observed after the wait's previous poll is
 returned at once, without a call; a query the list did not show (or a list that cannot answer,
 or failed) is polled on its own with ``aget_status`` as before. When a list call shows a query
@@ -11,7 +11,7 @@ terminal, every wait on it is woken at once instead of sleeping until its next p
 list has a budget of its own that cannot answer every poll (Data Kiosk's getQueries), the polls
 of a busy account follow its list calls (:data:`SWEEP_FOLLOW_GAP`).
 
-What stays per wait: its :class:`~.wait.WaitLoop` (deadline, schedule, log lines), its hook
+What stays per wait: its :class:`~.wait.loop.WaitLoop` (deadline, schedule, log lines), its hook
 (fallback polls, cancel on kill), its trigger's kwargs. Nothing here outlives the waits: the
 poller stops and leaves ``process_state`` with its last wait, and several triggerers (or a
 restarted one) simply hold several pollers, each serving its own waits.
@@ -88,7 +88,7 @@ def coalesce_polls_enabled() -> bool:
 
 
 class CoalescedWait:
-    """One wait's handle on its account's poller: what its :class:`~.wait.WaitLoop` calls.
+    """One wait's handle on its account's poller: what its :class:`~.wait.loop.WaitLoop` calls.
 
     :param poller: the account's poller.
     :param hook: the wait's own hook (its fallback polls go through it).
@@ -157,7 +157,7 @@ class CoalescedWait:
 class AccountPoller:
     """Serves every wait on one account in one event loop (see the module docstring).
 
-    :param key: what it serves (the hook class and its :meth:`poller_key`).
+    :param key: what it serves (the hook class and its :meth:`~.hooks.base.QueryTaskHook.poller_key`).
     :param hook: the hook its list calls go through (the first wait's: hooks of one key are
         interchangeable for listing).
     :param gather_window: seconds due polls are gathered before a list call (default
@@ -203,6 +203,7 @@ class AccountPoller:
 
     # -- waits ---------------------------------------------------------------------------------
     def add(self, wait: CoalescedWait) -> None:
+        """Serve ``wait`` too (several waits may share a query)."""
         self.waits.setdefault(wait.query_id, []).append(wait)
 
     def remove(self, wait: CoalescedWait) -> bool:
@@ -235,12 +236,14 @@ class AccountPoller:
         return True
 
     def stop(self) -> None:
+        """Cancel the poller's tasks (its list rounds, retries and sweeps)."""
         for task in (self._task, self._retry_task, self._sweep_task):
             if task is not None and not task.done():
                 task.cancel()
         self._task = self._retry_task = self._sweep_task = None
 
     def own_poll_started(self, wait: CoalescedWait) -> None:
+        """Note that ``wait`` polls its own query, and retry the list call for it in the background."""
         self.own_polls.add(wait)
         if self._retry_task is None or self._retry_task.done():
             self._retry_task = asyncio.get_running_loop().create_task(self._retry_list())
@@ -388,7 +391,7 @@ async def coalesced_wait(
     """Register a wait with its account's poller for as long as the block runs.
 
     Yields ``None`` when coalescing is off (``[querytasks] coalesce_polls``), the hook has no
-    list path (it keeps the default :meth:`~.hooks.QueryTaskHook.alist_statuses`) or the loop
+    list path (it keeps the default :meth:`~.hooks.base.QueryTaskHook.alist_statuses`) or the loop
     already serves :data:`MAX_POLLERS_PER_LOOP` accounts: the wait then polls its own query.
     """
     if type(hook).alist_statuses is QueryTaskHook.alist_statuses or not coalesce_polls_enabled():

@@ -64,6 +64,9 @@ class PollSchedule:
 
     @classmethod
     def from_poll_interval(cls, poll_interval: float, initial: float | None = None) -> PollSchedule:
+        """The operators' schedule: first polls after 5 s (or ``poll_interval`` if smaller), then up to
+        ``poll_interval``.
+        """
         first = min(poll_interval, 5.0) if initial is None else initial
         return cls(initial=first, maximum=poll_interval)
 
@@ -77,13 +80,18 @@ class PollSchedule:
         return cls(initial=min(poll_interval, 60.0), maximum=poll_interval, proportion=0.5)
 
     def next_interval(self, elapsed: float) -> float:
+        """Seconds to the next poll, ``elapsed`` seconds into the wait: in proportion to it, within the
+        bounds.
+        """
         return max(self.initial, min(self.maximum, self.proportion * elapsed))
 
     def to_dict(self) -> dict[str, float]:
+        """The schedule as trigger kwargs (JSON-able)."""
         return {"initial": self.initial, "maximum": self.maximum, "proportion": self.proportion}
 
     @classmethod
     def from_dict(cls, data: dict[str, float]) -> PollSchedule:
+        """The schedule from :meth:`to_dict`'s output."""
         return cls(**data)
 
 
@@ -191,6 +199,7 @@ class WaitLoop:
         return interval
 
     def timeout_error(self, snapshot: StatusSnapshot | None) -> QueryTimeoutError:
+        """The error a wait past its deadline raises, with the elapsed time and the last state seen."""
         state = f"; last state {snapshot.state.value} ({snapshot.remote_status})" if snapshot else ""
         return QueryTimeoutError(
             f"{self.describe} did not finish before the timeout "

@@ -2,7 +2,7 @@
 
 :class:`QueryWaitMixin` holds the hook, the trigger class, the notification source, the poll
 schedule and the building of the trigger; :func:`snapshot_from_event` reads a trigger's event
-back into a :class:`~.wait.StatusSnapshot`, and :func:`raise_for_final_state` turns a failed or
+back into a :class:`~.api.status.StatusSnapshot`, and :func:`raise_for_final_state` turns a failed or
 cancelled one into the platform's exception.
 """
 
@@ -51,7 +51,7 @@ def snapshot_from_event(event: dict[str, Any] | None) -> StatusSnapshot:
 def raise_for_final_state(
     hook: QueryTaskHook[Any, Any], snapshot: StatusSnapshot, *, accept_cancelled: bool = False
 ) -> None:
-    """Raise the hook's :meth:`~.hooks.QueryTaskHook.failure_error` for a failed query, and for
+    """Raise the hook's :meth:`~.hooks.base.QueryTaskHook.failure_error` for a failed query, and for
     a cancelled one unless ``accept_cancelled``; return for any other state."""
     if snapshot.state is QueryState.FAILED or (
         snapshot.state is QueryState.CANCELLED and not accept_cancelled
@@ -60,8 +60,8 @@ def raise_for_final_state(
 
 
 class QueryWaitMixin(Generic[HookT]):
-    """The wait for one remote query, shared by :class:`~.operators.QueryTaskOperator` and
-    :class:`~.sensors.QueryTaskSensor` (each class's constructor sets ``conn_id`` and
+    """The wait for one remote query, shared by :class:`~.operators.base.QueryTaskOperator` and
+    :class:`~.sensors.base.QueryTaskSensor` (each class's constructor sets ``conn_id`` and
     ``poll_interval``).
 
     A platform sets ``hook_class`` and ``trigger_class``; one whose queries announce their end

@@ -103,7 +103,7 @@ class BaseNotificationSource(ABC):
 def notification_listener(
     decode: Decoder | None, source: BaseNotificationSource | None, query_id: str
 ) -> Callable[[float], StatusSnapshot | None] | None:
-    """What a blocking :class:`~.wait.WaitLoop` listens with between polls (``None``: it sleeps)."""
+    """What a blocking :class:`~.wait.loop.WaitLoop` listens with between polls (``None``: it sleeps)."""
     if source is None or decode is None:
         return None
     return lambda timeout: source.listen(decode, query_id, timeout)
