@@ -15,8 +15,10 @@ first on 3.x) reads a version flag itself.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -63,17 +65,27 @@ else:
         conf,
     )
 
-    try:  # common-compat >= 1.22
-        from airflow.providers.common.compat.sdk import mask_secret
-    except ImportError:  # pragma: no cover - depends on the installed common-compat
-        try:
-            from airflow.sdk.log import mask_secret
-        except ImportError:
-            from airflow.utils.log.secrets_masker import mask_secret
-    try:  # what the masker makes of a value (tests and the reliability suite check with it)
-        from airflow.sdk.log import redact
-    except ImportError:  # pragma: no cover - Airflow 2.11 line
-        from airflow.utils.log.secrets_masker import redact
+    def _masker(name: str) -> Any:
+        """``mask_secret`` or ``redact`` (what the masker makes of a value: tests check with it).
+
+        From common-compat where it has the name (>= 1.22), else from the line's own module:
+        ``airflow.sdk.log`` on 3.1+, the task SDK's ``execution_time.secrets_masker`` on 3.0 (its
+        ``airflow.sdk.log`` has neither name public), ``airflow.utils.log.secrets_masker`` on 2.11.
+        """
+        for module in (
+            "airflow.providers.common.compat.sdk",
+            "airflow.sdk.log",
+            "airflow.sdk.execution_time.secrets_masker",
+            "airflow.utils.log.secrets_masker",
+        ):
+            try:
+                return getattr(importlib.import_module(module), name)
+            except (ImportError, AttributeError):
+                continue
+        raise ImportError(f"no secrets masker has {name!r}")  # pragma: no cover - every line has one
+
+    mask_secret = _masker("mask_secret")
+    redact = _masker("redact")
 
 try:  # both lines have it in airflow.exceptions; the fallback keeps the warning filterable
     from airflow.exceptions import AirflowProviderDeprecationWarning
@@ -128,6 +140,38 @@ def _supervisor_comms() -> Any:
     if not AIRFLOW_V_3_0_PLUS:
         return None
     return getattr(sys.modules.get("airflow.sdk.execution_time.task_runner"), "SUPERVISOR_COMMS", None)
+
+
+def write_dag_to_db(dag: Any) -> None:
+    """Airflow 3: write ``dag`` to the metadata DB as the DAG processor does (``dag.test()`` needs it).
+
+    The DAG processor's own call changed between lines: 3.1+ takes a ``LazyDeserializedDAG`` (from
+    ``from_dag``) and a parse duration, 3.0 has neither.
+    """
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.collection import update_dag_parsing_results_in_db
+    from airflow.serialization.serialized_objects import LazyDeserializedDAG
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        DagBundlesManager().sync_bundles_to_db(session=session)
+        session.commit()
+        if hasattr(LazyDeserializedDAG, "from_dag"):  # 3.1+
+            update_dag_parsing_results_in_db(
+                "dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(), session
+            )
+        else:  # 3.0: the DAG's file relative to its bundle is set by the DagBag, as here
+            from airflow.serialization.serialized_objects import SerializedDAG
+
+            if dag.relative_fileloc is None:
+                dags_folder = Path(conf.get("core", "dags_folder")).resolve()
+                fileloc = Path(dag.fileloc).resolve()
+                dag.relative_fileloc = str(
+                    fileloc.relative_to(dags_folder) if fileloc.is_relative_to(dags_folder) else fileloc
+                )
+            lazy = LazyDeserializedDAG(data=SerializedDAG.to_dict(dag))  # type: ignore[attr-defined]
+            update_3_0: Any = update_dag_parsing_results_in_db  # typed for the 3.3 signature
+            update_3_0("dags-folder", None, [lazy], {}, set(), session)
 
 
 class VariableStoreError(RuntimeError):
@@ -306,5 +350,6 @@ __all__ = [
     "read_variable",
     "redact",
     "task_is_still_deferred",
+    "write_dag_to_db",
     "write_variable",
 ]
