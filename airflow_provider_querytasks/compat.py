@@ -15,6 +15,7 @@ first on 3.x) reads a version flag itself.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import sys
@@ -23,7 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_querytasks.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_3_PLUS
+from airflow_provider_querytasks.version_compat import (
+    AIRFLOW_V_3_0_PLUS,
+    AIRFLOW_V_3_1_PLUS,
+    AIRFLOW_V_3_3_PLUS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +75,7 @@ else:
 
         From common-compat where it has the name (>= 1.22), else from the line's own module:
         ``airflow.sdk.log`` on 3.1+, the task SDK's ``execution_time.secrets_masker`` on 3.0 (its
-        ``airflow.sdk.log`` has neither name public), ``airflow.utils.log.secrets_masker`` on 2.11.
+        ``airflow.sdk.log`` has no ``redact``), ``airflow.utils.log.secrets_masker`` on 2.11.
         """
         for module in (
             "airflow.providers.common.compat.sdk",
@@ -84,7 +89,26 @@ else:
                 continue
         raise ImportError(f"no secrets masker has {name!r}")  # pragma: no cover - every line has one
 
-    mask_secret = _masker("mask_secret")
+    def _mask_secret_3_0(secret: Any, name: str | None = None) -> None:
+        """Airflow 3.0: mask in this process first, then tell the supervisor if it can be told.
+
+        3.0's own ``mask_secret`` tells the supervisor first and lets its failure through: a
+        trigger calling it on the triggerer's event loop gets a ``RuntimeError`` (the channel's
+        sync ``send`` is ``async_to_sync``) and the value stays unmasked. 3.1+ do it in this order.
+        """
+        if not secret:
+            return
+        from airflow.sdk.execution_time.secrets_masker import _secrets_masker
+
+        _secrets_masker().add_mask(secret, name)
+        with contextlib.suppress(Exception):
+            from airflow.sdk.execution_time import task_runner
+            from airflow.sdk.execution_time.comms import MaskSecret
+
+            if comms := getattr(task_runner, "SUPERVISOR_COMMS", None):
+                comms.send(MaskSecret(value=secret, name=name))
+
+    mask_secret = _masker("mask_secret") if AIRFLOW_V_3_1_PLUS or not AIRFLOW_V_3_0_PLUS else _mask_secret_3_0
     redact = _masker("redact")
 
 try:  # both lines have it in airflow.exceptions; the fallback keeps the warning filterable
