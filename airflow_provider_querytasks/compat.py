@@ -15,12 +15,19 @@ first on 3.x) reads a version flag itself.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_querytasks.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_3_PLUS
+from airflow_provider_querytasks.version_compat import (
+    AIRFLOW_V_3_0_PLUS,
+    AIRFLOW_V_3_1_PLUS,
+    AIRFLOW_V_3_3_PLUS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,17 +69,46 @@ else:
         conf,
     )
 
-    try:  # common-compat >= 1.22
-        from airflow.providers.common.compat.sdk import mask_secret
-    except ImportError:  # pragma: no cover - depends on the installed common-compat
-        try:
-            from airflow.sdk.log import mask_secret
-        except ImportError:
-            from airflow.utils.log.secrets_masker import mask_secret
-    try:  # what the masker makes of a value (tests and the reliability suite check with it)
-        from airflow.sdk.log import redact
-    except ImportError:  # pragma: no cover - Airflow 2.11 line
-        from airflow.utils.log.secrets_masker import redact
+    def _masker(name: str) -> Any:
+        """``mask_secret`` or ``redact`` (what the masker makes of a value: tests check with it).
+
+        From common-compat where it has the name (>= 1.22), else from the line's own module:
+        ``airflow.sdk.log`` on 3.1+, the task SDK's ``execution_time.secrets_masker`` on 3.0 (its
+        ``airflow.sdk.log`` has no ``redact``), ``airflow.utils.log.secrets_masker`` on 2.11.
+        """
+        for module in (
+            "airflow.providers.common.compat.sdk",
+            "airflow.sdk.log",
+            "airflow.sdk.execution_time.secrets_masker",
+            "airflow.utils.log.secrets_masker",
+        ):
+            try:
+                return getattr(importlib.import_module(module), name)
+            except (ImportError, AttributeError):
+                continue
+        raise ImportError(f"no secrets masker has {name!r}")  # pragma: no cover - every line has one
+
+    def _mask_secret_3_0(secret: Any, name: str | None = None) -> None:
+        """Airflow 3.0: mask in this process first, then tell the supervisor if it can be told.
+
+        3.0's own ``mask_secret`` tells the supervisor first and lets its failure through: a
+        trigger calling it on the triggerer's event loop gets a ``RuntimeError`` (the channel's
+        sync ``send`` is ``async_to_sync``) and the value stays unmasked. 3.1+ do it in this order.
+        """
+        if not secret:
+            return
+        from airflow.sdk.execution_time.secrets_masker import _secrets_masker
+
+        _secrets_masker().add_mask(secret, name)
+        with contextlib.suppress(Exception):
+            from airflow.sdk.execution_time import task_runner
+            from airflow.sdk.execution_time.comms import MaskSecret
+
+            if comms := getattr(task_runner, "SUPERVISOR_COMMS", None):
+                comms.send(MaskSecret(value=secret, name=name))
+
+    mask_secret = _masker("mask_secret") if AIRFLOW_V_3_1_PLUS or not AIRFLOW_V_3_0_PLUS else _mask_secret_3_0
+    redact = _masker("redact")
 
 try:  # both lines have it in airflow.exceptions; the fallback keeps the warning filterable
     from airflow.exceptions import AirflowProviderDeprecationWarning
@@ -115,6 +151,38 @@ async def get_async_extra_dejson(conn: Connection) -> dict[str, Any]:
 
         return await sync_to_async(lambda: conn.extra_dejson)()
     return await _get(conn)
+
+
+def write_dag_to_db(dag: Any) -> None:
+    """Airflow 3: write ``dag`` to the metadata DB as the DAG processor does (``dag.test()`` needs it).
+
+    The DAG processor's own call changed between lines: 3.1+ takes a ``LazyDeserializedDAG`` (from
+    ``from_dag``) and a parse duration, 3.0 has neither.
+    """
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.collection import update_dag_parsing_results_in_db
+    from airflow.serialization.serialized_objects import LazyDeserializedDAG
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        DagBundlesManager().sync_bundles_to_db(session=session)
+        session.commit()
+        if hasattr(LazyDeserializedDAG, "from_dag"):  # 3.1+
+            update_dag_parsing_results_in_db(
+                "dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(), session
+            )
+        else:  # 3.0: the DAG's file relative to its bundle is set by the DagBag, as here
+            from airflow.serialization.serialized_objects import SerializedDAG
+
+            if dag.relative_fileloc is None:
+                dags_folder = Path(conf.get("core", "dags_folder")).resolve()
+                fileloc = Path(dag.fileloc).resolve()
+                dag.relative_fileloc = str(
+                    fileloc.relative_to(dags_folder) if fileloc.is_relative_to(dags_folder) else fileloc
+                )
+            lazy = LazyDeserializedDAG(data=SerializedDAG.to_dict(dag))  # type: ignore[attr-defined]
+            update_3_0: Any = update_dag_parsing_results_in_db  # typed for the 3.3 signature
+            update_3_0("dags-folder", None, [lazy], {}, set(), session)
 
 
 async def task_is_still_deferred(trigger: BaseTrigger) -> bool | None:
@@ -189,4 +257,5 @@ __all__ = [
     "mask_secret",
     "redact",
     "task_is_still_deferred",
+    "write_dag_to_db",
 ]

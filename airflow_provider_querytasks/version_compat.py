@@ -17,6 +17,14 @@ def _airflow_version() -> Version:
 
 AIRFLOW_VERSION = _airflow_version()
 AIRFLOW_V_3_0_PLUS = Version("3.0.0") <= AIRFLOW_VERSION
+AIRFLOW_V_3_1_PLUS = Version("3.1.0") <= AIRFLOW_VERSION
+AIRFLOW_V_3_2_PLUS = Version("3.2.0") <= AIRFLOW_VERSION
 AIRFLOW_V_3_3_PLUS = Version("3.3.0") <= AIRFLOW_VERSION
 
-__all__ = ["AIRFLOW_VERSION", "AIRFLOW_V_3_0_PLUS", "AIRFLOW_V_3_3_PLUS"]
+__all__ = [
+    "AIRFLOW_VERSION",
+    "AIRFLOW_V_3_0_PLUS",
+    "AIRFLOW_V_3_1_PLUS",
+    "AIRFLOW_V_3_2_PLUS",
+    "AIRFLOW_V_3_3_PLUS",
+]

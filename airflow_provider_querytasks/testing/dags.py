@@ -20,17 +20,9 @@ def run_dag(dag: Any, **kwargs: Any) -> Any:
     as ``execution_date`` on Airflow 2.
     """
     if AIRFLOW_V_3_0_PLUS:
-        from airflow.dag_processing.bundles.manager import DagBundlesManager
-        from airflow.dag_processing.collection import update_dag_parsing_results_in_db
-        from airflow.serialization.serialized_objects import LazyDeserializedDAG
-        from airflow.utils.session import create_session
+        from airflow_provider_querytasks.compat import write_dag_to_db
 
-        with create_session() as session:
-            DagBundlesManager().sync_bundles_to_db(session=session)
-            session.commit()
-            update_dag_parsing_results_in_db(
-                "dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(), session
-            )
+        write_dag_to_db(dag)
     else:
         if "logical_date" in kwargs:
             kwargs["execution_date"] = kwargs.pop("logical_date")

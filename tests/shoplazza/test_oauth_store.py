@@ -21,6 +21,7 @@ from airflow_provider_querytasks.common.api.errors import AuthenticationError
 from airflow_provider_querytasks.common.transport.clients import close_shared_client_session, token_cache
 from airflow_provider_querytasks.hooks.shoplazza import ShoplazzaHook
 from airflow_provider_querytasks.testing.shoplazza import ShoplazzaEmulator
+from airflow_provider_querytasks.version_compat import AIRFLOW_V_3_1_PLUS
 
 from ..helpers import FAST_RETRY, use_connection
 from .oauth_process import OAuthProcess
@@ -254,8 +255,13 @@ def test_dag_test_task_and_trigger_use_the_shared_store(
     assert str(run.state).rsplit(".", 1)[-1].lower() == "success"
     assert [status for _, status in token_calls(emulator)] == [200, 200]
     assert stored(conn_id).refresh_token == "shoplazza-emulator-refresh-2"
-    # Airflow 3: task and trigger reached the store through the supervisor channel (no DB).
-    assert channels_used and all(channels_used) == compat.AIRFLOW_V_3_0_PLUS
+    # Airflow 3: task and trigger reached the store through the supervisor channel (no DB). 3.0's
+    # dag.test() runs the trigger after the task's channel is gone: the trigger reads the DB.
+    if compat.AIRFLOW_V_3_0_PLUS and not AIRFLOW_V_3_1_PLUS:
+        assert channels_used[0] and not channels_used[-1]
+        assert channels_used == sorted(channels_used, reverse=True)  # the task's calls, then the trigger's
+    else:
+        assert channels_used and all(channels_used) == compat.AIRFLOW_V_3_0_PLUS
 
 
 @pytest.mark.skipif(
@@ -268,7 +274,13 @@ def test_a_triggerer_reaches_the_store_through_its_supervisor(
     """The triggerer's trigger runner has no DB: Variables go over its async supervisor channel."""
     from airflow.sdk.exceptions import ErrorType
     from airflow.sdk.execution_time import task_runner
-    from airflow.sdk.execution_time.comms import ErrorResponse, GetVariable, PutVariable, VariableResult
+    from airflow.sdk.execution_time.comms import (
+        ErrorResponse,
+        GetVariable,
+        MaskSecret,
+        PutVariable,
+        VariableResult,
+    )
 
     from airflow_provider_querytasks.common.transport.token_store import read_variable, write_variable
 
@@ -292,6 +304,12 @@ def test_a_triggerer_reaches_the_store_through_its_supervisor(
             return None  # PutVariable and MaskSecret have no answer
 
         def send(self, msg: Any) -> Any:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:  # a worker thread (sync_to_async), where the real channel works:
+                if isinstance(msg, MaskSecret):  # Airflow 3.0's connection lookup masks through it
+                    return None
+                raise AssertionError(f"a sync {type(msg).__name__} from a trigger") from None
             raise AssertionError("a sync call from the event loop")
 
     emulator, conn_id = oauth
