@@ -335,6 +335,14 @@ class AdobeQueryServiceSqlHook(DbApiHook):
         except QueryTaskError:
             return False
 
+    def test_connection(self) -> tuple[bool, str]:
+        """One session and ``SELECT current_database(), current_user`` (the UI's *Test* button)."""
+        try:
+            row = self.get_first("SELECT current_database(), current_user")
+        except Exception as exc:
+            return False, f"{type(exc).__name__}: {exc}"
+        return True, f"Query Service's PostgreSQL interface answered: database {row[0]}, user {row[1]}"
+
     @property
     def sqlalchemy_url(self) -> URL:
         """SQLAlchemy URL of a new session (``postgresql+psycopg2``; the token as password)."""
