@@ -335,7 +335,7 @@ class AdobeQueryServiceSqlHook(DbApiHook):
         except QueryTaskError:
             return False
 
-    def test_connection(self) -> tuple[bool, str]:
+    def test_connection(self) -> tuple[bool, str]:  # type: ignore[override]  # DbApiHook is untyped
         """One session and ``SELECT current_database(), current_user`` (the UI's *Test* button)."""
         try:
             row = self.get_first("SELECT current_database(), current_user")
