@@ -267,7 +267,7 @@ ADOBE_QUERY_SERVICE_SQL_FORM = ConnectionForm(
     extras=(
         *ADOBE_EXPERIENCE_PLATFORM_FORM.extras,
         ExtraField(
-            "technical_account_credential",
+            "technical_account_password",
             "Technical account credential",
             "Optional non-expiring PostgreSQL password, technicalAccountId:credential, from Query "
             "Service's /queryauth/accounts. Empty: the IMS access token is the password.",

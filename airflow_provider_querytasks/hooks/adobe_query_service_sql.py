@@ -108,7 +108,7 @@ def translate_error(error: BaseException, *, rows: int | None = None) -> BaseExc
     if code in ("28P01", "28000") or "password authentication failed" in text:
         return SqlAuthenticationError(
             f"Query Service refused the PostgreSQL login ({code or '28P01'}: {text}): the IMS access "
-            "token, or the technical_account_credential extra, was not accepted. Check the client id "
+            "token, or the technical_account_password extra, was not accepted. Check the client id "
             "and secret (and the credential's Query Service permissions) in the Adobe Developer "
             "Console, or replace an expired technical account credential",
             platform=PLATFORM,
@@ -158,7 +158,7 @@ class AdobeQueryServiceSqlHook(DbApiHook):
     connection works too when the hook is built directly) holds the OAuth server-to-server
     credential as the REST hook's does: client id in *login*, secret in *password*, the
     ``org_id``, ``sandbox``, ``scopes``, ``endpoint`` and ``ims_endpoint`` extras; optionally the
-    ``technical_account_credential`` extra (a non-expiring ``technicalAccountId:credential``
+    ``technical_account_password`` extra (a non-expiring ``technicalAccountId:credential``
     used as the password instead of the IMS token), ``sslmode`` (``require`` by default) and the
     database in *schema* (default ``<sandbox>:all``). Each new session asks
     ``GET /connection_parameters`` for host, port and user, and logs in with the IMS access token
@@ -221,12 +221,12 @@ class AdobeQueryServiceSqlHook(DbApiHook):
         return self.rest_hook.extra_value(self.connection.extra_dejson, name)
 
     def _technical_account(self) -> str | None:
-        value = self._extra("technical_account_credential")
+        value = self._extra("technical_account_password")
         if value in (None, ""):
             return None
         if not isinstance(value, str) or not TECHNICAL_ACCOUNT.match(value):
             raise InvalidInputError(
-                "technical_account_credential",
+                "technical_account_password",
                 "must be technicalAccountId:credential, as POST /queryauth/accounts returns them",
             )
         mask_secret(value)

@@ -217,13 +217,13 @@ def test_a_wrong_client_secret_is_an_authentication_error(
     assert not ok and "invalid_client" in message
 
 
-def test_a_wrong_technical_account_credential_is_refused_by_the_server_without_retry(
+def test_a_wrong_technical_account_password_is_refused_by_the_server_without_retry(
     emulator: AdobeQueryServiceEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     conn = emulator.sql_connection("technical")
-    conn["extra"]["technical_account_credential"] = "tech-acct-1:wrong-credential-value"
+    conn["extra"]["technical_account_password"] = "tech-acct-1:wrong-credential-value"
     use_connection(monkeypatch, conn)
-    with pytest.raises(SqlAuthenticationError, match=r"28P01.*technical_account_credential") as caught:
+    with pytest.raises(SqlAuthenticationError, match=r"28P01.*technical_account_password") as caught:
         AdobeQueryServiceSqlHook("technical").get_conn()
     assert "wrong-credential-value" not in str(caught.value)
     # One login attempt: a fixed credential is not replaced by asking again.
