@@ -53,6 +53,9 @@ SSLMODES = ("require", "verify-ca", "verify-full")
 LOOPBACK_SSLMODES = ("prefer", "disable")
 FORMATS = ("csv", "jsonl")
 FileFormat = Literal["csv", "jsonl"]
+#: How rows travel: a server-side cursor (documented by Adobe), or PostgreSQL's COPY protocol.
+TRANSFERS = ("cursor", "copy")
+Transfer = Literal["cursor", "copy"]
 TECHNICAL_ACCOUNT = re.compile(r"^[^:\s]+:\S+$")
 HAS_LIMIT = re.compile(r"\blimit\b", re.IGNORECASE)
 #: What the advice for the interactive limits says (errors 53400 and the row cap).
@@ -396,10 +399,14 @@ class AdobeQueryServiceSqlHook(DbApiHook):
 
     # -- streaming a result -------------------------------------------------------------------
     @staticmethod
-    def validate_export(file_format: str, fetch_size: int | None = None) -> None:
-        """Raise :class:`InvalidInputError` for a bad format or fetch size (before any call)."""
+    def validate_export(file_format: str, fetch_size: int | None = None, transfer: str = "cursor") -> None:
+        """Raise :class:`InvalidInputError` for a bad format, fetch size or transfer (before any call)."""
         if file_format not in FORMATS:
             raise InvalidInputError("file_format", f"{file_format!r} is not one of {', '.join(FORMATS)}")
+        if transfer not in TRANSFERS:
+            raise InvalidInputError("transfer", f"{transfer!r} is not one of {', '.join(TRANSFERS)}")
+        if transfer == "copy" and file_format != "csv":
+            raise InvalidInputError("transfer", "'copy' writes CSV only (file_format='csv'); use 'cursor'")
         if fetch_size is not None and (not isinstance(fetch_size, int) or fetch_size < 1):
             raise InvalidInputError("fetch_size", f"must be a positive integer, got {fetch_size!r}")
 
@@ -412,6 +419,7 @@ class AdobeQueryServiceSqlHook(DbApiHook):
         parameters: Mapping[str, Any] | Iterable[Any] | None = None,
         filename: str = "result",
         header: bool = True,
+        transfer: Transfer = "cursor",
     ) -> dict[str, Any]:
         """Stream a ``SELECT``'s rows to ``destination`` through a server-side cursor, atomically.
 
@@ -429,6 +437,11 @@ class AdobeQueryServiceSqlHook(DbApiHook):
         :param parameters: query parameters (psycopg2 ``%s`` / ``%(name)s`` placeholders).
         :param filename: the file's name (without extension) when ``destination`` is a folder.
         :param header: whether a CSV starts with the column names.
+        :param transfer: ``cursor`` (``DECLARE``/``FETCH``, documented by Adobe for streaming) or
+            ``copy`` (``COPY (<sql>) TO STDOUT WITH (FORMAT csv)``: the server writes the CSV,
+            several times faster; Adobe does not document ``COPY ... TO STDOUT``, so a server
+            that refuses it fails the task saying to use ``cursor``). ``copy`` takes no
+            ``parameters`` and writes CSV only.
         :return: the fetch record (``uri``, ``bytes``, ``sha256``, ``lines``, ``source``) plus
             ``rows`` and ``columns``.
         :raises SqlLimitError: ``53400`` (10 minutes, ``LIMIT`` over 100,000).
@@ -436,7 +449,9 @@ class AdobeQueryServiceSqlHook(DbApiHook):
         :raises SqlAuthenticationError: ``28P01`` twice.
         :raises SqlConnectionLostError: the session ended for another reason.
         """
-        self.validate_export(file_format)
+        self.validate_export(file_format, transfer=transfer)
+        if transfer == "copy" and parameters:
+            raise InvalidInputError("parameters", "transfer='copy' takes none: use transfer='cursor'")
         if not isinstance(sql, str) or not sql.strip():
             raise InvalidInputError("sql", "give one SELECT statement")
         target = _Target(destination_for(destination, f"{filename}.{file_format}"))
@@ -445,7 +460,10 @@ class AdobeQueryServiceSqlHook(DbApiHook):
                 connection, password = self._connect()
                 writer = _RecordWriter(target.open())
                 try:
-                    rows, columns = self._stream(connection, sql, parameters, writer, file_format, header)
+                    if transfer == "copy":
+                        rows, columns = self._copy(connection, sql, writer, header)
+                    else:
+                        rows, columns = self._stream(connection, sql, parameters, writer, file_format, header)
                     writer.close()
                     break
                 except Exception as exc:
@@ -485,7 +503,7 @@ class AdobeQueryServiceSqlHook(DbApiHook):
             lines=writer.lines,
             source=f"{ADOBE_SCHEME}://{self.rest_hook.settings.org_id}/{self.rest_hook.settings.sandbox}",
         ).to_dict()
-        record.update(rows=rows, columns=columns, format=file_format)
+        record.update(rows=rows, columns=columns, format=file_format, transfer=transfer)
         self.log.info("Exported %d rows -> %s (%d bytes)", rows, record["uri"], record["bytes"])
         return record
 
@@ -532,6 +550,32 @@ class AdobeQueryServiceSqlHook(DbApiHook):
         cursor.close()
         connection.rollback()
         return rows, columns
+
+    def _copy(self, connection: Any, sql: str, writer: _RecordWriter, header: bool) -> tuple[int, list[str]]:
+        """``COPY (<sql>) TO STDOUT`` into ``writer`` through a 1 MiB buffer (psycopg2 writes
+        each row's line on its own)."""
+        import psycopg2
+
+        statement = sql.strip().rstrip(";")
+        copy = f"COPY ({statement}) TO STDOUT WITH (FORMAT csv, HEADER {'true' if header else 'false'})"
+        self.log.info("Copying the rows of: %s", statement)
+        buffered = io.BufferedWriter(writer, buffer_size=1 << 20)
+        with connection.cursor() as cursor:
+            try:
+                cursor.copy_expert(copy, buffered)
+            except psycopg2.Error as exc:
+                if sqlstate_of(exc) in ("0A000", "42601"):  # not supported / not understood
+                    raise SqlInterfaceError(
+                        f"The server refused COPY ... TO STDOUT ({sqlstate_of(exc)}: "
+                        f"{str(exc).strip().splitlines()[0]}): use transfer='cursor'",
+                        sqlstate=sqlstate_of(exc),
+                    ) from None
+                raise
+            buffered.flush()
+            rows = int(cursor.rowcount)
+        writer.rows = rows
+        connection.rollback()
+        return rows, []
 
 
 def _raw(value: str | None, cursor: Any) -> str | None:

@@ -19,6 +19,7 @@ from airflow_provider_querytasks.hooks.adobe_query_service_sql import (
     FORMATS,
     AdobeQueryServiceSqlHook,
     FileFormat,
+    Transfer,
 )
 
 if TYPE_CHECKING:
@@ -47,6 +48,9 @@ class AdobeSqlToFileOperator(FailWithoutRetryMixin, SQLExecuteQueryOperator):
     :param parameters: query parameters for psycopg2's ``%s`` / ``%(name)s`` placeholders (templated).
     :param header: whether a CSV file starts with the column names.
     :param fetch_size: rows per ``FETCH`` round trip.
+    :param transfer: ``cursor`` (server-side cursor, the default) or ``copy`` (``COPY ... TO
+        STDOUT``, CSV only, no ``parameters``: faster, but not documented by Adobe; see
+        ``docs/adobe_sql.md``).
     :param conn_id: an ``adobe_query_service_sql`` connection (or ``adobe_experience_platform``).
     :param database: the database, default ``<sandbox>:all`` (templated).
     """
@@ -65,11 +69,12 @@ class AdobeSqlToFileOperator(FailWithoutRetryMixin, SQLExecuteQueryOperator):
         parameters: Mapping[str, Any] | Sequence[Any] | None = None,
         header: bool = True,
         fetch_size: int = 10_000,
+        transfer: Transfer = "cursor",
         conn_id: str = AdobeQueryServiceSqlHook.default_conn_name,
         database: str | None = None,
         **kwargs: Any,
     ) -> None:
-        AdobeQueryServiceSqlHook.validate_export(file_format, fetch_size)
+        AdobeQueryServiceSqlHook.validate_export(file_format, fetch_size, transfer)
         if not isinstance(header, bool):
             raise InvalidInputError("header", f"must be True or False, got {header!r}")
         hook_params = {**(kwargs.pop("hook_params", None) or {}), "fetch_size": fetch_size}
@@ -86,6 +91,7 @@ class AdobeSqlToFileOperator(FailWithoutRetryMixin, SQLExecuteQueryOperator):
         self.filename = filename
         self.header = header
         self.fetch_size = fetch_size
+        self.transfer = transfer
         self._record: dict[str, Any] | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -112,6 +118,7 @@ class AdobeSqlToFileOperator(FailWithoutRetryMixin, SQLExecuteQueryOperator):
             parameters=self.parameters,
             filename=filename,
             header=self.header,
+            transfer=self.transfer,
         )
         return self._record
 

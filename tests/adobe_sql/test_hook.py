@@ -309,3 +309,18 @@ def test_openlineage_naming_is_the_rest_operators(emulator: AdobeQueryServiceEmu
     assert (info.scheme, info.authority) == ("adobe-experience-platform", emulator.org_id)
     assert hook.get_openlineage_default_schema() == "prod"
     assert hook.get_openlineage_database_dialect(hook.connection) == "postgres"
+
+
+def test_copy_transfer_writes_the_same_csv_as_the_cursor(
+    emulator: AdobeQueryServiceEmulator, tmp_path: Path
+) -> None:
+    hook = AdobeQueryServiceSqlHook()
+    sql = "SELECT * FROM web_events ORDER BY _id"
+    by_cursor = hook.export_rows(sql, tmp_path / "cursor.csv")
+    by_copy = hook.export_rows(sql, tmp_path / "copy.csv", transfer="copy")
+    assert by_copy["rows"] == by_cursor["rows"] == 1000
+    assert by_copy["sha256"] == by_cursor["sha256"] and by_copy["lines"] == 1001
+    with pytest.raises(InvalidInputError, match="transfer"):
+        hook.export_rows(sql, tmp_path / "x.jsonl", file_format="jsonl", transfer="copy")
+    with pytest.raises(InvalidInputError, match="parameters"):
+        hook.export_rows(sql, tmp_path / "x.csv", transfer="copy", parameters={"a": 1})
