@@ -118,3 +118,18 @@ def test_openlineage_reads_the_tables_as_the_rest_operator_names_them_and_the_fi
         (namespace, "prod.web_events"),
     ]
     assert [(d.namespace, d.name) for d in lineage.outputs] == [("file", record["uri"])]
+
+
+def test_common_sql_lineage_uses_the_rest_operators_namespace(emulator: AdobeQueryServiceEmulator) -> None:
+    pytest.importorskip("airflow.providers.openlineage")
+    from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
+
+    operator = SQLExecuteQueryOperator(
+        task_id="ctas",
+        conn_id=CONN_ID,
+        sql="CREATE TABLE page_counts AS SELECT page_name, count(*) AS n FROM web_events GROUP BY 1",
+    )
+    lineage = operator.get_openlineage_facets_on_start()
+    namespace = f"adobe-experience-platform://{emulator.org_id}"
+    assert [(d.namespace, d.name) for d in lineage.inputs] == [(namespace, "prod.web_events")]
+    assert [(d.namespace, d.name) for d in lineage.outputs] == [(namespace, "prod.page_counts")]
