@@ -130,6 +130,7 @@ def test_common_sql_lineage_uses_the_rest_operators_namespace(emulator: AdobeQue
         sql="CREATE TABLE page_counts AS SELECT page_name, count(*) AS n FROM web_events GROUP BY 1",
     )
     lineage = operator.get_openlineage_facets_on_start()
+    assert lineage is not None
     namespace = f"adobe-experience-platform://{emulator.org_id}"
     assert [(d.namespace, d.name) for d in lineage.inputs] == [(namespace, "prod.web_events")]
     assert [(d.namespace, d.name) for d in lineage.outputs] == [(namespace, "prod.page_counts")]
