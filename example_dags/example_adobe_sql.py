@@ -37,6 +37,9 @@ with DAG(
     schedule=CronDataIntervalTimetable("0 4 * * *", timezone="UTC"),
     start_date=datetime(2026, 11, 1),
     catchup=False,
+    # Each task holds one PostgreSQL session, and Query Service limits concurrent sessions per
+    # licence ("Session Limit Reached"): two at a time leaves room for other users.
+    max_active_tasks=2,
     tags=["example", "adobe", "sql"],
 ) as quality_and_export:
     # One query per check operator, each a small aggregate: well inside the 10-minute limit.
