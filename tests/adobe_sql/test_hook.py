@@ -325,3 +325,18 @@ def test_copy_transfer_writes_the_same_csv_as_the_cursor(
         hook.export_rows(sql, tmp_path / "x.jsonl", file_format="jsonl", transfer="copy")
     with pytest.raises(InvalidInputError, match="parameters"):
         hook.export_rows(sql, tmp_path / "x.csv", transfer="copy", parameters={"a": 1})
+
+
+def test_export_to_an_object_storage_path(emulator: AdobeQueryServiceEmulator, tmp_path: Path) -> None:
+    """An ``ObjectStoragePath`` (``file://`` here: the code path the s3/gs stores take too)."""
+    from airflow_provider_querytasks.compat import ObjectStoragePath
+
+    (tmp_path / "obj").mkdir()  # an object store has no folders to create; a file system does
+    target = ObjectStoragePath(f"file://{tmp_path}/obj/pages.csv")
+    record = AdobeQueryServiceSqlHook().export_rows(
+        "SELECT page_name, count(*) AS n FROM web_events GROUP BY 1 ORDER BY 1", target
+    )
+    assert record["uri"] == f"file://{tmp_path}/obj/pages.csv"
+    written = (tmp_path / "obj" / "pages.csv").read_bytes()
+    assert hashlib.sha256(written).hexdigest() == record["sha256"] and record["rows"] == 5
+    assert [p.name for p in (tmp_path / "obj").iterdir()] == ["pages.csv"]  # no temporary name left
