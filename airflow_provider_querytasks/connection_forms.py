@@ -251,4 +251,39 @@ ADOBE_EXPERIENCE_PLATFORM_FORM = ConnectionForm(
     ),
 )
 
-ALL_FORMS: tuple[ConnectionForm, ...] = (SHOPLAZZA_FORM, AMAZON_SP_API_FORM, ADOBE_EXPERIENCE_PLATFORM_FORM)
+#: Query Service's PostgreSQL interface: the same credentials, plus what a PostgreSQL session needs
+#: (a connection type of its own: common.sql finds a SQL hook by connection type; docs/adobe_sql.md).
+ADOBE_QUERY_SERVICE_SQL_FORM = ConnectionForm(
+    connection_type="adobe_query_service_sql",
+    hook_class_name="airflow_provider_querytasks.hooks.adobe_query_service_sql.AdobeQueryServiceSqlHook",
+    hook_name="Adobe Experience Platform Query Service (SQL)",
+    hidden_fields=("port", "host"),
+    relabeling={**ADOBE_EXPERIENCE_PLATFORM_FORM.relabeling, "schema": "Database (default <sandbox>:all)"},
+    placeholders={**ADOBE_EXPERIENCE_PLATFORM_FORM.placeholders, "schema": "prod:all"},
+    extras=(
+        *ADOBE_EXPERIENCE_PLATFORM_FORM.extras,
+        ExtraField(
+            "technical_account_password",
+            "Technical account credential",
+            "Optional non-expiring PostgreSQL password, technicalAccountId:credential, from Query "
+            "Service's /queryauth/accounts. Empty: the IMS access token is the password.",
+            kind="password",
+        ),
+        ExtraField(
+            "sslmode",
+            "SSL mode",
+            "PostgreSQL sslmode: require (default), verify-ca or verify-full; prefer or disable "
+            "only for a loopback host (a local emulator).",
+            placeholder="require",
+            default="require",
+            choices=("require", "verify-ca", "verify-full", "prefer", "disable"),
+        ),
+    ),
+)
+
+ALL_FORMS: tuple[ConnectionForm, ...] = (
+    SHOPLAZZA_FORM,
+    AMAZON_SP_API_FORM,
+    ADOBE_EXPERIENCE_PLATFORM_FORM,
+    ADOBE_QUERY_SERVICE_SQL_FORM,
+)

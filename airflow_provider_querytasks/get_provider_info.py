@@ -29,9 +29,26 @@ _HOW_TO_GUIDES = {
 }
 
 
+#: Modules beside a platform's own (Query Service's PostgreSQL interface: the ``adobe-sql`` extra).
+_EXTRA_MODULES = {
+    ("hooks", "adobe_query_service"): "adobe_query_service_sql",
+    ("operators", "adobe_query_service"): "adobe_query_service_sql",
+}
+
+
 def _by_kind(kind: str) -> list[dict[str, Any]]:
     return [
-        {"integration-name": name, "python-modules": [f"{_PACKAGE}.{kind}.{module}"]}
+        {
+            "integration-name": name,
+            "python-modules": [
+                f"{_PACKAGE}.{kind}.{module}",
+                *(
+                    [f"{_PACKAGE}.{kind}.{_EXTRA_MODULES[kind, module]}"]
+                    if (kind, module) in _EXTRA_MODULES
+                    else []
+                ),
+            ],
+        }
         for module, name in _PLATFORMS.items()
     ]
 

@@ -935,6 +935,10 @@ def child(section: str, args: argparse.Namespace) -> Any:
         return {"one_account": rows, "one_queue": sqs}
     if section == "imports":
         return import_cost(1 if args.quick else 10, install=not args.quick)
+    if section == "adobe_sql":
+        from adobe_sql import adobe_sql_export
+
+        return adobe_sql_export(args.sql_rows, 1 if args.quick else 3)
     if section == "realtriggerer":
         from real_triggerer import real_triggerer
 
@@ -999,6 +1003,13 @@ SECTIONS_HELP = """sections (--only, comma-separated; default: all):
                 with every process's stacks (py-spy) in the kept home. Targets:
                 all finish; calls <= 0.1x per-wait polling; CPU per wait-hour <= 0.5x the bare
                 GET's; worst lag < 100 ms. Not part of the default run (--only realtriggerer).
+  adobe_sql     8. --sql-rows rows (1,000,000) of a table on the Adobe emulator's PostgreSQL
+                interface streamed to CSV by AdobeQueryServiceSqlHook.export_rows (server-side
+                cursor) and by `psql -c "\\copy (SELECT ...) TO ... CSV HEADER"` on the same
+                server, in turns (3 runs each): rows per second as a ratio to psql's, the
+                exporting process's RSS growth, whether the files are identical. Targets:
+                >= 0.8x psql, <= 50 MiB. Not part of the default run (--only adobe_sql); also
+                written to benchmarks/results/adobe_sql.json.
 """
 
 
@@ -1013,7 +1024,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 
 #: Sections run only when named in --only (minutes of a real Airflow and a PostgreSQL).
-OPT_IN_SECTIONS = ("realtriggerer",)
+OPT_IN_SECTIONS = ("realtriggerer", "adobe_sql")
 
 
 def print_real_triggerer(result: dict[str, Any]) -> None:
@@ -1088,6 +1099,7 @@ def main() -> int:
         default=",".join(PHASES),
         help=f"benchmark 7's phases to run (comma-separated: {', '.join(PHASES)}; the ratios need all)",
     )
+    parser.add_argument("--sql-rows", type=int, default=None, help="rows of benchmark 8's SELECT (1000000)")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
     parser.add_argument("--section", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -1106,6 +1118,7 @@ def main() -> int:
     args.sqs_waits = default(args.sqs_waits, 6, 50)
     args.real_waits = default(args.real_waits, 30, 5000)
     args.real_accounts = default(args.real_accounts, 6, 50)
+    args.sql_rows = default(args.sql_rows, 20_000, 1_000_000)
     phases = tuple(args.real_phases.split(","))
     if set(phases) - set(PHASES) or not phases:
         parser.error(f"--real-phases: {args.real_phases!r}; allowed: {', '.join(PHASES)} (comma-separated)")
@@ -1129,6 +1142,7 @@ def main() -> int:
             *("--sqs-waits", str(args.sqs_waits)),
             *("--real-waits", str(args.real_waits), "--real-accounts", str(args.real_accounts)),
             *("--real-phases", ",".join(args.real_phases)),
+            *("--sql-rows", str(args.sql_rows)),
             "--waits",
             str(args.waits),
             "--fair-waits",
@@ -1167,6 +1181,13 @@ def main() -> int:
             continue
         if section == "realtriggerer":
             print_real_triggerer(result)
+            continue
+        if section == "adobe_sql":
+            print("8. a SELECT's rows to CSV: the Adobe SQL hook vs psql \\copy, same server, same run")
+            print_table([result])
+            # Also on its own, beside latest.json (benchmarks/results/ is not committed).
+            (args.json.parent / "adobe_sql.json").parent.mkdir(parents=True, exist_ok=True)
+            (args.json.parent / "adobe_sql.json").write_text(json.dumps(result, indent=2))
             continue
         for row in result if isinstance(result, list) else [result]:
             print("  " + "  ".join(f"{k}={v}" for k, v in row.items()))

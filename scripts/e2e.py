@@ -43,6 +43,9 @@ EXPECTED: dict[str, tuple[str, tuple[str, ...]]] = {
     "example_adobe_query_service_daily_ctas": ("success", ("daily_page_views",)),
     "e2e_adobe_query_fails": ("failed", ("failing_query",)),
     "e2e_adobe_query_killed": ("failed", ("long_query",)),
+    # Query Service's PostgreSQL interface (a real PostgreSQL behind the emulator): no deferral.
+    "example_adobe_sql_quality_and_export": ("success", ()),
+    "e2e_adobe_sql_check_fails": ("failed", ()),
 }
 KILLED = ("e2e_adobe_query_killed", "long_query")
 #: Runs on the asset event of the sales query's SQS notification (Airflow 3 with the messaging extra).
@@ -95,6 +98,7 @@ class E2E:
         dags = self.home / "dags"
         shutil.copytree(ROOT / "example_dags", dags, ignore=shutil.ignore_patterns("__pycache__"))
         shutil.copy(ROOT / "tests" / "e2e" / "e2e_failures.py", dags / "e2e_failures.py")
+        shutil.copy(ROOT / "tests" / "e2e" / "e2e_adobe_sql.py", dags / "e2e_adobe_sql.py")
         env = {
             "AIRFLOW_HOME": str(self.home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
@@ -150,6 +154,10 @@ class E2E:
             "data_kiosk": DataKioskEmulator(duration=12.0, **secrets["data_kiosk"]).start(),
             "adobe": AdobeQueryServiceEmulator(duration=12.0, **secrets["adobe"]).start(),
         }
+        from airflow_provider_querytasks.testing.postgres import LocalPostgres
+
+        # Query Service's PostgreSQL interface: its environment() then has the SQL connection too.
+        self.emulators["adobe"].attach_postgres(LocalPostgres().start())
         self.secrets = [value for group in secrets.values() for value in group.values()]
         for emulator in self.emulators.values():
             # With Data Kiosk's, the SQS queue that the notification-driven example DAG (Airflow 3
@@ -347,10 +355,15 @@ class E2E:
         for dag_id, (expected_state, deferred_tasks) in EXPECTED.items():
             state, seconds = finished.get(dag_id, ("unfinished", float("nan")))
             deferred = all("DEFERRED" in self.task_logs(dag_id, task).upper() for task in deferred_tasks)
-            flag = "yes" if deferred else "no"
+            flag = ("yes" if deferred else "no") if deferred_tasks else "-"  # "-": nothing waits
             print(f"{dag_id:<44} airflow={__version__:<7} state={state:<8} {seconds:6.1f}s deferred={flag}")
             self.check(state == expected_state, f"{dag_id} ended {state}, expected {expected_state}")
             self.check(deferred, f"{dag_id}: a waiting task did not go through the triggerer")
+        check_log = self.task_logs("e2e_adobe_sql_check_fails", "unvalidated_columns")
+        self.check(
+            "null_check" in check_log and "unique_check" in check_log,
+            "the failed data-quality check's log does not name the failed checks",
+        )
         failing_log = self.task_logs("e2e_adobe_query_fails", "failing_query")
         self.check(
             "Function [varchar] not defined" in failing_log, "the failed query's error text is not in its log"
@@ -376,6 +389,8 @@ class E2E:
         """No secret in any log: the components' output and every log file (tasks, triggers,
         DAG processing). Returns how many files were read."""
         files = [p for p in self.home.rglob("*.log") if p.is_file()] + list(self.home.glob("*.out"))
+        # The IMS tokens still valid (also the PostgreSQL interface's password): never logged.
+        self.secrets.extend(self.emulators["adobe"].tokens)
         for path in files:
             text = path.read_text(errors="replace")
             leaked = [secret for secret in self.secrets if secret in text]
@@ -427,7 +442,14 @@ class E2E:
 
     def check_files(self) -> None:
         files = {p.relative_to(self.output).as_posix(): p for p in self.output.rglob("*") if p.is_file()}
-        csv = [p for name, p in files.items() if name.endswith(".csv")]
+        sql_exports = [p for name, p in files.items() if name.startswith("example_adobe_sql_")]
+        self.check(
+            len(sql_exports) == 1
+            and sql_exports[0].name == "page_summary.csv"
+            and sql_exports[0].read_text().startswith("page_name,events,page_views,revenue\n"),
+            f"the Adobe SQL export: {sorted(str(p) for p in sql_exports)}",
+        )
+        csv = [p for name, p in files.items() if name.endswith(".csv") and p not in sql_exports]
         self.check(len(csv) == 5, f"expected 5 CSV exports, found {sorted(files)}")
         self.check(all(p.read_bytes().count(b"\n") == 101 for p in csv), "a CSV export lacks rows")
         # The sales DAG's page, and on Airflow 3 the same page fetched again by the notified run.
@@ -461,6 +483,8 @@ class E2E:
         self.terminate(*self.processes)
         for emulator in self.emulators.values():
             emulator.stop()
+            if getattr(emulator, "postgres", None) is not None:
+                emulator.postgres.stop()
 
     def run(self) -> int:
         self.environment()

@@ -56,12 +56,16 @@ def prepare_airflow_home(output: Path) -> Path:
 
 def start_emulators() -> dict[str, Any]:
     from airflow_provider_querytasks.testing import EMULATORS, connection_env, emulator_class
+    from airflow_provider_querytasks.testing.postgres import LocalPostgres
 
     emulators: dict[str, Any] = {}
     for name in EMULATORS:
         emulator = emulator_class(name)().start()
-        variable, value = connection_env(emulator.connection())
-        os.environ[variable] = value
+        connections = [emulator.connection()]
+        if name == "adobe":  # Query Service's PostgreSQL interface: a real, throwaway server
+            emulator.attach_postgres(LocalPostgres().start())  # type: ignore[attr-defined]
+            connections.append(emulator.sql_connection())  # type: ignore[attr-defined]
+        os.environ.update(connection_env(conn) for conn in connections)
         emulators[name] = emulator
         print(f"emulator {name:<11} {' '.join(f'{s}={u}' for s, u in emulator.urls.items())}")
     return emulators
@@ -119,6 +123,8 @@ def main() -> int:
     finally:
         for emulator in emulators.values():
             emulator.stop()
+            if getattr(emulator, "postgres", None) is not None:
+                emulator.postgres.stop()
     print()
     print(f"{'dag':<40} {'state':<8} {'seconds':>7} {'submitted':>9} {'polls':>5}  fetched")
     for dag_id, state, seconds, submitted, polled, fetched in rows:

@@ -33,7 +33,7 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "protocols": ("common.api", "common.transport.tokens"),
     # how it is sent: clients, rate limits, tokens and their store, fetch, process state.
     "common.transport": ("common.api", "compat", "version_compat", "__init__"),
-    "hooks": ("common.api", "common.transport", "common.wait.loop", "protocols", *AIRFLOW_GLUE),
+    "hooks": ("common.api", "common.transport", "common.wait.loop", "protocols", "lineage", *AIRFLOW_GLUE),
     # how we wait: the loop, coalescing, the deadline, notifications, the operator/sensor mixin.
     "common.wait": ("common.api", "common.transport", "hooks.base", "triggers.base", "compat"),
     "notification_sources": ("common.api", "common.transport", "common.wait"),

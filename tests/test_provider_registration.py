@@ -14,7 +14,7 @@ from airflow_provider_querytasks.connection_forms import ALL_FORMS
 from airflow_provider_querytasks.get_provider_info import get_provider_info
 from airflow_provider_querytasks.version_compat import AIRFLOW_V_3_2_PLUS
 
-CONNECTION_TYPES = {"shoplazza", "amazon_sp_api", "adobe_experience_platform"}
+CONNECTION_TYPES = {"shoplazza", "amazon_sp_api", "adobe_experience_platform", "adobe_query_service_sql"}
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -158,7 +158,9 @@ def test_airflow_3_ui_metadata_has_placeholders_for_standard_fields_and_extras()
         standard = meta.standard_fields
         assert standard is not None
         for standard_name, placeholder in form.placeholders.items():
-            assert getattr(standard, standard_name).placeholder == placeholder
+            # The 3.x model names the schema field url_schema (BaseModel.schema is a method).
+            field_name = {"schema": "url_schema"}.get(standard_name, standard_name)
+            assert getattr(standard, field_name).placeholder == placeholder
         extras = dict(meta.extra_fields or {})
         assert set(extras) == {f.name for f in form.extras}
         for field in form.extras:

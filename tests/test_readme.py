@@ -33,10 +33,14 @@ def first_dags() -> list[str]:
 
 def test_the_readme_has_one_first_dag_per_platform() -> None:
     blocks = first_dags()
-    assert len(blocks) == 3
-    for block, operator in zip(
-        blocks, ("ShoplazzaDataTaskOperator", "DataKioskQueryOperator", "AdobeQueryOperator"), strict=True
-    ):
+    assert len(blocks) == 4
+    operators = (
+        "ShoplazzaDataTaskOperator",
+        "DataKioskQueryOperator",
+        "AdobeQueryOperator",
+        "AdobeSqlToFileOperator",
+    )
+    for block, operator in zip(blocks, operators, strict=True):
         assert operator in block
         assert len(block.strip().splitlines()) <= 20
 
@@ -79,3 +83,35 @@ def test_a_first_dag_runs_as_written(
         assert page_file.is_file() and page_file.suffix == ".jsonl"
     else:
         assert result["state"] == "SUCCESS" and result["created_dataset_id"] and result["errors"] == []
+
+
+@pytest.fixture
+def adobe_sql_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[EmulatorServer]:
+    """The Adobe emulator with its PostgreSQL interface (a real, throwaway server)."""
+    from airflow_provider_querytasks.testing.adobe_query_service import AdobeQueryServiceEmulator
+    from airflow_provider_querytasks.testing.postgres import LocalPostgres
+
+    with LocalPostgres() as postgres:
+        server = AdobeQueryServiceEmulator(duration=0.3).start()
+        server.attach_postgres(postgres)
+        use_connection(monkeypatch, server.sql_connection())
+        yield server
+        server.stop()
+
+
+def test_the_adobe_sql_first_dag_runs_as_written(
+    airflow_db: Any, adobe_sql_emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    code = first_dags()[3]
+    assert README_OUTPUT in code
+    dag_file = tmp_path / "first_dag_adobe_sql.py"
+    dag_file.write_text(code.replace(README_OUTPUT, f"{tmp_path}/out/"))
+    dag = runpy.run_path(str(dag_file))["dag"]
+    run = run_dag(dag, logical_date=dt.datetime(2026, 11, 20, tzinfo=dt.timezone.utc))
+    assert str(run.state).rsplit(".", 1)[-1].lower() == "success"
+    (export,) = [ti for ti in run.get_task_instances() if ti.task_id == "page_counts"]
+    record = export.xcom_pull(task_ids="page_counts")
+    path = Path(record["uri"])
+    assert path.is_file() and str(tmp_path) in record["uri"] and path.suffix == ".csv"
+    assert record["rows"] == 5 and record["columns"] == ["page_name", "events"]
+    assert path.read_text().splitlines()[0] == "page_name,events"

@@ -16,9 +16,26 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="serve emulators on 127.0.0.1 until interrupted")
     serve.add_argument("names", nargs="*", help="emulators (default: all)")
     serve.add_argument("--env-file", help="also write the AIRFLOW_CONN_* lines to this file")
+    serve.add_argument(
+        "--no-postgres",
+        action="store_true",
+        help="serve Adobe without its PostgreSQL interface (by default a throwaway PostgreSQL server "
+        "is started for it when PostgreSQL binaries and psycopg2 are at hand)",
+    )
     args = parser.parse_args(argv)
 
     servers = [emulator_class(name)().start() for name in (args.names or list(EMULATORS))]
+    postgres = None
+    adobe = next((server for server in servers if server.name == "adobe"), None)
+    if adobe is not None and not args.no_postgres:
+        from airflow_provider_querytasks.testing.postgres import LocalPostgres
+
+        try:
+            postgres = LocalPostgres().start()
+            adobe.attach_postgres(postgres)  # type: ignore[attr-defined]
+            print(f"adobe        postgres   127.0.0.1:{postgres.port} (the PostgreSQL interface)")
+        except (RuntimeError, ImportError) as exc:
+            print(f"(Adobe's PostgreSQL interface is not served: {exc})")
     lines: list[str] = []
     for server in servers:
         for site, url in server.urls.items():
@@ -37,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     stop.wait()
     for server in servers:
         server.stop()
+    if postgres is not None:
+        postgres.stop()
     return 0
 
 

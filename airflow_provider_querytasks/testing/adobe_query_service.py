@@ -8,6 +8,9 @@ org, sandbox) with the gateway's ``{"error_code", "message"}`` bodies.
 A query's outcome is driven by its SQL: ``-- emulator: FAILED`` (or ``KILLED``, ``TIMEOUT``,
 ``SUCCESS_WITH_ERRORS``) anywhere in it; otherwise :attr:`AdobeQueryServiceEmulator.outcome`.
 ``-- emulator-duration: 600`` sets how many emulator seconds it runs.
+
+With a :class:`~.postgres.LocalPostgres` attached (:meth:`AdobeQueryServiceEmulator.attach_postgres`),
+``GET /connection_parameters`` points at it: the PostgreSQL interface, a real server.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -26,8 +29,12 @@ from airflow_provider_querytasks.testing.server import (
     EmulatorClock,
     EmulatorServer,
     RateBucket,
+    connection_env,
     json_response,
 )
+
+if TYPE_CHECKING:
+    from airflow_provider_querytasks.testing.postgres import LocalPostgres
 
 # The platform's facts, from its OpenAPI descriptions (their ``servers``), not from the client: a
 # wrong value on either side then shows (tests/test_emulator_facts.py compares them).
@@ -165,6 +172,9 @@ class AdobeQueryServiceEmulator(EmulatorServer):
         #: dataSetFileId -> list of (name, bytes) or nested file ids (directories).
         self.files: dict[str, list[tuple[str, bytes] | str]] = {}
         self._bucket: RateBucket | None = None
+        #: The PostgreSQL interface (``attach_postgres``) and the token that is its password.
+        self.postgres: LocalPostgres | None = None
+        self._sql_token: str | None = None
         self._serial = itertools.count(1)
         self._last_created_wall = 0.0
 
@@ -177,6 +187,7 @@ class AdobeQueryServiceEmulator(EmulatorServer):
         api.router.add_post(f"{q}/queries", self._create)
         api.router.add_get(f"{q}/queries", self._list)
         api.router.add_get(f"{q}/queries/{{id}}", self._get)
+        api.router.add_get(f"{q}/connection_parameters", self._connection_parameters)
         api.router.add_patch(f"{q}/queries/{{id}}", self._patch)
         api.router.add_post(f"{q}/query-templates", self._create_template)
         api.router.add_get(f"{q}/query-templates", self._list_templates)
@@ -198,6 +209,60 @@ class AdobeQueryServiceEmulator(EmulatorServer):
 
     def expire_tokens(self) -> None:
         self.tokens.clear()
+        if self.postgres is not None:
+            # The least convenient reading: an expired token logs in nowhere, and the sessions
+            # it opened end (a client must reconnect with a fresh token).
+            self._sql_token = None
+            self.postgres.set_password(self.org_id, None)
+            self.postgres.end_sessions(self.org_id)
+
+    # -- the PostgreSQL interface -------------------------------------------------------------
+    def attach_postgres(self, postgres: LocalPostgres) -> None:
+        """Serve ``postgres`` (started) as the PostgreSQL interface: a login role named as the
+        organisation, whose password is the current IMS token, and a ``<sandbox>:all`` database
+        per sandbox with the seed tables. While it is attached, IMS hands out one current token
+        (a new one once it expired), so that one password serves every client."""
+        postgres.add_login_role(self.org_id, None)
+        for sandbox in self.sandboxes:
+            postgres.add_database(f"{sandbox}:all", self.org_id)
+        self.postgres = postgres
+
+    def sql_connection(self, conn_id: str | None = None) -> dict[str, Any]:
+        """An ``adobe_query_service_sql`` connection pointing at this emulator (same credentials).
+
+        ``sslmode`` is ``prefer``: the local server has no certificate (allowed for loopback hosts only).
+        """
+        conn = self.connection(conn_id or "adobe_query_service_sql_default")
+        conn["conn_type"] = "adobe_query_service_sql"
+        conn["extra"]["sslmode"] = "prefer"
+        return conn
+
+    def environment(self) -> dict[str, str]:
+        env = super().environment()
+        if self.postgres is not None:
+            env.update([connection_env(self.sql_connection())])
+        return env
+
+    async def _connection_parameters(self, request: web.Request) -> web.Response:
+        if self.postgres is None:
+            return json_response(
+                {"message": "this emulator has no PostgreSQL interface (attach_postgres)", "statusCode": 500},
+                500,
+            )
+        token = request.headers["Authorization"].removeprefix("Bearer ")
+        sandbox = request.headers["x-sandbox-name"]
+        return json_response(
+            {
+                "username": self.org_id,
+                "dbName": f"{sandbox}:all",
+                "host": self.postgres.host,
+                "port": self.postgres.port,
+                "version": 1,
+                "token": token,  # the caller's token, as the real answer echoes it
+                "compressedToken": token[::-1],
+                "websocketHost": "query-service-interactive-ws.emulator.invalid",
+            }
+        )
 
     def connection(self, conn_id: str | None = None) -> dict[str, Any]:
         """An ``adobe_experience_platform`` connection pointing at this emulator."""
@@ -259,10 +324,26 @@ class AdobeQueryServiceEmulator(EmulatorServer):
             )
         if not form.get("scope"):
             return json_response({"error": "invalid_scope"}, 400)
-        access = f"eyJemulator.{uuid.uuid4().hex}"
-        self.tokens[access] = time.time() + self.token_ttl
+        expires_in = int(self.token_ttl)
+        if (
+            self.postgres is not None
+            and self._sql_token
+            and self.tokens.get(self._sql_token, 0) > time.time()
+        ):
+            access = self._sql_token
+            expires_in = max(1, int(self.tokens[access] - time.time()))
+        else:
+            access = f"eyJemulator.{uuid.uuid4().hex}"
+            self.tokens[access] = time.time() + self.token_ttl
+            if self.postgres is not None:  # the PostgreSQL password is the current token
+                self._sql_token = access
+                self.postgres.set_password(self.org_id, access)
         return json_response(
-            {"access_token": access, "token_type": "bearer", "expires_in": int(self.token_ttl)}
+            {
+                "access_token": access,
+                "token_type": "bearer",
+                "expires_in": expires_in,
+            }
         )
 
     # -- queries ------------------------------------------------------------------------------

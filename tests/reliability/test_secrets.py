@@ -17,6 +17,7 @@ from airflow_provider_querytasks.testing import EmulatorServer
 from airflow_provider_querytasks.testing.adobe_query_service import AdobeQueryServiceEmulator
 from airflow_provider_querytasks.testing.amazon_data_kiosk import DataKioskEmulator
 from airflow_provider_querytasks.testing.dags import run_dag
+from airflow_provider_querytasks.testing.postgres import LocalPostgres
 from airflow_provider_querytasks.testing.shoplazza import ShoplazzaEmulator
 
 from ..helpers import use_connection
@@ -48,6 +49,10 @@ def test_example_dags_leak_no_secret(
     for emulator in emulators:
         emulator.start()
         use_connection(monkeypatch, emulator.connection())
+    # The SQL example DAG: Query Service's PostgreSQL interface, whose password is the IMS token.
+    postgres = LocalPostgres().start()
+    adobe.attach_postgres(postgres)
+    use_connection(monkeypatch, adobe.sql_connection())
     monkeypatch.setenv("AIRFLOW_VAR_QUERYTASKS_OUTPUT_DIR", str(tmp_path))
     monkeypatch.setenv("QUERYTASKS_EXAMPLE_POLL_SECONDS", "0.2")
     try:
@@ -82,6 +87,7 @@ def test_example_dags_leak_no_secret(
     finally:
         for emulator in emulators:
             emulator.stop()
+        postgres.stop()
 
 
 def _stored_task_data() -> str:

@@ -1,0 +1,171 @@
+"""Benchmark 8: a SELECT's rows streamed to CSV by the Adobe SQL hook, beside ``psql \\copy``.
+
+Both read the same table of the same throwaway PostgreSQL server (the Adobe emulator's
+PostgreSQL interface) in the same run, in turns: ``psql -c "\\copy (SELECT ...) TO 'file' CSV
+HEADER"`` (COPY protocol, the server formats the CSV) and
+``AdobeQueryServiceSqlHook.export_rows`` with ``transfer="cursor"`` (the default: a server-side
+cursor, ``FETCH`` 10,000 rows at a time, the CSV written by Python, hashed and moved into place)
+and with ``transfer="copy"`` (``COPY ... TO STDOUT``: the server writes the CSV). Figures: rows
+per second (best of the runs, every run's ratio beside it), the RSS growth of the exporting
+process during the export (sampled every 5 ms), and whether the three files are byte for byte
+the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+TABLE_SQL = """
+CREATE TABLE bench_events AS
+SELECT 'evt-' || lpad(i::text, 8, '0') AS event_id,
+       timestamptz '2026-11-19 00:00:00+00' + i * interval '1 second' AS "timestamp",
+       'ecid-' || (i % 99991) AS ecid,
+       (ARRAY['home', 'product', 'cart', 'checkout', 'search'])[1 + i % 5] AS page_name,
+       1 + i % 3 AS page_views,
+       CASE WHEN i % 5 = 3 THEN round((i % 250)::numeric + 0.99, 2) END AS order_total
+FROM generate_series(1, {rows}) AS i
+"""
+SELECT = "SELECT * FROM bench_events"
+
+
+def rss() -> int:
+    with open("/proc/self/statm", encoding="ascii") as statm:
+        return int(statm.read().split()[1]) * PAGE
+
+
+class PeakRss:
+    """The highest RSS of this process while it runs (a sampling thread)."""
+
+    def __init__(self, interval: float = 0.005) -> None:
+        self.interval = interval
+        self.peak = rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, rss())
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss())
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def adobe_sql_export(rows: int, repeats: int) -> dict[str, Any]:
+    """Start PostgreSQL and the Adobe emulator, fill ``bench_events``, time both exports in turns."""
+    from airflow_provider_querytasks.testing import connection_env
+    from airflow_provider_querytasks.testing.adobe_query_service import AdobeQueryServiceEmulator
+    from airflow_provider_querytasks.testing.postgres import LocalPostgres
+
+    with LocalPostgres() as postgres, tempfile.TemporaryDirectory() as folder:
+        emulator = AdobeQueryServiceEmulator().start()
+        try:
+            emulator.attach_postgres(postgres)
+            with postgres.admin("prod:all") as cursor:
+                cursor.execute(TABLE_SQL.format(rows=int(rows)))
+                cursor.execute("ANALYZE bench_events")
+                cursor.execute(f'GRANT SELECT ON bench_events TO "{emulator.org_id}"')
+            os.environ.update([connection_env(emulator.sql_connection())])
+            from airflow_provider_querytasks.hooks.adobe_query_service_sql import AdobeQueryServiceSqlHook
+
+            hook = AdobeQueryServiceSqlHook()
+            params = hook.connection_parameters()
+            out = Path(folder)
+            # Warm-up: imports, the first token, the server's caches (the table read once).
+            hook.export_rows(SELECT + " LIMIT 1000", out / "warm.csv")
+            subprocess.run(
+                [str(postgres.psql()), "-X", "-q", "-c", f"\\copy ({SELECT}) TO '{out / 'warm.txt'}' CSV"],
+                env={**os.environ, **psql_env(params)},
+                check=True,
+                capture_output=True,
+            )
+            psql_runs: list[float] = []
+            hook_runs: list[dict[str, Any]] = []
+            copy_runs: list[dict[str, Any]] = []
+            for _ in range(repeats):
+                psql_file = out / "psql.csv"
+                started = time.perf_counter()
+                subprocess.run(
+                    [
+                        str(postgres.psql()),
+                        "-X",
+                        "-q",
+                        "-c",
+                        f"\\copy ({SELECT}) TO '{psql_file}' WITH (FORMAT csv, HEADER)",
+                    ],
+                    env={**os.environ, **psql_env(params)},
+                    check=True,
+                    capture_output=True,
+                )
+                psql_runs.append(time.perf_counter() - started)
+                for transfer in ("cursor", "copy"):
+                    hook_file = out / f"hook-{transfer}.csv"
+                    before = rss()
+                    with PeakRss() as peak:
+                        started = time.perf_counter()
+                        record = hook.export_rows(SELECT, hook_file, transfer=transfer)  # type: ignore[arg-type]
+                        seconds = time.perf_counter() - started
+                    runs = hook_runs if transfer == "cursor" else copy_runs
+                    growth = (peak.peak - before) / 2**20
+                    runs.append({"seconds": seconds, "rss_growth_mib": growth, "rows": record["rows"]})
+            psql_sha = sha256(psql_file)
+            same = psql_sha == sha256(out / "hook-cursor.csv") == sha256(out / "hook-copy.csv")
+            hook_file = out / "hook-cursor.csv"
+            size = hook_file.stat().st_size
+        finally:
+            emulator.stop()
+    best_psql = min(psql_runs)
+    best_hook = min(run["seconds"] for run in hook_runs)
+    best_copy = min(run["seconds"] for run in copy_runs)
+    return {
+        "rows": rows,
+        "csv_mib": round(size / 2**20, 1),
+        "psql_copy_rows_per_s": round(rows / best_psql),
+        "cursor_rows_per_s": round(rows / best_hook),
+        "cursor_ratio_vs_psql": round(best_psql / best_hook, 2),
+        "cursor_ratios_per_run": [
+            round(p / h["seconds"], 2) for p, h in zip(psql_runs, hook_runs, strict=True)
+        ],
+        "cursor_rss_growth_mib": round(max(run["rss_growth_mib"] for run in hook_runs), 1),
+        "copy_rows_per_s": round(rows / best_copy),
+        "copy_ratio_vs_psql": round(best_psql / best_copy, 2),
+        "copy_ratios_per_run": [
+            round(p / h["seconds"], 2) for p, h in zip(psql_runs, copy_runs, strict=True)
+        ],
+        "copy_rss_growth_mib": round(max(run["rss_growth_mib"] for run in copy_runs), 1),
+        "files_identical": same,
+        "target": ">= 0.8x psql, <= 50 MiB",
+        "postgres": str(postgres.bindir),
+    }
+
+
+def psql_env(params: dict[str, Any]) -> dict[str, str]:
+    return {
+        "PGHOST": str(params["host"]),
+        "PGPORT": str(params["port"]),
+        "PGUSER": str(params["user"]),
+        "PGPASSWORD": str(params["password"]),
+        "PGDATABASE": str(params["dbname"]),
+        "PGSSLMODE": str(params["sslmode"]),
+    }
