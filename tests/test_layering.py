@@ -60,8 +60,9 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
         "operators.base",
         *AIRFLOW_GLUE,
     ),
-    # the emulators are written from the platforms' specs, not from the client.
-    "testing": ("version_compat",),
+    # the emulators are written from the platforms' specs, not from the client (Airflow's
+    # compatibility layer only serves ``testing.dags``, which runs a DAG).
+    "testing": ("version_compat", "compat"),
     "compat": ("version_compat",),
     "version_compat": (),
     "connection_forms": (),
