@@ -132,9 +132,12 @@ class AdobeQueryServiceEmulator(EmulatorServer):
         request but ``start``) or ``documented`` (the default: only ``orderby`` and ``start``, as
         the docs' example link; whether the real server then still applies ``property`` is
         unknown, so the emulator does not).
-    :param created_resolution: ``created`` times are multiples of this many seconds (ties).
+    :param created_resolution: ``created`` times are multiples of this many seconds (ties), or
+        ``None``: each query is created a millisecond after the one before (no ties; for
+        benchmarks, which measure polling, not the handling of ties).
     :param run_delay: wall-clock seconds before a triggered run shows in the list.
-    :param token_early: seconds before its announced expiry that a token stops working.
+    :param token_early: seconds before its announced expiry that a token stops working (at most
+        a tenth of its lifetime).
     :param cut_after: bytes after which a file download's response ends (``None``: whole).
     :param clock: emulator clock.
     """
@@ -159,7 +162,7 @@ class AdobeQueryServiceEmulator(EmulatorServer):
         rate_limit: tuple[float, float] | None = None,
         cursor_zone: str = "+00:00",
         next_link: str = "documented",
-        created_resolution: float = 0.001,
+        created_resolution: float | None = 0.001,
         run_delay: float = 0.2,
         token_early: float = 900.0,
         cut_after: int | None = None,
@@ -198,6 +201,7 @@ class AdobeQueryServiceEmulator(EmulatorServer):
         self.files: dict[str, list[tuple[str, bytes] | str]] = {}
         self._bucket: RateBucket | None = None
         self._serial = itertools.count(1)
+        self._last_created_wall = 0.0
 
     # -- framework ----------------------------------------------------------------------------
     def build_sites(self) -> dict[str, web.Application]:
@@ -291,7 +295,7 @@ class AdobeQueryServiceEmulator(EmulatorServer):
         if not form.get("scope"):
             return json_response({"error": "invalid_scope"}, 400)
         access = f"eyJemulator.{uuid.uuid4().hex}"
-        self.tokens[access] = time.time() + max(0.0, self.token_ttl - self.token_early)
+        self.tokens[access] = time.time() + self.token_ttl - min(self.token_early, 0.1 * self.token_ttl)
         return json_response(
             {"access_token": access, "token_type": "bearer", "expires_in": int(self.token_ttl)}
         )
@@ -332,8 +336,11 @@ class AdobeQueryServiceEmulator(EmulatorServer):
         marker = MARKER.search(sql)
         outcome = marker.group(1).upper() if marker and marker.group(1).upper() in OUTCOMES else self.outcome
         duration = DURATION_MARKER.search(sql)
-        # ``created`` at the API's resolution: queries created in the same instant tie.
-        created_wall = time.time() // self.created_resolution * self.created_resolution
+        if self.created_resolution is None:  # one millisecond per query: no ties
+            created_wall = max(time.time(), self._last_created_wall + 0.001)
+        else:  # at the API's resolution: queries created in the same instant tie
+            created_wall = time.time() // self.created_resolution * self.created_resolution
+        self._last_created_wall = created_wall
         query = EmulatedQuery(
             id=str(uuid.uuid4()),
             request=request,
@@ -547,14 +554,13 @@ class AdobeQueryServiceEmulator(EmulatorServer):
             self.queries[body["id"]].polled_at.append(now)
         result: dict[str, Any] = {
             "queries": page,
-            "_page": {
-                "orderby": orderby,
-                "start": page[0][field_name] if page else start,
-                "count": len(page),
-            },
+            "_page": {"orderby": orderby, "count": len(page)},
             "_links": {},
             "version": 1,
         }
+        first = page[0][field_name] if page else start
+        if first:
+            result["_page"]["start"] = first
         if len(bodies) > limit:
             nxt = bodies[limit][field_name]  # "the start value for the next page"
             if self.cursor_zone != "Z":

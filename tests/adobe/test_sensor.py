@@ -52,7 +52,9 @@ def test_a_trigger_takes_the_run_that_appeared_after_it_not_the_newest(
     hook: AdobeQueryServiceHook, emulator: AdobeQueryServiceEmulator
 ) -> None:
     query_def = AdobeQueryDefinition(sql="SELECT 1", db_name="prod:all").body()
-    schedule = hook.create_schedule(query_def, {"schedule": "@daily"})["id"]
+    schedule = hook.create_schedule(query_def, {"schedule": "@daily", "startDate": "2026-11-01T00:00:00Z"})[
+        "id"
+    ]
     emulator.run_delay = 0.0
     earlier = emulator.add_run(schedule)["id"]  # yesterday's manual run, the newest so far
     emulator.run_delay = 0.4  # the new run shows in the list a little after the 202
@@ -65,7 +67,9 @@ def test_a_trigger_fails_when_several_runs_or_none_appear(
     hook: AdobeQueryServiceHook, emulator: AdobeQueryServiceEmulator
 ) -> None:
     query_def = AdobeQueryDefinition(sql="SELECT 1", db_name="prod:all").body()
-    schedule = hook.create_schedule(query_def, {"schedule": "@daily"})["id"]
+    schedule = hook.create_schedule(query_def, {"schedule": "@daily", "startDate": "2026-11-01T00:00:00Z"})[
+        "id"
+    ]
     emulator.run_delay = 0.3
     other = threading.Timer(0.05, emulator.add_run, args=(schedule,))  # another task's trigger
     other.start()
