@@ -63,19 +63,32 @@ def airflow_db() -> Path:
 
 
 # Each platform package names its own ``emulator``; other packages ask for these by name.
+# When the test ends, its exchanges are checked against the platform's published spec
+# (tests/contracts), unless the test is marked ``contract_exempt`` (it sends what the spec refuses
+# on purpose, e.g. a call without a required header).
 @pytest.fixture
-def shoplazza_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[ShoplazzaEmulator]:
-    yield from serve(new_shoplazza_emulator(), monkeypatch)
+def shoplazza_emulator(
+    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Iterator[ShoplazzaEmulator]:
+    yield from serve(new_shoplazza_emulator(), monkeypatch, contract=_contract(request))
 
 
 @pytest.fixture
-def data_kiosk_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[DataKioskEmulator]:
-    yield from serve(new_data_kiosk_emulator(), monkeypatch)
+def data_kiosk_emulator(
+    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Iterator[DataKioskEmulator]:
+    yield from serve(new_data_kiosk_emulator(), monkeypatch, contract=_contract(request))
 
 
 @pytest.fixture
-def adobe_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[AdobeQueryServiceEmulator]:
-    yield from serve(new_adobe_emulator(), monkeypatch)
+def adobe_emulator(
+    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Iterator[AdobeQueryServiceEmulator]:
+    yield from serve(new_adobe_emulator(), monkeypatch, contract=_contract(request))
+
+
+def _contract(request: pytest.FixtureRequest) -> bool:
+    return request.node.get_closest_marker("contract_exempt") is None
 
 
 @pytest.fixture(autouse=True)

@@ -45,12 +45,18 @@ def new_adobe_emulator() -> AdobeQueryServiceEmulator:
     return AdobeQueryServiceEmulator(duration=0.3, file_size=1000)
 
 
-def serve(server: ServerT, monkeypatch: pytest.MonkeyPatch) -> Iterator[ServerT]:
-    """Run an emulator for one test, its default connection exposed as ``AIRFLOW_CONN_*``."""
+def serve(server: ServerT, monkeypatch: pytest.MonkeyPatch, *, contract: bool = True) -> Iterator[ServerT]:
+    """Run an emulator for one test, its default connection exposed as ``AIRFLOW_CONN_*``; when
+    the test ends (and ``contract``), every exchange it recorded is checked against the
+    platform's published spec (``tests/contracts``)."""
+    from .contracts.check import assert_contract
+
     server.start()
     use_connection(monkeypatch, server.connection())
     yield server
     server.stop()
+    if contract:
+        assert_contract(server)
 
 
 class FastForwardClock:

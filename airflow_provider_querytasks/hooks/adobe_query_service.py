@@ -7,7 +7,6 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from airflow_provider_querytasks.common.api.calls import ApiRequest
 from airflow_provider_querytasks.common.api.errors import (
     ApiError,
     InvalidInputError,
@@ -22,19 +21,18 @@ from airflow_provider_querytasks.compat import Connection
 from airflow_provider_querytasks.connection_forms import ADOBE_EXPERIENCE_PLATFORM_FORM
 from airflow_provider_querytasks.hooks.base import QueryTaskHook
 from airflow_provider_querytasks.protocols.adobe_query_service import (
+    DEFAULT_PAGE_CAP,
     AdobeApi,
     AdobeQueryDefinition,
     AdobeSettings,
     ImsTokenSource,
     batch_snapshot,
-    keyed_objects,
+    iso_seconds,
     listed_query_snapshot,
-    next_href,
+    new_run,
     query_snapshot,
     run_snapshot,
 )
-
-LIVE_STATES = ("SUBMITTED", "IN_PROGRESS")
 
 
 class AdobeQueryServiceHook(QueryTaskHook[AdobeSettings, AdobeApi]):
@@ -75,25 +73,13 @@ class AdobeQueryServiceHook(QueryTaskHook[AdobeSettings, AdobeApi]):
         return ImsTokenSource(settings)
 
     def check_connection(self) -> str:
-        body = self.call(self.api.list_queries_request(limit=1)).json_object()
-        shown = len(body.get("queries") or [])
-        return f"Query Service reachable in sandbox {self.settings.sandbox} ({shown} query shown)"
+        listing = self.run(AdobeApi.list_queries, limit=1, max_pages=1)
+        return (
+            f"Query Service reachable in sandbox {self.settings.sandbox} ({len(listing.items)} query shown)"
+        )
 
     def describe_query(self, query_id: str) -> str:
         return f"Adobe query {query_id}"
-
-    def _json(self, request: ApiRequest) -> dict[str, Any]:
-        return self.call(request).json_object()
-
-    def _pages(self, request: ApiRequest, key: str) -> Iterator[dict[str, Any]]:
-        """Items under ``key``, following ``_links.next`` (rebuilt against the configured host)."""
-        while True:
-            body = self._json(request)
-            yield from (item for item in body.get(key) or [] if isinstance(item, dict))
-            href = next_href(body)
-            if not href or not body.get(key):
-                return
-            request = self.api.next_page_request(href, request.operation)
 
     # -- queries ------------------------------------------------------------------------------
     def create_query(
@@ -109,10 +95,7 @@ class AdobeQueryServiceHook(QueryTaskHook[AdobeSettings, AdobeApi]):
         if definition is not None and fields:
             raise InvalidInputError("definition", "give an AdobeQueryDefinition or its fields, not both")
         body = (definition or AdobeQueryDefinition(**fields)).body(self.settings.sandbox)
-        query = self._json(self.api.create_query_request(body))
-        if not query.get("id"):
-            raise ApiError(f"createQuery answered without an id: {query}", platform=self.conn_type)
-        return query
+        return self.run(AdobeApi.create_query, body)
 
     def get_query(self, query_id: str) -> dict[str, Any]:
         return self.run(AdobeApi.get_query, query_id)
@@ -128,31 +111,25 @@ class AdobeQueryServiceHook(QueryTaskHook[AdobeSettings, AdobeApi]):
         limit: int = 50,
         exclude_soft_deleted: bool = True,
         exclude_hidden: bool = True,
+        max_pages: int = DEFAULT_PAGE_CAP,
     ) -> Iterator[dict[str, Any]]:
-        """Every query matching ``property`` (e.g. ``state==IN_PROGRESS,client==API``), page by page."""
-        request = self.api.list_queries_request(
-            property=property,
+        """Every query matching ``property`` (e.g. ``state==IN_PROGRESS,client==API``), the filter
+        sent on every page; a list longer than ``max_pages`` pages fails (never returned in part)."""
+        listing = self.run(
+            AdobeApi.list_queries,
+            property,
             orderby=orderby,
             limit=limit,
             exclude_soft_deleted=exclude_soft_deleted,
             exclude_hidden=exclude_hidden,
+            max_pages=max_pages,
         )
-        return self._pages(request, "queries")
+        return iter(listing.require_complete("listQueries", max_pages))
 
-    def find_live_query(self, name: str, *, within: timedelta = timedelta(days=2)) -> dict[str, Any] | None:
-        """The newest SUBMITTED/IN_PROGRESS/SUCCESS query submitted by the API with this ``name``.
-
-        ``name`` is not a documented list filter: recent API queries are listed and compared.
-        """
-        since = (datetime.now(timezone.utc) - within).strftime("%Y-%m-%dT%H:%M:%SZ")
-        for query in self.iter_queries(f"created>={since},client==API"):
-            request = query.get("request") or {}
-            if (query.get("name") or request.get("name")) == name and query.get("state") in (
-                *LIVE_STATES,
-                "SUCCESS",
-            ):
-                return query
-        return None
+    def find_submitted_query(self, marker: str, created_after: datetime) -> dict[str, Any] | None:
+        """The newest query (any state) whose ``description`` carries ``marker``, created at or
+        after ``created_after``; ``None`` when there is none (or no single newest one)."""
+        return self.run(AdobeApi.find_submitted_query, marker, created_after)
 
     def cancel_query(self, query_id: str) -> None:
         """PATCH ``{"op": "cancel"}``; a 409 means it had already ended (not an error)."""
@@ -190,13 +167,16 @@ class AdobeQueryServiceHook(QueryTaskHook[AdobeSettings, AdobeApi]):
     def create_template(
         self, sql: str, name: str, query_parameters: dict[str, str] | None = None
     ) -> dict[str, Any]:
-        return self._json(self.api.create_template_request(sql, name, query_parameters))
+        return self.run(AdobeApi.create_template, sql, name, query_parameters)
 
     def get_template(self, template_id: str) -> dict[str, Any]:
-        return self._json(self.api.get_template_request(template_id))
+        return self.run(AdobeApi.get_template, template_id)
 
-    def list_templates(self, limit: int = 50) -> Iterator[dict[str, Any]]:
-        return self._pages(self.api.list_templates_request(limit), "templates")
+    def list_templates(
+        self, limit: int = 50, *, max_pages: int = DEFAULT_PAGE_CAP
+    ) -> Iterator[dict[str, Any]]:
+        listing = self.run(AdobeApi.list_templates, limit, max_pages=max_pages)
+        return iter(listing.require_complete("listQueryTemplates", max_pages))
 
     # -- scheduled queries --------------------------------------------------------------------
     def create_schedule(
@@ -206,52 +186,83 @@ class AdobeQueryServiceHook(QueryTaskHook[AdobeSettings, AdobeApi]):
         ``schedule`` ``{"schedule": cron, ...}``."""
         if isinstance(query_def, AdobeQueryDefinition):
             query_def = query_def.body(self.settings.sandbox)
-        return self._json(self.api.create_schedule_request(query_def, schedule))
+        return self.run(AdobeApi.create_schedule, query_def, schedule)
 
     def get_schedule(self, schedule_id: str) -> dict[str, Any]:
-        return self._json(self.api.get_schedule_request(schedule_id))
+        return self.run(AdobeApi.get_schedule, schedule_id)
 
-    def list_schedules(self, limit: int = 50) -> Iterator[dict[str, Any]]:
-        return self._pages(self.api.list_schedules_request(limit), "schedules")
+    def list_schedules(
+        self, limit: int = 50, *, max_pages: int = DEFAULT_PAGE_CAP
+    ) -> Iterator[dict[str, Any]]:
+        listing = self.run(AdobeApi.list_schedules, limit, max_pages=max_pages)
+        return iter(listing.require_complete("listSchedules", max_pages))
 
     def set_schedule_enabled(self, schedule_id: str, enabled: bool) -> None:
-        self.call(self.api.set_schedule_state_request(schedule_id, enabled))
+        self.run(AdobeApi.set_schedule_state, schedule_id, enabled)
 
-    def list_runs(self, schedule_id: str, property: str | None = None) -> Iterator[dict[str, Any]]:
-        return self._pages(self.api.list_runs_request(schedule_id, property=property), "runsSchedules")
+    def list_runs(
+        self, schedule_id: str, property: str | None = None, *, max_pages: int = DEFAULT_PAGE_CAP
+    ) -> Iterator[dict[str, Any]]:
+        listing = self.run(AdobeApi.list_runs, schedule_id, property, max_pages=max_pages)
+        return iter(listing.require_complete("listScheduleRuns", max_pages))
 
-    def trigger_run(self, schedule_id: str) -> str | None:
-        """Trigger a run now; the API returns no run id, so the newest manual run is looked up."""
-        self.call(self.api.trigger_run_request(schedule_id))
-        run = next(iter(self.list_runs(schedule_id, property="externalTrigger==true")), None)
-        return str(run["id"]) if run and run.get("id") else None
+    def trigger_run(
+        self, schedule_id: str, *, appear_timeout: float = 120.0, poll: float = 2.0, since: float = 600.0
+    ) -> str:
+        """Trigger a run now and return its id.
+
+        ``triggerScheduleRun`` answers 202 without a run id, so the schedule's manual runs created
+        in the last ``since`` seconds are listed before the trigger, and the one run that appears
+        after it (listed again every ``poll`` seconds, then once more to be sure no second one
+        came) is this trigger's: never "the newest run", which may be an earlier or another
+        task's trigger.
+
+        :raises RemoteQueryFailedError: when several runs appeared (a concurrent trigger), or none
+            within ``appear_timeout`` seconds.
+        """
+        bound = datetime.now(timezone.utc) - timedelta(seconds=since)
+        prop = f"externalTrigger==true,created>{iso_seconds(bound)}"
+        before = {str(run.get("id")) for run in self.list_runs(schedule_id, prop)}
+        self.run(AdobeApi.trigger_run, schedule_id)
+        deadline = time.monotonic() + appear_timeout
+        found: dict[str, Any] | None = None
+        while True:
+            run = new_run(before, list(self.list_runs(schedule_id, prop)), schedule_id)
+            if run is not None and found is not None:
+                return str(run["id"])  # seen twice, and still the only one
+            found = run
+            if found is None and time.monotonic() >= deadline:
+                raise RemoteQueryFailedError(
+                    f"Schedule {schedule_id}: no new manual run appeared within {appear_timeout:g} s "
+                    "of the trigger",
+                    platform=self.conn_type,
+                )
+            time.sleep(poll)
 
     def get_run(self, schedule_id: str, run_id: str) -> dict[str, Any]:
-        return self._json(self.api.get_run_request(schedule_id, run_id))
+        return self.run(AdobeApi.get_run, schedule_id, run_id)
 
     def get_run_status(self, schedule_id: str, run_id: str) -> StatusSnapshot:
         return run_snapshot(schedule_id, self.get_run(schedule_id, run_id))
 
     def cancel_run(self, schedule_id: str, run_id: str) -> None:
-        self.call(self.api.cancel_run_request(schedule_id, run_id))
+        self.run(AdobeApi.cancel_run, schedule_id, run_id)
 
     # -- Catalog ------------------------------------------------------------------------------
     def get_dataset(self, dataset_id: str) -> dict[str, Any]:
-        objects = keyed_objects(self._json(self.api.get_dataset_request(dataset_id)))
+        objects = self.run(AdobeApi.get_dataset, dataset_id)
         if not objects:
             raise ApiError(f"Catalog has no dataset {dataset_id}", platform=self.conn_type)
         return objects[0]
 
     def find_dataset_id(self, name: str) -> str | None:
         """The newest dataset called ``name`` (what an INSERT INTO or CTAS wrote to)."""
-        found = keyed_objects(self._json(self.api.find_datasets_request(name)))
+        found = self.run(AdobeApi.find_datasets, name)
         return found[0]["id"] if found else None
 
     def latest_batch(self, dataset_id: str, *, created_after_ms: int | None = None) -> dict[str, Any] | None:
         """The newest batch of a dataset (created after ``created_after_ms``), or ``None``."""
-        batches = keyed_objects(
-            self._json(self.api.list_batches_request(dataset_id, created_after_ms=created_after_ms, limit=1))
-        )
+        batches = self.run(AdobeApi.list_batches, dataset_id, created_after_ms=created_after_ms, limit=1)
         return batches[0] if batches else None
 
     def wait_for_batch(
@@ -294,16 +305,7 @@ class AdobeQueryServiceHook(QueryTaskHook[AdobeSettings, AdobeApi]):
     # -- Data Access --------------------------------------------------------------------------
     def iter_batch_files(self, batch_id: str) -> Iterator[dict[str, Any]]:
         """Every file of a batch as ``{"file_id", "name", "length"}``, through pages and directories."""
-        for entry in self._pages(self.api.list_batch_files_request(batch_id), "data"):
-            yield from self._iter_file(str(entry.get("dataSetFileId")))
-
-    def _iter_file(self, file_id: str) -> Iterator[dict[str, Any]]:
-        for item in self._pages(self.api.list_file_request(file_id), "data"):
-            href = ((item.get("_links") or {}).get("self") or {}).get("href", "")
-            if "path=" in href:
-                yield {"file_id": file_id, "name": item.get("name"), "length": item.get("length")}
-            elif item.get("dataSetFileId"):
-                yield from self._iter_file(str(item["dataSetFileId"]))  # a directory entry
+        return iter(self.run(AdobeApi.batch_files, batch_id))
 
     def download_file(self, file_id: str, name: str, destination: Destination) -> dict[str, Any]:
         """Stream one Data Access file (Parquet) to ``destination``, atomically.
@@ -311,9 +313,16 @@ class AdobeQueryServiceHook(QueryTaskHook[AdobeSettings, AdobeApi]):
         The file is on the Platform host, so it needs the credentials (refused for any other
         host); interrupted transfers resume with ``Range`` (the API answers within 60 s).
         """
-        url = self.api.file_url(file_id, name)
-        headers = self.client.credential_headers(url, "downloadFile")
-        record = fetch_url(url, destination, headers=headers, decompress=False, retry=self.retry).to_dict()
+        request = self.api.file_request(file_id, name)
+        headers = {**self.client.credential_headers(request.path, request.operation), **request.headers}
+        record = fetch_url(
+            request.path,
+            destination,
+            headers=headers,
+            decompress=False,
+            retry=self.retry,
+            resume_while_progressing=True,
+        ).to_dict()
         record.update(file_id=file_id, name=name)
         return record
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_querytasks.common.api.errors import InvalidInputError
@@ -18,13 +18,14 @@ from airflow_provider_querytasks.protocols.adobe_query_service import (
     created_dataset_id,
     errors_text,
     query_record,
+    with_marker,
 )
 from airflow_provider_querytasks.triggers.adobe_query_service import AdobeQueryTrigger
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
 
-__all__ = ["AdobeExportDatasetOperator", "AdobeQueryOperator", "submission_name"]
+__all__ = ["AdobeExportDatasetOperator", "AdobeQueryOperator", "attempt_started", "submission_name"]
 
 
 def submission_name(context: Context) -> str:
@@ -36,6 +37,20 @@ def submission_name(context: Context) -> str:
     return f"airflow:{ti.dag_id}:{ti.task_id}:{ti.run_id}:{map_index if map_index is not None else -1}"
 
 
+def attempt_started(context: Context) -> datetime | None:
+    """When this attempt of the DAG run began: the later of the run's ``start_date`` and its
+    ``queued_at`` (both set anew when a finished run is cleared; ``queued_at`` also when a task
+    of a running run is cleared, on Airflow 3), or ``None`` when the context has neither.
+
+    Every try of the task instance in this attempt started after it, so a query of the task
+    instance created before it belongs to an earlier attempt (a cleared run), never to this one.
+    """
+    dag_run: Any = context.get("dag_run")
+    times = [getattr(dag_run, name, None) for name in ("start_date", "queued_at")]
+    known = [at if at.tzinfo else at.replace(tzinfo=timezone.utc) for at in times if isinstance(at, datetime)]
+    return max(known) if known else None
+
+
 class AdobeQueryOperator(QueryTaskOperator[AdobeQueryServiceHook]):
     """Run a Query Service query (SQL or a template): submit, wait, return its outcome.
 
@@ -43,9 +58,14 @@ class AdobeQueryOperator(QueryTaskOperator[AdobeQueryServiceHook]):
     (a new dataset) or ``insert_into_parameters`` (an existing one) and export that dataset with
     :class:`AdobeExportDatasetOperator`.
 
-    Every submission is named ``airflow:<dag_id>:<task_id>:<run_id>:<map_index>`` (unless
-    ``name`` is given); on a task retry the operator re-attaches to a live or succeeded query with
-    that name instead of submitting again.
+    Every submission carries its task instance's marker
+    ``airflow:<dag_id>:<task_id>:<run_id>:<map_index>`` as the last line of its ``description``
+    (the query's ``name`` is ``name`` when given, else the marker). On a retry without a stored
+    query id (Airflow before 3.3, or no task state store), the newest query with this marker
+    created after the DAG run's attempt began (:func:`attempt_started`) is looked up, whatever
+    its state: a live or succeeded one is re-attached to, a failed one (or none) is submitted
+    again. Another task's or another run's query (a same ``name``, yesterday's run) is never
+    adopted.
 
     Returns ``{"query_id", "state", "row_count", "elapsed_time_ms", "created_dataset_id",
     "errors", "name"}``. FAILED and TIMEOUT fail the task with ``errors[]`` (code, errorType,
@@ -112,15 +132,16 @@ class AdobeQueryOperator(QueryTaskOperator[AdobeQueryServiceHook]):
         self.ctas_parameters = ctas_parameters
         self.insert_into_parameters = insert_into_parameters
 
-    def query_definition(self, name: str | None = None) -> AdobeQueryDefinition:
-        """The query the (rendered) fields describe, named ``name`` (else the ``name`` field)."""
+    def query_definition(self, name: str | None = None, marker: str | None = None) -> AdobeQueryDefinition:
+        """The query the (rendered) fields describe, named ``name`` (else the ``name`` field),
+        its description ending with ``marker`` when given."""
         return AdobeQueryDefinition(
             sql=self.sql,
             template_id=self.template_id,
             query_parameters=self.query_parameters,
             db_name=self.db_name,
             name=name or self.name,
-            description=self.description,
+            description=with_marker(self.description, marker) if marker else self.description,
             ctas_parameters=self.ctas_parameters,
             insert_into_parameters=self.insert_into_parameters,
         )
@@ -129,15 +150,20 @@ class AdobeQueryOperator(QueryTaskOperator[AdobeQueryServiceHook]):
         # The connection's sandbox is checked against db_name when submitting (before the call).
         self.query_definition().body()
 
-    def _name(self, context: Context) -> str:
-        return self.name or submission_name(context)
-
     def submit(self, context: Context) -> str:
-        return str(self.hook.create_query(self.query_definition(self._name(context)))["id"])
+        marker = submission_name(context)
+        return str(self.hook.create_query(self.query_definition(self.name or marker, marker))["id"])
 
     def find_running(self, context: Context) -> str | None:
-        live = self.hook.find_live_query(self._name(context))
-        return str(live["id"]) if live else None
+        """The newest query this task instance submitted in this attempt of its DAG run (any
+        state: the base re-attaches to a live or succeeded one and submits again after a failed
+        one), found by its marker; ``None`` when the attempt's start is unknown."""
+        since = attempt_started(context)
+        if since is None:
+            self.log.info("The DAG run's start is unknown: no look-up of a previous try's query")
+            return None
+        found = self.hook.find_submitted_query(submission_name(context), since)
+        return str(found["id"]) if found else None
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
         """OpenLineage: the tables the SQL reads and writes, and the CTAS / INSERT INTO target.
@@ -160,7 +186,7 @@ class AdobeQueryOperator(QueryTaskOperator[AdobeQueryServiceHook]):
         record = query_record(snapshot)
         if record["errors"]:
             self.log.warning("%s succeeded with errors: %s", snapshot.query_id, errors_text(record["errors"]))
-        record["name"] = snapshot.raw.get("name") or (snapshot.raw.get("request") or {}).get("name")
+        record["name"] = (snapshot.raw.get("request") or {}).get("name") or snapshot.raw.get("name")
         return record
 
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 import dataclasses
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from airflow_provider_querytasks.common.api.calls import ApiRequest, ApiResponse, PlatformApi
-from airflow_provider_querytasks.common.api.errors import ApiError, InvalidInputError
+from airflow_provider_querytasks.common.api.errors import ApiError, InvalidInputError, RemoteQueryFailedError
 from airflow_provider_querytasks.common.api.operations import Steps, one_call
 from airflow_provider_querytasks.common.api.status import QueryState, StatusSnapshot
 from airflow_provider_querytasks.common.api.validation import path_segment, validate_base_url
@@ -61,6 +61,40 @@ LIST_PAGE_SIZE = 100
 LIST_PAGE_CAP = 10
 LIST_CREATED_MARGIN = 300.0
 PARAMETER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: Every list walk reads this many pages at most (a walk cut there says so: :class:`Listing`).
+DEFAULT_PAGE_CAP = 20
+#: Parameters a next link carries as its cursor: never re-added from the first request.
+CURSOR_PARAMS = frozenset({"start", "isPrevLink", "page"})
+#: The accept header of a Data Access file download (the files are bytes, not JSON).
+FILE_ACCEPT = "application/octet-stream"
+#: The PATCH of a query: one operation in the spec (``cancelQuery``) for both ``op`` values.
+QUERY_PATCH_OPS = ("cancel", "soft_delete")
+#: Where the task-instance marker goes in a query's ``description`` (see :func:`with_marker`).
+MARKER_PREFIX = "querytasks-ti: "
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What a list walk read: the items (deduplicated by ``id``) and whether the list ended.
+
+    :param items: the items, in the order the pages gave them.
+    :param complete: the last page had no next link. ``False``: the walk stopped at its page cap,
+        on a next link it had already followed, or because the caller had found what it wanted.
+    """
+
+    items: list[dict[str, Any]]
+    complete: bool
+
+    def require_complete(self, operation: str, pages: int) -> list[dict[str, Any]]:
+        """The items, or a clear error when the walk was cut (a partial list is never returned)."""
+        if not self.complete:
+            raise ApiError(
+                f"{operation}: the list did not end within {pages} pages; narrow the filter or "
+                "raise max_pages (a partial list is never returned as if whole)",
+                platform=AdobeApi.platform,
+                operation=operation,
+            )
+        return self.items
 
 
 @dataclass(frozen=True)
@@ -129,7 +163,11 @@ def validate_sandbox(value: str, parameter: str) -> str:
 
 
 class AdobeApi(PlatformApi):
-    """Query Service, Catalog and Data Access calls and answers (one host, one credential)."""
+    """Query Service, Catalog and Data Access calls and answers (one host, one credential).
+
+    Every call the hook makes is an operation here (a method returning :data:`Steps`), named by
+    the spec's ``operationId``; every list is read by one walk (:meth:`walk`).
+    """
 
     platform = "adobe_query_service"
     request_id_header = "x-request-id"
@@ -140,12 +178,12 @@ class AdobeApi(PlatformApi):
         self.settings = settings
 
     def headers(self, token: str | None) -> dict[str, str]:
+        # No Accept here: each request says what it accepts (JSON, or a file's bytes).
         headers = {
             "x-api-key": self.settings.client_id,
             "x-gw-ims-org-id": self.settings.org_id,
             "x-sandbox-name": self.settings.sandbox,
             "x-request-id": str(uuid.uuid4()),
-            "Accept": "application/json",
         }
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -154,19 +192,87 @@ class AdobeApi(PlatformApi):
     # error_message: the base reads all three shapes Adobe uses (gateway {"error_code",
     # "message"}, Query Service {"message", "statusCode"} and problem details).
 
+    # -- the one list walk --------------------------------------------------------------------
+    def walk(
+        self,
+        request: ApiRequest,
+        key: str,
+        *,
+        max_pages: int = DEFAULT_PAGE_CAP,
+        until: Callable[[list[dict[str, Any]]], bool] | None = None,
+    ) -> Steps[Listing]:
+        """Every item under ``key``, page by page, following ``_links.next``.
+
+        Each next request is the link's path and query against the configured base (never the
+        link's host), with every parameter of ``request`` the link lacks added back (the
+        documented ``/queries`` next link carries only ``orderby`` and ``start``: its filter
+        would otherwise be lost from page 2 on). Items with an ``id`` seen before (a cursor that
+        includes its own start repeats tied items) are dropped. The walk stops when the list ends,
+        at ``max_pages``, on a next link already followed, or when ``until(new items)`` is true.
+        """
+        if max_pages < 1:
+            raise InvalidInputError("max_pages", f"must be at least 1, got {max_pages}")
+        kept = [(name, value) for name, value in request.query_items() if name not in CURSOR_PARAMS]
+        items: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        followed: set[str] = set()
+        for _ in range(max_pages):
+            body = (yield request).json_object()
+            page = [item for item in body.get(key) or [] if isinstance(item, dict)]
+            new = []
+            for item in page:
+                ident = item.get("id")
+                if ident is not None:
+                    if str(ident) in seen:
+                        continue
+                    seen.add(str(ident))
+                new.append(item)
+            items.extend(new)
+            if until is not None and until(new):
+                return Listing(items, complete=False)
+            href = next_href(body)
+            if not href or not page:
+                return Listing(items, complete=True)
+            if href in followed:
+                return Listing(items, complete=False)
+            followed.add(href)
+            request = self.next_page_request(href, request.operation)
+            pairs = request.query_items()
+            given = {name for name, _ in pairs}
+            request = dataclasses.replace(
+                request, params=[*pairs, *((n, v) for n, v in kept if n not in given)]
+            )
+        return Listing(items, complete=False)
+
+    def next_page_request(self, href: str, operation: str) -> ApiRequest:
+        """``_links.next.href`` as a request against the configured base (never its own host)."""
+        parts = urlsplit(href)
+        if not parts.path.startswith("/data/foundation/"):
+            raise ApiError(f"{operation}: unexpected next link {href!r}", platform=self.platform)
+        return _json("GET", parts.path, operation, params=link_query_pairs(parts.query))
+
     # -- queries ------------------------------------------------------------------------------
     def create_query_request(self, query_def: dict[str, Any]) -> ApiRequest:
-        return ApiRequest("POST", f"{QUERY}/queries", "createQuery", json=query_def, idempotent=False)
+        return _json("POST", f"{QUERY}/queries", "createQuery", json=query_def, idempotent=False)
+
+    def create_query(self, query_def: dict[str, Any]) -> Steps[dict[str, Any]]:
+        """createQuery: the query object (state ``SUBMITTED``); an answer without an id fails."""
+        query = (yield self.create_query_request(query_def)).json_object()
+        if not query.get("id"):
+            raise ApiError(f"createQuery answered without an id: {query}", platform=self.platform)
+        return query
 
     def get_query_request(self, query_id: str) -> ApiRequest:
-        return ApiRequest("GET", f"{QUERY}/queries/{path_segment(query_id, 'query_id')}", "retrieveQuery")
+        return _json("GET", f"{QUERY}/queries/{path_segment(query_id, 'query_id')}", "retrieveQuery")
 
     def patch_query_request(self, query_id: str, op: str) -> ApiRequest:
+        if op not in QUERY_PATCH_OPS:
+            raise InvalidInputError("op", f"{op!r}: use one of {', '.join(QUERY_PATCH_OPS)}")
         # 409: the query already ended; the caller re-reads its state.
-        return ApiRequest(
+        return _json(
             "PATCH",
             f"{QUERY}/queries/{path_segment(query_id, 'query_id')}",
-            f"{op}Query",
+            "cancelQuery",
             json={"op": op},
             ok_statuses=(409,),
         )
@@ -199,7 +305,27 @@ class AdobeApi(PlatformApi):
             "excludeSoftDeleted": exclude_soft_deleted,
             "excludeHidden": exclude_hidden,
         }
-        return ApiRequest("GET", f"{QUERY}/queries", "listQueries", params=params)
+        return _json("GET", f"{QUERY}/queries", "listQueries", params=params)
+
+    def list_queries(
+        self,
+        property: str | None = None,
+        *,
+        orderby: str = "-created",
+        limit: int = 50,
+        exclude_soft_deleted: bool = True,
+        exclude_hidden: bool = True,
+        max_pages: int = DEFAULT_PAGE_CAP,
+    ) -> Steps[Listing]:
+        """listQueries: every query matching ``property``, through :meth:`walk`."""
+        request = self.list_queries_request(
+            property=property,
+            orderby=orderby,
+            limit=limit,
+            exclude_soft_deleted=exclude_soft_deleted,
+            exclude_hidden=exclude_hidden,
+        )
+        return (yield from self.walk(request, "queries", max_pages=max_pages))
 
     def find_queries(
         self,
@@ -213,8 +339,8 @@ class AdobeApi(PlatformApi):
 
         One filter, ``created>=`` the earliest wait start minus ``margin`` (a query is created
         before its wait starts), newest first (``orderby=-created``), ``page_size`` a page,
-        following ``_links.next`` until every wanted query is found, the list ends, or
-        ``max_pages``. A query created before the bound (a sensor on an old query) is absent.
+        through :meth:`walk` until every wanted query is found, the list ends, or ``max_pages``.
+        A query created before the bound (a sensor on an old query) is absent.
 
         :param wanted: query id -> wall-clock start of the wait on it.
         """
@@ -222,109 +348,145 @@ class AdobeApi(PlatformApi):
         found: dict[str, dict[str, Any]] = {}
         if not remaining:
             return found
-        since = datetime.fromtimestamp(min(wanted.values()) - margin, tz=timezone.utc)
-        # Whole seconds and "Z": nothing a form decoder could turn into a space ('+').
-        prop = f"created>={since.strftime('%Y-%m-%dT%H:%M:%SZ')}"
-        request = self.list_queries_request(property=prop, orderby="-created", limit=page_size)
-        cursors: set[str] = set()
-        for _ in range(max_pages):
-            body = (yield request).json_object()
-            items = [item for item in body.get("queries") or [] if isinstance(item, dict)]
+
+        def collect(items: list[dict[str, Any]]) -> bool:
             for item in items:
                 query_id = str(item.get("id"))
                 if query_id in remaining:
                     found[query_id] = item
                     remaining.discard(query_id)
-            href = next_href(body)
-            if not remaining or not items or not href or href in cursors:
-                break
-            cursors.add(href)
-            request = self.next_page_request(href, "listQueries")
-            # The documented next link carries only orderby and start: keep the filter and size.
-            pairs = request.query_items()
-            given = {name for name, _ in pairs}
-            extra = [(n, v) for n, v in (("property", prop), ("limit", str(page_size))) if n not in given]
-            request = dataclasses.replace(request, params=[*pairs, *extra])
+            return not remaining
+
+        since = datetime.fromtimestamp(min(wanted.values()) - margin, tz=timezone.utc)
+        request = self.list_queries_request(
+            property=f"created>={iso_seconds(since)}", orderby="-created", limit=page_size
+        )
+        yield from self.walk(request, "queries", max_pages=max_pages, until=collect)
         return found
 
-    def next_page_request(self, href: str, operation: str) -> ApiRequest:
-        """``_links.next.href`` as a request against the configured base (never its own host)."""
-        parts = urlsplit(href)
-        if not parts.path.startswith("/data/foundation/"):
-            raise ApiError(f"{operation}: unexpected next link {href!r}", platform=self.platform)
-        return ApiRequest("GET", parts.path, operation, params=link_query_pairs(parts.query))
+    def find_submitted_query(
+        self,
+        marker: str,
+        created_after: datetime,
+        *,
+        page_size: int = LIST_PAGE_SIZE,
+        max_pages: int = LIST_PAGE_CAP,
+    ) -> Steps[dict[str, Any] | None]:
+        """listQueries: the newest query carrying ``marker`` (:func:`has_marker`) created at or
+        after ``created_after``, whatever its state, or ``None``.
+
+        Filtered by ``created>=created_after`` and ``client==API`` on every page (the marker is
+        not a filter the spec offers: it is compared here). Newest by each object's ``created``,
+        not by the list's order (the spec leaves ties unordered); two matches with the same newest
+        ``created`` are ambiguous: ``None`` (submit again rather than guess). A walk cut at
+        ``max_pages`` without a match answers ``None`` too.
+        """
+        request = self.list_queries_request(
+            property=f"created>={iso_seconds(created_after)},client==API", orderby="-created", limit=page_size
+        )
+        listing = yield from self.walk(request, "queries", max_pages=max_pages)
+        bound = created_after.astimezone(timezone.utc)
+        matches = []
+        for query in listing.items:
+            created = parse_time(query.get("created"))
+            if has_marker(query, marker) and created is not None and created >= bound:
+                matches.append((created, query))
+        if not matches:
+            return None
+        matches.sort(key=lambda pair: pair[0], reverse=True)
+        if len(matches) > 1 and matches[0][0] == matches[1][0]:
+            return None
+        return matches[0][1]
 
     # -- templates ----------------------------------------------------------------------------
-    def create_template_request(
+    def create_template(
         self, sql: str, name: str, query_parameters: dict[str, str] | None = None
-    ) -> ApiRequest:
+    ) -> Steps[dict[str, Any]]:
+        """createQueryTemplate: the template."""
         body: dict[str, Any] = {"sql": sql, "name": name}
         if query_parameters:
             body["queryParameters"] = query_parameters
-        return ApiRequest("POST", f"{QUERY}/query-templates", "createTemplate", json=body, idempotent=False)
-
-    def get_template_request(self, template_id: str) -> ApiRequest:
-        return ApiRequest(
-            "GET", f"{QUERY}/query-templates/{path_segment(template_id, 'template_id')}", "getTemplate"
+        request = _json(
+            "POST", f"{QUERY}/query-templates", "createQueryTemplate", json=body, idempotent=False
         )
+        return one_call(request, ApiResponse.json_object)
 
-    def list_templates_request(self, limit: int = 50) -> ApiRequest:
-        return ApiRequest(
-            "GET", f"{QUERY}/query-templates", "listTemplates", params={"limit": _limit(limit, 1000)}
+    def get_template(self, template_id: str) -> Steps[dict[str, Any]]:
+        """retrieveQueryTemplate: the template."""
+        path = f"{QUERY}/query-templates/{path_segment(template_id, 'template_id')}"
+        return one_call(_json("GET", path, "retrieveQueryTemplate"), ApiResponse.json_object)
+
+    def list_templates(self, limit: int = 50, *, max_pages: int = DEFAULT_PAGE_CAP) -> Steps[Listing]:
+        """listQueryTemplates, through :meth:`walk`."""
+        request = _json(
+            "GET", f"{QUERY}/query-templates", "listQueryTemplates", params={"limit": _limit(limit, 1000)}
         )
+        return (yield from self.walk(request, "templates", max_pages=max_pages))
 
     # -- schedules ----------------------------------------------------------------------------
-    def create_schedule_request(self, query_def: dict[str, Any], schedule: dict[str, Any]) -> ApiRequest:
+    def create_schedule(self, query_def: dict[str, Any], schedule: dict[str, Any]) -> Steps[dict[str, Any]]:
+        """createSchedule: the schedule (``REGISTERING``)."""
         body = {"query": query_def, "schedule": schedule}
-        return ApiRequest("POST", f"{QUERY}/schedules", "createSchedule", json=body, idempotent=False)
+        request = _json("POST", f"{QUERY}/schedules", "createSchedule", json=body, idempotent=False)
+        return one_call(request, ApiResponse.json_object)
 
-    def get_schedule_request(self, schedule_id: str) -> ApiRequest:
-        return ApiRequest("GET", self._schedule_path(schedule_id), "getSchedule")
-
-    def list_schedules_request(self, limit: int = 50) -> ApiRequest:
-        return ApiRequest("GET", f"{QUERY}/schedules", "listSchedules", params={"limit": _limit(limit, 1000)})
-
-    def set_schedule_state_request(self, schedule_id: str, enabled: bool) -> ApiRequest:
-        # The PATCH body is wrapped in "body", unlike the query PATCH.
-        body = {"body": [{"op": "replace", "path": "/state", "value": "enable" if enabled else "disable"}]}
-        return ApiRequest(
-            "PATCH",
-            self._schedule_path(schedule_id),
-            "updateSchedule",
-            json=body,
+    def get_schedule(self, schedule_id: str) -> Steps[dict[str, Any]]:
+        """retrieveSchedule: the schedule."""
+        return one_call(
+            _json("GET", self._schedule_path(schedule_id), "retrieveSchedule"), ApiResponse.json_object
         )
 
-    def list_runs_request(self, schedule_id: str, limit: int = 50, property: str | None = None) -> ApiRequest:
-        return ApiRequest(
+    def list_schedules(self, limit: int = 50, *, max_pages: int = DEFAULT_PAGE_CAP) -> Steps[Listing]:
+        """listSchedules, through :meth:`walk`."""
+        request = _json("GET", f"{QUERY}/schedules", "listSchedules", params={"limit": _limit(limit, 1000)})
+        return (yield from self.walk(request, "schedules", max_pages=max_pages))
+
+    def set_schedule_state(self, schedule_id: str, enabled: bool) -> Steps[int]:
+        """updateSchedule of ``/state``: the status. The PATCH body is wrapped in ``body``."""
+        body = {"body": [{"op": "replace", "path": "/state", "value": "enable" if enabled else "disable"}]}
+        return one_call(
+            _json("PATCH", self._schedule_path(schedule_id), "updateSchedule", json=body), _status
+        )
+
+    def list_runs(
+        self,
+        schedule_id: str,
+        property: str | None = None,
+        *,
+        limit: int = 50,
+        max_pages: int = DEFAULT_PAGE_CAP,
+    ) -> Steps[Listing]:
+        """listScheduleRuns, newest first, through :meth:`walk`."""
+        request = _json(
             "GET",
             f"{self._schedule_path(schedule_id)}/runs",
-            "listRuns",
+            "listScheduleRuns",
             params={"limit": _limit(limit, 1000), "orderby": "-created", "property": property},
         )
+        return (yield from self.walk(request, "runsSchedules", max_pages=max_pages))
 
-    def trigger_run_request(self, schedule_id: str) -> ApiRequest:
-        return ApiRequest(
-            "POST",
-            f"{self._schedule_path(schedule_id)}/runs",
-            "triggerRun",
-            idempotent=False,
+    def trigger_run(self, schedule_id: str) -> Steps[int]:
+        """triggerScheduleRun: the status (202). The answer names no run: see :func:`new_run`."""
+        request = _json(
+            "POST", f"{self._schedule_path(schedule_id)}/runs", "triggerScheduleRun", idempotent=False
         )
+        return one_call(request, _status)
 
-    def get_run_request(self, schedule_id: str, run_id: str) -> ApiRequest:
-        return ApiRequest(
-            "GET",
-            self._run_path(schedule_id, run_id),
-            "getRun",
-        )
+    def get_run(self, schedule_id: str, run_id: str) -> Steps[dict[str, Any]]:
+        """retrieveScheduledQueryRun: the run."""
+        request = _json("GET", self._run_path(schedule_id, run_id), "retrieveScheduledQueryRun")
+        return one_call(request, ApiResponse.json_object)
 
-    def cancel_run_request(self, schedule_id: str, run_id: str) -> ApiRequest:
-        return ApiRequest(
+    def cancel_run(self, schedule_id: str, run_id: str) -> Steps[int]:
+        """cancelScheduledQueryRun: the status (409: it had already ended)."""
+        request = _json(
             "PATCH",
             self._run_path(schedule_id, run_id),
-            "cancelRun",
+            "cancelScheduledQueryRun",
             json={"op": "cancel"},
             ok_statuses=(409,),
         )
+        return one_call(request, _status)
 
     @staticmethod
     def _schedule_path(schedule_id: str) -> str:
@@ -334,16 +496,20 @@ class AdobeApi(PlatformApi):
         return f"{self._schedule_path(schedule_id)}/runs/{path_segment(run_id, 'run_id')}"
 
     # -- Catalog ------------------------------------------------------------------------------
-    def get_dataset_request(self, dataset_id: str) -> ApiRequest:
-        return ApiRequest("GET", f"{CATALOG}/dataSets/{path_segment(dataset_id, 'dataset_id')}", "getDataset")
+    def get_dataset(self, dataset_id: str) -> Steps[list[dict[str, Any]]]:
+        """retrieveDataset: the dataset (a list of one, or none)."""
+        path = f"{CATALOG}/dataSets/{path_segment(dataset_id, 'dataset_id')}"
+        return one_call(_json("GET", path, "retrieveDataset"), _keyed)
 
-    def find_datasets_request(self, name: str, limit: int = 10) -> ApiRequest:
+    def find_datasets(self, name: str, limit: int = 10) -> Steps[list[dict[str, Any]]]:
+        """listDatasets by ``name``, newest first."""
         params = {"name": name, "orderBy": "desc:created", "limit": _limit(limit, MAX_PAGE)}
-        return ApiRequest("GET", f"{CATALOG}/dataSets", "listDatasets", params=params)
+        return one_call(_json("GET", f"{CATALOG}/dataSets", "listDatasets", params=params), _keyed)
 
-    def list_batches_request(
+    def list_batches(
         self, dataset_id: str, *, created_after_ms: int | None = None, limit: int = 20, start: int = 0
-    ) -> ApiRequest:
+    ) -> Steps[list[dict[str, Any]]]:
+        """listBatches of a dataset, newest first."""
         params = {
             "dataSet": dataset_id,
             "createdAfter": created_after_ms,
@@ -351,30 +517,123 @@ class AdobeApi(PlatformApi):
             "limit": _limit(limit, MAX_PAGE),
             "start": start,
         }
-        return ApiRequest("GET", f"{CATALOG}/batches", "listBatches", params=params)
+        return one_call(_json("GET", f"{CATALOG}/batches", "listBatches", params=params), _keyed)
 
     # -- Data Access --------------------------------------------------------------------------
-    def list_batch_files_request(self, batch_id: str, start: int = 0, limit: int = MAX_PAGE) -> ApiRequest:
-        params = {"start": start, "limit": _limit(limit, MAX_PAGE)}
-        return ApiRequest(
+    def batch_files(self, batch_id: str, *, max_pages: int = DEFAULT_PAGE_CAP) -> Steps[list[dict[str, Any]]]:
+        """listDatasetFiles, then retrieveDatasetFile of each (recursing into directories): every
+        file of a batch as ``{"file_id", "name", "length"}``. A listing cut at ``max_pages`` fails
+        (a batch is never exported in part)."""
+        request = _json(
             "GET",
             f"{EXPORT}/batches/{path_segment(batch_id, 'batch_id')}/files",
-            "listBatchFiles",
-            params=params,
+            "listDatasetFiles",
+            params={"start": 0, "limit": MAX_PAGE},
         )
+        listing = yield from self.walk(request, "data", max_pages=max_pages)
+        files: list[dict[str, Any]] = []
+        for entry in listing.require_complete("listDatasetFiles", max_pages):
+            files.extend((yield from self._file_entries(str(entry.get("dataSetFileId")), max_pages, 0)))
+        return files
 
-    def list_file_request(self, file_id: str, start: int = 0, limit: int = MAX_PAGE) -> ApiRequest:
-        params = {"start": start, "limit": _limit(limit, MAX_PAGE)}
+    def _file_entries(self, file_id: str, max_pages: int, depth: int) -> Steps[list[dict[str, Any]]]:
+        if depth > 20:
+            raise ApiError(
+                f"retrieveDatasetFile: directories nested too deep at {file_id}", platform=self.platform
+            )
+        request = _json(
+            "GET", self._file_path(file_id), "retrieveDatasetFile", params={"start": 0, "limit": MAX_PAGE}
+        )
+        listing = yield from self.walk(request, "data", max_pages=max_pages)
+        files: list[dict[str, Any]] = []
+        for item in listing.require_complete("retrieveDatasetFile", max_pages):
+            href = ((item.get("_links") or {}).get("self") or {}).get("href", "")
+            if "path=" in href:
+                files.append({"file_id": file_id, "name": item.get("name"), "length": item.get("length")})
+            elif item.get("dataSetFileId"):  # a directory entry
+                files.extend(
+                    (yield from self._file_entries(str(item["dataSetFileId"]), max_pages, depth + 1))
+                )
+        return files
+
+    def file_request(self, file_id: str, path: str) -> ApiRequest:
+        """retrieveDatasetFile of one file's bytes (streamed by the fetch, not run as a step)."""
         return ApiRequest(
-            "GET", f"{EXPORT}/files/{path_segment(file_id, 'file_id')}", "listFile", params=params
+            "GET",
+            f"{self.base_url}{self._file_path(file_id)}?path={quote(path, safe='')}",
+            "retrieveDatasetFile",
+            headers={"Accept": FILE_ACCEPT},
         )
 
     def file_url(self, file_id: str, path: str) -> str:
-        return f"{self.base_url}{self._file_path(file_id)}?path={quote(path, safe='')}"
+        return self.file_request(file_id, path).path
 
     @staticmethod
     def _file_path(file_id: str) -> str:
         return f"{EXPORT}/files/{path_segment(file_id, 'file_id')}"
+
+
+def _json(method: str, path: str, operation: str, **kwargs: Any) -> ApiRequest:
+    """A call answered with JSON (``Accept: application/json``)."""
+    return ApiRequest(method, path, operation, headers={"Accept": "application/json"}, **kwargs)
+
+
+def _keyed(response: ApiResponse) -> list[dict[str, Any]]:
+    return keyed_objects(response.json_object())
+
+
+def iso_seconds(at: datetime) -> str:
+    """``YYYY-MM-DDTHH:MM:SSZ`` in UTC: nothing a form decoder could turn into a space ('+')."""
+    return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An ISO 8601 time of the API (``Z`` or an offset; none means UTC), or ``None``."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def with_marker(description: str | None, marker: str) -> str:
+    """The ``description`` to submit: the user's text, then the marker on a line of its own.
+
+    The marker goes in ``description`` because the spec's query object echoes the submitted
+    ``query_def`` (``request``, with ``description``) and nothing else a client chooses: ``name``
+    is what the UI shows (the user's to set), and a SQL comment changes the SQL (and
+    ``effectiveSQL``), does not exist for a template query, and may be stripped.
+    """
+    line = f"{MARKER_PREFIX}{marker}"
+    return f"{description}\n{line}" if description else line
+
+
+def has_marker(query: dict[str, Any], marker: str) -> bool:
+    """Whether ``query``'s echoed ``request.description`` ends with exactly this marker line."""
+    description = (query.get("request") or {}).get("description")
+    if not isinstance(description, str):
+        return False
+    return description.rsplit("\n", 1)[-1] == f"{MARKER_PREFIX}{marker}"
+
+
+def new_run(before: Collection[str], runs: list[dict[str, Any]], schedule_id: str) -> dict[str, Any] | None:
+    """The one run of ``runs`` whose id is not in ``before`` (listed before a trigger), or ``None``
+    when none appeared yet.
+
+    :raises RemoteQueryFailedError: when several appeared (another trigger ran at the same time:
+        which one is this task's is not knowable, and the newest is a guess).
+    """
+    appeared = [run for run in runs if run.get("id") and str(run["id"]) not in before]
+    if len(appeared) > 1:
+        ids = ", ".join(str(run["id"]) for run in appeared)
+        raise RemoteQueryFailedError(
+            f"Schedule {schedule_id}: {len(appeared)} runs appeared after the trigger ({ids}); "
+            "triggerScheduleRun names none, so which one this trigger started is unknown",
+            platform=AdobeApi.platform,
+        )
+    return appeared[0] if appeared else None
 
 
 def _status(response: ApiResponse) -> int:

@@ -9,6 +9,29 @@ A query's outcome is driven by its SQL: ``-- emulator: FAILED`` (or ``KILLED``, 
 ``SUCCESS_WITH_ERRORS``) anywhere in it; otherwise :attr:`AdobeQueryServiceEmulator.outcome`.
 ``-- emulator-duration: 600`` sets how many emulator seconds it runs.
 
+Where the specs (``query-service.yaml``, ``catalog.yaml``, ``data-access.yaml``) and Adobe's docs
+leave a reading open, the emulator takes the least convenient one they allow, so the client's
+defensive paths run in every test:
+
+- a ``/queries`` next link carries only ``orderby`` and ``start``, as the documented example
+  (seed 003) does: the filter and the page size are gone unless the client sends them again
+  (``next_link="documented"``; ``"full"`` keeps them);
+- the ``start`` cursor of a next link is written with a ``+00:00`` offset (``cursor_zone``),
+  which a client that form-decodes the link turns into a space (refused with a 400);
+- ``created`` has millisecond resolution (``created_resolution``) and queries created in the same
+  instant tie; the spec says nothing of how ties are ordered, so they come in random order, and
+  the ``start`` cursor includes its own value (``_page.next`` is "the start value for the next
+  page"): tied items at a page boundary come again on the next page;
+- the query object has no top-level ``name`` or ``description`` (the spec's ``query`` schema has
+  neither): what was submitted is echoed in ``request`` only;
+- ``triggerScheduleRun`` answers 202 without a run id, and the run shows in the list only
+  ``run_delay`` seconds later; a run's ``state`` is one of the spec's three (a cancelled run
+  reads ``FAILED``) and ``externalTrigger`` a boolean;
+- an IMS token stops working ``token_early`` seconds before the ``expires_in`` it announced;
+- a Data Access file download gives its bytes to an ``Accept`` that allows
+  ``application/octet-stream`` only (else 406), and with ``cut_after`` set, each response
+  ends after that many bytes (the 60 s response limit), resumable with ``Range``.
+
 With a :class:`~.postgres.LocalPostgres` attached (:meth:`AdobeQueryServiceEmulator.attach_postgres`),
 ``GET /connection_parameters`` points at it: the PostgreSQL interface, a real server.
 """
@@ -16,6 +39,7 @@ With a :class:`~.postgres.LocalPostgres` attached (:meth:`AdobeQueryServiceEmula
 from __future__ import annotations
 
 import itertools
+import random
 import re
 import time
 import uuid
@@ -116,9 +140,16 @@ class AdobeQueryServiceEmulator(EmulatorServer):
         ``Z`` (as the docs' examples) or an offset such as ``+00:00``, written as a literal ``+``
         (a client that form-decodes the link turns it into a space, refused with a 400).
     :param next_link: what a ``/queries`` next link carries: ``full`` (every parameter of the
-        request but ``start``) or ``documented`` (only ``orderby`` and ``start``, as the docs'
-        example link; whether the real server then still applies ``property`` is unknown, so
-        the emulator does not).
+        request but ``start``) or ``documented`` (the default: only ``orderby`` and ``start``, as
+        the docs' example link; whether the real server then still applies ``property`` is
+        unknown, so the emulator does not).
+    :param created_resolution: ``created`` times are multiples of this many seconds (ties), or
+        ``None``: each query is created a millisecond after the one before (no ties; for
+        benchmarks, which measure polling, not the handling of ties).
+    :param run_delay: wall-clock seconds before a triggered run shows in the list.
+    :param token_early: seconds before its announced expiry that a token stops working (at most
+        a tenth of its lifetime).
+    :param cut_after: bytes after which a file download's response ends (``None``: whole).
     :param clock: emulator clock.
     """
 
@@ -140,8 +171,12 @@ class AdobeQueryServiceEmulator(EmulatorServer):
         directory_every: int = 2,
         batch_delay: float = 0.0,
         rate_limit: tuple[float, float] | None = None,
-        cursor_zone: str = "Z",
-        next_link: str = "full",
+        cursor_zone: str = "+00:00",
+        next_link: str = "documented",
+        created_resolution: float | None = 0.001,
+        run_delay: float = 0.2,
+        token_early: float = 900.0,
+        cut_after: int | None = None,
         clock: EmulatorClock | None = None,
     ) -> None:
         super().__init__(clock=clock)
@@ -162,6 +197,10 @@ class AdobeQueryServiceEmulator(EmulatorServer):
         if next_link not in ("full", "documented"):
             raise ValueError(f"next_link must be 'full' or 'documented', got {next_link!r}")
         self.next_link = next_link
+        self.created_resolution = created_resolution
+        self.run_delay = run_delay
+        self.token_early = token_early
+        self.cut_after = cut_after
         self.tokens: dict[str, float] = {}
         self.queries: dict[str, EmulatedQuery] = {}
         self.templates: dict[str, dict[str, Any]] = {}
@@ -324,6 +363,7 @@ class AdobeQueryServiceEmulator(EmulatorServer):
             )
         if not form.get("scope"):
             return json_response({"error": "invalid_scope"}, 400)
+        early = min(self.token_early, 0.1 * self.token_ttl)  # it dies before it says it will
         expires_in = int(self.token_ttl)
         if (
             self.postgres is not None
@@ -331,10 +371,10 @@ class AdobeQueryServiceEmulator(EmulatorServer):
             and self.tokens.get(self._sql_token, 0) > time.time()
         ):
             access = self._sql_token
-            expires_in = max(1, int(self.tokens[access] - time.time()))
+            expires_in = max(1, int(self.tokens[access] + early - time.time()))
         else:
             access = f"eyJemulator.{uuid.uuid4().hex}"
-            self.tokens[access] = time.time() + self.token_ttl
+            self.tokens[access] = time.time() + self.token_ttl - early
             if self.postgres is not None:  # the PostgreSQL password is the current token
                 self._sql_token = access
                 self.postgres.set_password(self.org_id, access)
@@ -382,9 +422,10 @@ class AdobeQueryServiceEmulator(EmulatorServer):
         marker = MARKER.search(sql)
         outcome = marker.group(1).upper() if marker and marker.group(1).upper() in OUTCOMES else self.outcome
         duration = DURATION_MARKER.search(sql)
-        # One creation millisecond per query: the list's ``start`` cursor is a ``created``
-        # timestamp in ms, and how the real one breaks ties is unknown.
-        created_wall = max(time.time(), self._last_created_wall + 0.001)
+        if self.created_resolution is None:  # one millisecond per query: no ties
+            created_wall = max(time.time(), self._last_created_wall + 0.001)
+        else:  # at the API's resolution: queries created in the same instant tie
+            created_wall = time.time() // self.created_resolution * self.created_resolution
         self._last_created_wall = created_wall
         query = EmulatedQuery(
             id=str(uuid.uuid4()),
@@ -439,8 +480,6 @@ class AdobeQueryServiceEmulator(EmulatorServer):
         base = f"{self.urls['api']}{QUERY}/queries/{query.id}"
         body: dict[str, Any] = {
             "id": query.id,
-            "name": query.request.get("name"),
-            "description": query.request.get("description"),
             "request": query.request,
             "state": state,
             "client": "API",
@@ -549,7 +588,8 @@ class AdobeQueryServiceEmulator(EmulatorServer):
             if at is None or bound is None:
                 return False
             return {">": at > bound, "<": at < bound, ">=": at >= bound, "<=": at <= bound}[op]
-        actual = str(body.get(name) if name != "sql" else body["request"].get("sql", ""))
+        raw = body.get(name) if name != "sql" else body["request"].get("sql", "")
+        actual = str(raw).lower() if isinstance(raw, bool) else str(raw)
         if op == "==":
             return actual == value
         if op == "!=":
@@ -585,13 +625,14 @@ class AdobeQueryServiceEmulator(EmulatorServer):
         ]
         bodies = [b for b in bodies if all(self._matches(b, c) for c in clauses)]
         field_name = "updated" if orderby.lstrip("+- ") == "updated" else "created"
+        random.shuffle(bodies)  # ties: in no particular order (the spec names none)
         bodies.sort(key=lambda b: b[field_name], reverse=newest_first)
-        if cursor is not None:
+        if cursor is not None:  # the cursor is the first value of the page: included
             bodies = [
                 b
                 for b in bodies
                 if ((at := _parse_iso(b[field_name])) is not None)
-                and (at < cursor if newest_first else at > cursor)
+                and (at <= cursor if newest_first else at >= cursor)
             ]
         page = bodies[:limit]
         now = time.time()
@@ -599,12 +640,15 @@ class AdobeQueryServiceEmulator(EmulatorServer):
             self.queries[body["id"]].polled_at.append(now)
         result: dict[str, Any] = {
             "queries": page,
-            "_page": {"orderby": orderby, "start": start, "count": len(page)},
+            "_page": {"orderby": orderby, "count": len(page)},
             "_links": {},
             "version": 1,
         }
+        first = page[0][field_name] if page else start
+        if first:
+            result["_page"]["start"] = first
         if len(bodies) > limit:
-            nxt = page[-1][field_name]
+            nxt = bodies[limit][field_name]  # "the start value for the next page"
             if self.cursor_zone != "Z":
                 zone = datetime.strptime(self.cursor_zone, "%z").tzinfo
                 at = datetime.fromisoformat(nxt.replace("Z", "+00:00"))
@@ -678,8 +722,10 @@ class AdobeQueryServiceEmulator(EmulatorServer):
     def run_body(self, run: dict[str, Any]) -> dict[str, Any]:
         query = self.queries[run["queryId"]]
         state = self.state_of(query)
-        run_state = {"SUBMITTED": "IN_PROGRESS", "KILLED": "CANCELLED", "TIMEOUT": "FAILED"}.get(state, state)
-        body = {**run, "state": run_state}
+        # The spec's run states are SUCCESS, IN_PROGRESS and FAILED: a cancelled run reads FAILED.
+        run_state = {"SUBMITTED": "IN_PROGRESS", "KILLED": "FAILED", "TIMEOUT": "FAILED"}.get(state, state)
+        body = {key: value for key, value in run.items() if key != "visible_at"}
+        body["state"] = run_state
         if run_state == "FAILED":
             body["errors"] = self.query_body(query)["errors"]
         return body
@@ -687,24 +733,37 @@ class AdobeQueryServiceEmulator(EmulatorServer):
     async def _list_runs(self, request: web.Request) -> web.Response:
         schedule_id = request.match_info["id"]
         clauses = [c for c in request.query.get("property", "").split(",") if c]
-        runs = [self.run_body(r) for r in self.runs.values() if r["scheduleId"] == schedule_id]
+        now = time.time()
+        runs = [
+            self.run_body(r)
+            for r in self.runs.values()
+            if r["scheduleId"] == schedule_id and r["visible_at"] <= now
+        ]
         runs = [r for r in runs if all(self._matches(r, c) for c in clauses)]
         runs.sort(key=lambda r: r["created"], reverse=True)
         return json_response({"runsSchedules": runs, "_links": {}, "version": 2})
 
-    async def _trigger_run(self, request: web.Request) -> web.Response:
-        schedule = self.schedules.get(request.match_info["id"])
-        if schedule is None:
-            return json_response({"message": "Schedule not found", "statusCode": 404}, 404)
+    def add_run(self, schedule_id: str) -> dict[str, Any]:
+        """Start a manual run of a schedule server-side, as ``triggerScheduleRun`` does."""
+        schedule = self.schedules[schedule_id]
         run_id = f"c2NoZWR1bGVkX18{next(self._serial):06d}"
         query = self.add_query(dict(schedule["query"]), schedule_id=schedule["id"], run_id=run_id)
-        self.runs[run_id] = {
+        run = {
             "id": run_id,
             "scheduleId": schedule["id"],
             "queryId": query.id,
-            "externalTrigger": "true",
+            "externalTrigger": True,
             "created": _iso(time.time()),
+            "visible_at": time.time() + self.run_delay,
         }
+        self.runs[run_id] = run
+        return run
+
+    async def _trigger_run(self, request: web.Request) -> web.Response:
+        if request.match_info["id"] not in self.schedules:
+            return json_response({"message": "Schedule not found", "statusCode": 404}, 404)
+        self.add_run(request.match_info["id"])
+        # The spec's answer names no run.
         return json_response({"message": "received request to trigger run", "statusCode": 202}, 202)
 
     async def _get_run(self, request: web.Request) -> web.Response:
@@ -805,11 +864,28 @@ class AdobeQueryServiceEmulator(EmulatorServer):
         data = next((d for e in entries if not isinstance(e, str) for n, d in [e] if n == path), None)
         if data is None:
             return json_response({"message": "File not found", "statusCode": 404}, 404)
+        accept = request.headers.get("Accept", "*/*")
+        if not any(
+            kind.split(";")[0].strip() in ("*/*", "application/*", "application/octet-stream")
+            for kind in accept.split(",")
+        ):
+            return json_response({"message": f"Not acceptable: {accept}", "statusCode": 406}, 406)
         headers = {"Content-Type": "application/octet-stream", "Accept-Ranges": "bytes"}
         ranged = re.match(r"^bytes=(\d+)-(\d*)$", request.headers.get("Range", ""))
+        first, last, status = 0, len(data) - 1, 200
         if ranged:
             first = int(ranged.group(1))
             last = int(ranged.group(2)) if ranged.group(2) else len(data) - 1
             headers["Content-Range"] = f"bytes {first}-{last}/{len(data)}"
-            return web.Response(body=data[first : last + 1], status=206, headers=headers)
-        return web.Response(body=data, headers=headers)
+            status = 206
+        body = data[first : last + 1]
+        if self.cut_after is None or len(body) <= self.cut_after:
+            return web.Response(body=body, status=status, headers=headers)
+        # The response limit: the length announced, the body cut, the connection closed.
+        cut = web.StreamResponse(status=status, headers=headers)
+        cut.content_length = len(body)
+        await cut.prepare(request)
+        await cut.write(body[: self.cut_after])
+        if request.transport is not None:
+            request.transport.abort()
+        return cut

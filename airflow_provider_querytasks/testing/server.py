@@ -57,9 +57,25 @@ class EmulatorClock:
             self._offset += seconds
 
 
+#: Request key set when an injected fault answered (or altered) the request: its answer is the
+#: test's, not the emulator's.
+FAULT_MARK: Any = (
+    web.RequestKey("querytasks_fault", str) if hasattr(web, "RequestKey") else "querytasks_fault"
+)
+
+#: Response bodies longer than this are not kept in the request log (file downloads).
+RECORDED_BODY_LIMIT = 256 * 1024
+
+
 @dataclass
 class RecordedRequest:
-    """One request as an emulator site received it."""
+    """One request as an emulator site received it, and what the site answered.
+
+    :param status: the answer's status (0 until answered, or when the connection was dropped).
+    :param response_headers: the answer's headers.
+    :param response_body: the answer's body, or ``None`` when not kept (streamed, or longer
+        than :data:`RECORDED_BODY_LIMIT`).
+    """
 
     site: str
     method: str
@@ -69,6 +85,19 @@ class RecordedRequest:
     body: bytes
     status: int = 0
     at: float = field(default_factory=time.time)
+    response_headers: dict[str, str] = field(default_factory=dict)
+    response_body: bytes | None = None
+    #: The raw query string as sent (percent escapes kept).
+    raw_query: str = ""
+    #: The action of the injected fault that answered or altered the request, if any.
+    fault: str | None = None
+
+    def response_header(self, name: str) -> str | None:
+        """A response header value, case-insensitively."""
+        for key, value in self.response_headers.items():
+            if key.lower() == name.lower():
+                return value
+        return None
 
     def header(self, name: str) -> str | None:
         """A header value, case-insensitively."""
@@ -241,11 +270,18 @@ class EmulatorServer:
                 query={k: request.query.getall(k) for k in request.query},
                 headers=dict(request.headers),
                 body=body,
+                raw_query=request.rel_url.raw_query_string,
             )
             with self._log_lock:
                 self.requests.append(record)
             response = await self._apply_faults(site, request, handler)
             record.status = response.status
+            record.fault = request.get(FAULT_MARK)
+            record.response_headers = dict(response.headers)
+            if isinstance(response, web.Response) and not response.prepared:
+                kept = response.body
+                if isinstance(kept, bytes | bytearray) and len(kept) <= RECORDED_BODY_LIMIT:
+                    record.response_body = bytes(kept)
             return response
 
         return middleware
@@ -255,6 +291,7 @@ class EmulatorServer:
             if not fault.matches(site, request):
                 continue
             fault.hits += 1
+            request[FAULT_MARK] = fault.action
             if fault.action == "status":
                 if isinstance(fault.body, bytes | str):
                     return web.Response(status=fault.status, body=fault.body, headers=fault.headers)

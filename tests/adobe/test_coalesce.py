@@ -20,7 +20,15 @@ from ..helpers import FAST_RETRY, run_waits
 
 
 def seed(emulator: AdobeQueryServiceEmulator, count: int, sql: str = "SELECT 1") -> list[str]:
-    return [emulator.add_query({"dbName": "prod:all", "sql": sql}).id for _ in range(count)]
+    """``count`` queries, each created a millisecond after every query before it (the emulator
+    lets queries created in the same millisecond tie, in random order: these tests need an order)."""
+    ids = []
+    for _ in range(count):
+        latest = max((q.created_wall for q in emulator.queries.values()), default=0.0)
+        query = emulator.add_query({"dbName": "prod:all", "sql": sql})
+        query.created_wall = max(query.created_wall, round(latest + 0.001, 3))
+        ids.append(query.id)
+    return ids
 
 
 def list_statuses(wanted: dict[str, float]) -> dict[str, Any]:

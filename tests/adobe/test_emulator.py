@@ -9,6 +9,7 @@ from airflow_provider_querytasks.hooks.adobe_query_service import AdobeQueryServ
 from airflow_provider_querytasks.testing.adobe_query_service import AdobeQueryServiceEmulator
 
 
+@pytest.mark.contract_exempt  # sends requests without a required header on purpose
 @pytest.mark.parametrize(
     ("drop", "status", "code"),
     [("Authorization", 403, "403010"), ("x-api-key", 403, "403000"), ("x-gw-ims-org-id", 400, "400003")],

@@ -272,3 +272,53 @@ def test_wait_for_batch_gives_up_at_the_timeout(
         RemoteQueryFailedError, match=f"No successful batch of dataset {dataset_id} after 0 s"
     ):
         hook.wait_for_batch(dataset_id, timeout=0.3, poll=0.05)
+
+
+# -- Data Access downloads (issue 28 item 5) ------------------------------------------------------
+def exported_batch(hook: AdobeQueryServiceHook, emulator: AdobeQueryServiceEmulator) -> str:
+    dataset_id = ctas_dataset(hook)
+    return str(hook.wait_for_batch(dataset_id, timeout=5, poll=0.05)["id"])
+
+
+def file_downloads(emulator: AdobeQueryServiceEmulator) -> list[Any]:
+    return [r for r in emulator.requests_to("api", "GET", "/export/files/") if r.param("path")]
+
+
+def test_file_downloads_accept_the_bytes_the_endpoint_answers(
+    hook: AdobeQueryServiceHook, emulator: AdobeQueryServiceEmulator, tmp_path: Any
+) -> None:
+    emulator.files_per_batch = 1
+    records = hook.export_batch(exported_batch(hook, emulator), tmp_path)
+    assert records and records[0]["bytes"] == emulator.file_size
+    (download,) = file_downloads(emulator)
+    assert download.header("Accept") == "application/octet-stream"
+    # ...while the JSON calls still ask for JSON.
+    listing = emulator.requests_to("api", "GET", "/export/batches/")[0]
+    assert listing.header("Accept") == "application/json"
+
+
+def test_a_download_cut_while_progressing_resumes_without_spending_attempts(
+    emulator: AdobeQueryServiceEmulator, tmp_path: Any
+) -> None:
+    """Each response ends after 1000 bytes (the 60 s limit): 10 cuts for a 10 kB file, with
+    3 attempts. Cuts that made progress do not count; the file arrives whole."""
+    emulator.files_per_batch, emulator.file_size, emulator.cut_after = 1, 10_000, 1000
+    hook = AdobeQueryServiceHook(retry=RetryPolicy(attempts=3, initial=0.01, maximum=0.05, jitter=0.0))
+    batch_id = exported_batch(hook, emulator)
+    (record,) = hook.export_batch(batch_id, tmp_path)
+    assert record["bytes"] == 10_000
+    name = record["uri"].rsplit("/", 1)[-1]
+    data = (tmp_path / name).read_bytes()
+    assert data.startswith(b"PAR1") and data.endswith(b"PAR1") and len(data) == 10_000
+    downloads = file_downloads(emulator)
+    assert len(downloads) == 10
+    assert [d.header("Range") for d in downloads[1:3]] == ["bytes=1000-", "bytes=2000-"]
+
+
+def test_progressing_cuts_are_bounded(emulator: AdobeQueryServiceEmulator, tmp_path: Any) -> None:
+    emulator.files_per_batch, emulator.file_size, emulator.cut_after = 1, 20_000, 100
+    hook = AdobeQueryServiceHook(retry=RetryPolicy(attempts=3, initial=0.01, maximum=0.05, jitter=0.0))
+    batch_id = exported_batch(hook, emulator)
+    with pytest.raises(QueryTaskError, match=r"cut 101 times while progressing \(max_resumes=100\)"):
+        hook.export_batch(batch_id, tmp_path)
+    assert not list(tmp_path.iterdir())  # nothing left under a final name

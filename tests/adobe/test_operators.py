@@ -137,22 +137,147 @@ def test_on_kill_and_killed_trigger_cancel(
     assert isinstance(deferred.value.trigger, AdobeQueryTrigger)
 
 
-def test_retry_reattaches_by_the_deterministic_name(emulator: AdobeQueryServiceEmulator) -> None:
+class TI:
+    """The task instance a context carries (what the operator reads of it)."""
+
+    dag_id, task_id, map_index = "d", "q", -1
+
+    def __init__(self, try_number: int, run_id: str) -> None:
+        self.try_number = try_number
+        self.run_id = run_id
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        pass
+
+
+class DagRun:
+    def __init__(self, started: dt.datetime) -> None:
+        self.start_date = started
+        self.queued_at = started - dt.timedelta(seconds=1)
+
+
+class UnavailableStore:
+    """A task state store that keeps nothing (unavailable): the retry must look up remotely."""
+
+    def get(self, key: str) -> Any:
+        return None
+
+    def set(self, key: str, value: Any) -> None:
+        pass
+
+
+def ti_context(
+    try_number: int, run_id: str = "scheduled__2026-12-07", *, started: dt.datetime, store: Any = None
+) -> Any:
+    context: dict[str, Any] = {"ti": TI(try_number, run_id), "dag_run": DagRun(started)}
+    if store is not None:
+        context["task_state_store"] = store
+    return context
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def api_lists(emulator: AdobeQueryServiceEmulator) -> list[Any]:
+    return emulator.requests_to("api", "GET", r"/queries$")
+
+
+@pytest.mark.parametrize("store", [None, UnavailableStore()], ids=["no-store", "store-unavailable"])
+def test_retry_reattaches_to_the_query_its_task_instance_submitted(
+    emulator: AdobeQueryServiceEmulator, store: Any
+) -> None:
     emulator.duration = 0.6
-
-    class TI:
-        dag_id, task_id, run_id, map_index = "d", "q", "manual__1", -1
-
-        def __init__(self, try_number: int) -> None:
-            self.try_number = try_number
-
-        def xcom_push(self, key: str, value: Any) -> None:
-            pass
-
-    first = operator(wait_for_completion=False).execute({"ti": TI(1)})  # type: ignore[arg-type,typeddict-item]
-    result = operator().execute({"ti": TI(2)})  # type: ignore[arg-type,typeddict-item]
+    started = now()
+    first = operator(wait_for_completion=False, description="Daily sales").execute(
+        ti_context(1, started=started, store=store)
+    )
+    result = operator().execute(ti_context(2, started=started, store=store))
     assert result["query_id"] == first["query_id"] and len(emulator.queries) == 1
-    assert result["name"] == "airflow:d:q:manual__1:-1"
+    assert result["name"] == "airflow:d:q:scheduled__2026-12-07:-1"
+    # The marker is the description's last line, after the user's text.
+    request = emulator.queries[first["query_id"]].request
+    assert request["description"] == "Daily sales\nquerytasks-ti: airflow:d:q:scheduled__2026-12-07:-1"
+    # Every look-up bounded the creation time and asked for API queries only.
+    (listed,) = api_lists(emulator)
+    assert listed.param("property") == f"created>={started:%Y-%m-%dT%H:%M:%SZ},client==API"
+
+
+@pytest.mark.parametrize("store", [None, UnavailableStore()], ids=["no-store", "store-unavailable"])
+def test_a_retry_never_adopts_another_runs_query_of_the_same_name(
+    emulator: AdobeQueryServiceEmulator, store: Any
+) -> None:
+    """Issue 28: yesterday's run left a SUCCESS query named daily_sales; today's first try's
+    query timed out; the retry submits again (it used to re-attach to yesterday's query)."""
+    yesterday = operator(name="daily_sales").execute(
+        ti_context(1, "scheduled__2026-12-06", started=now() - dt.timedelta(days=1), store=store)
+    )
+    emulator.queries[yesterday["query_id"]].created_wall -= 86400
+    started = now()
+    today = operator(name="daily_sales", wait_for_completion=False).execute(
+        ti_context(1, started=started, store=store)
+    )
+    emulator.queries[today["query_id"]].outcome = "TIMEOUT"
+    emulator.clock.advance(5)
+    result = operator(name="daily_sales").execute(ti_context(2, started=started, store=store))
+    assert result["query_id"] not in (yesterday["query_id"], today["query_id"])
+    assert result["state"] == "SUCCESS" and result["name"] == "daily_sales"
+    assert len(emulator.queries) == 3
+
+
+def test_a_retry_after_a_failed_query_submits_again_never_an_older_success(
+    emulator: AdobeQueryServiceEmulator,
+) -> None:
+    started = now()
+    older = operator().execute(ti_context(1, started=started))  # succeeded; the task then failed
+    # Try 2 submitted again (say its store had the id); its query failed.
+    marker = "querytasks-ti: airflow:d:q:scheduled__2026-12-07:-1"
+    failed = emulator.add_query({"dbName": "prod:all", "sql": "SELECT 1", "description": marker})
+    failed.outcome = "FAILED"
+    failed.created_wall += 0.01
+    emulator.clock.advance(5)
+    result = operator().execute(ti_context(3, started=started))
+    assert result["query_id"] not in (older["query_id"], failed.id)
+    assert len(emulator.queries) == 3
+
+
+def test_a_query_from_before_the_dag_run_attempt_is_not_adopted(emulator: AdobeQueryServiceEmulator) -> None:
+    """A cleared DAG run starts again: its task instance's query of the earlier attempt (same
+    marker) was created before the run's new start and is not re-attached to."""
+    emulator.duration = 30.0
+    earlier = operator(wait_for_completion=False).execute(ti_context(1, started=now()))
+    emulator.queries[earlier["query_id"]].created_wall -= 120
+    result = operator(wait_for_completion=False).execute(
+        ti_context(2, started=now() - dt.timedelta(seconds=60))
+    )
+    assert result["query_id"] != earlier["query_id"] and len(emulator.queries) == 2
+
+
+def test_the_look_up_keeps_its_filter_on_every_page_and_stops_at_the_cap(
+    emulator: AdobeQueryServiceEmulator,
+) -> None:
+    """The documented next link carries only orderby and start: the filter is sent again on
+    every page (it used to be lost from page 2 on), and the walk stops at its page cap."""
+    emulator.duration = 60.0
+    started = now() - dt.timedelta(seconds=5)
+    ours = operator(wait_for_completion=False).execute(ti_context(1, started=started))
+    emulator.queries[ours["query_id"]].created_wall -= 1
+    for index in range(150):  # other tasks' queries, newer than ours
+        emulator.add_query({"dbName": "prod:all", "sql": "SELECT 1"}).created_wall += index * 0.001
+    result = operator(wait_for_completion=False).execute(ti_context(2, started=started))
+    assert result["query_id"] == ours["query_id"]
+    lists = api_lists(emulator)
+    assert len(lists) == 2
+    for listed in lists:
+        assert listed.param("property") == f"created>={started:%Y-%m-%dT%H:%M:%SZ},client==API"
+        assert listed.param("limit") == "100"
+    # Past the cap (10 pages of 100), the look-up gives up and the retry submits again.
+    emulator.clear()
+    for index in range(1000):
+        emulator.add_query({"dbName": "prod:all", "sql": "SELECT 1"}).created_wall += 1 + index * 0.001
+    again = operator(wait_for_completion=False).execute(ti_context(3, started=started))
+    assert again["query_id"] != ours["query_id"]
+    assert len(api_lists(emulator)) == 10
 
 
 def test_export_of_a_multi_file_batch_with_pages_and_directories(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -31,18 +32,54 @@ def test_schedules_runs_and_the_run_sensor(
     assert schedule["state"] == "REGISTERING" and hook.get_schedule(schedule["id"])["state"] == "ENABLED"
     hook.set_schedule_enabled(schedule["id"], False)
     assert [s["state"] for s in hook.list_schedules()] == ["DISABLED"]
-    run_id = hook.trigger_run(schedule["id"])
+    emulator.duration = 30.0
+    run_id = hook.trigger_run(schedule["id"], poll=0.05)
     assert run_id and hook.get_run(schedule["id"], run_id)["id"] == run_id
     sensor = AdobeScheduledQueryRunSensor(task_id="run", schedule_id=schedule["id"], run_id=run_id)
     assert sensor.poke({}) is False  # type: ignore[arg-type]
-    emulator.clock.advance(1.0)
+    emulator.clock.advance(31.0)
     with pytest.raises(RemoteQueryFailedError, match="58000"):
         sensor.poke({})  # type: ignore[arg-type]
     emulator.duration = 60.0
-    second = hook.trigger_run(schedule["id"])
+    second = hook.trigger_run(schedule["id"], poll=0.05)
     assert second and second != run_id
     hook.cancel_run(schedule["id"], second)
-    assert hook.get_run_status(schedule["id"], second).state is QueryState.CANCELLED
+    # The spec's run states are SUCCESS, IN_PROGRESS and FAILED: a cancelled run reads FAILED.
+    assert hook.get_run_status(schedule["id"], second).state is QueryState.FAILED
+
+
+def test_a_trigger_takes_the_run_that_appeared_after_it_not_the_newest(
+    hook: AdobeQueryServiceHook, emulator: AdobeQueryServiceEmulator
+) -> None:
+    query_def = AdobeQueryDefinition(sql="SELECT 1", db_name="prod:all").body()
+    schedule = hook.create_schedule(query_def, {"schedule": "@daily", "startDate": "2026-11-01T00:00:00Z"})[
+        "id"
+    ]
+    emulator.run_delay = 0.0
+    earlier = emulator.add_run(schedule)["id"]  # yesterday's manual run, the newest so far
+    emulator.run_delay = 0.4  # the new run shows in the list a little after the 202
+    run_id = hook.trigger_run(schedule, poll=0.05)
+    created = [r for r in emulator.runs if r != earlier]
+    assert run_id != earlier and [run_id] == created
+
+
+def test_a_trigger_fails_when_several_runs_or_none_appear(
+    hook: AdobeQueryServiceHook, emulator: AdobeQueryServiceEmulator
+) -> None:
+    query_def = AdobeQueryDefinition(sql="SELECT 1", db_name="prod:all").body()
+    schedule = hook.create_schedule(query_def, {"schedule": "@daily", "startDate": "2026-11-01T00:00:00Z"})[
+        "id"
+    ]
+    emulator.run_delay = 0.3
+    other = threading.Timer(0.05, emulator.add_run, args=(schedule,))  # another task's trigger
+    other.start()
+    with pytest.raises(RemoteQueryFailedError, match="2 runs appeared after the trigger"):
+        hook.trigger_run(schedule, poll=0.05)
+    other.join()
+    # A 202 after which no run shows (within the bounded wait): a clear error, not a guess.
+    emulator.inject(action="status", method="POST", path=r"/runs$", status=202, body={"statusCode": 202})
+    with pytest.raises(RemoteQueryFailedError, match="no new manual run appeared within 0.5 s"):
+        hook.trigger_run(schedule, poll=0.05, appear_timeout=0.5)
 
 
 def test_query_sensor_returns_the_created_dataset(emulator: AdobeQueryServiceEmulator) -> None:

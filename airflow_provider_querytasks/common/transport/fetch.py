@@ -446,6 +446,46 @@ def _body_pieces(response: requests.Response, digest: _Digest) -> Iterator[bytes
         yield buffer[:read]
 
 
+class _Progressed(Exception):
+    """An attempt cut after it wrote bytes: resumed at once, not counted as a failed attempt."""
+
+
+def _run_with_retries(
+    download: _Download,
+    out: IO[bytes],
+    digest: _Digest,
+    policy: RetryPolicy,
+    resume_while_progressing: bool,
+    max_resumes: int,
+) -> None:
+    """Run ``download`` to its end: transient failures spend ``policy``'s attempts, except (with
+    ``resume_while_progressing``) a cut after more bytes arrived, which starts the attempts
+    afresh, ``max_resumes`` times at most."""
+    resumes = 0
+    while True:
+        try:
+            for attempt in Retrying(**policy.tenacity_kwargs("fetch")):
+                with attempt:
+                    before = download.offset
+                    try:
+                        download.run(out, digest)
+                    except ServerError as error:
+                        if resume_while_progressing and download.offset > before:
+                            raise _Progressed(str(error)) from None
+                        raise
+            return
+        except _Progressed as progressed:
+            resumes += 1
+            if resumes > max_resumes:
+                raise ServerError(
+                    f"{progressed}; the transfer was cut {resumes} times while progressing "
+                    f"(max_resumes={max_resumes})"
+                ) from None
+            log.info(
+                "%s; resuming at byte %d (cut %d while progressing)", progressed, download.offset, resumes
+            )
+
+
 def fetch_url(
     url_provider: Callable[[], str] | str,
     destination: Destination,
@@ -456,6 +496,8 @@ def fetch_url(
     timeout: tuple[float, float] = (10.0, 300.0),
     session: requests.Session | None = None,
     url_refreshes: int = 1,
+    resume_while_progressing: bool = False,
+    max_resumes: int = 100,
 ) -> FetchRecord:
     """Stream a result to ``destination`` and return what was written.
 
@@ -469,6 +511,11 @@ def fetch_url(
     :param timeout: (connect, read) seconds.
     :param session: a ``requests.Session`` to use.
     :param url_refreshes: how many times an expired URL may be replaced by ``url_provider``.
+    :param resume_while_progressing: a transfer cut after it wrote more bytes (a host that ends
+        every response after a fixed time, as Adobe Data Access does at 60 s) resumes at once
+        with ``Range`` without spending one of ``retry``'s attempts; cuts that make no progress
+        spend them as usual.
+    :param max_resumes: how many such progressing cuts one fetch may have in all (then it fails).
     """
     provider = url_provider if callable(url_provider) else (lambda: str(url_provider))
     target = _Target(destination)
@@ -483,10 +530,9 @@ def fetch_url(
         download = _Download(provider, headers, decompress, timeout, http, url_refreshes)
         with target.open() as out:
             try:
-                policy = retry or RetryPolicy()
-                for attempt in Retrying(**policy.tenacity_kwargs("fetch")):
-                    with attempt:
-                        download.run(out, digest)
+                _run_with_retries(
+                    download, out, digest, retry or RetryPolicy(), resume_while_progressing, max_resumes
+                )
                 digest.finish(out)
             finally:
                 digest.close()
