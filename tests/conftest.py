@@ -8,6 +8,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -42,9 +43,13 @@ from airflow_provider_querytasks.testing.shoplazza import ShoplazzaEmulator  # n
 from .helpers import (  # noqa: E402
     new_adobe_emulator,
     new_data_kiosk_emulator,
+    new_fake_emulator,
     new_shoplazza_emulator,
     serve,
 )
+
+if TYPE_CHECKING:
+    from .common.fake_platform import FakeEmulator
 
 
 @pytest.fixture(scope="session")
@@ -76,6 +81,12 @@ def data_kiosk_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[DataKioskEm
 @pytest.fixture
 def adobe_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[AdobeQueryServiceEmulator]:
     yield from serve(new_adobe_emulator(), monkeypatch)
+
+
+@pytest.fixture
+def fake_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeEmulator]:
+    """The fake platform the shared machinery is tested against (``tests/common/fake_platform.py``)."""
+    yield from serve(new_fake_emulator(), monkeypatch)
 
 
 @pytest.fixture(autouse=True)

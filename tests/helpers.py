@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
@@ -18,6 +18,9 @@ from airflow_provider_querytasks.testing.adobe_query_service import AdobeQuerySe
 from airflow_provider_querytasks.testing.amazon_data_kiosk import DataKioskEmulator
 from airflow_provider_querytasks.testing.server import EmulatorServer
 from airflow_provider_querytasks.testing.shoplazza import ShoplazzaEmulator
+
+if TYPE_CHECKING:
+    from .common.fake_platform import FakeEmulator
 
 #: Retries without waiting: the emulators answer at once.
 FAST_RETRY = RetryPolicy(attempts=4, initial=0.01, maximum=0.2, jitter=0.0)
@@ -43,6 +46,14 @@ def new_data_kiosk_emulator() -> DataKioskEmulator:
 
 def new_adobe_emulator() -> AdobeQueryServiceEmulator:
     return AdobeQueryServiceEmulator(duration=0.3, file_size=1000)
+
+
+def new_fake_emulator() -> FakeEmulator:
+    """The fake platform (``tests/common/fake_platform.py``), imported when first asked for: it
+    imports Airflow, which a test session that never uses it need not load at collection."""
+    from .common.fake_platform import FakeEmulator
+
+    return FakeEmulator(duration=0.3)
 
 
 def serve(server: ServerT, monkeypatch: pytest.MonkeyPatch) -> Iterator[ServerT]:

@@ -4,8 +4,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from ..common.fake_platform import FakeEmulator, FakeHook
 from ..helpers import FAST_RETRY, serve
-from .fake_platform import FakeEmulator, FakeHook
 
 
 @pytest.fixture

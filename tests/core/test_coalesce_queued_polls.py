@@ -19,7 +19,7 @@ from airflow_provider_querytasks.common.wait import coalesce
 from airflow_provider_querytasks.hooks.base import QueryTaskHook
 from airflow_provider_querytasks.triggers.base import QueryTaskTrigger
 
-from .fake_platform import FAKE_FORM
+from ..common.fake_platform import FAKE_FORM
 
 
 class QueuedHook(QueryTaskHook):

@@ -11,8 +11,8 @@ from airflow_provider_querytasks.compat import TaskDeferred
 from airflow_provider_querytasks.operators.base import STATE_STORE_KEY
 from airflow_provider_querytasks.version_compat import AIRFLOW_V_3_3_PLUS
 
-from .fake_platform import FakeEmulator, FakeQueryOperator
-from .test_operator_and_sensor import FakeStore, FakeTI
+from ..common.fake_platform import FakeEmulator, FakeQueryOperator
+from ..operators.test_base import FakeStore, FakeTI
 
 
 def ctx(ti: FakeTI, store: FakeStore) -> Any:

@@ -13,8 +13,8 @@ from airflow_provider_querytasks.common.wait.deadline import wait_deadline
 from airflow_provider_querytasks.compat import TaskDeferred
 from airflow_provider_querytasks.testing.dags import run_dag
 
+from ..common.fake_platform import FakeEmulator, FakeHook, FakeQueryOperator, FakeQuerySensor
 from ..helpers import run_trigger
-from .fake_platform import FakeEmulator, FakeHook, FakeQueryOperator, FakeQuerySensor
 
 
 class StartedTI:

@@ -13,8 +13,8 @@ from airflow_provider_querytasks.common.transport.fetch import fetch_url
 from airflow_provider_querytasks.compat import ObjectStoragePath
 from airflow_provider_querytasks.version_compat import AIRFLOW_V_3_0_PLUS
 
+from ..common.fake_platform import FakeEmulator
 from ..helpers import FAST_RETRY
-from .fake_platform import FakeEmulator
 
 ROWS = b"a,b\n" + b"1,2\n" * 1000
 

@@ -16,7 +16,7 @@ from airflow_provider_querytasks.compat import AirflowFailException, BaseOperato
 from airflow_provider_querytasks.operators.base import FailWithoutRetryMixin, as_failure
 from airflow_provider_querytasks.testing.dags import run_dag
 
-from .fake_platform import FakeEmulator, FakeQueryOperator
+from ..common.fake_platform import FakeEmulator, FakeQueryOperator
 
 
 def test_invalid_input_is_an_airflow_fail_exception_and_still_an_invalid_input_error(

@@ -12,8 +12,8 @@ from airflow_provider_querytasks.common.api.status import StatusSnapshot
 from airflow_provider_querytasks.compat import Context, TaskDeferred
 from airflow_provider_querytasks.operators.base import STATE_STORE_KEY, QueryChain
 
+from ..common.fake_platform import FakeApi, FakeEmulator, FakeQueryOperator
 from ..helpers import run_trigger
-from .fake_platform import FakeApi, FakeEmulator, FakeQueryOperator
 
 #: Longer than the interpreter's recursion limit: a chain that nests a call per query dies.
 STEPS = 1_000

@@ -23,8 +23,8 @@ from airflow_provider_querytasks.common.transport.clients import RetryPolicy, cl
 from airflow_provider_querytasks.common.transport.fetch import destination_for, fetch_url
 from airflow_provider_querytasks.compat import ObjectStoragePath
 
-from ..helpers import FAST_RETRY
-from .fake_platform import FakeEmulator, FakeHook, FakeTrigger
+from ...helpers import FAST_RETRY
+from ..fake_platform import FakeEmulator, FakeHook, FakeTrigger
 
 
 def trigger_for(query_id: str, **kwargs: Any) -> FakeTrigger:

@@ -27,8 +27,8 @@ from airflow_provider_querytasks.common.wait.notifications import (
 )
 from airflow_provider_querytasks.compat import TaskDeferred
 
-from ..helpers import run_trigger
-from .fake_platform import FakeEmulator, FakeHook, FakeQueryOperator, FakeTrigger
+from ...helpers import run_trigger
+from ..fake_platform import FakeEmulator, FakeHook, FakeQueryOperator, FakeTrigger
 
 #: Channel -> message bodies posted and not yet taken.
 BOARD: dict[str, list[str]] = {}

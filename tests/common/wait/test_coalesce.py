@@ -22,7 +22,7 @@ from airflow_provider_querytasks.common.wait.coalesce import AccountPoller, coal
 from airflow_provider_querytasks.hooks.base import QueryTaskHook
 from airflow_provider_querytasks.triggers.base import QueryTaskTrigger
 
-from .fake_platform import FAKE_FORM
+from ..fake_platform import FAKE_FORM
 
 
 @dataclass

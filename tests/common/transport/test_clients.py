@@ -24,8 +24,8 @@ from airflow_provider_querytasks.common.transport.clients import (
 )
 from airflow_provider_querytasks.compat import redact
 
-from ..helpers import FAST_RETRY, use_connection
-from .fake_platform import FakeEmulator, FakeHook
+from ...helpers import FAST_RETRY, use_connection
+from ..fake_platform import FakeEmulator, FakeHook
 
 
 def test_429_with_retry_after_is_honoured(emulator: FakeEmulator, hook: FakeHook) -> None:

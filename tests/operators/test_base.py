@@ -18,8 +18,8 @@ from airflow_provider_querytasks.compat import TaskDeferred
 from airflow_provider_querytasks.operators.base import STATE_STORE_KEY
 from airflow_provider_querytasks.testing.dags import run_dag
 
+from ..common.fake_platform import FakeEmulator, FakeHook, FakeQueryOperator, FakeQuerySensor, FakeTrigger
 from ..helpers import run_trigger
-from .fake_platform import FakeEmulator, FakeHook, FakeQueryOperator, FakeQuerySensor, FakeTrigger
 
 
 class FakeTI:

@@ -19,7 +19,7 @@ from airflow_provider_querytasks.testing.amazon_data_kiosk import DataKioskEmula
 from airflow_provider_querytasks.testing.server import EmulatorServer
 from airflow_provider_querytasks.testing.shoplazza import ShoplazzaEmulator
 
-from ..helpers import FAST_RETRY, use_connection
+from ...helpers import FAST_RETRY, use_connection
 
 PLATFORMS = ["shoplazza", "data_kiosk", "adobe"]
 
