@@ -64,6 +64,19 @@ def serve(server: ServerT, monkeypatch: pytest.MonkeyPatch) -> Iterator[ServerT]
     server.stop()
 
 
+class FakeClock:
+    """Monotonic time that moves only when told: ``sleep`` (or ``now +=``) advances it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
 class FastForwardClock:
     """Monotonic time that jumps over the waits it is asked for: the wall clock plus every
     second slept so far. A rate limiter on it computes and accounts for its waits as on the real
