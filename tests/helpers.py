@@ -35,6 +35,16 @@ def use_connection(monkeypatch: pytest.MonkeyPatch, conn: dict[str, Any]) -> str
     return str(conn["conn_id"])
 
 
+def with_secret(conn: dict[str, Any], secret: str) -> dict[str, Any]:
+    """The same connection with another client secret (where each platform keeps it)."""
+    conn = {**conn, "extra": dict(conn.get("extra") or {})}
+    if "client_secret" in conn["extra"]:
+        conn["extra"]["client_secret"] = secret
+    else:
+        conn["password"] = secret
+    return conn
+
+
 # The platforms' emulators as most tests want them: quick queries, a few rows or files.
 def new_shoplazza_emulator() -> ShoplazzaEmulator:
     return ShoplazzaEmulator(duration=0.3, rows=20)

@@ -1,18 +1,16 @@
-"""Retries, the no-retry rule for submissions, token refresh and masking, through the fake platform."""
+"""The API clients (common/transport/clients.py), through the fake platform: retries, the no-retry
+rule for submissions, token refresh on a 401, the credentials' host, masking."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 import pytest
 
 from airflow_provider_querytasks.common.api.calls import ApiRequest
 from airflow_provider_querytasks.common.api.errors import (
     AmbiguousSubmissionError,
-    AuthenticationError,
-    InvalidInputError,
     NotFoundError,
     QueryTaskError,
     RateLimitedError,
@@ -20,11 +18,10 @@ from airflow_provider_querytasks.common.api.errors import (
 from airflow_provider_querytasks.common.transport.clients import (
     RetryPolicy,
     close_shared_client_session,
-    token_cache,
 )
 from airflow_provider_querytasks.compat import redact
 
-from ...helpers import FAST_RETRY, use_connection
+from ...helpers import FAST_RETRY
 from ..fake_platform import FakeEmulator, FakeHook
 
 
@@ -149,52 +146,11 @@ def test_expired_token_is_refreshed_once(emulator: FakeEmulator, hook: FakeHook)
     assert len(emulator.requests_to("token")) == 2
 
 
-def test_bad_credentials_fail_clearly(emulator: FakeEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
-    use_connection(monkeypatch, {**emulator.connection(), "password": "wrong"})
-    with pytest.raises(AuthenticationError, match="invalid_client"):
-        FakeHook(retry=FAST_RETRY).create_query("select 1")
-
-
 def test_credentials_are_never_sent_to_another_host(emulator: FakeEmulator, hook: FakeHook) -> None:
     other = emulator.urls["storage"] + "/anything"
     with pytest.raises(QueryTaskError, match="Refusing to send"):
         hook.call(ApiRequest("GET", other, "getQuery"))
     assert emulator.requests_to("storage") == []
-
-
-def test_plain_http_to_a_remote_host_is_refused(
-    emulator: FakeEmulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    conn = emulator.connection()
-    conn["extra"]["endpoint"] = "http://api.example.com"
-    use_connection(monkeypatch, conn)
-    with pytest.raises(InvalidInputError, match="endpoint.*https is required"):
-        FakeHook().create_query("select 1")
-    assert emulator.requests == []
-
-
-async def test_many_waiters_share_one_token_request(emulator: FakeEmulator) -> None:
-    query_id = FakeHook(retry=FAST_RETRY).create_query("select 1")
-    token_cache.clear()
-    emulator.clear()
-    hooks = [FakeHook(retry=FAST_RETRY) for _ in range(30)]
-    try:
-        snapshots = await asyncio.gather(*(h.aget_status(query_id) for h in hooks))
-    finally:
-        await close_shared_client_session()
-    assert {s.query_id for s in snapshots} == {query_id}
-    assert len(emulator.requests_to("token")) == 1
-
-
-def test_many_threads_share_one_token_request(emulator: FakeEmulator) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
-    query_id = FakeHook(retry=FAST_RETRY).create_query("select 1")
-    token_cache.clear()
-    emulator.clear()
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda _: FakeHook(retry=FAST_RETRY).get_status(query_id), range(16)))
-    assert len(emulator.requests_to("token")) == 1
 
 
 def test_secrets_are_masked_and_never_logged(
@@ -209,76 +165,3 @@ def test_secrets_are_masked_and_never_logged(
     assert token not in caplog.text
     # Registered with Airflow's masker as soon as read: any log line would show *** instead.
     assert redact(f"secret s3cr3t-client-secret token {token}") == "secret *** token ***"
-
-
-def test_triggers_of_a_process_share_a_connection_read(
-    emulator: FakeEmulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from airflow_provider_querytasks.hooks import base as hooks_module
-
-    reads: list[str] = []
-    original = hooks_module.get_async_connection
-
-    async def counted(conn_id: str) -> Any:
-        reads.append(conn_id)
-        return await original(conn_id)
-
-    monkeypatch.setattr(hooks_module, "get_async_connection", counted)
-
-    async def settings_of_fresh_hooks(count: int) -> list[Any]:
-        return [await FakeHook().aget_settings() for _ in range(count)]
-
-    first = asyncio.run(settings_of_fresh_hooks(3))
-    assert reads == ["fake_default"] and first[0] is first[2]
-    # A changed AIRFLOW_CONN_* value is read again at once; so is any connection after the TTL.
-    conn = emulator.connection()
-    conn["extra"] = {**conn.get("extra", {}), "note": "rotated"}
-    use_connection(monkeypatch, conn)
-    asyncio.run(settings_of_fresh_hooks(1))
-    monkeypatch.setattr(hooks_module, "SHARED_SETTINGS_TTL", 0.0)
-    asyncio.run(settings_of_fresh_hooks(1))
-    assert reads == ["fake_default"] * 3
-
-
-def test_triggers_starting_together_read_their_connection_once(
-    emulator: FakeEmulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A triggerer taking up thousands of waits starts them together: without one read in flight
-    # per connection, each wait sent its own round trip to the supervisor (benchmark 7).
-    from airflow_provider_querytasks.hooks import base as hooks_module
-
-    reads: list[str] = []
-    original = hooks_module.get_async_connection
-
-    async def slow_read(conn_id: str) -> Any:
-        reads.append(conn_id)
-        await asyncio.sleep(0.05)  # a round trip: the other waits arrive meanwhile
-        return await original(conn_id)
-
-    monkeypatch.setattr(hooks_module, "get_async_connection", slow_read)
-
-    async def together(count: int) -> list[Any]:
-        return await asyncio.gather(*(FakeHook().aget_settings() for _ in range(count)))
-
-    settings = asyncio.run(together(20))
-    assert reads == ["fake_default"]
-    assert all(s is settings[0] for s in settings)
-
-
-def test_hooks_sharing_a_connection_read_share_one_async_client(
-    emulator: FakeEmulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async def clients(*hooks: FakeHook) -> list[Any]:
-        return [await hook.aclient() for hook in hooks]
-
-    first, second, patient = asyncio.run(
-        clients(FakeHook(), FakeHook(), FakeHook(retry=RetryPolicy(attempts=9)))
-    )
-    assert first is second
-    assert patient is not first and patient.policy.retry.attempts == 9
-    # New settings (a changed connection) build a new client, which later hooks share.
-    conn = emulator.connection()
-    conn["extra"] = {**conn.get("extra", {}), "note": "rotated"}
-    use_connection(monkeypatch, conn)
-    rotated, after = asyncio.run(clients(FakeHook(), FakeHook()))
-    assert rotated is not first and rotated is after
