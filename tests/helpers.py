@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -164,3 +165,19 @@ def run_waits(trigger_class: Any, query_ids: list[str], schedule: dict[str, floa
             for q in query_ids
         ]
     )
+
+
+class StartedTI:
+    """A task instance that started ``ago`` seconds before now."""
+
+    def __init__(self, ago: float) -> None:
+        self.try_number = 1
+        self.start_date = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=ago)
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        pass
+
+
+def started_context(ago: float) -> Any:
+    """A task context whose try started ``ago`` seconds before now."""
+    return {"ti": StartedTI(ago)}

@@ -1,25 +1,38 @@
-"""The shared submit-and-wait operator and sensor, directly and through ``dag.test()``."""
+"""The shared operator (operators/base.py): submit and wait, defer, fail, cancel, re-attach on a
+retry (``durable``), fail without retry on bad input, chains of queries, ``execution_timeout``;
+directly and through ``dag.test()``."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
+import inspect
+import json
+import sys
+import time
 from typing import Any
 
 import pytest
 
 from airflow_provider_querytasks.common.api.errors import (
     InvalidInputError,
+    PermissionDeniedError,
     QueryCancelledError,
     QueryTimeoutError,
     RemoteQueryFailedError,
 )
-from airflow_provider_querytasks.compat import TaskDeferred
-from airflow_provider_querytasks.operators.base import STATE_STORE_KEY
+from airflow_provider_querytasks.common.api.status import StatusSnapshot
+from airflow_provider_querytasks.compat import AirflowFailException, BaseOperator, Context, TaskDeferred
+from airflow_provider_querytasks.operators.base import (
+    STATE_STORE_KEY,
+    FailWithoutRetryMixin,
+    QueryChain,
+    as_failure,
+)
 from airflow_provider_querytasks.testing.dags import run_dag
+from airflow_provider_querytasks.version_compat import AIRFLOW_V_3_3_PLUS
 
-from ..common.fake_platform import FakeEmulator, FakeHook, FakeQueryOperator, FakeQuerySensor, FakeTrigger
-from ..helpers import run_trigger
+from ..common.fake_platform import FakeApi, FakeEmulator, FakeQueryOperator, FakeTrigger
+from ..helpers import run_trigger, started_context
 
 
 class FakeTI:
@@ -153,51 +166,107 @@ def test_retry_resubmits_when_the_stored_query_failed(emulator: FakeEmulator) ->
     assert len(emulator.requests_to("api", "POST")) == 2
 
 
-def test_sensor_pokes_until_done(emulator: FakeEmulator) -> None:
-    query_id = FakeHook().create_query("select 1")
-    sensor = FakeQuerySensor(task_id="s", query_id=query_id, poll_interval=0.05)
-    assert sensor.poke({}) is False  # type: ignore[arg-type]
-    emulator.clock.advance(10)
-    done = sensor.poke({})  # type: ignore[arg-type]
-    assert not isinstance(done, bool)
-    assert done.xcom_value["remote_status"] == "DONE"  # type: ignore[index]
-
-
-def test_deferrable_sensor_defers_without_cancelling_on_kill(emulator: FakeEmulator) -> None:
-    query_id = FakeHook().create_query("select 1")
-    sensor = FakeQuerySensor(task_id="s", query_id=query_id, deferrable=True, poll_interval=0.05, timeout=60)
-    emulator.clock.advance(10)  # already finished: the worker still makes no status call
-    with pytest.raises(TaskDeferred) as deferred:
-        sensor.execute({})  # type: ignore[arg-type]
-    assert emulator.requests_to("api", "GET", r"/queries/") == []
-    assert deferred.value.trigger.cancel_on_kill is False  # type: ignore[attr-defined]
-    event = run_trigger(deferred.value.trigger)  # type: ignore[arg-type]
-    assert sensor.execute_complete({}, event)["remote_status"] == "DONE"  # type: ignore[arg-type]
-
-
-def test_sensor_refuses_an_empty_query_id(emulator: FakeEmulator) -> None:
-    with pytest.raises(InvalidInputError, match="query_id"):
-        FakeQuerySensor(task_id="s", query_id=" ").poke({})  # type: ignore[arg-type]
-
-
+# -- durable: re-attach follows Airflow 3.3's ResumableJobMixin (its store key and metrics) ------
 @pytest.fixture
-def trigger_runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Records every trigger run (dag.test() runs triggers in process)."""
-    runs: list[str] = []
-    original = FakeTrigger.run
+def metrics(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
+    counted: list[tuple[str, dict[str, Any]]] = []
+    if AIRFLOW_V_3_3_PLUS:
+        from airflow.sdk.observability.stats import Stats
 
-    async def recording_run(self: FakeTrigger) -> AsyncIterator[Any]:
-        runs.append(self.query_id)
-        async for event in original(self):
-            yield event
-
-    monkeypatch.setattr(FakeTrigger, "run", recording_run)
-    return runs
+        monkeypatch.setattr(
+            Stats, "incr", lambda stat, *args, tags=None, **kwargs: counted.append((stat, dict(tags or {})))
+        )
+    return counted
 
 
-def test_dag_submit_then_deferrable_sensor(
-    airflow_db: Any, emulator: FakeEmulator, trigger_runs: list[str]
+def test_durable_is_the_parameter_airflow_names_it() -> None:
+    if AIRFLOW_V_3_3_PLUS:
+        from airflow.sdk import ResumableJobMixin
+
+        assert "durable" in inspect.signature(ResumableJobMixin.__init__).parameters
+        assert ResumableJobMixin.external_id_key  # the attribute the operator also defines
+    assert operator().durable is True
+    assert operator(durable=False).durable is False
+    assert operator().external_id_key == STATE_STORE_KEY
+
+
+def test_a_retry_reconnects_and_counts_it_on_3_3(
+    emulator: FakeEmulator, metrics: list[tuple[str, dict[str, Any]]]
 ) -> None:
+    emulator.duration = 1.0
+    store = FakeStore()
+    with pytest.raises(TaskDeferred):
+        operator(deferrable=True).execute(ctx(ti=FakeTI(1), task_state_store=store))
+    result = operator().execute(ctx(ti=FakeTI(2), task_state_store=store))
+    assert len(emulator.requests_to("api", "POST")) == 1
+    assert result["query_id"] == store[STATE_STORE_KEY]["query_id"]
+    if AIRFLOW_V_3_3_PLUS:
+        tags = {"operator": "FakeQueryOperator"}
+        assert metrics == [
+            ("resumable_job.fresh_submit", tags),
+            ("resumable_job.reconnect_attempt", tags),
+            ("resumable_job.reconnect_success", tags),
+        ]
+    else:
+        assert metrics == []
+
+
+def test_not_durable_submits_again_on_a_retry(emulator: FakeEmulator) -> None:
+    store = FakeStore()
+    operator().execute(ctx(ti=FakeTI(1), task_state_store=store))
+    operator(durable=False).execute(ctx(ti=FakeTI(2), task_state_store=store))
+    assert len(emulator.requests_to("api", "POST")) == 2
+
+
+# -- bad input and missing rights fail the task once, without using its retries -------------------
+def test_invalid_input_is_an_airflow_fail_exception_and_still_an_invalid_input_error(
+    emulator: FakeEmulator,
+) -> None:
+    op = FakeQueryOperator(task_id="q", sql="   ", poll_interval=0.05)
+    with pytest.raises(AirflowFailException) as raised:
+        op.execute({})  # type: ignore[arg-type]
+    assert isinstance(raised.value, InvalidInputError)
+    assert raised.value.parameter == "sql"
+    assert "Invalid 'sql'" in str(raised.value)
+    assert emulator.requests == []
+
+
+def test_permission_denied_by_an_api_operation_does_not_retry_but_a_storage_403_does() -> None:
+    api = PermissionDeniedError("createQuery failed with HTTP 403", operation="createQuery", status=403)
+    failure = as_failure(api)
+    assert isinstance(failure, AirflowFailException) and isinstance(failure, PermissionDeniedError)
+    assert failure.status == 403 and failure.operation == "createQuery"
+    # A presigned result URL refused by the storage host: a new try fetches a fresh URL.
+    assert as_failure(PermissionDeniedError("Download failed with HTTP 403", status=403)) is None
+    assert as_failure(RemoteQueryFailedError("query ended FAILED")) is None
+
+
+def test_every_subclass_method_is_wrapped_even_when_overridden() -> None:
+    class Standalone(FailWithoutRetryMixin, BaseOperator):
+        def execute(self, context: Context) -> Any:
+            raise InvalidInputError("path", "must be absolute")
+
+    class Child(Standalone):
+        def execute(self, context: Context) -> Any:
+            return super().execute(context)
+
+    for cls in (Standalone, Child):
+        with pytest.raises(AirflowFailException, match="'path'"):
+            cls(task_id=f"t_{cls.__name__}").execute({})  # type: ignore[arg-type]
+
+
+# -- through a real task run: dag.test() applies retries as the scheduler would ---------------
+
+TRIES: list[str] = []
+
+
+class CountingOperator(FakeQueryOperator):
+    def validate_inputs(self) -> None:
+        TRIES.append(self.task_id)
+        super().validate_inputs()
+
+
+def _run(sql: str, retries: int) -> tuple[str, list[str]]:
     from airflow_provider_querytasks.version_compat import AIRFLOW_V_3_0_PLUS
 
     if AIRFLOW_V_3_0_PLUS:
@@ -205,20 +274,243 @@ def test_dag_submit_then_deferrable_sensor(
     else:
         from airflow import DAG
 
-    with DAG("core_fake", schedule=None, start_date=dt.datetime(2026, 1, 1), catchup=False) as dag:
-        submit = FakeQueryOperator(
-            task_id="submit", sql="select {{ 40 + 2 }}", deferrable=True, poll_interval=0.05
-        )
-        wait = FakeQuerySensor(
-            task_id="wait",
-            query_id="{{ ti.xcom_pull('submit', key='query_id') }}",
-            deferrable=True,
+    TRIES.clear()
+    with DAG(
+        f"no_retry_{retries}_{abs(hash(sql))}",
+        schedule=None,
+        start_date=dt.datetime(2026, 1, 1),
+        catchup=False,
+    ) as dag:
+        CountingOperator(
+            task_id="query",
+            sql=sql,
             poll_interval=0.05,
+            retries=retries,
+            retry_delay=dt.timedelta(0),
         )
-        submit >> wait
     run = run_dag(dag)
-    assert str(run.state) in ("success", "DagRunState.SUCCESS")
-    # Both tasks waited through the trigger, on the one query that was submitted.
-    assert len(emulator.requests_to("api", "POST")) == 1
-    assert emulator.requests_to("api", "POST")[0].body == b'{"sql": "select 42"}'
-    assert len(trigger_runs) >= 1 and set(trigger_runs) == set(emulator.queries)
+    state = str(run.get_task_instance("query").state)
+    return state.rsplit(".", 1)[-1].lower(), list(TRIES)
+
+
+def test_a_wrong_parameter_fails_once_with_three_retries(airflow_db: Any, emulator: FakeEmulator) -> None:
+    state, tries = _run("   ", retries=3)
+    assert state == "failed"
+    assert tries == ["query"]
+    assert emulator.requests == []
+
+
+def test_a_failed_query_still_uses_its_retries(airflow_db: Any, emulator: FakeEmulator) -> None:
+    # The same harness retries what a retry can fix: this is what the test above would see too
+    # if bad input were retried.
+    emulator.outcome = "FAILED"
+    state, tries = _run("select 1", retries=2)
+    assert state == "failed"
+    assert tries == ["query"] * 3
+
+
+# -- a chain of queries (Shoplazza windows, Data Kiosk pages) is a loop, in the worker and deferred
+#: Longer than the interpreter's recursion limit: a chain that nests a call per query dies.
+STEPS = 1_000
+
+
+class FakeChainOperator(FakeQueryOperator):
+    """Runs ``steps`` queries one after another, as a chain (``select 1``, ``select 2``...)."""
+
+    def __init__(self, *, steps: int, **kwargs: Any) -> None:
+        super().__init__(sql="select 1", **kwargs)
+        self.steps = steps
+
+    def validate_inputs(self) -> None:
+        self.resume_state = {}
+
+    def _submit_step(self, step: int) -> str:
+        query_id = self.hook.create_query(f"select {step}")  # type: ignore[attr-defined]
+        self.chain.submitted(query_id, step=step)
+        return str(query_id)
+
+    def submit(self, context: Context) -> str:
+        return self._submit_step(len(self.chain.records) + 1)
+
+    def next_query(self, context: Context, snapshot: StatusSnapshot) -> str | None:
+        step = self.chain.step_of(snapshot.query_id)["step"]
+        done = self.chain.add_record({"query_id": snapshot.query_id, "step": step})
+        return self._submit_step(done + 1) if done < self.steps else None
+
+    def on_query_finished(self, context: Context, snapshot: StatusSnapshot) -> Any:
+        return {"last": snapshot.query_id, "steps": self.chain.records}
+
+
+class JsonStore:
+    """Airflow 3.3's ``task_state_store`` as a retry sees it: a JSON copy taken at ``set``."""
+
+    def __init__(self) -> None:
+        self.saved: dict[str, str] = {}
+
+    def set(self, key: str, value: Any) -> None:
+        self.saved[key] = json.dumps(value)
+
+    def get(self, key: str) -> Any:
+        return json.loads(self.saved[key]) if key in self.saved else None
+
+
+@pytest.fixture
+def instant(emulator: FakeEmulator, monkeypatch: pytest.MonkeyPatch) -> FakeEmulator:
+    """Queries done at their first poll, and no client-side rate limit to wait for."""
+    emulator.duration = 0
+    monkeypatch.setattr(FakeApi, "rate_limits", {})
+    return emulator
+
+
+def chain_operator(steps: int, **kwargs: Any) -> FakeChainOperator:
+    return FakeChainOperator(task_id="chain", steps=steps, poll_interval=0.001, **kwargs)
+
+
+def check_result(result: dict[str, Any], emulator: FakeEmulator, steps: int) -> None:
+    assert [record["step"] for record in result["steps"]] == list(range(1, steps + 1))
+    # One submission per step, in order, and each step's record names its own query.
+    posted = [json.loads(request.body)["sql"] for request in emulator.requests_to("api", "POST")]
+    assert posted == [f"select {step}" for step in range(1, steps + 1)]
+    assert [record["query_id"] for record in result["steps"]] == list(emulator.queries)
+    assert result["last"] == result["steps"][-1]["query_id"]
+
+
+def test_a_chain_longer_than_the_recursion_limit_runs_in_the_worker(instant: FakeEmulator) -> None:
+    assert sys.getrecursionlimit() < STEPS * 2
+    result = chain_operator(STEPS).execute({})  # type: ignore[arg-type]
+    check_result(result, instant, STEPS)
+
+
+def test_a_chain_of_a_thousand_steps_runs_deferred(instant: FakeEmulator) -> None:
+    op = chain_operator(STEPS, deferrable=True)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute({})  # type: ignore[arg-type]
+    for _ in range(STEPS - 1):
+        event, kwargs = run_trigger(deferred.value.trigger), deferred.value.kwargs
+        # Each step defers again with the chain so far; the next query waits in the triggerer.
+        with pytest.raises(TaskDeferred) as deferred:
+            op.execute_complete({}, event, **kwargs)  # type: ignore[arg-type]
+    result = op.execute_complete({}, run_trigger(deferred.value.trigger), **deferred.value.kwargs)  # type: ignore[arg-type]
+    check_result(result, instant, STEPS)
+
+
+def test_dag_test_style_resume_carries_the_chain_in_the_event(instant: FakeEmulator) -> None:
+    # dag.test() resumes with the event alone: the chain travels in the trigger's echo.
+    op = chain_operator(3, deferrable=True)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute({})  # type: ignore[arg-type]
+    for _ in range(2):
+        event = run_trigger(deferred.value.trigger)
+        with pytest.raises(TaskDeferred) as deferred:
+            op.execute_complete({}, event)  # type: ignore[arg-type]
+    result = op.execute_complete({}, run_trigger(deferred.value.trigger))  # type: ignore[arg-type]
+    check_result(result, instant, 3)
+
+
+def test_a_retry_mid_chain_reattaches_and_keeps_the_finished_steps(instant: FakeEmulator) -> None:
+    store = JsonStore()
+    first_try = chain_operator(5, deferrable=True)
+    with pytest.raises(TaskDeferred) as deferred:
+        first_try.execute(ctx(ti=FakeTI(1), task_state_store=store))  # type: ignore[arg-type]
+    for _ in range(2):
+        event, kwargs = run_trigger(deferred.value.trigger), deferred.value.kwargs
+        with pytest.raises(TaskDeferred) as deferred:
+            first_try.execute_complete(ctx(task_state_store=store), event, **kwargs)  # type: ignore[arg-type]
+    # The worker dies while step 3 runs; the retry picks the chain up at step 3.
+    assert [r["step"] for r in store.get(STATE_STORE_KEY)["resume_state"]["chain"]["records"]] == [1, 2]
+    result = chain_operator(5).execute(ctx(ti=FakeTI(2), task_state_store=store))  # type: ignore[arg-type]
+    check_result(result, instant, 5)
+
+
+def test_a_retry_after_a_failed_step_starts_the_chain_again(instant: FakeEmulator) -> None:
+    store = JsonStore()
+    first_try = chain_operator(3, deferrable=True)
+    with pytest.raises(TaskDeferred) as deferred:
+        first_try.execute(ctx(ti=FakeTI(1), task_state_store=store))  # type: ignore[arg-type]
+    event = run_trigger(deferred.value.trigger)
+    with pytest.raises(TaskDeferred):
+        first_try.execute_complete(ctx(task_state_store=store), event)  # type: ignore[arg-type]
+    instant.queries[store.get(STATE_STORE_KEY)["query_id"]].outcome = "FAILED"
+    result = chain_operator(3).execute(ctx(ti=FakeTI(2), task_state_store=store))  # type: ignore[arg-type]
+    # Steps 1 and 2 of the first try, then the whole chain again.
+    assert [record["step"] for record in result["steps"]] == [1, 2, 3]
+    assert len(instant.requests_to("api", "POST")) == 2 + 3
+
+
+def test_chain_state_lives_in_the_resume_state() -> None:
+    resume_state: dict[str, Any] = {"windows": ["kept"]}
+    chain = QueryChain(resume_state)
+    chain.submitted("q1", window={"begin": "a"})
+    assert chain.step_of("q1") == {"window": {"begin": "a"}} and chain.step_of("q2") == {}
+    assert chain.add_record({"query_id": "q1"}) == 1
+    assert json.loads(json.dumps(resume_state)) == {
+        "windows": ["kept"],
+        "chain": {"records": [{"query_id": "q1"}], "current": {"query_id": "q1", "window": {"begin": "a"}}},
+    }
+    assert QueryChain(resume_state).records == [{"query_id": "q1"}]
+
+
+# -- execution_timeout ends a deferred wait (and cancels the query) as timeout does -------------
+def test_operator_defers_with_the_execution_timeout_deadline(emulator: FakeEmulator) -> None:
+    op = FakeQueryOperator(
+        task_id="q", sql="select 1", deferrable=True, execution_timeout=dt.timedelta(hours=1)
+    )
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(started_context(600))
+    deadline = deferred.value.trigger.deadline  # type: ignore[attr-defined]
+    assert deadline == pytest.approx(time.time() + 3000, abs=5)  # not the 24 h default timeout
+    assert (deferred.value.kwargs or {})["deadline"] == deadline  # a resume keeps it, never recomputes it
+
+
+def test_a_passed_execution_timeout_ends_the_trigger_and_cancels_the_query(emulator: FakeEmulator) -> None:
+    emulator.duration = 600
+    op = FakeQueryOperator(
+        task_id="q",
+        sql="select 1",
+        deferrable=True,
+        poll_interval=0.05,
+        timeout=dt.timedelta(seconds=30),  # bounds the test should the fix be missing
+        execution_timeout=dt.timedelta(seconds=61),
+    )
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(started_context(60))
+    started = time.monotonic()
+    event = run_trigger(deferred.value.trigger)
+    assert event["status"] == "timeout"
+    assert time.monotonic() - started < 15  # the try's 1 s left, not the 30 s timeout
+    with pytest.raises(QueryTimeoutError):
+        op.execute_complete({}, event, **deferred.value.kwargs)  # type: ignore[arg-type]
+    assert [q.cancelled for q in emulator.queries.values()] == [True]
+
+
+def test_a_dag_task_with_a_short_execution_timeout_fails_and_cancels(
+    airflow_db: Any, emulator: FakeEmulator
+) -> None:
+    """Through a real task run on each Airflow line: not the 24 h default ``timeout``."""
+    from airflow_provider_querytasks.version_compat import AIRFLOW_V_3_0_PLUS
+
+    if AIRFLOW_V_3_0_PLUS:
+        from airflow.sdk import DAG
+    else:
+        from airflow import DAG
+
+    emulator.duration = 3600
+    with DAG(
+        "core_execution_timeout", schedule=None, start_date=dt.datetime(2026, 1, 1), catchup=False
+    ) as dag:
+        FakeQueryOperator(
+            task_id="query",
+            sql="select 1",
+            deferrable=True,
+            poll_interval=0.2,
+            timeout=dt.timedelta(seconds=90),  # bounds the test should the fix be missing
+            execution_timeout=dt.timedelta(seconds=3),
+        )
+    started = time.monotonic()
+    run = run_dag(dag)
+    elapsed = time.monotonic() - started
+    state = str(run.get_task_instance("query").state).rsplit(".", 1)[-1].lower()
+    assert state == "failed"
+    assert elapsed < 60  # ended by the 3 s execution_timeout, not the 90 s timeout
+    assert len(emulator.queries) == 1
+    assert [q.cancelled for q in emulator.queries.values()] == [True]
