@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
-import time
 from typing import Any
 
 import pytest
@@ -182,7 +181,8 @@ def test_a_notification_for_another_consumer_is_handed_back_at_once(
         if r.header("X-Amz-Target") == "AmazonSQS.ChangeMessageVisibilityBatch"
     ]
     assert batches and batches[0][0]["VisibilityTimeout"] == 0
-    assert left.receive_count == len(batches) and left.visible_at <= time.monotonic() + 5
+    # The hand-back in effect (each receive was handed back) hides it for a few seconds at most.
+    assert left.receive_count == len(batches) and batches[-1][0]["VisibilityTimeout"] < 5
 
 
 def test_a_notification_received_too_often_is_sent_again_not_dead_lettered(

@@ -9,6 +9,7 @@ import inspect
 import json
 import sys
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -67,13 +68,15 @@ def test_sync_wait_returns_the_subclass_record(emulator: FakeEmulator) -> None:
 
 def test_deferrable_defers_with_an_absolute_deadline_then_completes(emulator: FakeEmulator) -> None:
     op = operator(deferrable=True, timeout=dt.timedelta(minutes=5))
-    before = dt.datetime.now().timestamp()
+    before = time.time()
     with pytest.raises(TaskDeferred) as deferred:
         op.execute(ctx(ti=FakeTI()))  # type: ignore[arg-type]
+    after = time.time()
     trigger = deferred.value.trigger
     assert isinstance(trigger, FakeTrigger)
     assert deferred.value.timeout is None  # the trigger owns the deadline
-    assert before + 299 <= trigger.deadline <= before + 301  # type: ignore[operator]
+    # 5 min from when execute() ran (between before and after, however long it took).
+    assert trigger.deadline is not None and before + 300 <= trigger.deadline <= after + 300
     event = run_trigger(trigger)
     result = op.execute_complete({}, event, **deferred.value.kwargs)  # type: ignore[arg-type]
     assert result["state"] == "DONE"
@@ -455,10 +458,12 @@ def test_operator_defers_with_the_execution_timeout_deadline(emulator: FakeEmula
     op = FakeQueryOperator(
         task_id="q", sql="select 1", deferrable=True, execution_timeout=dt.timedelta(hours=1)
     )
+    context = started_context(600)
     with pytest.raises(TaskDeferred) as deferred:
-        op.execute(started_context(600))
+        op.execute(context)
     deadline = deferred.value.trigger.deadline  # type: ignore[attr-defined]
-    assert deadline == pytest.approx(time.time() + 3000, abs=5)  # not the 24 h default timeout
+    # The try's start + 1 h (50 min from now), not the 24 h default timeout.
+    assert deadline == pytest.approx(context["ti"].start_date.timestamp() + 3600)
     assert (deferred.value.kwargs or {})["deadline"] == deadline  # a resume keeps it, never recomputes it
 
 
@@ -472,21 +477,33 @@ def test_a_passed_execution_timeout_ends_the_trigger_and_cancels_the_query(emula
         timeout=dt.timedelta(seconds=30),  # bounds the test should the fix be missing
         execution_timeout=dt.timedelta(seconds=61),
     )
+    context = started_context(60)
     with pytest.raises(TaskDeferred) as deferred:
-        op.execute(started_context(60))
-    started = time.monotonic()
+        op.execute(context)
+    # The trigger waits until the try's start + 61 s (1 s left), not for the 30 s timeout.
+    start = context["ti"].start_date.timestamp()
+    assert deferred.value.trigger.deadline == pytest.approx(start + 61)  # type: ignore[attr-defined]
     event = run_trigger(deferred.value.trigger)
     assert event["status"] == "timeout"
-    assert time.monotonic() - started < 15  # the try's 1 s left, not the 30 s timeout
     with pytest.raises(QueryTimeoutError):
         op.execute_complete({}, event, **deferred.value.kwargs)  # type: ignore[arg-type]
     assert [q.cancelled for q in emulator.queries.values()] == [True]
 
 
 def test_a_dag_task_with_a_short_execution_timeout_fails_and_cancels(
-    airflow_db: Any, emulator: FakeEmulator
+    airflow_db: Any, emulator: FakeEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Through a real task run on each Airflow line: not the 24 h default ``timeout``."""
+    # What each trigger (run in process by dag.test()) is given: its deadline, and its start.
+    given: list[tuple[float | None, float]] = []
+    original = FakeTrigger.run
+
+    async def recording_run(self: FakeTrigger) -> AsyncIterator[Any]:
+        given.append((self.deadline, self.started))
+        async for event in original(self):
+            yield event
+
+    monkeypatch.setattr(FakeTrigger, "run", recording_run)
     from airflow_provider_querytasks.version_compat import AIRFLOW_V_3_0_PLUS
 
     if AIRFLOW_V_3_0_PLUS:
@@ -506,11 +523,11 @@ def test_a_dag_task_with_a_short_execution_timeout_fails_and_cancels(
             timeout=dt.timedelta(seconds=90),  # bounds the test should the fix be missing
             execution_timeout=dt.timedelta(seconds=3),
         )
-    started = time.monotonic()
     run = run_dag(dag)
-    elapsed = time.monotonic() - started
     state = str(run.get_task_instance("query").state).rsplit(".", 1)[-1].lower()
     assert state == "failed"
-    assert elapsed < 60  # ended by the 3 s execution_timeout, not the 90 s timeout
+    # Ended by the 3 s execution_timeout (counted from the try's start, before the trigger's),
+    # not the 90 s timeout.
+    assert len(given) == 1 and given[0][0] is not None and given[0][0] - given[0][1] <= 3.0
     assert len(emulator.queries) == 1
     assert [q.cancelled for q in emulator.queries.values()] == [True]

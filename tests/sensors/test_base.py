@@ -4,7 +4,6 @@ and a deferrable sensor."""
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -98,7 +97,9 @@ def test_deferrable_sensor_defers_with_the_execution_timeout_deadline(emulator: 
         timeout=7 * 24 * 3600,
         execution_timeout=dt.timedelta(minutes=30),
     )
+    context = started_context(60)
     with pytest.raises(TaskDeferred) as deferred:
-        sensor.execute(started_context(60))
+        sensor.execute(context)
     deadline = deferred.value.trigger.deadline  # type: ignore[attr-defined]
-    assert deadline == pytest.approx(time.time() + 1740, abs=5)
+    # The try's start + 30 min (29 min from now), not the 7-day timeout.
+    assert deadline == pytest.approx(context["ti"].start_date.timestamp() + 1800)

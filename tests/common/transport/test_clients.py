@@ -4,9 +4,11 @@ rule for submissions, token refresh on a 401, the credentials' host, masking."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 import pytest
+import tenacity
 
 from airflow_provider_querytasks.common.api.calls import ApiRequest
 from airflow_provider_querytasks.common.api.errors import (
@@ -15,6 +17,7 @@ from airflow_provider_querytasks.common.api.errors import (
     QueryTaskError,
     RateLimitedError,
 )
+from airflow_provider_querytasks.common.transport import clients
 from airflow_provider_querytasks.common.transport.clients import (
     RetryPolicy,
     close_shared_client_session,
@@ -25,7 +28,29 @@ from ...helpers import FAST_RETRY
 from ..fake_platform import FakeEmulator, FakeHook
 
 
-def test_429_with_retry_after_is_honoured(emulator: FakeEmulator, hook: FakeHook) -> None:
+@pytest.fixture
+def retry_sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The waits between retries, recorded instead of slept: both clients' tenacity loops (as
+    ``clients`` reads them) get a ``sleep`` that only notes what it was asked for."""
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    async def async_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        await asyncio.sleep(0)
+
+    monkeypatch.setattr(clients, "Retrying", functools.partial(tenacity.Retrying, sleep=sleep))
+    monkeypatch.setattr(
+        clients, "AsyncRetrying", functools.partial(tenacity.AsyncRetrying, sleep=async_sleep)
+    )
+    return sleeps
+
+
+def test_429_with_retry_after_is_honoured(
+    emulator: FakeEmulator, hook: FakeHook, retry_sleeps: list[float]
+) -> None:
     query_id = hook.create_query("select 1")
     emulator.inject(
         action="status",
@@ -42,7 +67,7 @@ def test_429_with_retry_after_is_honoured(emulator: FakeEmulator, hook: FakeHook
     gets = emulator.requests_to("api", "GET", f"/queries/{query_id}$")
     assert [r.status for r in gets] == [429, 429, 200]
     # Retry-After (0.15 s) was waited, not the 0.01 s backoff.
-    assert gets[1].at - gets[0].at >= 0.12
+    assert retry_sleeps == [pytest.approx(0.15)] * 2
 
 
 def test_429_without_retry_after_backs_off_and_succeeds(emulator: FakeEmulator, hook: FakeHook) -> None:
@@ -100,7 +125,7 @@ def test_retries_stop_at_the_cap(emulator: FakeEmulator) -> None:
 
 
 def test_async_retries_count_the_first_attempt_and_honour_retry_after(
-    emulator: FakeEmulator, caplog: pytest.LogCaptureFixture
+    emulator: FakeEmulator, caplog: pytest.LogCaptureFixture, retry_sleeps: list[float]
 ) -> None:
     # The first attempt runs outside tenacity: its failure must still count, wait and log.
     hook = FakeHook(retry=RetryPolicy(attempts=3, initial=0.01, maximum=1.0, jitter=0))
@@ -125,7 +150,7 @@ def test_async_retries_count_the_first_attempt_and_honour_retry_after(
         asyncio.run(poll())
     gets = emulator.requests_to("api", "GET", f"/queries/{query_id}$")
     assert [r.status for r in gets] == [429, 429, 429]
-    assert gets[1].at - gets[0].at >= 0.12
+    assert retry_sleeps == [pytest.approx(0.15)] * 2  # Retry-After, not the 0.01 s backoff
     retries = [m.split("; ")[-1] for m in caplog.messages if "HTTP 429" in m]
     assert retries == ["retry 1/2 in 0.1 s", "retry 2/2 in 0.1 s"]
 

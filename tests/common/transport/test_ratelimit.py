@@ -35,12 +35,17 @@ def test_registry_shares_a_bucket_per_platform_account_and_operation() -> None:
 
 
 async def test_async_bucket_spaces_concurrent_callers() -> None:
-    bucket = TokenBucket(rate=20.0, burst=2.0)
-    loop = asyncio.get_running_loop()
-    start = loop.time()
+    clock = FakeClock()
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:  # the time stands still: every caller comes at once
+        waits.append(seconds)
+        await asyncio.sleep(0)
+
+    bucket = TokenBucket(rate=20.0, burst=2.0, clock=clock, async_sleep=sleep)
     await asyncio.gather(*(bucket.acquire_async() for _ in range(6)))
-    # 2 at once, then 4 more at 20/s: at least ~0.2 s.
-    assert loop.time() - start >= 0.18
+    # 2 at once, then 4 more at 20/s: the last one waits 0.2 s.
+    assert sorted(waits) == pytest.approx([0.05, 0.1, 0.15, 0.2])
 
 
 # -- the adaptive bucket (rate limits shared with other processes) ------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 
 import pytest
 
@@ -13,11 +12,12 @@ from ...helpers import StartedTI
 
 
 def test_the_earlier_limit_wins() -> None:
-    ctx = {"ti": StartedTI(ago=600)}
-    now = time.time()
+    ti = StartedTI(ago=600)
+    ctx = {"ti": ti}
+    now = ti.start_date.timestamp() + 600  # "now" is 10 min after the try's start, to the microsecond
     hour = dt.timedelta(hours=1)
     # try started 10 min ago, execution_timeout 1 h: 50 min left, before the 24 h timeout
-    assert wait_deadline(ctx, 24 * 3600, hour, now) == pytest.approx(now + 3000, abs=2)
+    assert wait_deadline(ctx, 24 * 3600, hour, now) == pytest.approx(now + 3000)
     # a 5 min timeout comes first
     assert wait_deadline(ctx, 300, hour, now) == pytest.approx(now + 300)
     assert wait_deadline(ctx, None, None, now) is None
