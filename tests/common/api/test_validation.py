@@ -30,7 +30,7 @@ def refused(check: Any, value: Any, parameter: str) -> str:
 
 
 # -- required_id ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("value", ["", "   ", "\t\n", None, 42, ["q1"], b"q1"])
+@pytest.mark.parametrize("value", ["", "   ", "\t\n", None, 42, ["q1"], b"q1"], ids=repr)
 def test_required_id_refuses_what_is_not_a_non_empty_string(value: Any) -> None:
     message = refused(required_id, value, "query_id")
     assert f"must be a non-empty id, got {value!r}" in message
@@ -48,7 +48,7 @@ def test_required_id_returns_the_id_stripped(value: str, expected: str) -> None:
 
 
 # -- path_segment -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("value", ["", "  ", None, 7])
+@pytest.mark.parametrize("value", ["", "  ", None, 7], ids=repr)
 def test_path_segment_refuses_what_required_id_refuses(value: Any) -> None:
     refused(path_segment, value, "task_id")
 
@@ -78,6 +78,7 @@ def test_loopback_hosts(host: str) -> None:
 @pytest.mark.parametrize(
     "host",
     [None, "", "example.com", "localhost.example.com", "10.0.0.1", "128.0.0.1", "::2", "0.0.0.0", "[::]"],
+    ids=repr,
 )
 def test_other_hosts_are_not_loopback(host: str | None) -> None:
     assert is_loopback_host(host) is False
