@@ -1,4 +1,4 @@
-"""Helpers shared by the platform test packages."""
+"""Helpers shared by the test packages."""
 
 from __future__ import annotations
 
