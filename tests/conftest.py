@@ -8,6 +8,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -42,9 +43,13 @@ from airflow_provider_querytasks.testing.shoplazza import ShoplazzaEmulator  # n
 from .helpers import (  # noqa: E402
     new_adobe_emulator,
     new_data_kiosk_emulator,
+    new_fake_emulator,
     new_shoplazza_emulator,
     serve,
 )
+
+if TYPE_CHECKING:
+    from .common.fake_platform import FakeEmulator
 
 
 @pytest.fixture(scope="session")
@@ -89,6 +94,12 @@ def adobe_emulator(
 
 def _contract(request: pytest.FixtureRequest) -> bool:
     return request.node.get_closest_marker("contract_exempt") is None
+
+
+@pytest.fixture
+def fake_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeEmulator]:
+    """The fake platform the shared machinery is tested against (``tests/common/fake_platform.py``)."""
+    yield from serve(new_fake_emulator(), monkeypatch)
 
 
 @pytest.fixture(autouse=True)

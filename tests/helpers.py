@@ -1,11 +1,12 @@
-"""Helpers shared by the platform test packages."""
+"""Helpers shared by the test packages."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from collections.abc import Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
@@ -19,6 +20,9 @@ from airflow_provider_querytasks.testing.amazon_data_kiosk import DataKioskEmula
 from airflow_provider_querytasks.testing.server import EmulatorServer
 from airflow_provider_querytasks.testing.shoplazza import ShoplazzaEmulator
 
+if TYPE_CHECKING:
+    from .common.fake_platform import FakeEmulator
+
 #: Retries without waiting: the emulators answer at once.
 FAST_RETRY = RetryPolicy(attempts=4, initial=0.01, maximum=0.2, jitter=0.0)
 
@@ -30,6 +34,16 @@ def use_connection(monkeypatch: pytest.MonkeyPatch, conn: dict[str, Any]) -> str
     name, value = connection_env(conn)
     monkeypatch.setenv(name, value)
     return str(conn["conn_id"])
+
+
+def with_secret(conn: dict[str, Any], secret: str) -> dict[str, Any]:
+    """The same connection with another client secret (where each platform keeps it)."""
+    conn = {**conn, "extra": dict(conn.get("extra") or {})}
+    if "client_secret" in conn["extra"]:
+        conn["extra"]["client_secret"] = secret
+    else:
+        conn["password"] = secret
+    return conn
 
 
 # The platforms' emulators as most tests want them: quick queries, a few rows or files.
@@ -45,6 +59,14 @@ def new_adobe_emulator() -> AdobeQueryServiceEmulator:
     return AdobeQueryServiceEmulator(duration=0.3, file_size=1000)
 
 
+def new_fake_emulator() -> FakeEmulator:
+    """The fake platform (``tests/common/fake_platform.py``), imported when first asked for: it
+    imports Airflow, which a test session that never uses it need not load at collection."""
+    from .common.fake_platform import FakeEmulator
+
+    return FakeEmulator(duration=0.3)
+
+
 def serve(server: ServerT, monkeypatch: pytest.MonkeyPatch, *, contract: bool = True) -> Iterator[ServerT]:
     """Run an emulator for one test, its default connection exposed as ``AIRFLOW_CONN_*``; when
     the test ends (and ``contract``), every exchange it recorded is checked against the
@@ -57,6 +79,19 @@ def serve(server: ServerT, monkeypatch: pytest.MonkeyPatch, *, contract: bool = 
     server.stop()
     if contract:
         assert_contract(server)
+
+
+class FakeClock:
+    """Monotonic time that moves only when told: ``sleep`` (or ``now +=``) advances it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
 
 
 class FastForwardClock:
@@ -136,3 +171,19 @@ def run_waits(trigger_class: Any, query_ids: list[str], schedule: dict[str, floa
             for q in query_ids
         ]
     )
+
+
+class StartedTI:
+    """A task instance that started ``ago`` seconds before now."""
+
+    def __init__(self, ago: float) -> None:
+        self.try_number = 1
+        self.start_date = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=ago)
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        pass
+
+
+def started_context(ago: float) -> Any:
+    """A task context whose try started ``ago`` seconds before now."""
+    return {"ti": StartedTI(ago)}

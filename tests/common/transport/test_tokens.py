@@ -1,8 +1,10 @@
-"""Tokens are cached per credential (the secret included), refused credentials say what to fix,
-and a short-lived token is not fetched again before every call. The three platforms' emulators."""
+"""Access tokens (common/transport/tokens.py): cached per credential (the secret included), fetched
+once for many callers, refused credentials saying what to fix, a short-lived token not fetched
+again before every call. The three platforms' emulators, and the fake platform."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -10,6 +12,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_querytasks.common.api.errors import AuthenticationError
+from airflow_provider_querytasks.common.transport.clients import close_shared_client_session, token_cache
 from airflow_provider_querytasks.common.transport.tokens import AccessToken
 from airflow_provider_querytasks.hooks.adobe_query_service import AdobeQueryServiceHook
 from airflow_provider_querytasks.hooks.amazon_data_kiosk import DataKioskHook
@@ -19,7 +22,8 @@ from airflow_provider_querytasks.testing.amazon_data_kiosk import DataKioskEmula
 from airflow_provider_querytasks.testing.server import EmulatorServer
 from airflow_provider_querytasks.testing.shoplazza import ShoplazzaEmulator
 
-from ..helpers import FAST_RETRY, use_connection
+from ...helpers import FAST_RETRY, use_connection, with_secret
+from ..fake_platform import FakeEmulator, FakeHook
 
 PLATFORMS = ["shoplazza", "data_kiosk", "adobe"]
 
@@ -42,16 +46,6 @@ def platform(request: pytest.FixtureRequest) -> Iterator[tuple[EmulatorServer, t
     emulator.start()
     yield emulator, hook_class, conn["conn"]()
     emulator.stop()
-
-
-def with_secret(conn: dict[str, Any], secret: str) -> dict[str, Any]:
-    """The same connection with another client secret (where each platform keeps it)."""
-    conn = {**conn, "extra": dict(conn.get("extra") or {})}
-    if "client_secret" in conn["extra"]:
-        conn["extra"]["client_secret"] = secret
-    else:
-        conn["password"] = secret
-    return conn
 
 
 def token_calls(emulator: EmulatorServer) -> int:
@@ -139,33 +133,35 @@ def test_the_refresh_margin_scales_with_the_lifetime() -> None:
     assert not AccessToken("a-token-value-4", expires_at=now + 60).fresh(300.0)
 
 
-def test_a_refused_credential_drops_the_connection_read_shared_by_triggers(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    import asyncio
+# -- through the fake platform -------------------------------------------------------------------
+def test_bad_credentials_fail_clearly(emulator: FakeEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    use_connection(monkeypatch, {**emulator.connection(), "password": "wrong"})
+    with pytest.raises(AuthenticationError, match="invalid_client"):
+        FakeHook(retry=FAST_RETRY).create_query("select 1")
 
-    from airflow_provider_querytasks.common.transport.clients import close_shared_client_session
-    from airflow_provider_querytasks.common.transport.process_state import process_state
 
-    emulator = AdobeQueryServiceEmulator()
-    emulator.start()
+async def test_many_waiters_share_one_token_request(emulator: FakeEmulator) -> None:
+    query_id = FakeHook(retry=FAST_RETRY).create_query("select 1")
+    token_cache.clear()
+    emulator.clear()
+    hooks = [FakeHook(retry=FAST_RETRY) for _ in range(30)]
     try:
-        use_connection(monkeypatch, with_secret(emulator.connection("creds"), "mistyped-secret"))
-
-        async def poll() -> None:
-            try:
-                await AdobeQueryServiceHook("creds", retry=FAST_RETRY).aget_status("q-1")
-            finally:
-                await close_shared_client_session()
-
-        with pytest.raises(AuthenticationError, match="invalid_client"):
-            asyncio.run(poll())
+        snapshots = await asyncio.gather(*(h.aget_status(query_id) for h in hooks))
     finally:
-        emulator.stop()
-    # The next trigger on this connection reads it again (it may have been fixed meanwhile)
-    # instead of reusing the refused read for up to SHARED_SETTINGS_TTL.
-    assert (AdobeQueryServiceHook, "creds") not in process_state.shared_settings
-    assert not [key for key in process_state.shared_async_clients if key[1] == "creds"]
+        await close_shared_client_session()
+    assert {s.query_id for s in snapshots} == {query_id}
+    assert len(emulator.requests_to("token")) == 1
+
+
+def test_many_threads_share_one_token_request(emulator: FakeEmulator) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    query_id = FakeHook(retry=FAST_RETRY).create_query("select 1")
+    token_cache.clear()
+    emulator.clear()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: FakeHook(retry=FAST_RETRY).get_status(query_id), range(16)))
+    assert len(emulator.requests_to("token")) == 1
 
 
 def test_the_cache_registers_each_new_token_and_its_refresh_token_with_the_masker() -> None:

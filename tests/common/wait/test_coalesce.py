@@ -1,4 +1,4 @@
-"""Coalesced polling (common/coalesce.py) against a scripted in-memory platform.
+"""Coalesced polling (common/wait/coalesce.py) against a scripted in-memory platform.
 
 The scripted hook answers ``aget_status`` and ``alist_statuses`` from a shared table of query
 states and counts its calls, so each test can say exactly which calls a set of waits cost.
@@ -22,7 +22,7 @@ from airflow_provider_querytasks.common.wait.coalesce import AccountPoller, coal
 from airflow_provider_querytasks.hooks.base import QueryTaskHook
 from airflow_provider_querytasks.triggers.base import QueryTaskTrigger
 
-from .fake_platform import FAKE_FORM
+from ..fake_platform import FAKE_FORM
 
 
 @dataclass
@@ -245,7 +245,17 @@ async def test_a_list_call_showing_a_query_terminal_wakes_its_wait_at_once() -> 
     assert woken is not None and woken.state is QueryState.SUCCEEDED and woken.query_id == "fast"
 
 
-async def test_a_finished_query_ends_its_trigger_before_its_next_poll() -> None:
+async def test_a_finished_query_ends_its_trigger_before_its_next_poll(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    polls: list[str] = []  # every poll of a wait, by its query id
+    original_poll = coalesce.CoalescedWait.poll
+
+    async def counted_poll(wait: coalesce.CoalescedWait) -> StatusSnapshot:
+        polls.append(wait.query_id)
+        return await original_poll(wait)
+
+    monkeypatch.setattr(coalesce.CoalescedWait, "poll", counted_poll)
     account = ScriptedHook("acct").account
     account.states.update({"q1": QueryState.RUNNING, "q2": QueryState.RUNNING})
     slow_schedule = {"initial": 20.0, "maximum": 20.0, "proportion": 0.1}
@@ -261,7 +271,7 @@ async def test_a_finished_query_ends_its_trigger_before_its_next_poll() -> None:
         account.states["q1"] = QueryState.SUCCEEDED
     event = await asyncio.wait_for(slow, 5)
     assert event["status"] == "success" and event["query_id"] == "q1"
-    assert time.monotonic() < deadline  # well before q1's own next poll (20 s later)
+    assert polls.count("q1") == 1  # woken by q2's list round, before q1's own next poll (20 s later)
     account.states["q2"] = QueryState.SUCCEEDED
     assert (await asyncio.wait_for(fast, 10))["status"] == "success"
     assert set(account.gets) <= {"q2"}  # q1 was never polled on its own; q2, alone, polls itself
@@ -443,6 +453,100 @@ async def test_a_few_waits_poll_their_own_queries_while_the_list_has_no_budget()
         await asyncio.gather(*(w.poll() for w in waits))
         await asyncio.gather(*(w.poll() for w in waits))
     assert sorted(account.gets) == sorted(ids) and len(account.lists) == 1
+
+
+# -- when a wait's own status call waits long for its turn ----------------------------------------
+# A busy account's rate limiter: Data Kiosk's getQuery serves 2 calls a second to every wait of
+# the account. The list may be unable to answer for a while (its own, tighter budget); once it
+# can, one list call must end every finished wait, including those whose own call is still queued.
+class QueuedHook(QueryTaskHook):
+    """A platform whose status calls never get their turn, and whose list answers only once
+    ``list_open`` is set (its budget)."""
+
+    default_conn_name = "queued_default"
+    conn_type = "fake"
+    hook_name = "Queued"
+    form = FAKE_FORM
+    states: ClassVar[dict[str, QueryState]] = {}
+    list_open: ClassVar[bool] = False
+    lists: ClassVar[list[bool]] = []
+    own_calls: ClassVar[list[str]] = []
+    own_cancelled: ClassVar[list[str]] = []
+
+    def snapshot(self, query_id: str) -> StatusSnapshot:
+        state = self.states[query_id]
+        return StatusSnapshot(query_id, state, state.value.upper(), raw={"id": query_id})
+
+    async def aget_status(self, query_id: str) -> StatusSnapshot:
+        self.own_calls.append(query_id)
+        try:
+            await asyncio.Event().wait()  # queued behind the account's other callers, for good
+        except asyncio.CancelledError:
+            self.own_cancelled.append(query_id)
+            raise
+        raise AssertionError("unreachable")
+
+    async def alist_statuses(self, wanted: Mapping[str, float]) -> dict[str, StatusSnapshot] | None:
+        self.lists.append(self.list_open)
+        if not self.list_open:
+            return None  # no list call to spare now
+        return {query_id: self.snapshot(query_id) for query_id in wanted}
+
+
+class QueuedTrigger(QueryTaskTrigger):
+    hook_class = QueuedHook
+
+
+@pytest.fixture
+def queued_platform(monkeypatch: pytest.MonkeyPatch) -> None:
+    """QueuedHook's tables empty, its list closed, and the poller's list retried every 0.05 s."""
+    QueuedHook.states.clear()
+    QueuedHook.lists.clear()
+    QueuedHook.own_calls.clear()
+    QueuedHook.own_cancelled.clear()
+    monkeypatch.setattr(QueuedHook, "list_open", False)
+    monkeypatch.setattr(coalesce, "LIST_RETRY", 0.05)
+
+
+@pytest.mark.usefixtures("queued_platform")
+def test_a_list_that_can_answer_again_ends_waits_whose_own_polls_are_queued() -> None:
+    ids = ["a", "b", "c"]
+    for query_id in ids:
+        QueuedHook.states[query_id] = QueryState.RUNNING
+
+    async def main() -> list[dict[str, Any]]:
+        triggers = [
+            QueuedTrigger(
+                conn_id="acct",
+                query_id=query_id,
+                deadline=time.time() + 30,
+                poll_schedule={"initial": 0.05, "maximum": 0.05, "proportion": 0.1},
+            )
+            for query_id in ids
+        ]
+
+        async def first(trigger: QueuedTrigger) -> dict[str, Any]:
+            async for event in trigger.run():
+                return dict(event.payload)
+            raise AssertionError("no event")
+
+        running = [asyncio.ensure_future(first(t)) for t in triggers]
+        deadline = time.monotonic() + 10
+        while len(set(QueuedHook.own_calls)) < len(ids):  # every wait stuck in its own call
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        lists_while_stuck = len(QueuedHook.lists)
+        for query_id in ids:
+            QueuedHook.states[query_id] = QueryState.SUCCEEDED
+        QueuedHook.list_open = True  # the list's budget is back
+        events = await asyncio.wait_for(asyncio.gather(*running), 5)
+        # No wait polled again: the poller asked the list by itself while the calls were queued.
+        assert len(QueuedHook.lists) > lists_while_stuck
+        return events
+
+    events = asyncio.run(main())
+    assert [e["status"] for e in events] == ["success"] * 3
+    assert sorted(QueuedHook.own_cancelled) == ids  # their places in the queue were given up
 
 
 # -- helpers --------------------------------------------------------------------------------------

@@ -27,8 +27,8 @@ from airflow_provider_querytasks.common.wait.notifications import (
 )
 from airflow_provider_querytasks.compat import TaskDeferred
 
-from ..helpers import run_trigger
-from .fake_platform import FakeEmulator, FakeHook, FakeQueryOperator, FakeTrigger
+from ...helpers import run_trigger
+from ..fake_platform import FakeEmulator, FakeHook, FakeQueryOperator, FakeTrigger
 
 #: Channel -> message bodies posted and not yet taken.
 BOARD: dict[str, list[str]] = {}
@@ -150,7 +150,9 @@ def test_a_worker_wait_listens_between_polls(emulator: FakeEmulator) -> None:
 
     poster = threading.Thread(target=post_once_submitted, daemon=True)
     poster.start()
-    started = time.monotonic()
     result = NotifiedFakeOperator(task_id="q", sql="select 1", poll_interval=600).execute({})  # type: ignore[arg-type]
     poster.join()
-    assert result["state"] == "DONE" and time.monotonic() - started < 30
+    # DONE came from the notification (the query runs for ten minutes), taken before a second
+    # status poll: the wait listened between its polls instead of sleeping.
+    polls = emulator.requests_to("api", "GET", rf"/queries/{result['query_id']}$")
+    assert result["state"] == "DONE" and len(polls) <= 1

@@ -1,34 +1,56 @@
-"""Retries, the no-retry rule for submissions, token refresh and masking, through the fake platform."""
+"""The API clients (common/transport/clients.py), through the fake platform: retries, the no-retry
+rule for submissions, token refresh on a 401, the credentials' host, masking."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from typing import Any
 
 import pytest
+import tenacity
 
 from airflow_provider_querytasks.common.api.calls import ApiRequest
 from airflow_provider_querytasks.common.api.errors import (
     AmbiguousSubmissionError,
-    AuthenticationError,
-    InvalidInputError,
     NotFoundError,
     QueryTaskError,
     RateLimitedError,
 )
+from airflow_provider_querytasks.common.transport import clients
 from airflow_provider_querytasks.common.transport.clients import (
     RetryPolicy,
     close_shared_client_session,
-    token_cache,
 )
 from airflow_provider_querytasks.compat import redact
 
-from ..helpers import FAST_RETRY, use_connection
-from .fake_platform import FakeEmulator, FakeHook
+from ...helpers import FAST_RETRY
+from ..fake_platform import FakeEmulator, FakeHook
 
 
-def test_429_with_retry_after_is_honoured(emulator: FakeEmulator, hook: FakeHook) -> None:
+@pytest.fixture
+def retry_sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The waits between retries, recorded instead of slept: both clients' tenacity loops (as
+    ``clients`` reads them) get a ``sleep`` that only notes what it was asked for."""
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    async def async_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        await asyncio.sleep(0)
+
+    monkeypatch.setattr(clients, "Retrying", functools.partial(tenacity.Retrying, sleep=sleep))
+    monkeypatch.setattr(
+        clients, "AsyncRetrying", functools.partial(tenacity.AsyncRetrying, sleep=async_sleep)
+    )
+    return sleeps
+
+
+def test_429_with_retry_after_is_honoured(
+    emulator: FakeEmulator, hook: FakeHook, retry_sleeps: list[float]
+) -> None:
     query_id = hook.create_query("select 1")
     emulator.inject(
         action="status",
@@ -45,7 +67,7 @@ def test_429_with_retry_after_is_honoured(emulator: FakeEmulator, hook: FakeHook
     gets = emulator.requests_to("api", "GET", f"/queries/{query_id}$")
     assert [r.status for r in gets] == [429, 429, 200]
     # Retry-After (0.15 s) was waited, not the 0.01 s backoff.
-    assert gets[1].at - gets[0].at >= 0.12
+    assert retry_sleeps == [pytest.approx(0.15)] * 2
 
 
 def test_429_without_retry_after_backs_off_and_succeeds(emulator: FakeEmulator, hook: FakeHook) -> None:
@@ -103,7 +125,7 @@ def test_retries_stop_at_the_cap(emulator: FakeEmulator) -> None:
 
 
 def test_async_retries_count_the_first_attempt_and_honour_retry_after(
-    emulator: FakeEmulator, caplog: pytest.LogCaptureFixture
+    emulator: FakeEmulator, caplog: pytest.LogCaptureFixture, retry_sleeps: list[float]
 ) -> None:
     # The first attempt runs outside tenacity: its failure must still count, wait and log.
     hook = FakeHook(retry=RetryPolicy(attempts=3, initial=0.01, maximum=1.0, jitter=0))
@@ -128,7 +150,7 @@ def test_async_retries_count_the_first_attempt_and_honour_retry_after(
         asyncio.run(poll())
     gets = emulator.requests_to("api", "GET", f"/queries/{query_id}$")
     assert [r.status for r in gets] == [429, 429, 429]
-    assert gets[1].at - gets[0].at >= 0.12
+    assert retry_sleeps == [pytest.approx(0.15)] * 2  # Retry-After, not the 0.01 s backoff
     retries = [m.split("; ")[-1] for m in caplog.messages if "HTTP 429" in m]
     assert retries == ["retry 1/2 in 0.1 s", "retry 2/2 in 0.1 s"]
 
@@ -149,52 +171,11 @@ def test_expired_token_is_refreshed_once(emulator: FakeEmulator, hook: FakeHook)
     assert len(emulator.requests_to("token")) == 2
 
 
-def test_bad_credentials_fail_clearly(emulator: FakeEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
-    use_connection(monkeypatch, {**emulator.connection(), "password": "wrong"})
-    with pytest.raises(AuthenticationError, match="invalid_client"):
-        FakeHook(retry=FAST_RETRY).create_query("select 1")
-
-
 def test_credentials_are_never_sent_to_another_host(emulator: FakeEmulator, hook: FakeHook) -> None:
     other = emulator.urls["storage"] + "/anything"
     with pytest.raises(QueryTaskError, match="Refusing to send"):
         hook.call(ApiRequest("GET", other, "getQuery"))
     assert emulator.requests_to("storage") == []
-
-
-def test_plain_http_to_a_remote_host_is_refused(
-    emulator: FakeEmulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    conn = emulator.connection()
-    conn["extra"]["endpoint"] = "http://api.example.com"
-    use_connection(monkeypatch, conn)
-    with pytest.raises(InvalidInputError, match="endpoint.*https is required"):
-        FakeHook().create_query("select 1")
-    assert emulator.requests == []
-
-
-async def test_many_waiters_share_one_token_request(emulator: FakeEmulator) -> None:
-    query_id = FakeHook(retry=FAST_RETRY).create_query("select 1")
-    token_cache.clear()
-    emulator.clear()
-    hooks = [FakeHook(retry=FAST_RETRY) for _ in range(30)]
-    try:
-        snapshots = await asyncio.gather(*(h.aget_status(query_id) for h in hooks))
-    finally:
-        await close_shared_client_session()
-    assert {s.query_id for s in snapshots} == {query_id}
-    assert len(emulator.requests_to("token")) == 1
-
-
-def test_many_threads_share_one_token_request(emulator: FakeEmulator) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
-    query_id = FakeHook(retry=FAST_RETRY).create_query("select 1")
-    token_cache.clear()
-    emulator.clear()
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda _: FakeHook(retry=FAST_RETRY).get_status(query_id), range(16)))
-    assert len(emulator.requests_to("token")) == 1
 
 
 def test_secrets_are_masked_and_never_logged(
@@ -209,76 +190,3 @@ def test_secrets_are_masked_and_never_logged(
     assert token not in caplog.text
     # Registered with Airflow's masker as soon as read: any log line would show *** instead.
     assert redact(f"secret s3cr3t-client-secret token {token}") == "secret *** token ***"
-
-
-def test_triggers_of_a_process_share_a_connection_read(
-    emulator: FakeEmulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from airflow_provider_querytasks.hooks import base as hooks_module
-
-    reads: list[str] = []
-    original = hooks_module.get_async_connection
-
-    async def counted(conn_id: str) -> Any:
-        reads.append(conn_id)
-        return await original(conn_id)
-
-    monkeypatch.setattr(hooks_module, "get_async_connection", counted)
-
-    async def settings_of_fresh_hooks(count: int) -> list[Any]:
-        return [await FakeHook().aget_settings() for _ in range(count)]
-
-    first = asyncio.run(settings_of_fresh_hooks(3))
-    assert reads == ["fake_default"] and first[0] is first[2]
-    # A changed AIRFLOW_CONN_* value is read again at once; so is any connection after the TTL.
-    conn = emulator.connection()
-    conn["extra"] = {**conn.get("extra", {}), "note": "rotated"}
-    use_connection(monkeypatch, conn)
-    asyncio.run(settings_of_fresh_hooks(1))
-    monkeypatch.setattr(hooks_module, "SHARED_SETTINGS_TTL", 0.0)
-    asyncio.run(settings_of_fresh_hooks(1))
-    assert reads == ["fake_default"] * 3
-
-
-def test_triggers_starting_together_read_their_connection_once(
-    emulator: FakeEmulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A triggerer taking up thousands of waits starts them together: without one read in flight
-    # per connection, each wait sent its own round trip to the supervisor (benchmark 7).
-    from airflow_provider_querytasks.hooks import base as hooks_module
-
-    reads: list[str] = []
-    original = hooks_module.get_async_connection
-
-    async def slow_read(conn_id: str) -> Any:
-        reads.append(conn_id)
-        await asyncio.sleep(0.05)  # a round trip: the other waits arrive meanwhile
-        return await original(conn_id)
-
-    monkeypatch.setattr(hooks_module, "get_async_connection", slow_read)
-
-    async def together(count: int) -> list[Any]:
-        return await asyncio.gather(*(FakeHook().aget_settings() for _ in range(count)))
-
-    settings = asyncio.run(together(20))
-    assert reads == ["fake_default"]
-    assert all(s is settings[0] for s in settings)
-
-
-def test_hooks_sharing_a_connection_read_share_one_async_client(
-    emulator: FakeEmulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async def clients(*hooks: FakeHook) -> list[Any]:
-        return [await hook.aclient() for hook in hooks]
-
-    first, second, patient = asyncio.run(
-        clients(FakeHook(), FakeHook(), FakeHook(retry=RetryPolicy(attempts=9)))
-    )
-    assert first is second
-    assert patient is not first and patient.policy.retry.attempts == 9
-    # New settings (a changed connection) build a new client, which later hooks share.
-    conn = emulator.connection()
-    conn["extra"] = {**conn.get("extra", {}), "note": "rotated"}
-    use_connection(monkeypatch, conn)
-    rotated, after = asyncio.run(clients(FakeHook(), FakeHook()))
-    assert rotated is not first and rotated is after

@@ -212,7 +212,7 @@ class FakeTokenSource(TokenSource):
 
 FAKE_FORM = ConnectionForm(
     connection_type="fake",
-    hook_class_name="tests.core.fake_platform.FakeHook",
+    hook_class_name="tests.common.fake_platform.FakeHook",
     hook_name="Fake",
     hidden_fields=(),
     relabeling={},

@@ -1,4 +1,5 @@
-"""The shared trigger (round trip, events, cancel on kill) and the atomic streaming fetch."""
+"""The atomic streaming fetch (common/transport/fetch.py): a result URL to a path or an
+ObjectStoragePath, resumed, checked, reserved, reported to hook lineage."""
 
 from __future__ import annotations
 
@@ -6,12 +7,11 @@ import ctypes
 import errno
 import gzip
 import hashlib
-import importlib
 import io
 import json
 import os
 import re
-import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,104 +19,13 @@ import pytest
 
 from airflow_provider_querytasks.common.api.errors import ApiError, InvalidInputError, ServerError
 from airflow_provider_querytasks.common.transport import fetch
-from airflow_provider_querytasks.common.transport.clients import RetryPolicy, close_shared_client_session
+from airflow_provider_querytasks.common.transport.clients import RetryPolicy
 from airflow_provider_querytasks.common.transport.fetch import destination_for, fetch_url
 from airflow_provider_querytasks.compat import ObjectStoragePath
+from airflow_provider_querytasks.version_compat import AIRFLOW_V_3_0_PLUS
 
-from ..helpers import FAST_RETRY
-from .fake_platform import FakeEmulator, FakeHook, FakeTrigger
-
-
-def trigger_for(query_id: str, **kwargs: Any) -> FakeTrigger:
-    defaults: dict[str, Any] = {
-        "conn_id": "fake_default",
-        "query_id": query_id,
-        "deadline": time.time() + 30,
-        "poll_schedule": {"initial": 0.05, "maximum": 0.1, "proportion": 0.1},
-    }
-    return FakeTrigger(**{**defaults, **kwargs})
-
-
-async def first_event(trigger: FakeTrigger) -> dict[str, Any]:
-    try:
-        async for event in trigger.run():
-            return dict(event.payload)
-    finally:
-        await close_shared_client_session()
-    raise AssertionError("the trigger yielded nothing")
-
-
-def test_trigger_serialises_to_json_and_round_trips() -> None:
-    trigger = trigger_for("q1", started=123.0, cancel_on_kill=False)
-    classpath, kwargs = trigger.serialize()
-    json.dumps(kwargs)  # plain JSON only
-    module, _, name = classpath.rpartition(".")
-    rebuilt = getattr(importlib.import_module(module), name)(**kwargs)
-    assert rebuilt.serialize() == (classpath, kwargs)
-    assert kwargs["query_id"] == "q1" and kwargs["started"] == 123.0 and kwargs["cancel_on_kill"] is False
-
-
-async def test_trigger_yields_success(emulator: FakeEmulator, hook: FakeHook) -> None:
-    query_id = hook.create_query("select 1")
-    event = await first_event(trigger_for(query_id))
-    assert event["status"] == "success"
-    assert event["snapshot"]["remote_status"] == "DONE"
-    assert len(emulator.requests_to("api", "GET", f"/queries/{query_id}$")) >= 2
-
-
-async def test_trigger_yields_failed_with_remote_text(hook: FakeHook, emulator: FakeEmulator) -> None:
-    emulator.outcome = "FAILED"
-    event = await first_event(trigger_for(hook.create_query("select * from users_2")))
-    assert event["status"] == "failed"
-    assert "Table users_2 does not exist" in event["message"]
-
-
-async def test_trigger_yields_timeout_at_its_deadline(hook: FakeHook, emulator: FakeEmulator) -> None:
-    emulator.duration = 60
-    event = await first_event(trigger_for(hook.create_query("select 1"), deadline=time.time() + 0.3))
-    assert event["status"] == "timeout"
-    assert "did not finish before the timeout" in event["message"]
-
-
-async def test_trigger_resumes_after_a_restart_from_its_kwargs(
-    hook: FakeHook, emulator: FakeEmulator
-) -> None:
-    query_id = hook.create_query("select 1")
-    _, kwargs = trigger_for(query_id).serialize()
-    # A new triggerer process: fresh caches, the trigger rebuilt from its kwargs.
-    from airflow_provider_querytasks.common.transport.process_state import process_state
-
-    process_state.reset()
-    event = await first_event(FakeTrigger(**kwargs))
-    assert event["status"] == "success" and event["query_id"] == query_id
-    assert len(emulator.requests_to("api", "POST")) == 1
-
-
-async def test_trigger_error_event_instead_of_a_crash(emulator: FakeEmulator) -> None:
-    event = await first_event(trigger_for("missing"))
-    assert event["status"] == "error"
-    assert "no such query" in event["message"]
-
-
-async def test_trigger_on_kill_cancels_the_remote_query(hook: FakeHook, emulator: FakeEmulator) -> None:
-    emulator.duration = 60
-    query_id = hook.create_query("select 1")
-    try:
-        await trigger_for(query_id).on_kill()
-    finally:
-        await close_shared_client_session()
-    assert emulator.queries[query_id].cancelled
-    assert len(emulator.requests_to("api", "DELETE")) == 1
-
-
-async def test_trigger_on_kill_respects_cancel_on_kill_false(hook: FakeHook, emulator: FakeEmulator) -> None:
-    emulator.duration = 60
-    query_id = hook.create_query("select 1")
-    await trigger_for(query_id, cancel_on_kill=False).on_kill()
-    assert not emulator.queries[query_id].cancelled
-
-
-# -- fetch ----------------------------------------------------------------------------------
+from ...helpers import FAST_RETRY
+from ..fake_platform import FakeEmulator
 
 ROWS = b"".join(b"%d,name-%d\n" % (i, i) for i in range(50_000))
 
@@ -416,3 +325,59 @@ def test_destination_folder_gets_the_file_name() -> None:
     assert destination_for("/data/out/x.csv", "a.csv") == "/data/out/x.csv"
     with pytest.raises(InvalidInputError, match="destination"):
         destination_for("  ", "a.csv")
+
+
+# -- hook lineage: the final URI is reported, never the temporary ``.part`` name ---------------
+LINEAGE_ROWS = b"a,b\n" + b"1,2\n" * 1000
+
+
+@pytest.fixture
+def collector(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Airflow's real hook lineage collector, on as when a lineage reader (OpenLineage) is installed."""
+    if AIRFLOW_V_3_0_PLUS:
+        from airflow.sdk import lineage, plugins_manager
+
+        monkeypatch.setattr(plugins_manager, "get_hook_lineage_readers_plugins", lambda: [object()])
+        lineage.get_hook_lineage_collector.cache_clear()
+        yield lineage.get_hook_lineage_collector()
+        lineage.get_hook_lineage_collector.cache_clear()
+    else:
+        from airflow.lineage import hook  # type: ignore[attr-defined]
+
+        monkeypatch.setattr(hook, "_hook_lineage_collector", hook.HookLineageCollector())
+        yield hook.get_hook_lineage_collector()
+
+
+def output_uris(collector: Any) -> list[str]:
+    from airflow.providers.common.compat.lineage.hook import get_hook_lineage_collector
+
+    assert get_hook_lineage_collector() is collector
+    return sorted(info.asset.uri for info in collector.collected_assets.outputs)
+
+
+def test_fetch_to_object_storage_reports_only_the_final_uri(
+    collector: Any, emulator: FakeEmulator, tmp_path: Path
+) -> None:
+    emulator.storage.put("r.csv", LINEAGE_ROWS)
+    target = ObjectStoragePath(f"file://{tmp_path}/obj/r.csv")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fetch_url(emulator.storage.presign("r.csv"), target)
+    uris = output_uris(collector)
+    assert uris == [f"file://{tmp_path}/obj/r.csv"]
+    assert not collector.collected_assets.inputs
+
+
+def test_fetch_to_a_local_path_reports_its_final_uri(
+    collector: Any, emulator: FakeEmulator, tmp_path: Path
+) -> None:
+    emulator.storage.put("r.csv", LINEAGE_ROWS)
+    fetch_url(emulator.storage.presign("r.csv"), tmp_path / "out" / "r.csv")
+    assert output_uris(collector) == [f"file://{tmp_path}/out/r.csv"]
+
+
+def test_a_failed_fetch_reports_nothing(collector: Any, emulator: FakeEmulator, tmp_path: Path) -> None:
+    emulator.storage.put("bad.gz", b"\x1f\x8bnot gzip at all")
+    target = ObjectStoragePath(f"file://{tmp_path}/r.csv")
+    with pytest.raises(ApiError):
+        fetch_url(emulator.storage.presign("bad.gz"), target, retry=FAST_RETRY)
+    assert output_uris(collector) == []

@@ -16,13 +16,7 @@ from airflow_provider_querytasks.common.transport.tokens import (
     TokenCache,
 )
 
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from ...helpers import FakeClock
 
 
 def test_an_entry_unused_for_longer_than_its_ttl_is_dropped() -> None:

@@ -1,4 +1,4 @@
-"""Operations written once (common/operations.py), run by the sync and the async driver alike."""
+"""Operations written once (common/api/operations.py), run by the sync and the async driver alike."""
 
 from __future__ import annotations
 

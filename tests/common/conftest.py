@@ -1,0 +1,19 @@
+"""The fake platform (``tests/common/fake_platform.py``) by the names this package's tests use."""
+
+from __future__ import annotations
+
+import pytest
+
+from ..helpers import FAST_RETRY
+from .fake_platform import FakeEmulator, FakeHook
+
+
+@pytest.fixture
+def emulator(fake_emulator: FakeEmulator) -> FakeEmulator:
+    """The fake platform's emulator (``tests/conftest.py``), serving for this test."""
+    return fake_emulator
+
+
+@pytest.fixture
+def hook(emulator: FakeEmulator) -> FakeHook:
+    return FakeHook(retry=FAST_RETRY)
