@@ -26,8 +26,8 @@ from airflow_provider_querytasks.operators.amazon_data_kiosk import (
     DataKioskCancelQueryOperator,
     DataKioskNotificationOperator,
 )
-from airflow_provider_querytasks.protocols.amazon_data_kiosk import QueryFinishedNotification
-from airflow_provider_querytasks.testing.amazon_data_kiosk import DataKioskEmulator
+from airflow_provider_querytasks.protocols.amazon_data_kiosk import QueryFinishedNotification, marker_of
+from airflow_provider_querytasks.testing.amazon_data_kiosk import DataKioskEmulator, echoed_query
 from airflow_provider_querytasks.testing.dags import run_dag
 
 from ..helpers import run_trigger
@@ -74,7 +74,9 @@ def test_three_page_chain_in_one_task_fetches_every_page(emulator: DataKioskEmul
     assert [c.get("paginationToken") is None for c in created] == [True, False, False]
     # The text is kept exactly from page to page (the first page's operation named for the task
     # instance: see tests/data_kiosk/test_readings.py).
-    assert len({c["query"] for c in created}) == 1 and created[0]["query"] != QUERY
+    assert created[0]["query"] != QUERY and marker_of(created[0]["query"]) is not None
+    # The next pages repeat the text the Query object echoes (the model says so).
+    assert created[1]["query"] == created[2]["query"] == echoed_query(created[0]["query"])
     assert [p["next_token"] is None for p in result["pages"]] == [False, False, True]
     assert sorted(p.name for p in (tmp_path / "pages").iterdir()) == [
         "page-0001.jsonl",
@@ -195,7 +197,7 @@ def test_notification_from_the_emulator_completes_like_a_poll(
     emulator.duration = 0.0
     query_id = hook.create_query(QUERY)
     notification = QueryFinishedNotification.parse(json.dumps(emulator.notification_for(query_id)))
-    assert notification.account_id == emulator.account_id
+    assert notification.account_id == emulator.notification_account_id
     assert notification.snapshot().raw["dataDocumentId"] == hook.get_query(query_id)["dataDocumentId"]
     for bad, match in [
         (
@@ -241,7 +243,7 @@ def test_notification_operator_fetches_its_page_and_submits_the_next(
     assert result["query_id"] == first and result["fetch"]["rows"] == emulator.rows
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{first}.jsonl"]
     follow_up = json.loads(emulator.requests_to("api", "POST", r"/queries$")[-1].body)
-    assert follow_up["query"] == QUERY and follow_up["paginationToken"] == result["next_token"]
+    assert follow_up["query"] == echoed_query(QUERY) and follow_up["paginationToken"] == result["next_token"]
     assert not emulator.requests_to("api", "GET", rf"/queries/{result['next_query_id']}$")
     # The next page's own notification ends the chain.
     emulator.clock.advance(1)
@@ -276,7 +278,8 @@ def test_notification_operator_retry_reuses_the_next_page_only_from_the_task_sta
     assert again["next_query_id"] == submitted["next_query_id"]
     assert len(emulator.requests_to("api", "POST", r"/queries$")) == 2
     # Without the store nothing tells this task instance's page from another run's: submitted again.
-    [third] = DataKioskNotificationOperator(task_id="n", notification=envelope).execute({"ti": Try(3)})  # type: ignore[arg-type]
+    third_try: Any = {"ti": Try(3)}
+    [third] = DataKioskNotificationOperator(task_id="n", notification=envelope).execute(third_try)
     assert third["next_query_id"] != submitted["next_query_id"]
 
 
