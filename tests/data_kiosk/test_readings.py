@@ -33,7 +33,7 @@ from airflow_provider_querytasks.protocols.amazon_data_kiosk import (
     read_notification,
     validate_query,
 )
-from airflow_provider_querytasks.testing.amazon_data_kiosk import DataKioskEmulator
+from airflow_provider_querytasks.testing.amazon_data_kiosk import DataKioskEmulator, echoed_query
 
 from .conftest import QUERY, operator
 
@@ -66,9 +66,15 @@ def posts(emulator: DataKioskEmulator) -> int:
 def test_retry_does_not_adopt_another_runs_query_of_the_same_text(emulator: DataKioskEmulator) -> None:
     emulator.duration = 0.6
     started = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=5)
-    other = operator(wait_for_completion=False).execute(context(1, started, run_id="another-run"))
-    result = operator().execute(context(2, started))
-    assert result["query_id"] != other["query_id"] and posts(emulator) == 2
+    text = echoed_query(QUERY)  # the same text, whichever way Amazon echoes it
+    other = emulator.add_query(text)  # another run's (or another DAG's) query
+    result = operator(query=text).execute(context(2, started))
+    assert result["query_id"] != other.query_id and posts(emulator) == 1
+    marked = operator(query=text, wait_for_completion=False).execute(
+        context(1, started, run_id="another-run")
+    )
+    result = operator(query=text).execute(context(2, started))
+    assert result["query_id"] != marked["query_id"]
 
 
 def test_retry_does_not_adopt_a_query_from_before_the_run_started(emulator: DataKioskEmulator) -> None:
