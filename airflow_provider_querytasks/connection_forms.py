@@ -213,8 +213,11 @@ AMAZON_SP_API_FORM = ConnectionForm(
         ExtraField(
             "selling_partner_id",
             "Selling partner id",
-            "Optional account id: scopes rate limits and matches notifications.",
-            placeholder="A3EXAMPLE",
+            "Optional: the seller's merchant token (Seller Central > Settings > Account Info > "
+            "Business Information > Merchant Token, e.g. A21CXK3C4ERTY8), or a vendor's group id. "
+            "Notifications say amzn1.merchant.o.A21CXK3C4ERTY8 or amzn1.vg.6213651: either form "
+            "matches. Scopes rate limits and matches notifications.",
+            placeholder="A21CXK3C4ERTY8 (merchant token)",
         ),
     ),
 )

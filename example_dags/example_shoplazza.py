@@ -30,7 +30,7 @@ except ImportError:  # Airflow 2.11
 OUTPUT = "{{ var.value.get('querytasks_output_dir', '/tmp/querytasks-output') }}/{{ dag.dag_id }}"
 # Exports take minutes on a real shop; the demo shortens the polls against the emulator.
 POLL = timedelta(seconds=float(os.environ.get("QUERYTASKS_EXAMPLE_POLL_SECONDS", "60")))
-# Daily intervals from midnight to midnight UTC (set the shop's time zone on the operator).
+# Daily intervals from midnight to midnight UTC: 24 h of real time each, sent in the shop's zone.
 DAILY = CronDataIntervalTimetable("0 0 * * *", timezone="UTC")
 
 # --8<-- [start:daily]
@@ -47,7 +47,8 @@ with DAG(
         event="purchase_product",
         begin_time="{{ data_interval_start }}",
         end_time="{{ data_interval_end }}",
-        timezone="UTC",
+        # The times are sent in the shop's time zone: the one it reports (an offset), unless set
+        # here, e.g. timezone="America/New_York" for a shop whose zone has daylight saving time.
         destination=OUTPUT + "/{{ data_interval_start.strftime('%Y-%m-%d') }}/",
         deferrable=True,
         poll_interval=POLL,

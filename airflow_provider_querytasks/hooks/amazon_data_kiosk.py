@@ -25,8 +25,11 @@ from airflow_provider_querytasks.protocols.amazon_data_kiosk import (
     DataKioskApi,
     DataKioskSettings,
     LwaTokenSource,
-    compact_query,
+    account_key,
     error_document_message,
+    iso_time,
+    next_token,
+    parse_time,
     query_snapshot,
     read_notification,
     validate_query,
@@ -78,7 +81,10 @@ class DataKioskHook(QueryTaskHook[DataKioskSettings, DataKioskApi]):
         return read_notification
 
     def notification_account(self) -> str | None:
-        return self.settings.selling_partner_id
+        """The connection's ``selling_partner_id`` in the form notifications are compared in
+        (:func:`~..protocols.amazon_data_kiosk.account_key`: ``amzn1.merchant.o.`` or
+        ``amzn1.vg.`` prefix dropped, upper-case)."""
+        return account_key(self.settings.selling_partner_id)
 
     def describe_query(self, query_id: str) -> str:
         return f"Data Kiosk query {query_id}"
@@ -125,15 +131,33 @@ class DataKioskHook(QueryTaskHook[DataKioskSettings, DataKioskApi]):
             if not token:
                 return
 
-    def find_live_query(self, query: str) -> dict[str, Any] | None:
-        """The newest IN_QUEUE or IN_PROGRESS query with the same text (whitespace aside)."""
-        wanted = compact_query(query)
-        matches = [
-            q
-            for q in self.iter_queries(["IN_QUEUE", "IN_PROGRESS"])
-            if compact_query(str(q.get("query", ""))) == wanted
-        ]
-        return max(matches, key=lambda q: str(q.get("createdTime", "")), default=None)
+    #: getQueries pages a re-attach look-up may read (100 queries each; the plan's burst is 10).
+    FIND_PAGES = 5
+
+    def find_own_query(self, marker: str, created_after: float) -> dict[str, Any] | None:
+        """The query a previous try of this task instance submitted, to re-attach to: the newest
+        IN_QUEUE, IN_PROGRESS or DONE query whose operation name carries ``marker``
+        (:func:`~..protocols.amazon_data_kiosk.query_marker`) created at or after
+        ``created_after``; ``None`` (submit again) when there is none, and also when the walk
+        stopped at :attr:`FIND_PAGES` before the end, or when a marked query has a next page
+        (result pages repeat the query's text: which page a live query is cannot be told).
+        """
+        found, complete = self.run(DataKioskApi.find_marked, marker, created_after, self.FIND_PAGES)
+        if not complete:
+            self.log.warning(
+                "Not re-attaching: getQueries lists more than %d pages of queries since %s; submitting again",
+                self.FIND_PAGES,
+                iso_time(created_after),
+            )
+            return None
+        if any(next_token(query) for query in found):
+            self.log.warning(
+                "Not re-attaching: a query of this task instance has further result pages, and "
+                "which page a listed query is cannot be told; submitting again from the first page"
+            )
+            return None
+        usable = [q for q in found if q.get("processingStatus") in ("IN_QUEUE", "IN_PROGRESS", "DONE")]
+        return max(usable, key=lambda q: parse_time(q.get("createdTime")) or 0.0, default=None)
 
     def cancel_query(self, query_id: str) -> None:
         """Cancel a queued or running query; a finished one is left alone (not an error).

@@ -6,7 +6,12 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from airflow_provider_querytasks.common.api.errors import RemoteQueryFailedError
+from airflow_provider_querytasks.common.api.errors import (
+    AuthenticationError,
+    NotFoundError,
+    PermissionDeniedError,
+    RemoteQueryFailedError,
+)
 from airflow_provider_querytasks.common.api.status import QueryState, StatusSnapshot
 from airflow_provider_querytasks.common.transport.clients import RetryPolicy
 from airflow_provider_querytasks.common.transport.fetch import Destination, fetch_url
@@ -119,6 +124,15 @@ class ShoplazzaHook(QueryTaskHook[ShoplazzaSettings, ShoplazzaApi]):
             if len(items) < limit:
                 return
             page += 1
+
+    def shop_timezone(self) -> str | None:
+        """The shop's ``timezone`` as ``GET /shop`` reports it (``"+0800"``: an offset from UTC),
+        or ``None`` when the shop cannot be read (no ``read_shop`` scope, no such field)."""
+        try:
+            return self.run(ShoplazzaApi.get_shop_timezone)
+        except (PermissionDeniedError, NotFoundError, AuthenticationError) as exc:
+            self.log.warning("Could not read the shop's time zone: %s", exc)
+            return None
 
     def count_tasks(self) -> int:
         """Number of data query tasks in the store."""

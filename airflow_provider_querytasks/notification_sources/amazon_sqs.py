@@ -104,10 +104,21 @@ class SqsNotificationSource(BaseNotificationSource):
         return cls(queue_url=queue_url, aws_conn_id=aws_conn_id, account=account)
 
     def accepts(self, notification: Notification, query_id: str) -> bool:
-        """Whether ``notification`` ends the wait for ``query_id``."""
+        """Whether ``notification`` ends the wait for ``query_id`` (both accounts are in the
+        platform decoder's normalised form: see the hook's ``notification_account``)."""
         return notification.query_id == query_id and (
             self.account is None or notification.account in (None, self.account)
         )
+
+    def claims(self, notification: Notification, query_id: str) -> bool:
+        """:meth:`accepts`; a notification for ``query_id`` refused only for its account logs one
+        warning naming both accounts (a wrong ``selling_partner_id`` would otherwise leave every
+        wait to its safety-net polls, with nothing saying why)."""
+        if self.accepts(notification, query_id):
+            return True
+        if notification.query_id == query_id:
+            warn_account_refused(self, notification)
+        return False
 
     def sqs_hook(self) -> Any:
         from airflow.providers.amazon.aws.hooks.sqs import SqsHook
@@ -133,7 +144,7 @@ class SqsNotificationSource(BaseNotificationSource):
                 settlement = _settle(
                     answer.get("Messages") or [],
                     decode,
-                    lambda n: self.accepts(n, query_id),
+                    lambda n: self.claims(n, query_id),
                     may_requeue,
                 )
                 calls = _settlement_calls(self, settlement, may_requeue)
@@ -170,6 +181,24 @@ class SqsNotificationSource(BaseNotificationSource):
             yield NotificationSubscription(future)
         finally:
             reader.unsubscribe(query_id, future)
+
+
+def warn_account_refused(source: SqsNotificationSource, notification: Notification) -> None:
+    """One warning per notification refused for its account (see :meth:`SqsNotificationSource.claims`)."""
+    key = (source.queue_url, notification.query_id, notification.account, source.account)
+    if key in process_state.refused_accounts:
+        return
+    process_state.refused_accounts[key] = True
+    log.warning(
+        "Notification for query %s on %s is for account %s, not this connection's account %s: "
+        "no wait takes it (the wait goes on polling). If it is the same seller, set the "
+        "connection's selling_partner_id to the merchant token Seller Central shows (Settings > "
+        "Account Info > Business Information > Merchant Token)",
+        notification.query_id,
+        source.queue_url,
+        notification.account_as_sent or notification.account,
+        source.account,
+    )
 
 
 def _receive_kwargs(source: SqsNotificationSource, wait_seconds: float) -> dict[str, Any]:
@@ -293,13 +322,56 @@ def _settlement_calls(
             may_requeue = False
             settlement.requeue_refused(returned)
     if settlement.claimed or settlement.requeue:
-        yield "delete_message_batch", {"QueueUrl": source.queue_url, "Entries": settlement.delete_entries()}
+        messages = [m for m, _ in settlement.claimed] + [r.message for r in settlement.requeue]
+        yield from _batch_call(source, "delete_message_batch", settlement.delete_entries(), messages)
     if settlement.hand_back:
-        yield (
-            "change_message_visibility_batch",
-            {"QueueUrl": source.queue_url, "Entries": settlement.hand_back_entries()},
+        messages = [r.message for r in settlement.hand_back]
+        yield from _batch_call(
+            source, "change_message_visibility_batch", settlement.hand_back_entries(), messages
         )
     return may_requeue
+
+
+#: What becomes of a message whose entry of a batch call failed (for the warning).
+_FAILED_ENTRY_OUTCOME = {
+    "delete_message_batch": "it stays on the queue and is received again after its visibility "
+    "timeout; its wait has already ended with it, so no wait claims it again and the queue's "
+    "redrive policy moves it to the dead-letter queue (a re-sent copy's original likewise)",
+    "change_message_visibility_batch": "it stays hidden for the rest of the receive's "
+    f"{VISIBILITY_TIMEOUT} s visibility timeout before another consumer can take it (late, not lost)",
+}
+
+
+def _batch_call(
+    source: SqsNotificationSource, method: str, entries: list[dict[str, Any]], messages: list[dict[str, Any]]
+) -> Generator[_SqsCall, Any, None]:
+    """One batch call; its ``Failed`` entries not at the sender's fault are sent once more, and
+    what still failed is logged with what becomes of the message (never dropped silently)."""
+    outcome = yield method, {"QueueUrl": source.queue_url, "Entries": entries}
+    failed = _failed(outcome, entries)
+    again = [entry for entry, failure in failed if not failure.get("SenderFault")]
+    if again:
+        outcome = yield method, {"QueueUrl": source.queue_url, "Entries": again}
+        failed = [(e, f) for e, f in failed if f.get("SenderFault")] + _failed(outcome, again)
+    if failed:
+        ids = {str(i): str(m.get("MessageId") or "?") for i, m in enumerate(messages)}
+        log.warning(
+            "SQS %s failed on %s for %s: %s",
+            method,
+            source.queue_url,
+            ", ".join(
+                f"message {ids.get(str(entry['Id']), '?')} ({failure.get('Code')}: {failure.get('Message')})"
+                for entry, failure in failed
+            ),
+            _FAILED_ENTRY_OUTCOME[method],
+        )
+
+
+def _failed(outcome: Any, entries: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """The entries a batch call's answer lists under ``Failed``, each with its failure."""
+    failures = (outcome or {}).get("Failed") or [] if isinstance(outcome, dict) else []
+    by_id = {str(f.get("Id")): f for f in failures if isinstance(f, dict)}
+    return [(entry, by_id[str(entry["Id"])]) for entry in entries if str(entry["Id"]) in by_id]
 
 
 def _refused_outcome(call: _SqsCall, exc: Exception) -> Exception:
@@ -374,10 +446,12 @@ class _QueueReader:
                         future.set_exception(error)
 
     def _claims(self, notification: Notification) -> bool:
-        return any(
-            source.accepts(notification, notification.query_id) and not future.done()
-            for source, future in self.waiters.get(notification.query_id, [])
-        )
+        waiters = self.waiters.get(notification.query_id, [])
+        if any(source.accepts(notification, notification.query_id) and not f.done() for source, f in waiters):
+            return True
+        for source, _ in waiters:  # refused: warns when it is for the account
+            source.claims(notification, notification.query_id)
+        return False
 
     async def _settle(self, client: Any, settlement: _Settlement, may_requeue: bool) -> bool:
         """Re-send, delete and hand back (one batch call each); then resolve the claimed waits.

@@ -18,16 +18,30 @@ from airflow_provider_querytasks.notification_sources.amazon_sqs import (
     DEFAULT_AWS_CONN_ID,
     SqsNotificationWaitMixin,
 )
-from airflow_provider_querytasks.operators.base import FailWithoutRetryMixin, QueryTaskOperator
+from airflow_provider_querytasks.operators.base import (
+    FailWithoutRetryMixin,
+    QueryTaskOperator,
+    first_try_started,
+    task_instance_name,
+)
 from airflow_provider_querytasks.protocols.amazon_data_kiosk import (
+    MAX_QUERY_LENGTH,
     QueryFinishedNotification,
+    account_key,
+    mark_query,
+    minimal_query_length,
     page_record,
+    query_marker,
     validate_query,
 )
 from airflow_provider_querytasks.triggers.amazon_data_kiosk import DataKioskQueryTrigger
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
+
+
+#: ``task_state_store`` key prefix of the next page a notification's handling submitted.
+NEXT_PAGE_KEY = "querytasks_next_page"
 
 
 def page_filename(page: int) -> str:
@@ -38,12 +52,12 @@ def page_filename(page: int) -> str:
 class DataKioskQueryOperator(SqsNotificationWaitMixin[DataKioskHook], QueryTaskOperator[DataKioskHook]):
     """Run a Data Kiosk GraphQL query: submit, wait, follow result pages, optionally fetch.
 
-    The query is validated before anything is sent: non-empty, at most 8,000 characters once
-    whitespace is collapsed, and valid against the shipped Data Kiosk schemas (unknown fields and
-    missing arguments are named). When a DONE query carries ``pagination.nextToken`` and
-    ``follow_pagination`` is on, the same query is submitted again with that token, inside the
-    same task (a chain of queries, waited for in the worker or deferred), until a page has no
-    token.
+    The query is validated before anything is sent: non-empty, at most 8,000 characters with all
+    the whitespace, commas and comments GraphQL does not need removed, and valid against the
+    shipped Data Kiosk schemas (unknown fields and missing arguments are named). When a DONE
+    query carries ``pagination.nextToken`` and ``follow_pagination`` is on, the query text it
+    echoes is submitted again with that token, inside the same task (a chain of queries, waited
+    for in the worker or deferred), until a page has no token.
 
     Each page's data document is fetched (when ``destination`` is set) as its own file,
     ``<destination>/page-0001.jsonl``, ``page-0002.jsonl``...: the pages are written as they
@@ -70,8 +84,11 @@ class DataKioskQueryOperator(SqsNotificationWaitMixin[DataKioskHook], QueryTaskO
     :param timeout: total wait, deferred time included; on timeout the current query is cancelled.
     :param cancel_on_kill: cancel the current query when the task is killed.
     :param durable: on a task retry, re-attach to the query the previous try stored (Airflow
-        3.3+) or to an IN_QUEUE/IN_PROGRESS query with the same text instead of submitting a
-        duplicate.
+        3.3+), else to a query of this task instance found with getQueries: every query is
+        submitted with its operation named for the task instance (``airflow_`` and 32 hex digits
+        of the hash of dag, task, run and map index; an existing name gets it as a suffix), and
+        only a query with that name created since the DAG run started is adopted (none, a walk
+        over 5 pages, or a chain with further pages: submitted again).
     :param notification_queue_url: the SQS queue the account's
         ``DATA_KIOSK_QUERY_PROCESSING_FINISHED`` notifications go to (templated; needs the
         ``amazon`` extra). The wait then ends when the query's notification arrives, and getQuery
@@ -132,12 +149,41 @@ class DataKioskQueryOperator(SqsNotificationWaitMixin[DataKioskHook], QueryTaskO
                 )
             in_folder(self.destination, page_filename(1))  # rejects an empty destination
 
+    def _marked_query(self, context: Context) -> str | None:
+        """The query with its operation named for this task instance (see
+        :func:`~..protocols.amazon_data_kiosk.query_marker`), or ``None`` when it cannot be."""
+        return mark_query(self.query, query_marker(task_instance_name(context)))
+
     def submit(self, context: Context) -> str:
-        return self.hook.create_query(self.query, validate_schema=False)  # validated above
+        text = self._marked_query(context)
+        if text is None:
+            self.log.warning(
+                "The query cannot be marked for this task instance (it is not one GraphQL "
+                "operation): a retry will submit it again rather than re-attach"
+            )
+            text = self.query
+        elif minimal_query_length(text) > MAX_QUERY_LENGTH:
+            self.log.warning(
+                "Naming the query's operation for this task instance would take it over %d "
+                "characters: submitted unnamed, so a retry will submit it again rather than re-attach",
+                MAX_QUERY_LENGTH,
+            )
+            text = self.query
+        return self.hook.create_query(text, validate_schema=False)  # validated above
 
     def find_running(self, context: Context) -> str | None:
-        live = self.hook.find_live_query(self.query)
-        return str(live["queryId"]) if live else None
+        """A query a previous try of this task instance submitted: one whose operation name
+        carries this task instance's marker, created since its first try can have started."""
+        text = self._marked_query(context)
+        since = first_try_started(context)
+        if text is None or since is None:
+            self.log.info(
+                "No look-up for a previous try's query (%s): submitting again",
+                "the query cannot be marked" if text is None else "the DAG run's start is unknown",
+            )
+            return None
+        found = self.hook.find_own_query(query_marker(task_instance_name(context)), since)
+        return str(found["queryId"]) if found else None
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
         """OpenLineage: the account's dataset the query selects as input, the pages' data
@@ -167,7 +213,9 @@ class DataKioskQueryOperator(SqsNotificationWaitMixin[DataKioskHook], QueryTaskO
         token = record["next_token"]
         if snapshot.state is QueryState.SUCCEEDED and token and self.follow_pagination:
             self.log.info("Page %d has more results: submitting page %d", page, page + 1)
-            return self.hook.create_query(self.query, token, validate_schema=False)
+            # The next page repeats the text the Query object echoes (as the model says).
+            text = str(snapshot.raw.get("query") or self._marked_query(context) or self.query)
+            return self.hook.create_query(text, token, validate_schema=False)
         return None
 
     def on_query_finished(self, context: Context, snapshot: StatusSnapshot) -> Any:
@@ -192,8 +240,10 @@ class DataKioskNotificationOperator(FailWithoutRetryMixin, BaseOperator):
     ``<destination>/<queryId>.jsonl``; when the page has a ``nextToken`` and ``follow_pagination``
     is on, the next page's query is submitted and not waited for (its own notification starts a
     later run). FATAL (with the error document's message) and CANCELLED (unless
-    ``accept_cancelled``) fail the task once the others are handled. On a task retry, a live
-    query with the same text (the next page the failed try submitted) is reused, not resubmitted.
+    ``accept_cancelled``) fail the task once the others are handled. On a task retry, the next
+    page the failed try submitted is reused on Airflow 3.3+ (``task_state_store``); elsewhere it
+    is submitted again (its text must be the notified query's, so nothing marks it as this task
+    instance's: a look-up could adopt another run's page).
 
     Returns a list of page records (``query_id``, ``status``, ``data_document_id``,
     ``error_document_id``, ``next_token``, ``fetch``, ``next_query_id``), one per notification.
@@ -239,9 +289,19 @@ class DataKioskNotificationOperator(FailWithoutRetryMixin, BaseOperator):
             in_folder(self.destination, "query.jsonl")  # rejects an empty destination
         hook = DataKioskHook(self.conn_id)
         expected = self.account_id or hook.settings.selling_partner_id
-        mine = [n for n in delivered if not expected or n.account_id == expected]
+        # Compared in one form: a notification says amzn1.merchant.o.<merchant token> where the
+        # connection usually holds the bare merchant token (account_key).
+        mine = [n for n in delivered if not expected or account_key(n.account_id) == account_key(expected)]
         if not mine:
             accounts = ", ".join(sorted({n.account_id for n in delivered}))
+            self.log.warning(
+                "Notifications for account %s; this task accepts account %s (%s): skipping. "
+                "If they are this seller's, set selling_partner_id to the merchant token Seller "
+                "Central shows under Settings > Account Info > Business Information > Merchant Token",
+                accounts,
+                expected,
+                "the account_id parameter" if self.account_id else f"selling_partner_id of {self.conn_id}",
+            )
             raise AirflowSkipException(f"Notifications for account {accounts}, not {expected}: nothing to do")
         records, failures = [], []
         for notification in mine:
@@ -275,15 +335,26 @@ class DataKioskNotificationOperator(FailWithoutRetryMixin, BaseOperator):
         return record
 
     def _submit_next_page(self, context: Context, hook: DataKioskHook, query: str, token: str) -> str:
+        """Submit the next page (its text is the notified query's: the model requires it, so no
+        marker of this task instance can be added). On a retry, the page a previous try
+        submitted is re-used only from Airflow 3.3's ``task_state_store``; elsewhere it is
+        submitted again (a look-up by text could adopt another run's page)."""
+        store = context.get("task_state_store")
+        key = f"{NEXT_PAGE_KEY}:{token}"
         ti = context.get("ti")
         if ti is not None and int(getattr(ti, "try_number", 1) or 1) > 1:
-            live = hook.find_live_query(query)
-            if live:
-                self.log.info(
-                    "Re-using %s submitted by the previous try", hook.describe_query(live["queryId"])
-                )
-                return str(live["queryId"])
+            stored = store.get(key) if store is not None else None
+            if isinstance(stored, str) and stored:
+                self.log.info("Re-using %s submitted by the previous try", hook.describe_query(stored))
+                return stored
+            self.log.warning(
+                "Submitting the next page again: a previous try may have submitted it too "
+                "(only Airflow 3.3's task_state_store records it); its notification then starts "
+                "another run, which fetches the same page under its own query id"
+            )
         next_id = hook.create_query(query, token, validate_schema=False)
+        if store is not None:
+            store.set(key, next_id)
         self.log.info(
             "Submitted the next page: %s (its notification starts a later run)", hook.describe_query(next_id)
         )

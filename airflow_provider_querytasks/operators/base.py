@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar, TypeVar
 
 from airflow_provider_querytasks.common.api.errors import (
@@ -386,3 +386,29 @@ class QueryTaskOperator(FailWithoutRetryMixin, QueryWaitMixin[HookT], BaseOperat
         )
         self.query_id = query_id
         return snapshot
+
+
+# -- what identifies a task instance's remote queries (the re-attach look-ups)
+
+
+def task_instance_name(context: Context) -> str:
+    """``airflow:<dag_id>:<task_id>:<run_id>:<map_index>``: the same on every try of a task
+    instance, different for any other (``airflow:adhoc`` without a task instance)."""
+    ti: Any = context.get("ti")
+    if ti is None:
+        return "airflow:adhoc"
+    map_index = getattr(ti, "map_index", -1)
+    return f"airflow:{ti.dag_id}:{ti.task_id}:{ti.run_id}:{map_index if map_index is not None else -1}"
+
+
+def first_try_started(context: Context) -> float | None:
+    """The earliest the task instance's first try can have started (``time.time()`` seconds):
+    its DAG run's ``start_date`` (Airflow resets it when the run is cleared, so the tries of an
+    earlier clear are before it), or ``None`` when unknown (no look-up then)."""
+    dag_run: Any = context.get("dag_run")
+    start = getattr(dag_run, "start_date", None)
+    if not isinstance(start, datetime):
+        return None
+    if start.tzinfo is None:  # Airflow stores UTC
+        start = start.replace(tzinfo=timezone.utc)
+    return start.timestamp()

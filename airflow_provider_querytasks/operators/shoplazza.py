@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import date, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any
+
+import pendulum
 
 from airflow_provider_querytasks.common.api.errors import InvalidInputError
 from airflow_provider_querytasks.common.api.status import StatusSnapshot
@@ -19,10 +21,13 @@ from airflow_provider_querytasks.hooks.shoplazza import ShoplazzaHook
 from airflow_provider_querytasks.operators.base import FailWithoutRetryMixin, QueryTaskOperator
 from airflow_provider_querytasks.protocols.shoplazza import (
     TimeWindow,
+    reported_timezone,
     result_url,
     shop_timezone,
     split_window,
+    utc_offset,
     validate_event,
+    zone_name,
 )
 from airflow_provider_querytasks.triggers.shoplazza import ShoplazzaDataTaskTrigger
 
@@ -33,15 +38,17 @@ TimeValue = datetime | date | str
 
 
 def window_filename(event: str, window: TimeWindow) -> str:
-    """``purchase_product_20261120T000000_20261121T000000.csv``."""
-    compact = {key: value.replace("-", "").replace(":", "") for key, value in window.to_dict().items()}
-    return f"{event}_{compact['begin']}_{compact['end']}.csv"
+    """``purchase_product_20261120T000000_20261121T000000.csv`` (the times as sent)."""
+    begin, end = (value.replace("-", "").replace(":", "") for value in (window.begin, window.end))
+    return f"{event}_{begin}_{end}.csv"
 
 
 def split_window_kwargs(
     begin_time: TimeValue, end_time: TimeValue, *, timezone: str = "UTC"
 ) -> list[dict[str, str]]:
-    """``[{"begin_time", "end_time"}, ...]``: windows of at most 24 h, for dynamic task mapping.
+    """``[{"begin_time", "end_time"}, ...]``: windows of at most 24 h of real time, for dynamic
+    task mapping; each time with its UTC offset (naive inputs are read in ``timezone``), so the
+    mapped operator sends the same instants whichever zone it writes them in.
 
     Run it in a ``@task`` and map the operator over its result to export the windows in
     parallel (mind the store's 2 requests/s and its task cap)::
@@ -55,9 +62,18 @@ def split_window_kwargs(
     :raises InvalidInputError: naming ``begin_time``, ``end_time`` or ``timezone``.
     """
     return [
-        {"begin_time": window.begin, "end_time": window.end}
+        {"begin_time": str(window.begin_at), "end_time": str(window.end_at)}
         for window in split_window(begin_time, end_time, timezone=timezone)
     ]
+
+
+def _agrees(zone: tzinfo, reported: tzinfo) -> bool:
+    """Whether a zone agrees with the one the shop reports: the same offset now, or the reported
+    one is the zone's standard offset (a shop may report it in summer)."""
+    now = pendulum.now("UTC")
+    mine, theirs = now.astimezone(zone), now.astimezone(reported)
+    standard = (mine.utcoffset() or timedelta(0)) - (mine.dst() or timedelta(0))
+    return theirs.utcoffset() in (mine.utcoffset(), standard)
 
 
 class ShoplazzaDataTaskOperator(QueryTaskOperator[ShoplazzaHook]):
@@ -68,20 +84,28 @@ class ShoplazzaDataTaskOperator(QueryTaskOperator[ShoplazzaHook]):
     or deferred, before the next is created) so the store's task cap and rate limit are not hit,
     and all are fetched. For parallel windows, map the operator over :func:`split_window_kwargs` instead.
 
-    Shoplazza's times carry no offset: aware datetimes (such as ``data_interval_start``) are
-    converted to ``timezone`` and naive ones are read in it. Which zone a shop uses is not
-    documented; set it to the shop's zone when it is not UTC.
+    Shoplazza's times carry no offset, and its docs do not say in which zone it reads them; the
+    provider sends them in the shop's own time zone (docs/shoplazza.md, "What the specs leave
+    open"): ``timezone`` when given (checked against the zone the shop reports), else the zone
+    ``GET /shop`` reports (an offset such as ``+0800``, without daylight-saving rules: set
+    ``timezone`` for a shop whose zone has them). Aware datetimes (such as
+    ``data_interval_start``) are converted to that zone, naive ones are read in it; windows are
+    cut every 24 h of real time. The task log says which zone was used and why.
 
-    Returns ``{"event", "window": {"begin", "end"}, "status", "windows": [record, ...]}`` where a
-    record is ``{"query_id", "event", "window", "status", "url", "fetch"}`` (``url`` without its
-    query string; ``fetch`` is the fetch record, or ``None``). With a single window the record's
-    ``query_id``, ``url`` and ``fetch`` are also at the top level.
+    Returns ``{"event", "window", "status", "windows": [record, ...]}`` where a window is
+    ``{"begin", "end"`` (as sent), ``"begin_at", "end_at"`` (the same instants with their UTC
+    offsets), ``"timezone"}`` and a record is ``{"query_id", "event", "window", "status", "url",
+    "fetch"}`` (``url`` without its query string; ``fetch`` is the fetch record, or ``None``).
+    With a single window the record's ``query_id``, ``url`` and ``fetch`` are also at the top
+    level.
 
     :param event: the event type (``purchase_product``, ``pageview``...; see ``EVENTS``). Templated.
     :param begin_time: window start: datetime, pendulum or ISO 8601 string. Templated
         (``{{ data_interval_start }}``).
     :param end_time: window end, after ``begin_time``. Templated.
-    :param timezone: IANA zone Shoplazza reads times in (default ``UTC``). Templated.
+    :param timezone: the shop's IANA time zone (``America/New_York``), in which the times are
+        sent; ``None`` (default): the zone the shop reports (``GET /shop``, needs ``read_shop``).
+        Templated.
     :param destination: where to fetch the CSV: a path or an object-storage URI (templated), or an
         ``ObjectStoragePath``. Ending in ``/`` it is a folder and each window's file is named
         ``<event>_<begin>_<end>.csv``; a split window needs a folder. ``None``: do not fetch.
@@ -110,7 +134,7 @@ class ShoplazzaDataTaskOperator(QueryTaskOperator[ShoplazzaHook]):
         event: str,
         begin_time: TimeValue,
         end_time: TimeValue,
-        timezone: str = "UTC",
+        timezone: str | None = None,
         destination: Destination | None = None,
         **kwargs: Any,
     ) -> None:
@@ -124,8 +148,9 @@ class ShoplazzaDataTaskOperator(QueryTaskOperator[ShoplazzaHook]):
     # -- validation before any call -----------------------------------------------------------
     def validate_inputs(self) -> None:
         validate_event(self.event)
-        shop_timezone(self.timezone)
-        windows = split_window(self.begin_time, self.end_time, timezone=self.timezone)
+        # Every parameter is checked before the shop's zone is read (the first call).
+        provisional = shop_timezone(self.timezone) if self.timezone is not None else "UTC"
+        windows = split_window(self.begin_time, self.end_time, timezone=provisional)
         if self.destination is not None:
             if not self.wait_for_completion:
                 raise InvalidInputError(
@@ -139,9 +164,54 @@ class ShoplazzaDataTaskOperator(QueryTaskOperator[ShoplazzaHook]):
                     f"the window is split into {len(windows)} tasks of at most 24 h: give a folder "
                     f"(ending in '/'), not the single file {str(self.destination)!r}",
                 )
+        windows = split_window(self.begin_time, self.end_time, timezone=self._zone())
         # The windows are the chain's plan; the chain's state (each finished window's record,
         # the window being waited for) goes beside them, in the same resume_state.
         self.resume_state = {"windows": [w.to_dict() for w in windows]}
+
+    def _zone(self) -> tzinfo:
+        """The zone the times are sent in, checked against the shop's; the choice is logged."""
+        reported = self.hook.shop_timezone()
+        shop_zone = reported_timezone(reported)
+        if self.timezone is not None:
+            zone = shop_timezone(self.timezone)
+            if shop_zone is not None and not _agrees(zone, shop_zone):
+                raise InvalidInputError(
+                    "timezone",
+                    f"{self.timezone!r} is UTC{utc_offset(datetime.now(zone))} now, but the shop "
+                    f"reports its time zone as {reported!r}: set the shop's own zone (Shoplazza "
+                    "reads beginTime/endTime without offset; a wrong zone shifts every window)",
+                )
+            self.log.info(
+                "Shoplazza's beginTime/endTime carry no offset and its docs do not say in which "
+                "zone it reads them: sending them in %s (the timezone parameter; the shop reports %s)",
+                self.timezone,
+                reported or "no time zone",
+            )
+            return zone
+        if shop_zone is None:
+            raise InvalidInputError(
+                "timezone",
+                "the shop's time zone could not be read (GET /openapi/<version>/shop needs the "
+                f"read_shop scope; it answered {reported!r}): set timezone to the shop's IANA time "
+                "zone, such as Asia/Shanghai",
+            )
+        if isinstance(shop_zone, pendulum.FixedTimezone) and shop_zone.offset != 0:
+            self.log.warning(
+                "Sending beginTime/endTime at the shop's reported offset %s (Shoplazza's times "
+                "carry no offset, and its docs do not say in which zone it reads them). The shop "
+                "reports an offset, not its daylight-saving rules: if its zone has daylight "
+                "saving time, set timezone to its IANA name, or windows on the other side of a "
+                "change are shifted by an hour",
+                zone_name(shop_zone),
+            )
+        else:
+            self.log.info(
+                "Sending beginTime/endTime in the shop's reported time zone %s (Shoplazza's "
+                "times carry no offset, and its docs do not say in which zone it reads them)",
+                zone_name(shop_zone),
+            )
+        return shop_zone
 
     # -- the flow -----------------------------------------------------------------------------
     def _windows(self) -> list[TimeWindow]:
@@ -154,8 +224,8 @@ class ShoplazzaDataTaskOperator(QueryTaskOperator[ShoplazzaHook]):
             "Created Shoplazza data task %s: %s from %s to %s (%d/%d)",
             query_id,
             self.event,
-            window.begin,
-            window.end,
+            window.begin_at or window.begin,
+            window.end_at or window.end,
             index + 1,
             len(self.resume_state["windows"]),
         )
@@ -213,9 +283,16 @@ class ShoplazzaDataTaskOperator(QueryTaskOperator[ShoplazzaHook]):
 
     def _result(self, records: list[dict[str, Any]], status: str) -> dict[str, Any]:
         windows = self.resume_state["windows"]
+        first, last = windows[0], windows[-1]
         result: dict[str, Any] = {
             "event": self.event,
-            "window": {"begin": windows[0]["begin"], "end": windows[-1]["end"]},
+            "window": {
+                "begin": first["begin"],
+                "end": last["end"],
+                "begin_at": first.get("begin_at"),
+                "end_at": last.get("end_at"),
+                "timezone": first.get("timezone"),
+            },
             "status": status,
             "windows": records,
         }

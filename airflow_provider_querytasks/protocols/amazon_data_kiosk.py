@@ -60,6 +60,18 @@ RATE_LIMITS: dict[str, tuple[float, float]] = {
     "getDocument": (0.0167, 15),
 }
 NOTIFICATION_TYPE = "DATA_KIOSK_QUERY_PROCESSING_FINISHED"
+#: What a 403 means once a fresh access token was refused too: Data Kiosk answers a revoked
+#: authorisation and a missing role with the same body.
+FORBIDDEN_HINT = (
+    "Data Kiosk refused a freshly refreshed access token too, and answers two causes alike: "
+    "(1) the application lacks the Brand Analytics role (Seller Central > Partner Network > "
+    "Develop Apps: edit the app's roles, then have the selling partner authorise it again), or "
+    "(2) the selling partner revoked the app's authorisation (Seller Central > Partner Network "
+    "> Manage Your Apps: authorise it again and set the new refresh_token extra)"
+)
+#: Account id prefixes of notifications' ``payload.accountId`` (the schema's examples:
+#: ``amzn1.merchant.o.A21CXK3C4ERTY8`` for a seller, ``amzn1.vg.6213651`` for a vendor group).
+ACCOUNT_PREFIXES = ("amzn1.merchant.o.", "amzn1.vg.")
 #: Coalesced polling (getQueries sweeps, see docs/design/data_kiosk.md "Coalesced polling"): how long
 #: before its wait started a waited query may have been created (an operator defers seconds
 #: after createQuery; a sensor's query is usually submitted by the task before it), and the
@@ -72,6 +84,21 @@ LIST_MERGE_GAP = 3600.0
 #: Answers to a sweep's page that end the sweep with what it found so far (the waits then poll
 #: their queries one by one): refused for the rate (never waited for), or a server error.
 LIST_GIVE_UP_STATUSES = (429, 500, 502, 503, 504)
+
+
+def account_key(account: str | None) -> str | None:
+    """An account id in the one form notifications and connections are compared in: the merchant
+    token or vendor group id alone, upper-case (``amzn1.merchant.o.A21CXK3C4ERTY8``,
+    ``a21cxk3c4erty8`` and ``A21CXK3C4ERTY8`` are one account; ``amzn1.vg.6213651`` and
+    ``6213651`` another)."""
+    if account is None:
+        return None
+    text = account.strip()
+    for prefix in ACCOUNT_PREFIXES:
+        if text.lower().startswith(prefix):
+            text = text[len(prefix) :]
+            break
+    return text.upper() or None
 
 
 def base_url_for(region: str, sandbox: bool) -> str:
@@ -164,19 +191,32 @@ class DataKioskApi(PlatformApi):
         return headers
 
     def is_token_expired(self, response: ApiResponse) -> bool:
-        # SP-API answers an expired token with 403 (no 401 is documented).
-        if response.status == 401:
-            return True
-        return response.status == 403 and "expired" in self.error_message(response).lower()
+        # SP-API answers an expired token with 403 (no 401 is documented); a revoked token and a
+        # missing role both answer 403 "Unauthorized" / "Access to requested resource is
+        # denied." (open-readings.md): every 403 is retried once with a fresh token (refused
+        # before processing, so safe even for createQuery), and a second 403 is the error.
+        return response.status in (401, 403)
 
     def error_class(self, response: ApiResponse) -> type[ApiError]:
-        if response.status == 403 and any(
-            word in self.error_message(response).lower() for word in ("unauthorized", "token")
-        ):
+        if response.status == 403 and "expired" in self.error_message(response).lower():
             return AuthenticationError
         if response.status == 403:
             return PermissionDeniedError
         return super().error_class(response)
+
+    def error_for(self, request: ApiRequest, response: ApiResponse) -> ApiError:
+        """A 403 (after the retry with a fresh token) names both causes and what to check."""
+        error = super().error_for(request, response)
+        if type(error) is not PermissionDeniedError:
+            return error
+        return PermissionDeniedError(
+            f"{error.message}. {FORBIDDEN_HINT}",
+            platform=error.platform,
+            operation=error.operation,
+            status=error.status,
+            request_id=error.request_id,
+            detail=error.detail,
+        )
 
     # -- requests -----------------------------------------------------------------------------
     def create_query_request(self, query: str, pagination_token: str | None = None) -> ApiRequest:
@@ -281,6 +321,38 @@ class DataKioskApi(PlatformApi):
             if pages <= 0:
                 break
         return found
+
+    def find_marked(
+        self, marker: str, created_after: float, pages: int
+    ) -> Steps[tuple[list[dict[str, Any]], bool]]:
+        """Every query whose operation name carries ``marker`` created at or after
+        ``created_after`` (``time.time()`` seconds), and whether the walk saw them all.
+
+        Lists every status created since ``created_after`` (whole seconds, rounded down; each
+        listed ``createdTime`` is checked again), 100 a page, each page with every filter
+        repeated (as getQueries requires with a ``paginationToken``), at most ``pages`` pages:
+        a walk stopped by the cap is not complete.
+        """
+        filters = {
+            "processing_statuses": list(STATUSES),
+            "page_size": MAX_PAGE_SIZE,
+            "created_since": iso_time(int(created_after)),
+        }
+        found: list[dict[str, Any]] = []
+        token: str | None = None
+        for _ in range(max(1, pages)):
+            queries, token = yield from self.get_queries(**filters, pagination_token=token)
+            for query in queries:
+                created = parse_time(query.get("createdTime"))
+                if (
+                    created is not None
+                    and created >= created_after
+                    and marker_of(str(query.get("query") or "")) == marker
+                ):
+                    found.append(query)
+            if not token:
+                return found, True
+        return found, False
 
     def get_document(self, document_id: str) -> Steps[str]:
         """getDocument: a fresh presigned URL."""
@@ -415,8 +487,24 @@ def error_document_message(body: bytes) -> str:
 
 # -- query validation -------------------------------------------------------------------------
 def compact_query(query: str) -> str:
-    """The query with unnecessary whitespace removed (what the 8,000-character limit counts)."""
-    return re.sub(r"\s+", " ", query).strip()
+    """The query with every character GraphQL ignores removed where the language allows it
+    (whitespace, commas, comments; one space kept only between two words or numbers): the
+    shortest text Amazon's "after unnecessary whitespace is removed" can count. Text that does not
+    lex as GraphQL loses all its whitespace instead (shorter still)."""
+    from graphql import GraphQLError
+    from graphql.utilities import strip_ignored_characters
+
+    try:
+        return str(strip_ignored_characters(query))
+    except GraphQLError:
+        return re.sub(r"\s+", "", query)
+
+
+def minimal_query_length(query: str) -> int:
+    """A lower bound of the length Data Kiosk's 8,000-character limit counts (see
+    :func:`compact_query`): a query longer than the limit by this count is surely refused; one
+    within it is sent (Amazon then decides)."""
+    return len(compact_query(query))
 
 
 @functools.cache
@@ -439,7 +527,8 @@ def shipped_schemas() -> dict[str, Any]:
 def validate_query(query: Any, *, validate_schema: bool = True) -> str:
     """Check a Data Kiosk query before it is submitted; returns it unchanged.
 
-    Non-empty, at most 8,000 characters once whitespace is collapsed, and (unless
+    Non-empty, at most 8,000 characters in its minimal form (:func:`minimal_query_length`: only
+    a query surely too long is refused), and (unless
     ``validate_schema`` is False, for datasets newer than the shipped schemas) valid against
     the shipped schema of the dataset it selects.
 
@@ -447,10 +536,12 @@ def validate_query(query: Any, *, validate_schema: bool = True) -> str:
     """
     if not isinstance(query, str) or not query.strip():
         raise InvalidInputError("query", "must be a non-empty GraphQL query")
-    length = len(compact_query(query))
+    length = minimal_query_length(query)
     if length > MAX_QUERY_LENGTH:
         raise InvalidInputError(
-            "query", f"is {length} characters after whitespace is collapsed; Data Kiosk takes at most 8000"
+            "query",
+            f"is {length} characters even with every whitespace, comma and comment GraphQL does not "
+            f"need removed; Data Kiosk takes at most {MAX_QUERY_LENGTH}",
         )
     if not validate_schema:
         return query
@@ -480,6 +571,78 @@ def validate_query(query: Any, *, validate_schema: bool = True) -> str:
         details = "; ".join(f"{error.message} at {_where(error)}" for error in errors[:5])
         raise InvalidInputError("query", f"does not match the {known[0]} schema: {details}")
     return query
+
+
+# -- the task instance's marker ------------------------------------------------------------------
+#: A marked query's operation name ends with this and 32 hex digits (see :func:`query_marker`).
+MARKER_PREFIX = "airflow_"
+_MARKER_AT_END = re.compile(r"(?:^|_)(" + MARKER_PREFIX + r"[0-9a-f]{32})$")
+
+
+def query_marker(submission_name: str) -> str:
+    """The GraphQL name that marks the queries one task instance submits: ``airflow_`` and 32 hex
+    digits of the SHA-256 of its ``submission_name`` (dag, task, run, map index).
+
+    createQuery takes only ``query`` and ``paginationToken``, and getQueries echoes only
+    ``query``: the operation's *name* is the one place of the text that survives either reading
+    of what Amazon echoes (the text as sent, or with "unnecessary whitespace" and comments
+    removed, as the notification schema's example suggests); a comment would not.
+    """
+    return MARKER_PREFIX + hashlib.sha256(submission_name.encode()).hexdigest()[:32]
+
+
+def _single_operation(query: str) -> Any:
+    """The query's one operation definition, or ``None`` (not GraphQL, or several operations)."""
+    from graphql import GraphQLError, OperationDefinitionNode, parse
+
+    try:
+        document = parse(query)
+    except GraphQLError:
+        return None
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    return operations[0] if len(operations) == 1 else None
+
+
+def mark_query(query: str, marker: str) -> str | None:
+    """``query`` with its operation named ``marker`` (an anonymous operation) or
+    ``<name>_<marker>`` (a named one), the rest of the text unchanged; ``None`` when it cannot be
+    marked (not parseable, or more than one operation): its task then never re-attaches by
+    look-up. Marking a marked query returns it unchanged."""
+    operation = _single_operation(query)
+    if operation is None or operation.loc is None:
+        return None
+    if operation.name is not None:
+        name = operation.name.value
+        if _MARKER_AT_END.search(name) and name.endswith(marker):
+            return query
+        start, end = operation.name.loc.start, operation.name.loc.end
+        return f"{query[:start]}{name}_{marker}{query[end:]}"
+    first = operation.loc.start_token
+    if first.value == "query":  # "query {", "query ($x: T) {"
+        return f"{query[: first.end]} {marker}{query[first.end :]}"
+    return f"{query[: first.start]}query {marker} {query[first.start :]}"  # "{ ... }" shorthand
+
+
+def marker_of(query: str) -> str | None:
+    """The marker a query's operation name carries (see :func:`mark_query`), or ``None``."""
+    operation = _single_operation(query)
+    if operation is None or operation.name is None:
+        return None
+    found = _MARKER_AT_END.search(operation.name.value)
+    return found.group(1) if found else None
+
+
+def parse_time(text: Any) -> float | None:
+    """An ISO 8601 date-time of a Query (``createdTime``) as ``time.time()`` seconds, or ``None``."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.timestamp()
 
 
 def _where(error: Any) -> str:
@@ -596,7 +759,12 @@ def read_notification(body: str) -> Notification | None:
         notification = QueryFinishedNotification.parse(body)
     except InvalidInputError:
         return None
-    return Notification(notification.query_id, notification.account_id, notification.snapshot())
+    return Notification(
+        notification.query_id,
+        account_key(notification.account_id),
+        notification.snapshot(),
+        account_as_sent=notification.account_id,
+    )
 
 
 class LwaTokenSource(TokenSource):

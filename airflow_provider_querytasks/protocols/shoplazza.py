@@ -226,6 +226,10 @@ class ShoplazzaApi(PlatformApi):
     def count_tasks_request(self) -> ApiRequest:
         return ApiRequest("GET", self._path("count"), "countDataTasks")
 
+    def get_shop_request(self) -> ApiRequest:
+        # The shop object carries "timezone": "The shop's timezone offset from UTC" ("+0800").
+        return ApiRequest("GET", f"/openapi/{self.api_version}/shop", "getShop")
+
     # -- operations (a request and its parser, run by either client) --------------------------
     def create_task(self, event: str, begin_time: str, end_time: str) -> Steps[str]:
         """createDataTask: the new task's ``query_id``."""
@@ -238,6 +242,10 @@ class ShoplazzaApi(PlatformApi):
     def list_tasks(self, page: int, limit: int) -> Steps[list[dict[str, Any]]]:
         """listDataTasks: one page of tasks."""
         return one_call(self.list_tasks_request(page, limit), parse_task_page)
+
+    def get_shop_timezone(self) -> Steps[str | None]:
+        """getShop: the shop's ``timezone`` as it reports it (``"+0800"``), or ``None``."""
+        return one_call(self.get_shop_request(), parse_shop_timezone)
 
     def count_tasks(self) -> Steps[int]:
         """countDataTasks: the number of tasks."""
@@ -303,6 +311,14 @@ def parse_task_page(response: ApiResponse) -> list[dict[str, Any]]:
     if not body or all(value is None for value in body.values()):
         return []
     raise ApiError(f"listDataTasks answered without a querys/tasks array: {str(body)[:200]}")
+
+
+def parse_shop_timezone(response: ApiResponse) -> str | None:
+    """The ``timezone`` of a shop object (bare, or under ``shop``), or ``None`` when absent."""
+    body = response.json_object()
+    shop: dict[str, Any] = body["shop"] if isinstance(body.get("shop"), dict) else body
+    value = shop.get("timezone")
+    return value.strip() if isinstance(value, str) and value.strip() else None
 
 
 def parse_count(response: ApiResponse) -> int:
@@ -392,7 +408,7 @@ def parse_time(value: TimeInput, parameter: str, tz: tzinfo) -> pendulum.DateTim
 
 
 def shop_timezone(name: str) -> pendulum.Timezone | pendulum.FixedTimezone:
-    """The time zone Shoplazza reads ``beginTime``/``endTime`` in (validated)."""
+    """An IANA time zone name (the ``timezone`` parameter), validated."""
     try:
         return pendulum.timezone(name)
     except Exception:
@@ -401,43 +417,100 @@ def shop_timezone(name: str) -> pendulum.Timezone | pendulum.FixedTimezone:
         ) from None
 
 
+_OFFSET = re.compile(r"^(?:UTC|GMT)?\s*([+-])(\d{1,2}):?(\d{2})?$", re.IGNORECASE)
+
+
+def reported_timezone(value: str | None) -> pendulum.Timezone | pendulum.FixedTimezone | None:
+    """The shop object's ``timezone`` as a time zone: an offset (``+0800``, ``+08:00``,
+    ``UTC+8``: fixed, without daylight-saving rules) or an IANA name; ``None`` when unreadable."""
+    if not value:
+        return None
+    found = _OFFSET.match(value.strip())
+    if found:
+        sign, hours, minutes = found.groups()
+        seconds = (int(hours) * 3600 + int(minutes or 0) * 60) * (-1 if sign == "-" else 1)
+        return pendulum.FixedTimezone(seconds) if abs(seconds) <= 14 * 3600 else None
+    try:
+        return pendulum.timezone(value.strip())
+    except Exception:
+        return None
+
+
+def utc_offset(at: datetime) -> str:
+    """``+08:00`` / ``-05:00``: the UTC offset of an aware datetime."""
+    offset = at.utcoffset() or timedelta(0)
+    sign = "-" if offset < timedelta(0) else "+"
+    minutes = abs(int(offset.total_seconds())) // 60
+    return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def zone_name(tz: tzinfo) -> str:
+    """A zone's name for logs and XCom (``America/New_York``; ``+08:00`` for a fixed offset)."""
+    if isinstance(tz, pendulum.FixedTimezone):
+        return utc_offset(datetime(2000, 1, 1, tzinfo=tz))
+    return str(getattr(tz, "name", None) or getattr(tz, "key", None) or tz)
+
+
+def is_ambiguous(local: datetime, tz: tzinfo) -> bool:
+    """Whether a local time without offset names two instants in ``tz`` (the hour a
+    daylight-saving change repeats)."""
+    naive = local.replace(tzinfo=None)
+    return naive.replace(tzinfo=tz, fold=0).utcoffset() != naive.replace(tzinfo=tz, fold=1).utcoffset()
+
+
 @dataclass(frozen=True)
 class TimeWindow:
-    """A window of at most 24 h, as sent to Shoplazza.
+    """A window of at most 24 h of real time, as sent to Shoplazza.
 
-    :param begin: ``beginTime`` in the shop's time zone, without offset.
+    :param begin: ``beginTime`` in the zone the times are sent in, without offset (as sent).
     :param end: ``endTime`` likewise.
+    :param begin_at: the instant ``begin`` stands for, ISO 8601 with its UTC offset.
+    :param end_at: likewise for ``end`` (the offsets differ across a daylight-saving change).
+    :param timezone: the zone ``begin`` and ``end`` are written in.
     """
 
     begin: str
     end: str
+    begin_at: str | None = None
+    end_at: str | None = None
+    timezone: str | None = None
 
-    def to_dict(self) -> dict[str, str]:
-        return {"begin": self.begin, "end": self.end}
+    def to_dict(self) -> dict[str, str | None]:
+        return {
+            "begin": self.begin,
+            "end": self.end,
+            "begin_at": self.begin_at,
+            "end_at": self.end_at,
+            "timezone": self.timezone,
+        }
 
 
 def split_window(
     begin_time: TimeInput,
     end_time: TimeInput,
     *,
-    timezone: str = "UTC",
+    timezone: str | tzinfo = "UTC",
     max_window: timedelta = MAX_WINDOW,
 ) -> list[TimeWindow]:
-    """Split ``[begin_time, end_time)`` into consecutive windows of at most 24 h.
+    """Split ``[begin_time, end_time)`` into consecutive windows of at most 24 h of real time.
 
-    For dynamic task mapping use
+    The windows are cut on the time line (UTC), not on the clock of ``timezone``: across a
+    daylight-saving change a 24 h window reads 23 or 25 hours on that clock, never 24 clock
+    hours that are 23 or 25 real ones. For dynamic task mapping use
     :func:`~airflow_provider_querytasks.operators.shoplazza.split_window_kwargs`.
 
     :param begin_time: start (datetime, pendulum, date or ISO 8601; naive in ``timezone``).
     :param end_time: end, after ``begin_time``.
-    :param timezone: the shop's time zone: naive inputs are read in it and the times sent are
-        written in it (Shoplazza's times carry no offset).
+    :param timezone: the zone Shoplazza reads times in (an IANA name, or a ``tzinfo``): naive
+        inputs are read in it and the times sent are written in it (Shoplazza's carry no offset).
     :param max_window: the longest window (24 h, the API's limit).
-    :raises InvalidInputError: naming the parameter.
+    :raises InvalidInputError: naming the parameter; also for a boundary whose time without
+        offset is ambiguous in ``timezone`` (the hour a daylight-saving change repeats), which
+        Shoplazza could read as either instant.
     """
-    tz = shop_timezone(timezone)
-    begin = parse_time(begin_time, "begin_time", tz).in_timezone(tz)
-    end = parse_time(end_time, "end_time", tz).in_timezone(tz)
+    tz = shop_timezone(timezone) if isinstance(timezone, str) else timezone
+    begin = parse_time(begin_time, "begin_time", tz).in_timezone("UTC")
+    end = parse_time(end_time, "end_time", tz).in_timezone("UTC")
     if begin.microsecond or end.microsecond:
         raise InvalidInputError("begin_time", "Shoplazza takes whole seconds; drop the fractional part")
     if not begin < end:
@@ -446,11 +519,33 @@ def split_window(
         )
     if max_window <= timedelta(0) or max_window > MAX_WINDOW:
         raise InvalidInputError("max_window", "must be positive and at most 24 hours")
+    name = zone_name(tz)
+
+    def local(at: pendulum.DateTime, parameter: str) -> datetime:
+        there = datetime.fromtimestamp(at.timestamp(), tz)
+        if is_ambiguous(there, tz):
+            raise InvalidInputError(
+                parameter,
+                f"a window boundary, {there.isoformat()}, falls in the hour {name} repeats when "
+                "daylight saving time ends: sent without offset, Shoplazza could read it as "
+                "either instant; start the window on a whole day or hour outside that hour",
+            )
+        return there
+
     windows = []
     start = begin
     while start < end:
-        stop = min(start + max_window, end)
-        windows.append(TimeWindow(start.strftime(TIME_FORMAT), stop.strftime(TIME_FORMAT)))
+        stop = min(start.add(seconds=int(max_window.total_seconds())), end)
+        first, last = local(start, "begin_time"), local(stop, "end_time")
+        windows.append(
+            TimeWindow(
+                first.strftime(TIME_FORMAT),
+                last.strftime(TIME_FORMAT),
+                first.isoformat(),
+                last.isoformat(),
+                name,
+            )
+        )
         start = stop
     return windows
 

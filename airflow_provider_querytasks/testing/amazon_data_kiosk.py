@@ -5,10 +5,29 @@ Four sites on 127.0.0.1: ``api`` (the Data Kiosk operations), ``lwa`` (``POST /a
 ``DATA_KIOSK_QUERY_PROCESSING_FINISHED`` notifications go to, one per finished query). Usage
 plans are enforced per operation and account with the published rates; statuses advance with
 the clock.
+
+Where the model and the docs are silent, the emulator takes the least convenient reading a
+client could meet (``shared/api/open-readings.md``; each a knob):
+
+- a notification's ``payload.accountId`` is prefixed (``amzn1.merchant.o.<merchant token>``, the
+  schema's example) while the connection holds the bare merchant token (``account_prefix``);
+- an access token dies before its ``expires_in`` (``early_expiry``, a fraction of it), answered
+  with the documented 403 "expired";
+- a revoked authorisation (:meth:`revoke`) and a missing Brand Analytics role
+  (``missing_role``) both answer 403 ``Unauthorized`` / "Access to requested resource is denied."
+  with no details, as public reports say the real service does: a 403 alone does not say which;
+- getQueries lists in an order of its own (neither newest nor oldest first; stable across the
+  pages of one listing);
+- the ``query`` a Query object and a notification echo is the text with everything GraphQL
+  ignores removed (as the schema's example notification shows it), and a next page's
+  createQuery must repeat that echoed text, as the model says;
+- the 8,000-character limit counts whitespace runs as one space and keeps comments (a client
+  counting less sends a query this refuses with 400).
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import time
@@ -59,6 +78,23 @@ DEFAULT_CREATED_SINCE_AGE = 90 * 86400.0
 OUTCOMES = ("DONE", "NO_DATA", "FATAL")
 
 
+def echoed_query(query: str) -> str:
+    """The ``query`` a Query object echoes: the submitted text with every character GraphQL
+    ignores removed (the notification schema's example is so), or as sent when it does not lex."""
+    from graphql import GraphQLError
+    from graphql.utilities import strip_ignored_characters
+
+    try:
+        return str(strip_ignored_characters(query))
+    except GraphQLError:
+        return query
+
+
+def _list_order(seed: str, query_id: str) -> str:
+    """getQueries' order: neither by creation time nor by id (the model does not say)."""
+    return hashlib.sha256(f"{seed}:{query_id}".encode()).hexdigest()
+
+
 def counted_query_length(query: str) -> int:
     """The length the 8,000-character limit counts: runs of whitespace count as one space."""
     return len(" ".join(query.split()))
@@ -101,7 +137,7 @@ class ListCursor:
     parameters: tuple[tuple[str, ...], str | None, str | None]
     since: float
     until: float
-    after: tuple[float, int]
+    after: str
 
 
 def _error(code: str, message: str, details: str = "") -> dict[str, Any]:
@@ -130,6 +166,11 @@ class DataKioskEmulator(EmulatorServer):
         returns (the SQS site checks the access key id only, not the SigV4 signature).
     :param notify: put a notification on the SQS queue :attr:`NOTIFICATION_QUEUE` when a query
         finishes (as a subscription to ``DATA_KIOSK_QUERY_PROCESSING_FINISHED`` does).
+    :param account_prefix: what notifications put before ``account_id`` (``amzn1.merchant.o.``,
+        the schema's example; ``amzn1.vg.`` for a vendor group; ``""``: the bare id).
+    :param early_expiry: the fraction of ``expires_in`` an access token dies early (403 expired).
+    :param missing_role: the application lacks the Brand Analytics role: every Data Kiosk call
+        answers 403 ``Unauthorized``, as a revoked authorisation does.
     :param clock: emulator clock.
     """
 
@@ -159,6 +200,9 @@ class DataKioskEmulator(EmulatorServer):
         error_message: str = "Dates in the query are invalid: startDate is after endDate.",
         aws_secret_access_key: str = "emulator-aws-secret-access-key",
         notify: bool = True,
+        account_prefix: str = "amzn1.merchant.o.",
+        early_expiry: float = 0.1,
+        missing_role: bool = False,
         clock: EmulatorClock | None = None,
     ) -> None:
         super().__init__(clock=clock)
@@ -179,6 +223,12 @@ class DataKioskEmulator(EmulatorServer):
         self.error_message = error_message
         self.aws_secret_access_key = aws_secret_access_key
         self.notify = notify
+        self.account_prefix = account_prefix
+        self.early_expiry = early_expiry
+        self.missing_role = missing_role
+        #: The selling partner revoked the app's authorisation (:meth:`revoke`).
+        self.revoked = False
+        self.list_seed = uuid.uuid4().hex
         self.queries: dict[str, EmulatedQuery] = {}
         #: access token -> expiry (time.time()).
         self.tokens: dict[str, float] = {}
@@ -236,6 +286,16 @@ class DataKioskEmulator(EmulatorServer):
 
     def expire_tokens(self) -> None:
         self.tokens.clear()
+
+    def revoke(self) -> None:
+        """The selling partner revokes the app's authorisation: the refresh token is refused
+        (``invalid_grant``) and every access token answers 403 ``Unauthorized``."""
+        self.revoked = True
+
+    @property
+    def notification_account_id(self) -> str:
+        """``payload.accountId`` of the notifications (``account_prefix`` + ``account_id``)."""
+        return f"{self.account_prefix}{self.account_id}"
 
     def connection(self, conn_id: str | None = None) -> dict[str, Any]:
         """An ``amazon_sp_api`` connection pointing at this emulator."""
@@ -295,7 +355,7 @@ class DataKioskEmulator(EmulatorServer):
         status = self.status_of(query)
         body: dict[str, Any] = {
             "queryId": query.query_id,
-            "query": query.query,
+            "query": echoed_query(query.query),
             "createdTime": _iso(query.created_wall),
             "processingStatus": status,
         }
@@ -317,7 +377,7 @@ class DataKioskEmulator(EmulatorServer):
         if body["processingStatus"] not in ("DONE", "FATAL", "CANCELLED"):
             raise ValueError(f"query {query_id} has not finished")
         payload = {
-            "accountId": self.account_id,
+            "accountId": self.notification_account_id,
             "queryId": query_id,
             "query": body["query"],
             "processingStatus": body["processingStatus"],
@@ -382,6 +442,8 @@ class DataKioskEmulator(EmulatorServer):
     def _authorise(self, request: web.Request, operation: str) -> web.Response | None:
         token = request.headers.get("x-amz-access-token", "")
         expiry = self.tokens.get(token)
+        if expiry is not None and (self.revoked or self.missing_role):
+            return self._reply(_error("Unauthorized", "Access to requested resource is denied."), 403)
         if expiry is None or expiry <= time.time():
             details = "The access token you provided has expired." if token else ""
             return self._reply(
@@ -403,13 +465,17 @@ class DataKioskEmulator(EmulatorServer):
             return json_response(
                 {"error": "invalid_client", "error_description": "Client authentication failed"}, 401
             )
-        if form.get("grant_type") != "refresh_token" or form.get("refresh_token") != self.refresh_token:
+        if (
+            form.get("grant_type") != "refresh_token"
+            or form.get("refresh_token") != self.refresh_token
+            or self.revoked
+        ):
             return json_response(
                 {"error": "invalid_grant", "error_description": "The request has an invalid grant parameter"},
                 400,
             )
         access = f"Atza|emulator-{uuid.uuid4().hex}"
-        self.tokens[access] = time.time() + self.token_ttl
+        self.tokens[access] = time.time() + self.token_ttl * (1.0 - self.early_expiry)
         return json_response(
             {
                 "access_token": access,
@@ -436,14 +502,14 @@ class DataKioskEmulator(EmulatorServer):
         token = spec.get("paginationToken")
         if token:
             parent = self.queries.get(str(token).split("-", 2)[-1])
-            if not str(token).startswith("page-") or parent is None or parent.query != text:
+            if not str(token).startswith("page-") or parent is None or echoed_query(parent.query) != text:
                 return self._reply(_error("InvalidInput", "Invalid paginationToken."), 400, "createQuery")
             page = int(str(token).split("-")[1])
         query = self.add_query(text, page)
         return self._reply({"queryId": query.query_id}, 202, "createQuery")
 
     async def _list(self, request: web.Request) -> web.Response:
-        """getQueries: filters, created-time window, newest first, ``nextToken`` paging."""
+        """getQueries: filters, created-time window, an order of its own, ``nextToken`` paging."""
         refused = self._authorise(request, "getQueries")
         if refused is not None:
             return refused
@@ -490,18 +556,17 @@ class DataKioskEmulator(EmulatorServer):
                 until = _parse_iso(until_text) if until_text else now
             except ValueError:
                 return invalid("createdSince and createdUntil must be ISO 8601 date-times.")
-            after = (float("inf"), 0)
+            after = ""
         matching = sorted(
             (
-                ((query.created_wall, int(query.query_id)), query)
+                (_list_order(self.list_seed, query.query_id), query)
                 for query in self.queries.values()
                 if since <= query.created_wall <= until
                 and (not statuses or self.status_of(query) in statuses)
             ),
             key=lambda item: item[0],
-            reverse=True,
         )
-        rest = [(key, query) for key, query in matching if key < after]
+        rest = [(key, query) for key, query in matching if key > after]
         page = rest[:size]
         result: dict[str, Any] = {"queries": [self.query_body(query) for _, query in page]}
         if len(rest) > size:

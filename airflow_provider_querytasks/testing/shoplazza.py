@@ -5,6 +5,13 @@ Sites: ``api`` (the shop host: ``/openapi/<version>/data/{query,task,tasks,count
 refuses any request carrying ``Access-Token``). What the public docs leave unknown is a knob:
 the failure value of ``query_status``, how long a complete task lacks its URL, the 401/400
 answer to a bad token, the list's array key, the result URL lifetime.
+
+The time zone of ``beginTime``/``endTime`` (which carry no offset) takes the least convenient
+reading the docs allow: they are read in the *shop's* time zone (``shop_timezone``, by default
+``America/New_York``: not UTC, and with daylight saving time), and the 24 h limit is checked on
+the real duration in that zone. ``GET /openapi/<version>/shop`` reports the zone as the docs show
+it: ``"timezone": "-0500"``, the offset from UTC at the time of the request (no daylight-saving
+rules). Each task keeps the instants it covers (``begin_at``, ``end_at``) for tests.
 """
 
 from __future__ import annotations
@@ -14,8 +21,9 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
@@ -66,6 +74,9 @@ class EmulatedTask:
     rows: int
     gzip: bool
     object_key: str | None = None
+    #: The instants ``begin`` and ``end`` stand for, read in the shop's time zone.
+    begin_at: datetime | None = None
+    end_at: datetime | None = None
 
 
 def parse_shop_time(value: str) -> datetime | None:
@@ -101,7 +112,8 @@ class ShoplazzaEmulator(EmulatorServer):
     :param rate_capacity: requests per bucket (per token and shop).
     :param rate_per_second: bucket replenishment.
     :param max_tasks: store task cap answered with ``file number error`` (``None``: no cap).
-    :param scopes: scopes the token has (``read_data`` is needed).
+    :param scopes: scopes the token has (``read_data`` is needed; ``read_shop`` for ``/shop``).
+    :param shop_timezone: the shop's IANA time zone, in which ``beginTime``/``endTime`` are read.
     :param clock: emulator clock.
     """
 
@@ -129,7 +141,8 @@ class ShoplazzaEmulator(EmulatorServer):
         rate_capacity: float = RATE_CAPACITY,
         rate_per_second: float = RATE_PER_SECOND,
         max_tasks: int | None = None,
-        scopes: tuple[str, ...] = ("read_data",),
+        scopes: tuple[str, ...] = ("read_data", "read_shop"),
+        shop_timezone: str = "America/New_York",
         clock: EmulatorClock | None = None,
     ) -> None:
         super().__init__(clock=clock)
@@ -155,6 +168,7 @@ class ShoplazzaEmulator(EmulatorServer):
         self.rate_per_second = rate_per_second
         self.max_tasks = max_tasks
         self.scopes = scopes
+        self.shop_timezone = shop_timezone
         self.tasks: dict[str, EmulatedTask] = {}
         #: OAuth access token -> expiry (time.time()).
         self.oauth_tokens: dict[str, float] = {}
@@ -171,6 +185,7 @@ class ShoplazzaEmulator(EmulatorServer):
         api.router.add_get("/openapi/{version}/data/task", self._detail)
         api.router.add_get("/openapi/{version}/data/tasks", self._list)
         api.router.add_get("/openapi/{version}/data/count", self._count)
+        api.router.add_get("/openapi/{version}/shop", self._shop)
         api.router.add_post("/admin/oauth/token", self._token)
         return {"api": api, "storage": self.storage.app()}
 
@@ -264,6 +279,17 @@ class ShoplazzaEmulator(EmulatorServer):
             url = self.storage.presign(task.object_key, self.url_ttl)
         return {"query_id": task.query_id, "query_status": status, "query": {"url": url}}
 
+    def shop_instant(self, local: datetime) -> datetime:
+        """A time without offset as the emulated Shoplazza reads it: in the shop's zone (UTC)."""
+        zone = ZoneInfo(self.shop_timezone)
+        return local.replace(tzinfo=zone).astimezone(timezone.utc)
+
+    def reported_offset(self) -> str:
+        """The shop object's ``timezone``: the zone's offset now, as ``-0500``."""
+        offset = datetime.now(ZoneInfo(self.shop_timezone)).utcoffset() or timedelta(0)
+        minutes = abs(int(offset.total_seconds())) // 60
+        return f"{'-' if offset < timedelta(0) else '+'}{minutes // 60:02d}{minutes % 60:02d}"
+
     def add_task(self, event: str | None, begin: datetime, end: datetime) -> EmulatedTask:
         """Create a task server-side, as ``GET /data/query`` does (seeds tests and benchmarks)."""
         task = EmulatedTask(
@@ -277,6 +303,8 @@ class ShoplazzaEmulator(EmulatorServer):
             url_delay=self.url_delay,
             rows=self.rows,
             gzip=self.gzip,
+            begin_at=self.shop_instant(begin),
+            end_at=self.shop_instant(end),
         )
         self.tasks[task.query_id] = task
         return task
@@ -293,11 +321,31 @@ class ShoplazzaEmulator(EmulatorServer):
         end = parse_shop_time(request.query.get("endTime", ""))
         if begin is None or end is None:
             return self._reply({"errors": ["invalid time formats"]}, 422)
-        if end <= begin or end - begin > timedelta(hours=24):
+        duration = self.shop_instant(end) - self.shop_instant(begin)
+        if duration <= timedelta(0) or duration > timedelta(hours=24):
             return self._reply({"errors": ["the time range must be positive and at most 24 hours"]}, 422)
         if self.max_tasks is not None and len(self.tasks) >= self.max_tasks:
             return self._reply({"errors": ["file number error"]}, 400)
         return self._reply({"query_id": self.add_task(event, begin, end).query_id})
+
+    async def _shop(self, request: web.Request) -> web.Response:
+        """The shop object (flat, under ``shop``); ``read_shop`` is needed."""
+        refused = self._authorise(request)
+        if refused is not None:
+            return refused
+        if "read_shop" not in self.scopes:
+            return self._reply({"errors": ["Forbidden"]}, 403)
+        name = self.shop.split(".")[0]
+        return self._reply(
+            {
+                "shop": {
+                    "id": 633130,
+                    "name": name,
+                    "system_domain": self.shop,
+                    "timezone": self.reported_offset(),
+                }
+            }
+        )
 
     async def _detail(self, request: web.Request) -> web.Response:
         refused = self._authorise(request)

@@ -9,6 +9,12 @@ may have a redrive policy: a message received more than ``maxReceiveCount`` time
 dead-letter queue at the next receive, as on SQS. Requests must carry a SigV4 ``Authorization``
 header naming the access key the site was given; the signature itself is not verified (a
 stand-in, not an IAM).
+
+Batch calls answer per entry (``Successful`` / ``Failed``), as SQS does: besides the entries that
+fail at the sender's fault (an invalid receipt handle), :meth:`SqsSite.fail_entries` makes the
+next entries fail at SQS's fault (``SenderFault: false``, ``InternalError``), which SQS may
+answer at any time (the API reference does not say when): a consumer must not take a 200 batch
+answer as every entry done.
 """
 
 from __future__ import annotations
@@ -94,8 +100,26 @@ class SqsSite:
         self.queues: dict[str, list[QueuedMessage]] = {}
         #: queue name -> (dead-letter queue name, maxReceiveCount).
         self.redrive: dict[str, tuple[str, int]] = {}
+        #: Batch entries still to fail at SQS's fault (see :meth:`fail_entries`).
+        self.failing_entries = 0
 
     # -- for tests and emulators --------------------------------------------------------------
+    def fail_entries(self, count: int) -> None:
+        """The next ``count`` entries of batch calls fail with ``InternalError`` (not the
+        sender's fault: worth sending again), leaving their messages as they were."""
+        self.failing_entries = count
+
+    def _internal_failure(self, entry: dict[str, Any]) -> dict[str, Any] | None:
+        if self.failing_entries <= 0:
+            return None
+        self.failing_entries -= 1
+        return {
+            "Id": entry.get("Id"),
+            "SenderFault": False,
+            "Code": "InternalError",
+            "Message": "We encountered an internal error. Please try again.",
+        }
+
     def create_queue(
         self, name: str, dead_letter_queue: str | None = None, max_receive_count: int = 10
     ) -> str:
@@ -280,6 +304,10 @@ class SqsSite:
         successful, failed = [], []
         for entry in self._entries(params):
             try:
+                internal = self._internal_failure(entry)
+                if internal is not None:
+                    failed.append(internal)
+                    continue
                 queue.remove(self._find(queue, entry.get("ReceiptHandle")))
                 successful.append({"Id": entry.get("Id")})
             except SqsError as error:
@@ -305,6 +333,10 @@ class SqsSite:
         successful, failed = [], []
         for entry in self._entries(params):
             try:
+                internal = self._internal_failure(entry)
+                if internal is not None:
+                    failed.append(internal)
+                    continue
                 self._change_visibility(queue, entry)
                 successful.append({"Id": entry.get("Id")})
             except SqsError as error:

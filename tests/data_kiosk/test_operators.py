@@ -26,8 +26,8 @@ from airflow_provider_querytasks.operators.amazon_data_kiosk import (
     DataKioskCancelQueryOperator,
     DataKioskNotificationOperator,
 )
-from airflow_provider_querytasks.protocols.amazon_data_kiosk import QueryFinishedNotification
-from airflow_provider_querytasks.testing.amazon_data_kiosk import DataKioskEmulator
+from airflow_provider_querytasks.protocols.amazon_data_kiosk import QueryFinishedNotification, marker_of
+from airflow_provider_querytasks.testing.amazon_data_kiosk import DataKioskEmulator, echoed_query
 from airflow_provider_querytasks.testing.dags import run_dag
 
 from ..helpers import run_trigger
@@ -73,7 +73,11 @@ def test_three_page_chain_in_one_task_fetches_every_page(emulator: DataKioskEmul
     result = operator(destination=str(tmp_path / "pages")).execute({})  # type: ignore[arg-type]
     created = [json.loads(r.body) for r in emulator.requests_to("api", "POST", r"/queries$")]
     assert [c.get("paginationToken") is None for c in created] == [True, False, False]
-    assert all(c["query"] == QUERY for c in created)  # the text is kept exactly
+    # The text is kept exactly from page to page (the first page's operation named for the task
+    # instance: see tests/data_kiosk/test_readings.py).
+    assert created[0]["query"] != QUERY and marker_of(created[0]["query"]) is not None
+    # The next pages repeat the text the Query object echoes (the model says so).
+    assert created[1]["query"] == created[2]["query"] == echoed_query(created[0]["query"])
     assert [p["next_token"] is None for p in result["pages"]] == [False, False, True]
     assert sorted(p.name for p in (tmp_path / "pages").iterdir()) == [
         "page-0001.jsonl",
@@ -131,17 +135,28 @@ def test_on_kill_cancels_the_current_query(emulator: DataKioskEmulator) -> None:
     assert query.cancelled and emulator.requests_to("api", "DELETE")
 
 
-def test_retry_reattaches_to_the_live_query_of_the_same_text(emulator: DataKioskEmulator) -> None:
+def test_retry_reattaches_to_the_live_query_of_this_task_instance(emulator: DataKioskEmulator) -> None:
+    # Re-attach by look-up adopts only this task instance's query (tests/data_kiosk/test_readings.py
+    # shows the queries it refuses).
     emulator.duration = 0.6
-    first = operator(wait_for_completion=False).execute({})["query_id"]  # type: ignore[arg-type]
+    started = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=5)
 
-    class RetryTI:
-        try_number = 2
+    class TI:
+        dag_id, task_id, run_id, map_index = "d", "t", "r", -1
+
+        def __init__(self, try_number: int) -> None:
+            self.try_number = try_number
 
         def xcom_push(self, key: str, value: Any) -> None:
             pass
 
-    result = operator().execute({"ti": RetryTI()})  # type: ignore[arg-type,typeddict-item]
+    class DagRun:
+        start_date = started
+
+    first_try: Any = {"ti": TI(1), "dag_run": DagRun()}
+    first = operator(wait_for_completion=False).execute(first_try)["query_id"]
+    retry: Any = {"ti": TI(2), "dag_run": DagRun()}
+    result = operator().execute(retry)
     assert result["query_id"] == first and len(emulator.queries) == 1
 
 
@@ -181,7 +196,7 @@ def test_notification_from_the_emulator_completes_like_a_poll(
     emulator.duration = 0.0
     query_id = hook.create_query(QUERY)
     notification = QueryFinishedNotification.parse(json.dumps(emulator.notification_for(query_id)))
-    assert notification.account_id == emulator.account_id
+    assert notification.account_id == emulator.notification_account_id
     assert notification.snapshot().raw["dataDocumentId"] == hook.get_query(query_id)["dataDocumentId"]
     for bad, match in [
         (
@@ -227,7 +242,7 @@ def test_notification_operator_fetches_its_page_and_submits_the_next(
     assert result["query_id"] == first and result["fetch"]["rows"] == emulator.rows
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{first}.jsonl"]
     follow_up = json.loads(emulator.requests_to("api", "POST", r"/queries$")[-1].body)
-    assert follow_up["query"] == QUERY and follow_up["paginationToken"] == result["next_token"]
+    assert follow_up["query"] == echoed_query(QUERY) and follow_up["paginationToken"] == result["next_token"]
     assert not emulator.requests_to("api", "GET", rf"/queries/{result['next_query_id']}$")
     # The next page's own notification ends the chain.
     emulator.clock.advance(1)
@@ -238,22 +253,33 @@ def test_notification_operator_fetches_its_page_and_submits_the_next(
     assert len(emulator.requests_to("api", "POST", r"/queries$")) == 2
 
 
-def test_notification_operator_retry_reuses_the_next_page_already_submitted(
+def test_notification_operator_retry_reuses_the_next_page_only_from_the_task_state_store(
     emulator: DataKioskEmulator, hook: DataKioskHook
 ) -> None:
     emulator.pages, emulator.duration = 2, 5.0
     first = hook.create_query(QUERY)
     emulator.clock.advance(6)
     envelope = emulator.notification_for(first)
-    [submitted] = DataKioskNotificationOperator(task_id="n", notification=envelope).execute({})  # type: ignore[arg-type]
 
-    class SecondTry:
-        try_number = 2
+    class Store(dict[str, Any]):
+        def set(self, key: str, value: Any) -> None:
+            self[key] = value
 
-    retry: Any = {"ti": SecondTry()}
+    class Try:
+        def __init__(self, number: int) -> None:
+            self.try_number = number
+
+    store = Store()
+    first_try: Any = {"ti": Try(1), "task_state_store": store}
+    [submitted] = DataKioskNotificationOperator(task_id="n", notification=envelope).execute(first_try)
+    retry: Any = {"ti": Try(2), "task_state_store": store}
     [again] = DataKioskNotificationOperator(task_id="n", notification=envelope).execute(retry)
     assert again["next_query_id"] == submitted["next_query_id"]
     assert len(emulator.requests_to("api", "POST", r"/queries$")) == 2
+    # Without the store nothing tells this task instance's page from another run's: submitted again.
+    third_try: Any = {"ti": Try(3)}
+    [third] = DataKioskNotificationOperator(task_id="n", notification=envelope).execute(third_try)
+    assert third["next_query_id"] != submitted["next_query_id"]
 
 
 def test_notification_operator_reads_the_triggering_asset_event(

@@ -66,13 +66,20 @@ def test_three_days_are_three_sequential_tasks_and_three_files(
         "purchase_product_20261121T000000_20261122T000000.csv",
         "purchase_product_20261122T000000_20261123T000000.csv",
     ]
-    assert result["window"] == {"begin": "2026-11-20T00:00:00", "end": "2026-11-23T00:00:00"}
+    assert result["window"] == {
+        "begin": "2026-11-20T00:00:00",
+        "end": "2026-11-23T00:00:00",
+        "begin_at": "2026-11-20T00:00:00-05:00",  # the shop reports -0500 (the emulator's zone)
+        "end_at": "2026-11-23T00:00:00-05:00",
+        "timezone": "-05:00",
+    }
     assert [w["status"] for w in result["windows"]] == ["complete"] * 3
     assert all(w["fetch"]["rows"] == 20 and "?" not in w["url"] for w in result["windows"])
     assert "query_id" not in result  # only a single window is flattened
 
 
 def test_aware_times_are_sent_in_the_shop_time_zone(emulator: ShoplazzaEmulator) -> None:
+    emulator.shop_timezone = "Asia/Shanghai"
     result = export(
         begin_time=dt.datetime(2026, 11, 20, tzinfo=dt.timezone.utc),
         end_time="2026-11-21T00:00:00+00:00",
@@ -145,22 +152,23 @@ def test_example_dags_run_end_to_end(
 
 
 def test_split_window_kwargs_feed_mapped_operators(emulator: ShoplazzaEmulator) -> None:
+    emulator.shop_timezone = "Asia/Shanghai"
     kwargs = split_window_kwargs(
         dt.datetime(2026, 11, 20, 16, tzinfo=dt.timezone.utc),
         "2026-11-22T04:00:00+00:00",
         timezone="Asia/Shanghai",
     )
     assert kwargs == [
-        {"begin_time": "2026-11-21T00:00:00", "end_time": "2026-11-22T00:00:00"},
-        {"begin_time": "2026-11-22T00:00:00", "end_time": "2026-11-22T12:00:00"},
+        {"begin_time": "2026-11-21T00:00:00+08:00", "end_time": "2026-11-22T00:00:00+08:00"},
+        {"begin_time": "2026-11-22T00:00:00+08:00", "end_time": "2026-11-22T12:00:00+08:00"},
     ]
-    # Each mapped instance sends its window unchanged (naive times are read in the same zone).
+    # Each mapped instance sends its window's instants (the times carry their offsets).
     for item in kwargs:
         export(timezone="Asia/Shanghai", wait_for_completion=False, **item).execute({})  # type: ignore[arg-type]
     sent = [
         (r.param("beginTime"), r.param("endTime"))
         for r in emulator.requests_to("api", "GET", r"/data/query$")
     ]
-    assert sent == [(k["begin_time"], k["end_time"]) for k in kwargs]
+    assert sent == [(k["begin_time"][:19], k["end_time"][:19]) for k in kwargs]
     with pytest.raises(InvalidInputError, match="end_time"):
         split_window_kwargs("2026-11-22", "2026-11-21")

@@ -15,11 +15,14 @@ class Notification:
     :param query_id: the platform's query id.
     :param account: the account the query belongs to (ids are unique only per account), if known.
     :param snapshot: the final status, as a poll would have returned it.
+    :param account_as_sent: the account as the message spelled it, when ``account`` is a
+        normalised form of it (for log lines).
     """
 
     query_id: str
     account: str | None
     snapshot: StatusSnapshot
+    account_as_sent: str | None = None
 
 
 #: A platform's reading of a message body: the notification it carries, or ``None`` for a message

@@ -185,6 +185,8 @@ class ProcessState:
         self.shared_settings = cache("shared_settings", 600.0, 1024)
         self.settings_locks = cache("settings_locks", 600.0, 4096)
         self.shared_async_clients = cache("shared_async_clients", 600.0, 1024)
+        #: Notifications refused for their account, already warned about (one warning each).
+        self.refused_accounts = cache("refused_accounts", day, 4096)
         #: Per event loop: the shared ``aiohttp`` session, its lease count, the notification queue readers.
         self.client_sessions: PerLoop[aiohttp.ClientSession] = weakref.WeakKeyDictionary()
         self.session_leases: PerLoop[int] = weakref.WeakKeyDictionary()

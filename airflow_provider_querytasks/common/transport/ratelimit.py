@@ -172,6 +172,10 @@ class AdaptiveTokenBucket(TokenBucket):
     FLOOR = 1 / 32
     #: Longest sleep before a waiter checks the bucket again (rates change while it waits).
     MAX_NAP = 1.0
+    #: The most a reported rate (``x-amzn-RateLimit-Limit``) may raise the ceiling, as a multiple
+    #: of the published plan: an account may be granted more than the default plan, but a
+    #: garbled or test header must not unleash unbounded calls (429s still cut the rate).
+    MAX_RAISE = 10.0
 
     def __init__(
         self,
@@ -189,6 +193,9 @@ class AdaptiveTokenBucket(TokenBucket):
         self.ceiling = rate
         self.server_rate = server_rate or rate
         self.server_burst = server_burst or burst
+        #: The published plan the bucket was made for (what a reported rate is bounded by).
+        self.plan_rate = self.server_rate
+        self.plan_burst = float(burst)
         self._jitter = jitter
         now = clock()
         self._tokens = max(1.0, burst * self.START_BURST, burst - rate * self.START_SECONDS)
@@ -297,11 +304,15 @@ class AdaptiveTokenBucket(TokenBucket):
     # -- feedback -------------------------------------------------------------------------------
     def record_answer(self, granted_at: float, throttled: bool, limit: float | None = None) -> None:
         """Adapt to an answer: ``throttled`` for a 429; ``limit``: the rate the platform says it
-        applies (``x-amzn-RateLimit-Limit``), which lowers the ceiling if below the plan."""
+        applies (``x-amzn-RateLimit-Limit``), which moves the ceiling to it (with the same
+        safety margin): lower, or higher up to :attr:`MAX_RAISE` times the published plan (the
+        burst is never raised above the plan's: no header reports it)."""
         with self._lock:
             now = self._clock()
-            if limit is not None and 0 < limit < self.server_rate:
-                self._lower_ceiling(limit, now)
+            if limit is not None and limit > 0:
+                limit = min(limit, self.plan_rate * self.MAX_RAISE)
+                if abs(limit - self.server_rate) > 1e-9 * self.server_rate:
+                    self._move_ceiling(limit, now)
             if not throttled:
                 return
             self.throttles += 1
@@ -320,12 +331,12 @@ class AdaptiveTokenBucket(TokenBucket):
         """Whether this bucket has served too few requests to be anything but a one-off caller."""
         return self._issued <= self.MIN_SHARE_SAMPLES
 
-    def _lower_ceiling(self, limit: float, now: float) -> None:
+    def _move_ceiling(self, limit: float, now: float) -> None:
         factor = limit / self.server_rate
         self._refill(now)
         self.server_rate = limit
         self.ceiling *= factor
-        self.burst = max(1.0, self.burst * factor)
+        self.burst = max(1.0, min(self.plan_burst, self.burst * factor))
         self._w_max = min(self._w_max, self.ceiling)
         self._cut_rate = min(self._cut_rate, self.ceiling)
         self._k = self._zero_point()

@@ -85,6 +85,7 @@ def _fill(state: ProcessState) -> None:
     state.shared_settings[(object, "conn")] = (object(), None, 0.0)
     state.settings_locks[(object, "conn", 1)] = object()
     state.shared_async_clients[(object, "conn", None, (1.0, 1.0))] = (object(), object())
+    state.refused_accounts[("queue", "query", "theirs", "mine")] = True
 
 
 def test_reset_clears_every_cache() -> None:
@@ -106,7 +107,7 @@ def test_reset_clears_every_cache() -> None:
     )
     assert store.read() is not None and store.read().refresh_token == "r2"  # type: ignore[union-attr]
     assert all(len(cache) == 1 for cache in process_state.caches()), process_state.caches()
-    assert len(process_state.caches()) == 10
+    assert len(process_state.caches()) == 11
 
     async def per_loop_state() -> None:
         shared_client_session()

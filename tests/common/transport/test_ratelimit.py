@@ -131,8 +131,8 @@ def test_the_rate_limit_header_lowers_the_ceiling() -> None:
     clock.sleep(120)  # past its start
     bucket.record_answer(clock(), throttled=False, limit=1.0)  # the platform applies 1 rps
     assert bucket.current_rate() == pytest.approx(0.9)
-    bucket.record_answer(clock(), throttled=False, limit=5.0)  # more than published: ignored
-    assert bucket.current_rate() == pytest.approx(0.9)
+    bucket.record_answer(clock(), throttled=False, limit=5.0)  # more than published: raised again
+    assert bucket.ceiling == pytest.approx(4.5)  # (tests/data_kiosk/test_readings.py: the bound)
 
 
 def test_a_waiter_that_gives_up_lets_the_next_one_go_in_its_place() -> None:
