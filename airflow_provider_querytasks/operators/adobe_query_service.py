@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_querytasks.common.api.errors import InvalidInputError
@@ -12,7 +12,12 @@ from airflow_provider_querytasks.common.transport.fetch import Destination, in_f
 from airflow_provider_querytasks.compat import BaseOperator, Context
 from airflow_provider_querytasks.hooks.adobe_query_service import AdobeQueryServiceHook
 from airflow_provider_querytasks.links.adobe_query_service import AdobeQueryLink
-from airflow_provider_querytasks.operators.base import FailWithoutRetryMixin, QueryTaskOperator
+from airflow_provider_querytasks.operators.base import (
+    FailWithoutRetryMixin,
+    QueryTaskOperator,
+    first_try_started,
+    task_instance_name,
+)
 from airflow_provider_querytasks.protocols.adobe_query_service import (
     AdobeQueryDefinition,
     created_dataset_id,
@@ -25,30 +30,7 @@ from airflow_provider_querytasks.triggers.adobe_query_service import AdobeQueryT
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
 
-__all__ = ["AdobeExportDatasetOperator", "AdobeQueryOperator", "attempt_started", "submission_name"]
-
-
-def submission_name(context: Context) -> str:
-    """``airflow:<dag_id>:<task_id>:<run_id>:<map_index>``: the same on every try of a task instance."""
-    ti: Any = context.get("ti")
-    if ti is None:
-        return "airflow:adhoc"
-    map_index = getattr(ti, "map_index", -1)
-    return f"airflow:{ti.dag_id}:{ti.task_id}:{ti.run_id}:{map_index if map_index is not None else -1}"
-
-
-def attempt_started(context: Context) -> datetime | None:
-    """When this attempt of the DAG run began: the later of the run's ``start_date`` and its
-    ``queued_at`` (both set anew when a finished run is cleared; ``queued_at`` also when a task
-    of a running run is cleared, on Airflow 3), or ``None`` when the context has neither.
-
-    Every try of the task instance in this attempt started after it, so a query of the task
-    instance created before it belongs to an earlier attempt (a cleared run), never to this one.
-    """
-    dag_run: Any = context.get("dag_run")
-    times = [getattr(dag_run, name, None) for name in ("start_date", "queued_at")]
-    known = [at if at.tzinfo else at.replace(tzinfo=timezone.utc) for at in times if isinstance(at, datetime)]
-    return max(known) if known else None
+__all__ = ["AdobeExportDatasetOperator", "AdobeQueryOperator"]
 
 
 class AdobeQueryOperator(QueryTaskOperator[AdobeQueryServiceHook]):
@@ -62,7 +44,8 @@ class AdobeQueryOperator(QueryTaskOperator[AdobeQueryServiceHook]):
     ``airflow:<dag_id>:<task_id>:<run_id>:<map_index>`` as the last line of its ``description``
     (the query's ``name`` is ``name`` when given, else the marker). On a retry without a stored
     query id (Airflow before 3.3, or no task state store), the newest query with this marker
-    created after the DAG run's attempt began (:func:`attempt_started`) is looked up, whatever
+    created after the DAG run's attempt began
+    (:func:`~airflow_provider_querytasks.operators.base.first_try_started`) is looked up, whatever
     its state: a live or succeeded one is re-attached to, a failed one (or none) is submitted
     again. Another task's or another run's query (a same ``name``, yesterday's run) is never
     adopted.
@@ -151,18 +134,18 @@ class AdobeQueryOperator(QueryTaskOperator[AdobeQueryServiceHook]):
         self.query_definition().body()
 
     def submit(self, context: Context) -> str:
-        marker = submission_name(context)
+        marker = task_instance_name(context)
         return str(self.hook.create_query(self.query_definition(self.name or marker, marker))["id"])
 
     def find_running(self, context: Context) -> str | None:
         """The newest query this task instance submitted in this attempt of its DAG run (any
         state: the base re-attaches to a live or succeeded one and submits again after a failed
         one), found by its marker; ``None`` when the attempt's start is unknown."""
-        since = attempt_started(context)
+        since = first_try_started(context)
         if since is None:
             self.log.info("The DAG run's start is unknown: no look-up of a previous try's query")
             return None
-        found = self.hook.find_submitted_query(submission_name(context), since)
+        found = self.hook.find_submitted_query(task_instance_name(context), since)
         return str(found["id"]) if found else None
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:

@@ -182,7 +182,7 @@ class DataKioskQueryOperator(SqsNotificationWaitMixin[DataKioskHook], QueryTaskO
                 "the query cannot be marked" if text is None else "the DAG run's start is unknown",
             )
             return None
-        found = self.hook.find_own_query(query_marker(task_instance_name(context)), since)
+        found = self.hook.find_own_query(query_marker(task_instance_name(context)), since.timestamp())
         return str(found["queryId"]) if found else None
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:

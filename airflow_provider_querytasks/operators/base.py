@@ -401,14 +401,16 @@ def task_instance_name(context: Context) -> str:
     return f"airflow:{ti.dag_id}:{ti.task_id}:{ti.run_id}:{map_index if map_index is not None else -1}"
 
 
-def first_try_started(context: Context) -> float | None:
-    """The earliest the task instance's first try can have started (``time.time()`` seconds):
-    its DAG run's ``start_date`` (Airflow resets it when the run is cleared, so the tries of an
-    earlier clear are before it), or ``None`` when unknown (no look-up then)."""
+def first_try_started(context: Context) -> datetime | None:
+    """The earliest the task instance's first try in this attempt of its DAG run can have
+    started: the later of the run's ``start_date`` and ``queued_at`` (both set anew when a
+    finished run is cleared; ``queued_at`` also when a task of a running run is cleared, on
+    Airflow 3), or ``None`` when the context has neither (no look-up then).
+
+    A query of the task instance created before it belongs to an earlier attempt (a cleared
+    run), never to this one: a retry's remote look-up adopts nothing older.
+    """
     dag_run: Any = context.get("dag_run")
-    start = getattr(dag_run, "start_date", None)
-    if not isinstance(start, datetime):
-        return None
-    if start.tzinfo is None:  # Airflow stores UTC
-        start = start.replace(tzinfo=timezone.utc)
-    return start.timestamp()
+    times = [getattr(dag_run, name, None) for name in ("start_date", "queued_at")]
+    known = [at if at.tzinfo else at.replace(tzinfo=timezone.utc) for at in times if isinstance(at, datetime)]
+    return max(known) if known else None

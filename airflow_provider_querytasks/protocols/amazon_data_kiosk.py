@@ -579,16 +579,16 @@ MARKER_PREFIX = "airflow_"
 _MARKER_AT_END = re.compile(r"(?:^|_)(" + MARKER_PREFIX + r"[0-9a-f]{32})$")
 
 
-def query_marker(submission_name: str) -> str:
+def query_marker(task_instance_name: str) -> str:
     """The GraphQL name that marks the queries one task instance submits: ``airflow_`` and 32 hex
-    digits of the SHA-256 of its ``submission_name`` (dag, task, run, map index).
+    digits of the SHA-256 of its ``task_instance_name`` (dag, task, run, map index).
 
     createQuery takes only ``query`` and ``paginationToken``, and getQueries echoes only
     ``query``: the operation's *name* is the one place of the text that survives either reading
     of what Amazon echoes (the text as sent, or with "unnecessary whitespace" and comments
     removed, as the notification schema's example suggests); a comment would not.
     """
-    return MARKER_PREFIX + hashlib.sha256(submission_name.encode()).hexdigest()[:32]
+    return MARKER_PREFIX + hashlib.sha256(task_instance_name.encode()).hexdigest()[:32]
 
 
 def _single_operation(query: str) -> Any:

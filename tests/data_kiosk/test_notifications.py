@@ -25,6 +25,7 @@ from airflow_provider_querytasks.testing.amazon_data_kiosk import DataKioskEmula
 from airflow_provider_querytasks.triggers.amazon_data_kiosk import DataKioskQueryTrigger
 
 from ..helpers import run_trigger, use_connection
+from ..notification_sources.conftest import polls_of, sqs_deleted
 from .conftest import QUERY
 
 boto3 = pytest.importorskip("boto3", reason="needs the amazon extra")
@@ -45,23 +46,6 @@ def sqs_client(emulator: DataKioskEmulator) -> Any:
         endpoint_url=conn["extra"]["endpoint_url"],
         aws_access_key_id=conn["login"],
         aws_secret_access_key=conn["password"],
-    )
-
-
-def polls_of(emulator: DataKioskEmulator, query_id: str) -> int:
-    return len(emulator.requests_to("api", "GET", rf"/queries/{query_id}$"))
-
-
-def sqs_calls(emulator: DataKioskEmulator, action: str) -> int:
-    return sum(r.header("X-Amz-Target") == f"AmazonSQS.{action}" for r in emulator.requests_to("sqs"))
-
-
-def sqs_deleted(emulator: DataKioskEmulator) -> int:
-    """Messages deleted, one by one or in batches."""
-    return sqs_calls(emulator, "DeleteMessage") + sum(
-        len(json.loads(r.body)["Entries"])
-        for r in emulator.requests_to("sqs")
-        if r.header("X-Amz-Target") == "AmazonSQS.DeleteMessageBatch"
     )
 
 
