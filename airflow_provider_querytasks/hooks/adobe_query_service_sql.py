@@ -101,6 +101,7 @@ class SqlAuthenticationError(AuthenticationError):
 
 
 def sqlstate_of(error: BaseException) -> str | None:
+    """The PostgreSQL SQLSTATE of a driver error (``53400``, ``28P01``...), or ``None``."""
     code = getattr(error, "pgcode", None) or getattr(error, "sqlstate", None)
     return str(code) if code else None
 

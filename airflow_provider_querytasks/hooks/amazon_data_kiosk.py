@@ -134,7 +134,7 @@ class DataKioskHook(QueryTaskHook[DataKioskSettings, DataKioskApi]):
     #: getQueries pages a re-attach look-up may read (100 queries each; the plan's burst is 10).
     FIND_PAGES = 5
 
-    def find_own_query(self, marker: str, created_after: float) -> dict[str, Any] | None:
+    def find_submitted_query(self, marker: str, created_after: float) -> dict[str, Any] | None:
         """The query a previous try of this task instance submitted, to re-attach to: the newest
         IN_QUEUE, IN_PROGRESS or DONE query whose operation name carries ``marker``
         (:func:`~..protocols.amazon_data_kiosk.query_marker`) created at or after

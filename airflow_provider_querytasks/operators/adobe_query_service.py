@@ -137,7 +137,7 @@ class AdobeQueryOperator(QueryTaskOperator[AdobeQueryServiceHook]):
         marker = task_instance_name(context)
         return str(self.hook.create_query(self.query_definition(self.name or marker, marker))["id"])
 
-    def find_running(self, context: Context) -> str | None:
+    def find_submitted_query(self, context: Context) -> str | None:
         """The newest query this task instance submitted in this attempt of its DAG run (any
         state: the base re-attaches to a live or succeeded one and submits again after a failed
         one), found by its marker; ``None`` when the attempt's start is unknown."""

@@ -171,7 +171,7 @@ class DataKioskQueryOperator(SqsNotificationWaitMixin[DataKioskHook], QueryTaskO
             text = self.query
         return self.hook.create_query(text, validate_schema=False)  # validated above
 
-    def find_running(self, context: Context) -> str | None:
+    def find_submitted_query(self, context: Context) -> str | None:
         """A query a previous try of this task instance submitted: one whose operation name
         carries this task instance's marker, created since its first try can have started."""
         text = self._marked_query(context)
@@ -182,7 +182,7 @@ class DataKioskQueryOperator(SqsNotificationWaitMixin[DataKioskHook], QueryTaskO
                 "the query cannot be marked" if text is None else "the DAG run's start is unknown",
             )
             return None
-        found = self.hook.find_own_query(query_marker(task_instance_name(context)), since.timestamp())
+        found = self.hook.find_submitted_query(query_marker(task_instance_name(context)), since.timestamp())
         return str(found["queryId"]) if found else None
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:

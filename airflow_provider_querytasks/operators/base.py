@@ -221,7 +221,7 @@ class QueryTaskOperator(FailWithoutRetryMixin, QueryWaitMixin[HookT], BaseOperat
         """Submit the remote query and return its id."""
         raise NotImplementedError
 
-    def find_running(self, context: Context) -> str | None:
+    def find_submitted_query(self, context: Context) -> str | None:
         """On a retry without a stored id: a live query the previous try submitted, if any."""
         return None
 
@@ -271,12 +271,12 @@ class QueryTaskOperator(FailWithoutRetryMixin, QueryWaitMixin[HookT], BaseOperat
         instead (raises ``TaskDeferred``) and :meth:`execute_complete` takes the chain up again."""
         self.record_query_id(context, query_id)
         if self.deferrable:
-            resume = {"resume_state": self.resume_state, "deadline": self._deadline}
+            next_kwargs = {"resume_state": self.resume_state, "deadline": self._deadline}
             trigger = self.build_trigger(
-                query_id, deadline=self._deadline, cancel_on_kill=self.cancel_on_kill, resume=resume
+                query_id, deadline=self._deadline, cancel_on_kill=self.cancel_on_kill, next_kwargs=next_kwargs
             )
             # The trigger carries the deadline: execution_timeout does not cover deferred time.
-            self.defer(trigger=trigger, method_name="execute_complete", kwargs=resume, timeout=None)
+            self.defer(trigger=trigger, method_name="execute_complete", kwargs=next_kwargs, timeout=None)
         loop = WaitLoop(
             self.hook.describe_query(query_id), self.poll_schedule(), self._deadline, logger=self.log
         )
@@ -296,7 +296,7 @@ class QueryTaskOperator(FailWithoutRetryMixin, QueryWaitMixin[HookT], BaseOperat
         deadline: float | None = None,
     ) -> Any:
         """Resume after the trigger's event (failed, cancelled and timed-out queries raise)."""
-        echoed = (event or {}).get("resume")
+        echoed = (event or {}).get("next_kwargs")
         if resume_state is None and isinstance(echoed, dict):
             # dag.test() passes the event without the defer kwargs; the trigger echoed them.
             resume_state = echoed.get("resume_state")
@@ -363,7 +363,7 @@ class QueryTaskOperator(FailWithoutRetryMixin, QueryWaitMixin[HookT], BaseOperat
             saved = stored.get("resume_state")
             self.resume_state = dict(saved) if isinstance(saved, dict) else {}
         else:
-            query_id = self.find_running(context)
+            query_id = self.find_submitted_query(context)
         if query_id is None:
             count_resumable_job("fresh_submit", self)
             return None

@@ -13,7 +13,7 @@ client could meet (``shared/api/open-readings.md``; each a knob):
   schema's example) while the connection holds the bare merchant token (``account_prefix``);
 - an access token dies before its ``expires_in`` (``early_expiry``, a fraction of it), answered
   with the documented 403 "expired";
-- a revoked authorisation (:meth:`revoke`) and a missing Brand Analytics role
+- a revoked authorisation (:meth:`DataKioskEmulator.revoke`) and a missing Brand Analytics role
   (``missing_role``) both answer 403 ``Unauthorized`` / "Access to requested resource is denied."
   with no details, as public reports say the real service does: a 403 alone does not say which;
 - getQueries lists in an order of its own (neither newest nor oldest first; stable across the

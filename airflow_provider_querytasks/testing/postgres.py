@@ -110,6 +110,7 @@ def find_bindir() -> Path:
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that no one listens on now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -131,10 +132,12 @@ def _server_user() -> str | None:
 
 
 def quote_ident(name: str) -> str:
+    """``name`` as an SQL identifier (double-quoted)."""
     return '"' + name.replace('"', '""') + '"'
 
 
 def quote_literal(value: str) -> str:
+    """``value`` as an SQL string literal (single-quoted)."""
     return "'" + value.replace("'", "''") + "'"
 
 
@@ -174,6 +177,8 @@ class LocalPostgres:
             raise RuntimeError(f"{command[0]} failed ({result.returncode}): {result.stderr.strip()[-2000:]}")
 
     def start(self) -> LocalPostgres:
+        """Create the cluster (initdb), start the server on 127.0.0.1 and wait until it accepts
+        connections; returns ``self``."""
         self.root.chmod(0o700)
         self.socket_dir.mkdir(mode=0o700, exist_ok=True)
         if self.user is not None:
@@ -213,6 +218,7 @@ class LocalPostgres:
         return self
 
     def stop(self) -> None:
+        """Stop the server (immediate shutdown); its folder stays for the caller to remove."""
         if self._started and (self.data / "postmaster.pid").exists():
             with suppress(RuntimeError, subprocess.SubprocessError):
                 self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")

@@ -18,7 +18,7 @@ class AdobeQueryTrigger(QueryTaskTrigger):
     :param poll_schedule: the poll schedule as a dict.
     :param started: wall-clock start of the wait.
     :param cancel_on_kill: cancel the query when the deferred task is killed.
-    :param resume: the operator's state, echoed back in the event.
+    :param next_kwargs: the operator's state, echoed back in the event.
     """
 
     hook_class = AdobeQueryServiceHook

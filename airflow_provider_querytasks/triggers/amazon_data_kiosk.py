@@ -20,7 +20,7 @@ class DataKioskQueryTrigger(QueryTaskTrigger):
     :param poll_schedule: the poll schedule as a dict.
     :param started: wall-clock start of the wait.
     :param cancel_on_kill: cancel the query when the deferred task is killed.
-    :param resume: the operator's state, echoed back in the event.
+    :param next_kwargs: the operator's state, echoed back in the event.
     :param notifications: an :class:`~.amazon_sqs.SqsNotificationSource` as a dict (``to_dict``):
         the wait also ends on the query's completion notification from that queue.
     """

@@ -52,9 +52,10 @@ class QueryTaskTrigger(BaseTrigger):
     :param poll_schedule: the :class:`~.wait.loop.PollSchedule` as a dict.
     :param started: wall-clock start of the wait (keeps the schedule across deferrals).
     :param cancel_on_kill: cancel the remote query when the task is killed while deferred.
-    :param resume: the operator's own state (JSON-able), echoed back in every event as
-        ``resume``: ``dag.test()`` resumes a task with the event alone and drops the ``defer``
-        kwargs, so the state has to travel with the trigger.
+    :param next_kwargs: the keyword arguments the operator deferred with (its own state,
+        JSON-able), echoed back in every event as ``next_kwargs``: ``dag.test()`` resumes a task
+        with the event alone and drops the ``defer`` kwargs, so the state has to travel with the
+        trigger.
     :param notifications: a :class:`~.notifications.BaseNotificationSource` as a dict
         (``to_dict``): also listen there and end the wait when the query's completion
         notification arrives (platforms whose hook has a ``notification_decoder``).
@@ -73,7 +74,7 @@ class QueryTaskTrigger(BaseTrigger):
         poll_schedule: dict[str, float] | None = None,
         started: float | None = None,
         cancel_on_kill: bool = True,
-        resume: dict[str, Any] | None = None,
+        next_kwargs: dict[str, Any] | None = None,
         notifications: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -83,7 +84,7 @@ class QueryTaskTrigger(BaseTrigger):
         self.poll_schedule = poll_schedule or PollSchedule().to_dict()
         self.started = time.time() if started is None else started
         self.cancel_on_kill = cancel_on_kill
-        self.resume = resume
+        self.next_kwargs = next_kwargs
         self.notifications = notifications
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -96,7 +97,7 @@ class QueryTaskTrigger(BaseTrigger):
                 "poll_schedule": self.poll_schedule,
                 "started": self.started,
                 "cancel_on_kill": self.cancel_on_kill,
-                "resume": self.resume,
+                "next_kwargs": self.next_kwargs,
                 "notifications": self.notifications,
             },
         )
@@ -111,7 +112,7 @@ class QueryTaskTrigger(BaseTrigger):
                 "query_id": self.query_id,
                 "message": message,
                 "snapshot": snapshot.to_dict() if snapshot else None,
-                "resume": self.resume,
+                "next_kwargs": self.next_kwargs,
             }
         )
 

@@ -82,7 +82,7 @@ def test_retry_does_not_adopt_a_query_from_before_the_run_started(emulator: Data
     # The same task instance's query of an earlier clear: created before the run (re)started.
     earlier = emulator.add_query(mark_query(QUERY, query_marker("airflow:d:query:r:-1")) or "")
     started = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=2)
-    found = operator().find_running(context(2, started))
+    found = operator().find_submitted_query(context(2, started))
     assert found is None and earlier.query_id in emulator.queries
 
 
@@ -92,7 +92,7 @@ def test_retry_adopts_its_own_query_wherever_the_list_shows_it(emulator: DataKio
     for run in range(150):  # other runs' queries: two getQueries pages in an order of its own
         emulator.add_query(mark_query(QUERY, query_marker(f"airflow:d:query:other-{run}:-1")) or "")
     own = operator(wait_for_completion=False).execute(context(1, started))["query_id"]
-    assert operator().find_running(context(2, started)) == own
+    assert operator().find_submitted_query(context(2, started)) == own
     lists = emulator.requests_to("api", "GET", r"/queries$")
     assert len(lists) == 2
     for request in lists:  # every page repeats every filter
@@ -109,7 +109,7 @@ def test_the_look_up_stops_at_its_page_cap_and_submits_again(
     own = operator(wait_for_completion=False).execute(context(1, started))["query_id"]
     for run in range(120):
         emulator.add_query(f"query q{run} {{ a }}")
-    assert operator().find_running(context(2, started)) is None
+    assert operator().find_submitted_query(context(2, started)) is None
     assert len(emulator.requests_to("api", "GET", r"/queries$")) == 1 and own in emulator.queries
 
 

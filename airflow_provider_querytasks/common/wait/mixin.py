@@ -98,7 +98,7 @@ class QueryWaitMixin(Generic[HookT]):
         *,
         deadline: float | None,
         cancel_on_kill: bool,
-        resume: dict[str, Any] | None = None,
+        next_kwargs: dict[str, Any] | None = None,
     ) -> QueryTaskTrigger:
         """The trigger that waits for ``query_id`` in the triggerer, until ``deadline``."""
         source = self.notification_source()
@@ -109,7 +109,7 @@ class QueryWaitMixin(Generic[HookT]):
             poll_schedule=self.poll_schedule().to_dict(),
             started=time.time(),
             cancel_on_kill=cancel_on_kill,
-            resume=resume,
+            next_kwargs=next_kwargs,
             notifications=source.to_dict() if source else None,
         )
 
