@@ -54,15 +54,18 @@ def prepare_airflow_home(output: Path) -> Path:
     return home
 
 
-def start_emulators() -> dict[str, Any]:
+def start_emulators(sql: bool) -> dict[str, Any]:
+    """Every emulator; with ``sql``, Adobe's also serves its PostgreSQL interface (a real,
+    throwaway server: needs the ``adobe-sql`` extra)."""
     from airflow_provider_querytasks.testing import EMULATORS, connection_env, emulator_class
-    from airflow_provider_querytasks.testing.postgres import LocalPostgres
 
     emulators: dict[str, Any] = {}
     for name in EMULATORS:
         emulator = emulator_class(name)().start()
         connections = [emulator.connection()]
-        if name == "adobe":  # Query Service's PostgreSQL interface: a real, throwaway server
+        if name == "adobe" and sql:
+            from airflow_provider_querytasks.testing.postgres import LocalPostgres
+
             emulator.attach_postgres(LocalPostgres().start())  # type: ignore[attr-defined]
             connections.append(emulator.sql_connection())  # type: ignore[attr-defined]
         os.environ.update(connection_env(conn) for conn in connections)
@@ -96,10 +99,11 @@ def main() -> int:
     output = args.output.resolve()
     output.mkdir(parents=True, exist_ok=True)
     prepare_airflow_home(output)
-    emulators = start_emulators()
+    files = args.files or sorted(EXAMPLES.glob("example_*.py"))
+    # PostgreSQL only for the DAGs that use Query Service's SQL interface.
+    emulators = start_emulators(sql=any("adobe_query_service_sql" in path.read_text() for path in files))
     from airflow_provider_querytasks.testing.dags import run_dag
 
-    files = args.files or sorted(EXAMPLES.glob("example_*.py"))
     logical_date = dt.datetime(2026, 11, 20, tzinfo=dt.timezone.utc)
     failures = 0
     rows = []
