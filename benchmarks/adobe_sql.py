@@ -17,12 +17,12 @@ import hashlib
 import os
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-PAGE = os.sysconf("SC_PAGE_SIZE")
+from run import PeakRss, rss  # run.py is the script that runs this section
+
 TABLE_SQL = """
 CREATE TABLE bench_events AS
 SELECT 'evt-' || lpad(i::text, 8, '0') AS event_id,
@@ -34,34 +34,6 @@ SELECT 'evt-' || lpad(i::text, 8, '0') AS event_id,
 FROM generate_series(1, {rows}) AS i
 """
 SELECT = "SELECT * FROM bench_events"
-
-
-def rss() -> int:
-    with open("/proc/self/statm", encoding="ascii") as statm:
-        return int(statm.read().split()[1]) * PAGE
-
-
-class PeakRss:
-    """The highest RSS of this process while it runs (a sampling thread)."""
-
-    def __init__(self, interval: float = 0.005) -> None:
-        self.interval = interval
-        self.peak = rss()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, rss())
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, rss())
 
 
 def sha256(path: Path) -> str:
@@ -127,7 +99,7 @@ def adobe_sql_export(rows: int, repeats: int) -> dict[str, Any]:
                         record = hook.export_rows(SELECT, hook_file, transfer=transfer)  # type: ignore[arg-type]
                         seconds = time.perf_counter() - started
                     runs = hook_runs if transfer == "cursor" else copy_runs
-                    growth = (peak.peak - before) / 2**20
+                    growth = (peak.value - before) / 2**20
                     runs.append({"seconds": seconds, "rss_growth_mib": growth, "rows": record["rows"]})
             psql_sha = sha256(psql_file)
             same = psql_sha == sha256(out / "hook-cursor.csv") == sha256(out / "hook-copy.csv")
