@@ -16,7 +16,7 @@ from airflow_provider_querytasks.common.api.notifications import Decoder
 from airflow_provider_querytasks.common.api.status import QueryState, StatusSnapshot
 from airflow_provider_querytasks.common.api.validation import required_id
 from airflow_provider_querytasks.common.transport.fetch import Destination, fetch_url
-from airflow_provider_querytasks.common.transport.ratelimit import TokenBucket, rate_limiters
+from airflow_provider_querytasks.common.transport.ratelimit import RateBudget, rate_limiters
 from airflow_provider_querytasks.common.transport.tokens import TokenSource
 from airflow_provider_querytasks.compat import Connection
 from airflow_provider_querytasks.connection_forms import AMAZON_SP_API_FORM
@@ -210,13 +210,13 @@ class DataKioskHook(QueryTaskHook[DataKioskSettings, DataKioskApi]):
         """Seconds until :meth:`alist_statuses` may sweep again (see :attr:`LIST_KEEP`)."""
         return self._sweep_ready_in(await self._list_bucket())
 
-    async def _list_bucket(self) -> TokenBucket:
+    async def _list_bucket(self) -> RateBudget:
         """This process's getQueries bucket for the account."""
         bucket = rate_limiters.budget((await self.aclient()).api, "getQueries")
         assert bucket is not None, "getQueries has a published usage plan"
         return bucket
 
-    def _sweep_ready_in(self, bucket: TokenBucket) -> float:
+    def _sweep_ready_in(self, bucket: RateBudget) -> float:
         """Seconds until a sweep may go: a page spare beyond :attr:`LIST_KEEP`, and a refill
         interval since the bucket's last call (0: now)."""
         return max(bucket.until_spare(self.LIST_KEEP), 1 / bucket.rate_now() - bucket.idle_for(), 0.0)

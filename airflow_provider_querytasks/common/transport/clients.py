@@ -40,7 +40,7 @@ from airflow_provider_querytasks.common.api.errors import (
     ServerError,
 )
 from airflow_provider_querytasks.common.transport.process_state import process_state
-from airflow_provider_querytasks.common.transport.ratelimit import TokenBucket, rate_limiters
+from airflow_provider_querytasks.common.transport.ratelimit import RateBudget, rate_limiters
 from airflow_provider_querytasks.common.transport.tokens import AccessToken, TokenCache, TokenSource
 
 if TYPE_CHECKING:
@@ -172,10 +172,10 @@ class _CallPolicy:
             headers.update(self.api.headers(secret))
         return url, headers
 
-    def bucket(self, request: ApiRequest) -> TokenBucket | None:
+    def bucket(self, request: ApiRequest) -> RateBudget | None:
         return rate_limiters.budget(self.api, request.operation, request.authenticated)
 
-    def record_answer(self, bucket: TokenBucket, granted_at: float, response: ApiResponse) -> None:
+    def record_answer(self, bucket: RateBudget, granted_at: float, response: ApiResponse) -> None:
         """Tell the bucket what the platform answered: a 429 slows it down (see ``ratelimit``)."""
         limit = None
         if self.api.rate_limit_header is not None:

@@ -24,6 +24,10 @@ one 429 to learn their share; the Benchmarks page has the figures):
   this process is what it may keep sending. CUBIC's fixed cut (x0.7) needs several 429s per
   process to reach a third of the plan when three processes share it; the share gets there in
   one.
+
+Callers see a :class:`RateBudget`, the few methods they use. :class:`AdaptiveTokenBucket` is the
+one production uses; :class:`StaticTokenBucket` (``RateLimiterRegistry(adaptive=False)``) is the
+fixed-rate baseline that tests and benchmarks compare it with.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import random
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from airflow_provider_querytasks.common.api.calls import PlatformApi
 from airflow_provider_querytasks.common.transport.process_state import (
@@ -42,8 +47,41 @@ from airflow_provider_querytasks.common.transport.process_state import (
 )
 
 
-class TokenBucket:
-    """A static token bucket: ``burst`` tokens, refilled at ``rate`` per second.
+class RateBudget(Protocol):
+    """What a caller of a bucket uses: :class:`AdaptiveTokenBucket` (production) and
+    :class:`StaticTokenBucket` (the static baseline of tests and benchmarks) both are one."""
+
+    def acquire(self) -> float:
+        """Block the thread until a token is available; return the monotonic time it was granted."""
+
+    async def acquire_async(self) -> float:
+        """Suspend the coroutine until a token is available; return the time it was granted."""
+
+    def record_answer(self, granted_at: float, throttled: bool, limit: float | None = None) -> None:
+        """What the platform answered to a request sent at ``granted_at``: ``throttled`` for a
+        429; ``limit`` the rate it says it applies (``None``: it did not say)."""
+
+    def rate_now(self) -> float:
+        """The rate allowed now (requests per second)."""
+
+    def idle_for(self) -> float:
+        """Seconds since the last token was granted (``inf`` before the first)."""
+
+    def spare(self, keep: float = 0.0) -> float:
+        """Tokens free now beyond ``keep`` (a fraction of the bucket's size): what optional
+        calls may spend at once, without waiting (0 while anybody waits for a token).
+
+        A call that must not wait checks this before it goes (calls of one event loop between
+        the check and their turn cannot take its token: nothing else runs in between).
+        """
+
+    def until_spare(self, keep: float = 0.0, tokens: float = 1.0) -> float:
+        """Seconds until :meth:`spare` holds ``tokens`` at today's rate (0: it does now)."""
+
+
+class StaticTokenBucket:
+    """A static token bucket: ``burst`` tokens, refilled at ``rate`` per second; it ignores
+    what the platform answers (the baseline the adaptive bucket is measured against).
 
     :param rate: sustained requests per second.
     :param burst: bucket size (requests that may go at once after a quiet period).
@@ -74,19 +112,39 @@ class TokenBucket:
         #: When the last token was granted (monotonic; -inf before the first).
         self.last_grant = float("-inf")
 
-    def reserve(self) -> float:
+    def _refill(self, now: float) -> None:
+        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+
+    def _reserve(self) -> float:
         """Take one token now or in the future; return the seconds to wait before using it."""
         with self._lock:
             now = self._clock()
-            self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
-            self._updated = now
+            self._refill(now)
             self._tokens -= 1.0
             delay = 0.0 if self._tokens >= 0 else -self._tokens / self.rate
             self.last_grant = now + delay
             return delay
 
+    def acquire(self) -> float:
+        """Block the thread until a token is available; return the monotonic time it was granted."""
+        delay = self._reserve()
+        if delay > 0:
+            self._sleep(delay)
+        return self._clock()
+
+    async def acquire_async(self) -> float:
+        """Suspend the coroutine until a token is available; return the time it was granted."""
+        delay = self._reserve()
+        if delay > 0:
+            await self._async_sleep(delay)
+        return self._clock()
+
+    def record_answer(self, granted_at: float, throttled: bool, limit: float | None = None) -> None:
+        """Ignored: a static bucket keeps its rate whatever the platform answers."""
+
     def rate_now(self) -> float:
-        """The rate allowed now (requests per second)."""
+        """The rate allowed now: always :attr:`rate`."""
         return self.rate
 
     def idle_for(self) -> float:
@@ -94,41 +152,17 @@ class TokenBucket:
         return self._clock() - self.last_grant
 
     def spare(self, keep: float = 0.0) -> float:
-        """Tokens free now beyond ``keep`` (a fraction of the bucket's size): what optional
-        calls may spend at once, without waiting (0 while anybody waits for a token).
-
-        A call that must not wait checks this before it goes (calls of one event loop between
-        the check and their turn cannot take its token: nothing else runs in between).
-        """
+        """Tokens free now beyond ``keep`` (a fraction of the bucket's size)."""
         with self._lock:
-            now = self._clock()
-            self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
-            self._updated = now
+            self._refill(self._clock())
             return max(0.0, self._tokens - keep * self.burst)
 
     def until_spare(self, keep: float = 0.0, tokens: float = 1.0) -> float:
-        """Seconds until :meth:`spare` holds ``tokens`` at today's rate (0: it does now)."""
-        return max(0.0, tokens - self.spare(keep)) / self.rate_now()
-
-    def acquire(self) -> float:
-        """Block the thread until a token is available; return the monotonic time it was granted."""
-        delay = self.reserve()
-        if delay > 0:
-            self._sleep(delay)
-        return self._clock()
-
-    async def acquire_async(self) -> float:
-        """Suspend the coroutine until a token is available; return the time it was granted."""
-        delay = self.reserve()
-        if delay > 0:
-            await self._async_sleep(delay)
-        return self._clock()
-
-    def record_answer(self, granted_at: float, throttled: bool, limit: float | None = None) -> None:
-        """What the platform answered to a request sent at ``granted_at`` (a static bucket ignores it)."""
+        """Seconds until :meth:`spare` holds ``tokens`` (0: it does now)."""
+        return max(0.0, tokens - self.spare(keep)) / self.rate
 
 
-class AdaptiveTokenBucket(TokenBucket):
+class AdaptiveTokenBucket:
     """A token bucket whose rate follows the platform's 429s (see the module docstring).
 
     Waiters take a numbered place in a queue and go when the bucket's cumulative credit reaches
@@ -189,15 +223,25 @@ class AdaptiveTokenBucket(TokenBucket):
         sleep: Callable[[float], None] = time.sleep,
         async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        super().__init__(rate, burst, clock, sleep=sleep, async_sleep=async_sleep)
+        if rate <= 0 or burst < 1:
+            raise ValueError(f"rate must be > 0 and burst >= 1, got rate={rate}, burst={burst}")
+        #: The ceiling of the bucket size (a reported rate may lower it).
+        self.burst = float(burst)
         self.ceiling = rate
         self.server_rate = server_rate or rate
         self.server_burst = server_burst or burst
         #: The published plan the bucket was made for (what a reported rate is bounded by).
         self.plan_rate = self.server_rate
         self.plan_burst = float(burst)
+        self._clock = clock
         self._jitter = jitter
+        self._sleep = sleep
+        self._async_sleep = async_sleep
+        self._lock = threading.Lock()
+        #: When the last token was granted (monotonic; -inf before the first).
+        self.last_grant = float("-inf")
         now = clock()
+        self._updated = now
         self._tokens = max(1.0, burst * self.START_BURST, burst - rate * self.START_SECONDS)
         self._issued = 0
         #: CUBIC state: the rate it returns to, when the last cut happened, the cut rate.
@@ -225,26 +269,31 @@ class AdaptiveTokenBucket(TokenBucket):
         grown = self.SCALE * self.ceiling * (now - self._cut_at - self._k) ** 3 + self._w_max
         return min(self.ceiling, max(self.ceiling * self.FLOOR, self._cut_rate, grown))
 
-    @property
-    def capacity(self) -> float:
-        """Bucket size now: the burst scaled like the rate (a cut rate gets a cut burst)."""
-        return max(1.0, self.burst * self.current_rate() / self.ceiling)
+    def _capacity(self, rate: float) -> float:
+        """Bucket size at ``rate``: the burst scaled like the rate (a cut rate gets a cut burst)."""
+        return max(1.0, self.burst * rate / self.ceiling)
 
     def rate_now(self) -> float:
+        """The rate allowed now (see :meth:`current_rate`)."""
         return self.current_rate()
 
+    def idle_for(self) -> float:
+        """Seconds since the last token was granted (``inf`` before the first)."""
+        return self._clock() - self.last_grant
+
     def spare(self, keep: float = 0.0) -> float:
+        """Tokens free now beyond ``keep`` (a fraction of the bucket's size now, which shrinks
+        with a cut rate): what optional calls may spend at once, without waiting (0 while
+        anybody waits for a token)."""
         with self._lock:
             now = self._clock()
             rate = self._refill(now)
-            capacity = max(1.0, self.burst * rate / self.ceiling)
-            return max(0.0, self._tokens - keep * capacity)
+            return max(0.0, self._tokens - keep * self._capacity(rate))
 
     def _refill(self, now: float) -> float:
         rate = self.current_rate(now)
-        capacity = max(1.0, self.burst * rate / self.ceiling)
         # (a cut burst keeps no more than its new size)
-        self._tokens = min(capacity, self._tokens + (now - self._updated) * rate)
+        self._tokens = min(self._capacity(rate), self._tokens + (now - self._updated) * rate)
         self._updated = now
         return rate
 
@@ -278,10 +327,12 @@ class AdaptiveTokenBucket(TokenBucket):
         with self._lock:
             self._tokens += 1.0
 
-    def reserve(self) -> float:  # pragma: no cover - the queue has no single reservation
-        raise NotImplementedError("AdaptiveTokenBucket queues: use acquire() or acquire_async()")
+    def until_spare(self, keep: float = 0.0, tokens: float = 1.0) -> float:
+        """Seconds until :meth:`spare` holds ``tokens`` at today's rate (0: it does now)."""
+        return max(0.0, tokens - self.spare(keep)) / self.current_rate()
 
     def acquire(self) -> float:
+        """Block the thread until its place in the queue comes; return when it was granted."""
         place = self._enqueue()
         try:
             while (delay := self._wait_for(place)) > 0:
@@ -292,6 +343,7 @@ class AdaptiveTokenBucket(TokenBucket):
         return self._clock()
 
     async def acquire_async(self) -> float:
+        """Suspend the coroutine until its place in the queue comes; return when it was granted."""
         place = self._enqueue()
         try:
             while (delay := self._wait_for(place)) > 0:
@@ -395,11 +447,11 @@ class RateLimiterRegistry:
         self.clock = clock
         self.sleep = sleep
         self.async_sleep = async_sleep
-        buckets: BoundedCache[tuple[str, str, str], TokenBucket] = (state or ProcessState()).rate_buckets
+        buckets: BoundedCache[tuple[str, str, str], RateBudget] = (state or ProcessState()).rate_buckets
         self._buckets = buckets
         self._lock = threading.Lock()
 
-    def bucket(self, platform: str, account: str, operation: str, rate: float, burst: float) -> TokenBucket:
+    def bucket(self, platform: str, account: str, operation: str, rate: float, burst: float) -> RateBudget:
         """The process's bucket of one account's operation, made on first use at the plan's rate and burst
         times ``safety``.
         """
@@ -419,7 +471,7 @@ class RateLimiterRegistry:
                         async_sleep=self.async_sleep,
                     )
                 else:
-                    found = TokenBucket(
+                    found = StaticTokenBucket(
                         limited_rate,
                         limited_burst,
                         self.clock,
@@ -429,7 +481,7 @@ class RateLimiterRegistry:
                 self._buckets[key] = found
             return found
 
-    def budget(self, api: PlatformApi, operation: str, authenticated: bool = True) -> TokenBucket | None:
+    def budget(self, api: PlatformApi, operation: str, authenticated: bool = True) -> RateBudget | None:
         """The bucket that paces ``operation`` of ``api``'s account: its own usage plan when the
         platform publishes one, else the account's shared plan for authenticated calls; ``None``
         when nothing limits it."""

@@ -11,7 +11,7 @@ import pytest
 from airflow_provider_querytasks.common.transport.ratelimit import (
     AdaptiveTokenBucket,
     RateLimiterRegistry,
-    TokenBucket,
+    StaticTokenBucket,
 )
 
 from ...helpers import FakeClock
@@ -19,8 +19,8 @@ from ...helpers import FakeClock
 
 def test_token_bucket_allows_the_burst_then_the_rate() -> None:
     clock = FakeClock()
-    bucket = TokenBucket(rate=2.0, burst=3.0, clock=clock)
-    waits = [bucket.reserve() for _ in range(5)]
+    bucket = StaticTokenBucket(rate=2.0, burst=3.0, clock=clock)
+    waits = [bucket._reserve() for _ in range(5)]
     assert waits[:3] == [0.0, 0.0, 0.0]
     assert waits[3] == pytest.approx(0.5)
     assert waits[4] == pytest.approx(1.0)
@@ -42,7 +42,7 @@ async def test_async_bucket_spaces_concurrent_callers() -> None:
         waits.append(seconds)
         await asyncio.sleep(0)
 
-    bucket = TokenBucket(rate=20.0, burst=2.0, clock=clock, async_sleep=sleep)
+    bucket = StaticTokenBucket(rate=20.0, burst=2.0, clock=clock, async_sleep=sleep)
     await asyncio.gather(*(bucket.acquire_async() for _ in range(6)))
     # 2 at once, then 4 more at 20/s: the last one waits 0.2 s.
     assert sorted(waits) == pytest.approx([0.05, 0.1, 0.15, 0.2])
@@ -150,7 +150,7 @@ def test_a_waiter_that_gives_up_lets_the_next_one_go_in_its_place() -> None:
 def test_registry_makes_adaptive_buckets_unless_told_otherwise() -> None:
     assert isinstance(RateLimiterRegistry().bucket("dk", "a", "getQuery", 2, 15), AdaptiveTokenBucket)
     static = RateLimiterRegistry(adaptive=False).bucket("dk", "a", "getQuery", 2, 15)
-    assert type(static) is TokenBucket
+    assert type(static) is StaticTokenBucket
 
 
 def test_spare_tokens_are_what_a_call_may_spend_now_without_waiting() -> None:
@@ -169,8 +169,8 @@ def test_spare_tokens_are_what_a_call_may_spend_now_without_waiting() -> None:
     take(queued, clock)
     queued._enqueue()  # somebody waits for the next token: nothing is spare
     assert queued.spare() == 0.0
-    static = TokenBucket(2.0, 4.0, clock=clock)
-    static.reserve()
+    static = StaticTokenBucket(2.0, 4.0, clock=clock)
+    static._reserve()
     assert static.spare() == pytest.approx(3.0) and static.idle_for() == 0.0
     assert static.rate_now() == 2.0
 
