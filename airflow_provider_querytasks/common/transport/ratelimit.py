@@ -492,11 +492,6 @@ class RateLimiterRegistry:
             return self.bucket(api.platform, api.account, "*", *api.shared_rate_limit)
         return None
 
-    def reset(self) -> None:
-        """Forget every bucket (tests)."""
-        with self._lock:
-            self._buckets.clear()
-
 
 #: The process-wide registry (one per triggerer or worker process).
 rate_limiters = RateLimiterRegistry(state=process_state)
