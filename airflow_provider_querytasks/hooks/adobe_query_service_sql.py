@@ -33,9 +33,9 @@ from airflow_provider_querytasks.common.api.errors import (
 from airflow_provider_querytasks.common.api.validation import is_loopback_host
 from airflow_provider_querytasks.common.transport.clients import token_cache
 from airflow_provider_querytasks.common.transport.fetch import (
+    AtomicTarget,
     Destination,
     FetchRecord,
-    _Target,
     destination_for,
 )
 from airflow_provider_querytasks.compat import mask_secret
@@ -461,7 +461,7 @@ class AdobeQueryServiceSqlHook(DbApiHook):
             raise InvalidInputError("parameters", "transfer='copy' takes none: use transfer='cursor'")
         if not isinstance(sql, str) or not sql.strip():
             raise InvalidInputError("sql", "give one SELECT statement")
-        target = _Target(destination_for(destination, f"{filename}.{file_format}"))
+        target = AtomicTarget(destination_for(destination, f"{filename}.{file_format}"))
         try:
             for attempt in (1, 2):
                 connection, password = self._connect()
