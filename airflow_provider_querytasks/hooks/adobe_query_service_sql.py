@@ -17,7 +17,7 @@ import io
 import json
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from functools import cached_property
 from typing import IO, TYPE_CHECKING, Any, Literal
@@ -57,8 +57,8 @@ MAX_LIMIT = 100_000
 #: sslmode values allowed for any host, and those allowed only for a loopback host (an emulator).
 SSLMODES = ("require", "verify-ca", "verify-full")
 LOOPBACK_SSLMODES = ("prefer", "disable")
-FORMATS = ("csv", "jsonl")
-FileFormat = Literal["csv", "jsonl"]
+FORMATS = ("csv", "jsonl", "parquet")
+FileFormat = Literal["csv", "jsonl", "parquet"]
 #: How rows travel: a server-side cursor (documented by Adobe), or PostgreSQL's COPY protocol.
 TRANSFERS = ("cursor", "copy")
 Transfer = Literal["cursor", "copy"]
@@ -440,17 +440,20 @@ class AdobeQueryServiceSqlHook(DbApiHook):
         :param destination: a local path or object-storage URI; one ending in ``/`` is a folder
             (the file is then ``<filename>.<format>`` in it).
         :param file_format: ``csv`` (the server's text of each value, as ``COPY ... CSV`` writes
-            it; NULL is an empty field) or ``jsonl`` (one JSON object a row).
+            it; NULL is an empty field), ``jsonl`` (one JSON object a row) or ``parquet`` (one
+            row group a ``FETCH``; column types from the result's type OIDs, see
+            ``docs/adobe_sql.md``; needs pyarrow, in the ``adobe-sql`` extra).
         :param parameters: query parameters (psycopg2 ``%s`` / ``%(name)s`` placeholders).
         :param filename: the file's name (without extension) when ``destination`` is a folder.
-        :param header: whether a CSV starts with the column names.
+        :param header: whether a CSV starts with the column names (CSV only).
         :param transfer: ``cursor`` (``DECLARE``/``FETCH``, documented by Adobe for streaming) or
             ``copy`` (``COPY (<sql>) TO STDOUT WITH (FORMAT csv)``: the server writes the CSV,
             several times faster; Adobe does not document ``COPY ... TO STDOUT``, so a server
             that refuses it fails the task saying to use ``cursor``). ``copy`` takes no
             ``parameters`` and writes CSV only.
         :return: the fetch record (``uri``, ``bytes``, ``sha256``, ``lines``, ``source``) plus
-            ``rows`` and ``columns``.
+            ``rows``, ``columns``, ``format`` and ``transfer``. ``lines`` is ``None`` for Parquet
+            (a binary file has no lines; ``rows`` counts the rows).
         :raises SqlLimitError: ``53400`` (10 minutes, ``LIMIT`` over 100,000).
         :raises SqlRowCapError: exactly 50,000 rows from a SELECT without ``LIMIT``.
         :raises SqlAuthenticationError: ``28P01`` twice.
@@ -511,6 +514,8 @@ class AdobeQueryServiceSqlHook(DbApiHook):
             source=f"{ADOBE_SCHEME}://{self.rest_hook.settings.org_id}/{self.rest_hook.settings.sandbox}",
         ).to_dict()
         record.update(rows=rows, columns=columns, format=file_format, transfer=transfer)
+        if file_format == "parquet":
+            record["lines"] = None
         self.log.info("Exported %d rows -> %s (%d bytes)", rows, record["uri"], record["bytes"])
         return record
 
@@ -533,8 +538,9 @@ class AdobeQueryServiceSqlHook(DbApiHook):
         if file_format == "csv":
             # Every value as the server's text (no Python objects in between): what COPY ... CSV
             # writes, at a fraction of the cost.
-            oids = tuple(psycopg2.extensions.string_types)
-            psycopg2.extensions.register_type(psycopg2.extensions.new_type(oids, "QT_RAW", _raw), cursor)
+            _register_text(cursor, tuple(psycopg2.extensions.string_types))
+        elif file_format == "parquet":
+            _register_text(cursor, parquet_text_oids())
         self.log.info("Streaming the rows of: %s", sql)
         cursor.execute(sql, parameters)
         rows = 0
@@ -543,15 +549,18 @@ class AdobeQueryServiceSqlHook(DbApiHook):
         while True:
             batch = cursor.fetchmany(self.fetch_size)
             if encode is None:
-                columns = [str(column[0]) for column in cursor.description or ()]
-                encode = (
-                    _csv_encoder(writer, columns, header)
-                    if file_format == "csv"
-                    else _jsonl_encoder(writer, columns)
-                )
+                description = list(cursor.description or ())
+                columns = [str(column[0]) for column in description]
+                if file_format == "csv":
+                    encode = _csv_encoder(writer, columns, header)
+                elif file_format == "parquet":
+                    encode = _parquet_encoder(writer, description)
+                else:
+                    encode = _jsonl_encoder(writer, columns)
+            # The last, empty batch ends the file (Parquet writes its footer).
+            encode(batch)
             if not batch:
                 break
-            encode(batch)
             rows += len(batch)
             writer.rows = rows
         cursor.close()
@@ -585,8 +594,12 @@ class AdobeQueryServiceSqlHook(DbApiHook):
         return rows, []
 
 
-def _raw(value: str | None, cursor: Any) -> str | None:
-    return value
+def _register_text(cursor: Any, oids: tuple[int, ...]) -> None:
+    """Have ``cursor`` return the server's text for ``oids`` (psycopg2's C-level text caster)."""
+    import psycopg2.extensions
+
+    text = psycopg2.extensions.new_type(oids, "QT_TEXT", psycopg2.extensions.UNICODE)
+    psycopg2.extensions.register_type(text, cursor)
 
 
 def _csv_encoder(writer: _RecordWriter, columns: list[str], header: bool) -> Any:
@@ -625,6 +638,111 @@ def _jsonl_encoder(writer: _RecordWriter, columns: list[str]) -> Any:
     return encode
 
 
+# -- Parquet --------------------------------------------------------------------------------
+#: PostgreSQL's built-in type OIDs (pg_type.oid, fixed since PostgreSQL 7) that Parquet keeps typed.
+PG_BOOL, PG_BYTEA, PG_INT8, PG_INT2, PG_INT4 = 16, 17, 20, 21, 23
+PG_FLOAT4, PG_FLOAT8 = 700, 701
+PG_DATE, PG_TIMESTAMP, PG_TIMESTAMPTZ = 1082, 1114, 1184
+PG_NUMERIC, PG_JSON, PG_JSONB = 1700, 114, 3802
+#: Those read as psycopg2's Python values (int, float, bool, bytes, date, datetime); every other
+#: column is read as the server's text.
+PARQUET_TYPED_OIDS = frozenset(
+    {
+        PG_BOOL,
+        PG_BYTEA,
+        PG_INT8,
+        PG_INT2,
+        PG_INT4,
+        PG_FLOAT4,
+        PG_FLOAT8,
+        PG_DATE,
+        PG_TIMESTAMP,
+        PG_TIMESTAMPTZ,
+    }
+)
+#: The widest numeric decimal128 holds.
+DECIMAL128_DIGITS = 38
+
+
+def parquet_text_oids() -> tuple[int, ...]:
+    """The OIDs a Parquet export reads as text: numeric (exact digits), json/jsonb (not parsed)
+    and every type psycopg2 would turn into something else (arrays, intervals, ranges...)."""
+    import psycopg2.extensions
+
+    known = set(psycopg2.extensions.string_types) | {PG_NUMERIC, PG_JSON, PG_JSONB}
+    return tuple(sorted(known - PARQUET_TYPED_OIDS))
+
+
+def arrow_type(type_code: int, precision: int | None, scale: int | None) -> Any:
+    """The Arrow type a Parquet export stores a column of PostgreSQL type ``type_code`` as.
+
+    numeric with a known precision (1 to 38) and scale becomes ``decimal128``; any other numeric,
+    json, jsonb and every type not listed below, a string (the server's text).
+
+    :param type_code: the column's type OID (``cursor.description``).
+    :param precision: numeric's declared precision, else ``None`` (or psycopg2's 65535).
+    :param scale: numeric's declared scale, else ``None``.
+    """
+    import pyarrow as pa
+
+    if type_code == PG_NUMERIC:
+        if precision is not None and scale is not None and 0 <= scale <= precision <= DECIMAL128_DIGITS:
+            return pa.decimal128(precision, scale)
+        return pa.string()
+    simple = {
+        PG_BOOL: pa.bool_(),
+        PG_BYTEA: pa.binary(),
+        PG_INT2: pa.int16(),
+        PG_INT4: pa.int32(),
+        PG_INT8: pa.int64(),
+        PG_FLOAT4: pa.float32(),
+        PG_FLOAT8: pa.float64(),
+        PG_DATE: pa.date32(),
+        PG_TIMESTAMP: pa.timestamp("us"),
+        PG_TIMESTAMPTZ: pa.timestamp("us", tz="UTC"),
+    }
+    return simple.get(type_code, pa.string())
+
+
+def _parquet_encoder(
+    writer: _RecordWriter, description: Sequence[Any]
+) -> Callable[[list[tuple[Any, ...]]], None]:
+    """Writes each batch as one Parquet row group; an empty batch closes the file (its footer)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema(
+        [pa.field(str(column[0]), arrow_type(column[1], column[4], column[5])) for column in description]
+    )
+    parquet = pq.ParquetWriter(writer, schema)
+
+    def array(values: Sequence[Any], field: Any) -> Any:
+        if pa.types.is_decimal(field.type):
+            # The server's digits, cast: a value the type cannot hold (NaN, more digits) is an
+            # error, never rounded.
+            try:
+                return pa.array(values, pa.string()).cast(field.type)
+            except pa.ArrowInvalid as exc:
+                raise SqlInterfaceError(
+                    f"Column {field.name!r} holds a value Parquet's {field.type} cannot hold "
+                    f"exactly ({exc}): cast the column to text in the SELECT"
+                ) from None
+        return pa.array(values, field.type)
+
+    def encode(batch: list[tuple[Any, ...]]) -> None:
+        if not batch:
+            parquet.close()
+            return
+        columns = list(zip(*batch, strict=True))
+        parquet.write_batch(
+            pa.record_batch(
+                [array(values, field) for values, field in zip(columns, schema, strict=True)], schema=schema
+            )
+        )
+
+    return encode
+
+
 class _RecordWriter(io.RawIOBase):
     """Writes to the temporary file, hashing, counting bytes and lines on the way."""
 
@@ -636,14 +754,15 @@ class _RecordWriter(io.RawIOBase):
         self.newlines = 0
         self.last = b"\n"
         self.rows = 0
+        self.abandoned = False
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: Any) -> int:
         data = bytes(data)
-        if not data:
-            return 0
+        if not data or self.abandoned:  # a Parquet writer may flush its footer when collected
+            return len(data)
         self.out.write(data)
         self.sha.update(data)
         self.size += len(data)
@@ -661,5 +780,6 @@ class _RecordWriter(io.RawIOBase):
         super().close()
 
     def abandon(self) -> None:
+        self.abandoned = True
         with contextlib.suppress(Exception):  # the error being handled matters more
             self.close()

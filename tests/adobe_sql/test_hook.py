@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -99,10 +102,12 @@ def test_jsonl_export_keeps_numbers_and_json(
 
 def test_bad_export_input_fails_before_any_call(emulator: AdobeQueryServiceEmulator, tmp_path: Path) -> None:
     hook = AdobeQueryServiceSqlHook()
-    with pytest.raises(InvalidInputError, match="file_format.*csv, jsonl"):
+    with pytest.raises(InvalidInputError, match="file_format.*csv, jsonl, parquet"):
         hook.export_rows("SELECT 1", tmp_path / "x", file_format="xml")  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="fetch_size"):
         AdobeQueryServiceSqlHook(fetch_size=0)
+    with pytest.raises(InvalidInputError, match="'copy' writes CSV only"):
+        hook.export_rows("SELECT 1", tmp_path / "x", file_format="parquet", transfer="copy")
     assert emulator.requests_to("api") == [] and emulator.requests_to("ims") == []
 
 
@@ -340,3 +345,163 @@ def test_export_to_an_object_storage_path(emulator: AdobeQueryServiceEmulator, t
     written = (tmp_path / "obj" / "pages.csv").read_bytes()
     assert hashlib.sha256(written).hexdigest() == record["sha256"] and record["rows"] == 5
     assert [p.name for p in (tmp_path / "obj").iterdir()] == ["pages.csv"]  # no temporary name left
+
+
+# -- Parquet ------------------------------------------------------------------------------------
+#: One column of each type the Parquet export maps (docs/adobe_sql.md), every fifth row NULL.
+PARQUET_TABLE = """
+CREATE TABLE parquet_types AS
+SELECT i AS id,
+       CASE WHEN i % 5 <> 0 THEN (i - 20)::int2 END AS small,
+       CASE WHEN i % 5 <> 0 THEN i * 1000 END AS medium,
+       CASE WHEN i % 5 <> 0 THEN i * 10000000000 END AS big,
+       CASE WHEN i % 5 <> 0 THEN (i / 3.0)::float4 END AS f4,
+       CASE WHEN i % 5 <> 0 THEN i / 7.0::float8 END AS f8,
+       CASE WHEN i % 5 <> 0 THEN i % 2 = 0 END AS flag,
+       CASE WHEN i % 5 <> 0 THEN 'naïve ' || i END AS label,
+       CASE WHEN i % 5 <> 0 THEN ('v' || i)::varchar(8) END AS short_label,
+       (CASE WHEN i % 5 <> 0 THEN i * 1234567.89 END)::numeric(16, 2) AS amount,
+       CASE WHEN i % 5 <> 0 THEN 12345678901234567890.123456789012345 * i END AS unbounded,
+       (CASE WHEN i % 5 <> 0 THEN i * 1.5 END)::numeric(40, 5) AS too_wide,
+       CASE WHEN i % 5 <> 0 THEN date '2026-02-27' + i END AS day,
+       CASE WHEN i % 5 <> 0 THEN timestamp '2026-11-19 23:59:59.123456' + i * interval '1 hour' END
+           AS local_ts,
+       CASE WHEN i % 5 <> 0 THEN timestamptz '2026-11-19 12:00:00.5+05:30' + i * interval '1 day' END
+           AS utc_ts,
+       CASE WHEN i % 5 <> 0 THEN jsonb_build_object('i', i, 'tags', jsonb_build_array('a', i)) END AS doc,
+       CASE WHEN i % 5 <> 0 THEN json_build_object('i', i) END AS plain_json,
+       CASE WHEN i % 5 <> 0 THEN decode(lpad(to_hex(i * 4099), 6, '0'), 'hex') END AS raw,
+       CASE WHEN i % 5 <> 0 THEN i * interval '90 minutes' END AS span
+FROM generate_series(1, 23) AS i
+"""
+
+
+@pytest.fixture
+def parquet_types(emulator: AdobeQueryServiceEmulator, postgres: LocalPostgres) -> Iterator[str]:
+    with postgres.admin("prod:all") as cursor:
+        cursor.execute("DROP TABLE IF EXISTS parquet_types")
+        cursor.execute(PARQUET_TABLE)
+        cursor.execute(f'GRANT SELECT ON parquet_types TO "{emulator.org_id}"')
+    yield "parquet_types"
+    with postgres.admin("prod:all") as cursor:
+        cursor.execute("DROP TABLE parquet_types")
+
+
+def test_parquet_export_keeps_types_values_and_nulls(
+    parquet_types: str, postgres: LocalPostgres, tmp_path: Path
+) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    record = AdobeQueryServiceSqlHook(fetch_size=4).export_rows(
+        "SELECT * FROM parquet_types ORDER BY id", f"{tmp_path}/", filename="types", file_format="parquet"
+    )
+    path = Path(record["uri"])
+    assert path == tmp_path / "types.parquet" and [p.name for p in tmp_path.iterdir()] == ["types.parquet"]
+    data = path.read_bytes()
+    assert record["bytes"] == len(data) and record["sha256"] == hashlib.sha256(data).hexdigest()
+    assert record["rows"] == 23 and record["lines"] is None and record["format"] == "parquet"
+    assert pq.ParquetFile(path).metadata.num_row_groups == 6  # one per FETCH of 4 rows
+    table = pq.read_table(path)
+    assert dict(zip(table.column_names, table.schema.types, strict=True)) == {
+        "id": pa.int32(),
+        "small": pa.int16(),
+        "medium": pa.int32(),
+        "big": pa.int64(),
+        "f4": pa.float32(),
+        "f8": pa.float64(),
+        "flag": pa.bool_(),
+        "label": pa.string(),
+        "short_label": pa.string(),
+        "amount": pa.decimal128(16, 2),
+        "unbounded": pa.string(),  # no declared precision: the exact digits as text
+        "too_wide": pa.string(),  # over decimal128's 38 digits
+        "day": pa.date32(),
+        "local_ts": pa.timestamp("us"),
+        "utc_ts": pa.timestamp("us", tz="UTC"),
+        "doc": pa.string(),
+        "plain_json": pa.string(),
+        "raw": pa.binary(),
+        "span": pa.string(),  # not mapped: the server's text
+    }
+    assert record["columns"] == table.column_names
+    # The admin's rows: psycopg2's Python values, and the server's text where Parquet keeps text.
+    expected = admin_rows(
+        postgres,
+        "SELECT id, small, medium, big, f4, f8, flag, label, short_label, amount, unbounded::text, "
+        "too_wide::text, day, local_ts, utc_ts, doc::text, plain_json::text, raw, span::text "
+        "FROM parquet_types ORDER BY id",
+    )
+    got = [tuple(row.values()) for row in table.to_pylist()]
+    assert len(got) == len(expected) == 23
+    for row, want in zip(got, expected, strict=True):
+        assert row[:4] == want[:4] and row[5:10] == want[5:10]
+        # float4 round-trips as a 32-bit float: the same float the server holds.
+        assert row[4] == (None if want[4] is None else float(pa.scalar(want[4], pa.float32()).as_py()))
+        assert row[10:14] == want[10:14]  # numerics exact (never rounded), dates, timestamps
+        assert row[14] == want[14] and (row[14] is None or row[14].utcoffset() == dt.timedelta(0))
+        assert row[15:17] == want[15:17]  # json and jsonb: the server's text
+        assert row[17] == (None if want[17] is None else bytes(want[17]))
+        assert row[18] == want[18]
+    assert got[4] == (5,) + (None,) * 18  # a NULL row: every column null, none filled in
+    assert got[0][9] == Decimal("1234567.89")
+    assert got[22][10] == "283950614728395061472.839506147283935"  # all 36 digits, as the server has them
+
+
+def test_an_empty_parquet_result_is_a_valid_file_with_the_schema(parquet_types: str, tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    record = AdobeQueryServiceSqlHook().export_rows(
+        "SELECT id, amount, utc_ts FROM parquet_types WHERE false",
+        tmp_path / "none.parquet",
+        file_format="parquet",
+    )
+    table = pq.read_table(record["uri"])
+    assert table.num_rows == record["rows"] == 0 and record["lines"] is None
+    assert table.schema.types == [pa.int32(), pa.decimal128(16, 2), pa.timestamp("us", tz="UTC")]
+    assert record["columns"] == ["id", "amount", "utc_ts"]
+
+
+def test_a_numeric_parquet_cannot_hold_fails_and_leaves_no_file(parquet_types: str, tmp_path: Path) -> None:
+    """NaN in a numeric(16, 2) column has no decimal128 form: an error, never a rounded or
+    missing value; the row groups already written are discarded."""
+    pytest.importorskip("pyarrow")
+    sql = (
+        "SELECT id, (CASE WHEN id = 17 THEN 'NaN' ELSE amount END)::numeric(16, 2) AS amount "
+        "FROM parquet_types ORDER BY id"
+    )
+    with pytest.raises(sql_module.SqlInterfaceError, match="'amount'.*decimal128.*cast the column to text"):
+        AdobeQueryServiceSqlHook(fetch_size=5).export_rows(
+            sql, tmp_path / "nan.parquet", file_format="parquet"
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_token_expired_mid_parquet_export_starts_the_file_over(
+    emulator: AdobeQueryServiceEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    encoder = sql_module._parquet_encoder
+    expired: list[int] = []
+
+    def expiring_encoder(*args: Any) -> Any:
+        encode = encoder(*args)
+
+        def wrapped(batch: list[tuple[Any, ...]]) -> None:
+            encode(batch)
+            if batch and not expired:
+                expired.append(len(batch))
+                emulator.expire_tokens()  # new password, sessions ended
+
+        return wrapped
+
+    monkeypatch.setattr(sql_module, "_parquet_encoder", expiring_encoder)
+    record = AdobeQueryServiceSqlHook(fetch_size=100).export_rows(
+        "SELECT _id, page_views FROM web_events ORDER BY _id",
+        tmp_path / "events.parquet",
+        file_format="parquet",
+    )
+    assert expired == [100] and token_calls(emulator) == 2
+    ids = pq.read_table(record["uri"]).column("_id").to_pylist()
+    assert record["rows"] == len(ids) == len(set(ids)) == 1000  # started over, no duplicates
+    assert pq.ParquetFile(record["uri"]).metadata.num_row_groups == 10
+    assert [p.name for p in tmp_path.iterdir()] == ["events.parquet"]
