@@ -14,10 +14,12 @@ import contextlib
 import csv
 import hashlib
 import io
+import itertools
 import json
 import re
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from functools import cached_property
 from typing import IO, TYPE_CHECKING, Any, Literal
@@ -546,23 +548,24 @@ class AdobeQueryServiceSqlHook(DbApiHook):
         rows = 0
         columns: list[str] = []
         encode: Any = None
-        while True:
-            batch = cursor.fetchmany(self.fetch_size)
-            if encode is None:
-                description = list(cursor.description or ())
-                columns = [str(column[0]) for column in description]
-                if file_format == "csv":
-                    encode = _csv_encoder(writer, columns, header)
-                elif file_format == "parquet":
-                    encode = _parquet_encoder(writer, description)
-                else:
-                    encode = _jsonl_encoder(writer, columns)
-            # The last, empty batch ends the file (Parquet writes its footer).
-            encode(batch)
-            if not batch:
-                break
-            rows += len(batch)
-            writer.rows = rows
+        batches = _prefetched(cursor, self.fetch_size)
+        try:
+            for batch in batches:
+                if encode is None:
+                    description = list(cursor.description or ())
+                    columns = [str(column[0]) for column in description]
+                    if file_format == "csv":
+                        encode = _csv_encoder(writer, columns, header)
+                    elif file_format == "parquet":
+                        encode = _parquet_encoder(writer, description)
+                    else:
+                        encode = _jsonl_encoder(writer, columns)
+                # The last, empty batch ends the file (Parquet writes its footer).
+                encode(batch)
+                rows += len(batch)
+                writer.rows = rows
+        finally:
+            batches.close()  # waits for a FETCH in flight: the connection is closed after this
         cursor.close()
         connection.rollback()
         return rows, columns
@@ -602,19 +605,71 @@ def _register_text(cursor: Any, oids: tuple[int, ...]) -> None:
     psycopg2.extensions.register_type(text, cursor)
 
 
+def _prefetched(cursor: Any, size: int) -> Generator[list[tuple[Any, ...]], None, None]:
+    """The cursor's batches, up to and including the last, empty one. The next batch is fetched
+    on a helper thread while the caller writes this one: psycopg2 releases the GIL while the
+    server answers a ``FETCH``, so the server's work and the writing overlap.
+
+    Close the generator before the connection: that waits for the ``FETCH`` in flight."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="querytasks-sql-fetch")
+    try:
+        pending = pool.submit(cursor.fetchmany, size)
+        while True:
+            batch = pending.result()
+            if not batch:
+                yield batch
+                return
+            pending = pool.submit(cursor.fetchmany, size)
+            yield batch
+    finally:
+        pool.shutdown(wait=True)
+
+
+#: What makes COPY ... CSV quote a value (besides the empty string, and ``\.`` alone on a line).
+CSV_SPECIAL = re.compile(r'[,"\n\r]')
+
+
+def _csv_line(row: Sequence[Any], single: bool) -> str:
+    """One row as ``COPY ... CSV`` writes it: NULL empty, an empty string ``""``, a value with a
+    comma, quote or line break quoted (quotes doubled)."""
+    fields = []
+    for value in row:
+        if value is None:
+            fields.append("")
+            continue
+        text = str(value)
+        if not text or CSV_SPECIAL.search(text) or (single and text == "\\."):
+            text = '"' + text.replace('"', '""') + '"'
+        fields.append(text)
+    return ",".join(fields) + "\n"
+
+
 def _csv_encoder(writer: _RecordWriter, columns: list[str], header: bool) -> Any:
+    """Writes batches of text values byte for byte as ``COPY ... CSV`` does.
+
+    csv.writer (C) writes most batches; it differs from COPY only for an empty string (not
+    quoted: the same as NULL), a ``\\r`` without ``\\n`` (not quoted) and a one-column row
+    (NULL quoted), so a batch holding one of those is written by :func:`_csv_line` instead.
+    """
     buffer = io.StringIO()
     csv_writer = csv.writer(buffer, lineterminator="\n")
+    single = len(columns) == 1
 
     def encode(batch: list[tuple[Any, ...]]) -> None:
-        csv_writer.writerows(batch)
-        writer.write(buffer.getvalue().encode("utf-8"))
-        buffer.seek(0)
-        buffer.truncate()
+        text = None
+        if not single and "" not in itertools.chain.from_iterable(batch):
+            csv_writer.writerows(batch)
+            text = buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+            if "\r" in text:
+                text = None
+        if text is None:
+            text = "".join([_csv_line(row, single) for row in batch])
+        writer.write(text.encode("utf-8"))
 
     if header:
-        csv_writer.writerow(columns)
-        encode([])
+        writer.write(_csv_line(columns, single).encode("utf-8"))
     return encode
 
 
