@@ -61,9 +61,12 @@ SSLMODES = ("require", "verify-ca", "verify-full")
 LOOPBACK_SSLMODES = ("prefer", "disable")
 FORMATS = ("csv", "jsonl", "parquet")
 FileFormat = Literal["csv", "jsonl", "parquet"]
-#: How rows travel: a server-side cursor (documented by Adobe), or PostgreSQL's COPY protocol.
-TRANSFERS = ("cursor", "copy")
-Transfer = Literal["cursor", "copy"]
+#: How rows travel: a server-side cursor (documented by Adobe), PostgreSQL's COPY protocol, or
+#: COPY with the cursor as fallback where the server refuses COPY.
+TRANSFERS = ("cursor", "copy", "auto")
+Transfer = Literal["cursor", "copy", "auto"]
+#: The SQLSTATEs of a server that does not take ``COPY (...) TO STDOUT``: not supported, not understood.
+COPY_REFUSED = ("0A000", "42601")
 TECHNICAL_ACCOUNT = re.compile(r"^[^:\s]+:\S+$")
 HAS_LIMIT = re.compile(r"\blimit\b", re.IGNORECASE)
 #: What the advice for the interactive limits says (errors 53400 and the row cap).
@@ -448,11 +451,14 @@ class AdobeQueryServiceSqlHook(DbApiHook):
         :param parameters: query parameters (psycopg2 ``%s`` / ``%(name)s`` placeholders).
         :param filename: the file's name (without extension) when ``destination`` is a folder.
         :param header: whether a CSV starts with the column names (CSV only).
-        :param transfer: ``cursor`` (``DECLARE``/``FETCH``, documented by Adobe for streaming) or
+        :param transfer: ``cursor`` (``DECLARE``/``FETCH``, documented by Adobe for streaming),
             ``copy`` (``COPY (<sql>) TO STDOUT WITH (FORMAT csv)``: the server writes the CSV,
             several times faster; Adobe does not document ``COPY ... TO STDOUT``, so a server
-            that refuses it fails the task saying to use ``cursor``). ``copy`` takes no
-            ``parameters`` and writes CSV only.
+            that refuses it fails the task saying to use ``cursor``) or ``auto`` (``copy`` for a
+            CSV without ``parameters``, and the cursor, the file started over, when the server
+            refuses ``COPY`` with ``0A000`` or ``42601``; the cursor for everything else).
+            ``copy`` takes no ``parameters`` and writes CSV only. The record's ``transfer`` says
+            which one ran.
         :return: the fetch record (``uri``, ``bytes``, ``sha256``, ``lines``, ``source``) plus
             ``rows``, ``columns``, ``format`` and ``transfer``. ``lines`` is ``None`` for Parquet
             (a binary file has no lines; ``rows`` counts the rows).
@@ -464,6 +470,12 @@ class AdobeQueryServiceSqlHook(DbApiHook):
         self.validate_export(file_format, transfer=transfer)
         if transfer == "copy" and parameters:
             raise InvalidInputError("parameters", "transfer='copy' takes none: use transfer='cursor'")
+        # What runs: COPY where asked for, or where "auto" can (CSV, no parameters to bind).
+        used = (
+            "copy"
+            if transfer == "copy" or (transfer == "auto" and file_format == "csv" and not parameters)
+            else "cursor"
+        )
         if not isinstance(sql, str) or not sql.strip():
             raise InvalidInputError("sql", "give one SELECT statement")
         target = AtomicTarget(destination_for(destination, f"{filename}.{file_format}"))
@@ -472,8 +484,22 @@ class AdobeQueryServiceSqlHook(DbApiHook):
                 connection, password = self._connect()
                 writer = _RecordWriter(target.open())
                 try:
-                    if transfer == "copy":
-                        rows, columns = self._copy(connection, sql, writer, header)
+                    if used == "copy":
+                        try:
+                            rows, columns = self._copy(connection, sql, writer, header)
+                        except SqlInterfaceError as exc:
+                            if transfer != "auto" or exc.sqlstate not in COPY_REFUSED:
+                                raise
+                            # The same SELECT through the cursor, into a fresh file: the row
+                            # count and its cap check are the cursor's, as if asked for.
+                            self.log.info("%s; transfer='auto' streams through a server-side cursor", exc)
+                            used = "cursor"
+                            writer.abandon()
+                            connection.rollback()
+                            writer = _RecordWriter(target.open())
+                            rows, columns = self._stream(
+                                connection, sql, parameters, writer, file_format, header
+                            )
                     else:
                         rows, columns = self._stream(connection, sql, parameters, writer, file_format, header)
                     writer.close()
@@ -515,7 +541,7 @@ class AdobeQueryServiceSqlHook(DbApiHook):
             lines=writer.lines,
             source=f"{ADOBE_SCHEME}://{self.rest_hook.settings.org_id}/{self.rest_hook.settings.sandbox}",
         ).to_dict()
-        record.update(rows=rows, columns=columns, format=file_format, transfer=transfer)
+        record.update(rows=rows, columns=columns, format=file_format, transfer=used)
         if file_format == "parquet":
             record["lines"] = None
         self.log.info("Exported %d rows -> %s (%d bytes)", rows, record["uri"], record["bytes"])
@@ -576,17 +602,18 @@ class AdobeQueryServiceSqlHook(DbApiHook):
         import psycopg2
 
         statement = sql.strip().rstrip(";")
-        copy = f"COPY ({statement}) TO STDOUT WITH (FORMAT csv, HEADER {'true' if header else 'false'})"
+        # The newline ends a trailing "-- comment" before the closing parenthesis.
+        copy = f"COPY ({statement}\n) TO STDOUT WITH (FORMAT csv, HEADER {'true' if header else 'false'})"
         self.log.info("Copying the rows of: %s", statement)
         buffered = io.BufferedWriter(writer, buffer_size=1 << 20)
         with connection.cursor() as cursor:
             try:
                 cursor.copy_expert(copy, buffered)
             except psycopg2.Error as exc:
-                if sqlstate_of(exc) in ("0A000", "42601"):  # not supported / not understood
+                if sqlstate_of(exc) in COPY_REFUSED:
                     raise SqlInterfaceError(
                         f"The server refused COPY ... TO STDOUT ({sqlstate_of(exc)}: "
-                        f"{str(exc).strip().splitlines()[0]}): use transfer='cursor'",
+                        f"{str(exc).strip().splitlines()[0]}): use transfer='cursor' or 'auto'",
                         sqlstate=sqlstate_of(exc),
                     ) from None
                 raise

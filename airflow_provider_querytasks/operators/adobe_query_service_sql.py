@@ -50,9 +50,10 @@ class AdobeSqlToFileOperator(FailWithoutRetryMixin, SQLExecuteQueryOperator):
     :param parameters: query parameters for psycopg2's ``%s`` / ``%(name)s`` placeholders (templated).
     :param header: whether a CSV file starts with the column names (CSV only).
     :param fetch_size: rows per ``FETCH`` round trip.
-    :param transfer: ``cursor`` (server-side cursor, the default) or ``copy`` (``COPY ... TO
+    :param transfer: ``cursor`` (server-side cursor, the default), ``copy`` (``COPY ... TO
         STDOUT``, CSV only, no ``parameters``: faster, but not documented by Adobe; see
-        ``docs/adobe_sql.md``).
+        ``docs/adobe_sql.md``) or ``auto`` (``copy`` where it can run, the cursor where the
+        server refuses it or for other formats or ``parameters``).
     :param conn_id: an ``adobe_query_service_sql`` connection (or ``adobe_experience_platform``).
     :param database: the database, default ``<sandbox>:all`` (templated).
     """

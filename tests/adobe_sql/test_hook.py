@@ -357,6 +357,68 @@ def test_cursor_csv_quotes_as_copy_does_where_csv_writer_would_not(
     ]
 
 
+def test_auto_transfer_copies_where_it_can_and_is_never_another_file(
+    emulator: AdobeQueryServiceEmulator, tmp_path: Path
+) -> None:
+    hook = AdobeQueryServiceSqlHook()
+    sql = "SELECT * FROM web_events ORDER BY _id -- a trailing comment"  # COPY gets it too
+    by_cursor = hook.export_rows(sql, tmp_path / "cursor.csv")
+    by_auto = hook.export_rows(sql, tmp_path / "auto.csv", transfer="auto")
+    assert (by_auto["transfer"], by_cursor["transfer"]) == ("copy", "cursor")
+    assert by_auto["sha256"] == by_cursor["sha256"] and by_auto["rows"] == 1000
+    # COPY binds no parameters and writes only CSV: the cursor runs.
+    limited = hook.export_rows(
+        "SELECT _id FROM web_events LIMIT %(n)s", tmp_path / "p.csv", transfer="auto", parameters={"n": 3}
+    )
+    assert limited["transfer"] == "cursor" and limited["rows"] == 3
+    as_jsonl = hook.export_rows(sql, tmp_path / "a.jsonl", file_format="jsonl", transfer="auto")
+    assert as_jsonl["transfer"] == "cursor" and as_jsonl["rows"] == 1000
+    # The row cap is checked whichever ran.
+    with pytest.raises(SqlRowCapError):
+        hook.export_rows(
+            "SELECT i FROM generate_series(1, 50000) AS i", tmp_path / "cap.csv", transfer="auto"
+        )
+    assert not (tmp_path / "cap.csv").exists()
+
+
+def test_auto_transfer_falls_back_to_the_cursor_only_where_copy_is_refused(
+    emulator: AdobeQueryServiceEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that refuses COPY (here PostgreSQL's real 0A000, for a statement COPY does not
+    take) after the file was begun: the file starts over through the cursor."""
+    copy = AdobeQueryServiceSqlHook._copy
+    sqlstates: list[str | None] = []
+
+    def refusing(self: AdobeQueryServiceSqlHook, connection: Any, sql: str, writer: Any, header: bool) -> Any:
+        writer.write(b"begun,by,copy\n")
+        try:
+            return copy(self, connection, "SELECT 1 INTO not_for_copy", writer, header)
+        except sql_module.SqlInterfaceError as exc:
+            sqlstates.append(exc.sqlstate)
+            raise
+
+    monkeypatch.setattr(AdobeQueryServiceSqlHook, "_copy", refusing)
+    hook = AdobeQueryServiceSqlHook(fetch_size=300)
+    sql = "SELECT * FROM web_events ORDER BY _id"
+    record = hook.export_rows(sql, tmp_path / "auto.csv", transfer="auto")
+    assert sqlstates == ["0A000"] and record["transfer"] == "cursor"
+    monkeypatch.setattr(AdobeQueryServiceSqlHook, "_copy", copy)
+    assert record["sha256"] == hook.export_rows(sql, tmp_path / "copy.csv", transfer="copy")["sha256"]
+    assert record["rows"] == 1000 and record["lines"] == 1001
+    # transfer="copy" does not fall back; nor does "auto" for another error.
+    monkeypatch.setattr(AdobeQueryServiceSqlHook, "_copy", refusing)
+    with pytest.raises(sql_module.SqlInterfaceError, match="0A000.*use transfer='cursor' or 'auto'"):
+        hook.export_rows(sql, tmp_path / "refused.csv", transfer="copy")
+
+    def failing(*args: Any) -> Any:
+        raise sql_module.SqlInterfaceError("system error", sqlstate="58000")
+
+    monkeypatch.setattr(AdobeQueryServiceSqlHook, "_copy", failing)
+    with pytest.raises(sql_module.SqlInterfaceError, match="system error"):
+        hook.export_rows(sql, tmp_path / "failed.csv", transfer="auto")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["auto.csv", "copy.csv"]
+
+
 def test_export_to_an_object_storage_path(emulator: AdobeQueryServiceEmulator, tmp_path: Path) -> None:
     """An ``ObjectStoragePath`` (``file://`` here: the code path the s3/gs stores take too)."""
     from airflow_provider_querytasks.compat import ObjectStoragePath
