@@ -768,7 +768,7 @@ def arrow_type(type_code: int, precision: int | None, scale: int | None) -> Any:
     import pyarrow as pa
 
     if type_code == PG_NUMERIC:
-        if precision is not None and scale is not None and 0 <= scale <= precision <= DECIMAL128_DIGITS:
+        if precision and scale is not None and 0 <= scale <= precision <= DECIMAL128_DIGITS:
             return pa.decimal128(precision, scale)
         return pa.string()
     simple = {

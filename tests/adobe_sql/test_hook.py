@@ -592,3 +592,15 @@ def test_a_token_expired_mid_parquet_export_starts_the_file_over(
     assert record["rows"] == len(ids) == len(set(ids)) == 1000  # started over, no duplicates
     assert pq.ParquetFile(record["uri"]).metadata.num_row_groups == 10
     assert [p.name for p in tmp_path.iterdir()] == ["events.parquet"]
+
+
+def test_numeric_is_a_decimal_only_with_a_precision_decimal128_holds() -> None:
+    pa = pytest.importorskip("pyarrow")
+    numeric = sql_module.PG_NUMERIC
+    assert sql_module.arrow_type(numeric, 38, 38) == pa.decimal128(38, 38)
+    assert sql_module.arrow_type(numeric, 1, 0) == pa.decimal128(1, 0)
+    # No typmod (psycopg2 reads 65535), over 38 digits, a negative scale (PostgreSQL 15+, read as
+    # 65534), none at all, zero: the server's digits as text.
+    for precision, scale in ((65535, 65535), (39, 2), (10, 65534), (None, None), (0, 0)):
+        assert sql_module.arrow_type(numeric, precision, scale) == pa.string()
+    assert sql_module.arrow_type(1186, None, None) == pa.string()  # interval: not mapped
