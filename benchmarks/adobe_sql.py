@@ -4,7 +4,8 @@ Both read the same table of the same throwaway PostgreSQL server (the Adobe emul
 PostgreSQL interface) in the same run, in turns: ``psql -c "\\copy (SELECT ...) TO 'file' CSV
 HEADER"`` (COPY protocol, the server formats the CSV) and
 ``AdobeQueryServiceSqlHook.export_rows`` with ``transfer="cursor"`` (the default: a server-side
-cursor, ``FETCH`` 10,000 rows at a time, the CSV written by Python, hashed and moved into place)
+cursor, ``FETCH`` 10,000 rows at a time, the next batch fetched on a helper thread while the CSV
+of this one is written by Python, hashed and moved into place)
 and with ``transfer="copy"`` (``COPY ... TO STDOUT``: the server writes the CSV). Figures: rows
 per second (best of the runs, every run's ratio beside it), the RSS growth of the exporting
 process during the export (sampled every 5 ms), and whether the three files are byte for byte

@@ -1008,8 +1008,8 @@ SECTIONS_HELP = """sections (--only, comma-separated; default: all):
                 cursor) and by `psql -c "\\copy (SELECT ...) TO ... CSV HEADER"` on the same
                 server, in turns (3 runs each): rows per second as a ratio to psql's, the
                 exporting process's RSS growth, whether the files are identical. Targets:
-                >= 0.8x psql, <= 50 MiB. Not part of the default run (--only adobe_sql); also
-                written to benchmarks/results/adobe_sql.json.
+                >= 0.8x psql, <= 50 MiB. Not part of the default run (--only adobe_sql). The
+                published figures are copied by hand into benchmarks/results/adobe_sql.json.
 """
 
 
@@ -1185,9 +1185,6 @@ def main() -> int:
         if section == "adobe_sql":
             print("8. a SELECT's rows to CSV: the Adobe SQL hook vs psql \\copy, same server, same run")
             print_table([result])
-            # Also on its own, beside latest.json (benchmarks/results/ is not committed).
-            (args.json.parent / "adobe_sql.json").parent.mkdir(parents=True, exist_ok=True)
-            (args.json.parent / "adobe_sql.json").write_text(json.dumps(result, indent=2))
             continue
         for row in result if isinstance(result, list) else [result]:
             print("  " + "  ".join(f"{k}={v}" for k, v in row.items()))

@@ -14,10 +14,12 @@ import contextlib
 import csv
 import hashlib
 import io
+import itertools
 import json
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from functools import cached_property
 from typing import IO, TYPE_CHECKING, Any, Literal
@@ -33,9 +35,9 @@ from airflow_provider_querytasks.common.api.errors import (
 from airflow_provider_querytasks.common.api.validation import is_loopback_host
 from airflow_provider_querytasks.common.transport.clients import token_cache
 from airflow_provider_querytasks.common.transport.fetch import (
+    AtomicTarget,
     Destination,
     FetchRecord,
-    _Target,
     destination_for,
 )
 from airflow_provider_querytasks.compat import mask_secret
@@ -57,11 +59,14 @@ MAX_LIMIT = 100_000
 #: sslmode values allowed for any host, and those allowed only for a loopback host (an emulator).
 SSLMODES = ("require", "verify-ca", "verify-full")
 LOOPBACK_SSLMODES = ("prefer", "disable")
-FORMATS = ("csv", "jsonl")
-FileFormat = Literal["csv", "jsonl"]
-#: How rows travel: a server-side cursor (documented by Adobe), or PostgreSQL's COPY protocol.
-TRANSFERS = ("cursor", "copy")
-Transfer = Literal["cursor", "copy"]
+FORMATS = ("csv", "jsonl", "parquet")
+FileFormat = Literal["csv", "jsonl", "parquet"]
+#: How rows travel: a server-side cursor (documented by Adobe), PostgreSQL's COPY protocol, or
+#: COPY with the cursor as fallback where the server refuses COPY.
+TRANSFERS = ("cursor", "copy", "auto")
+Transfer = Literal["cursor", "copy", "auto"]
+#: The SQLSTATEs of a server that does not take ``COPY (...) TO STDOUT``: not supported, not understood.
+COPY_REFUSED = ("0A000", "42601")
 TECHNICAL_ACCOUNT = re.compile(r"^[^:\s]+:\S+$")
 HAS_LIMIT = re.compile(r"\blimit\b", re.IGNORECASE)
 #: What the advice for the interactive limits says (errors 53400 and the row cap).
@@ -440,17 +445,23 @@ class AdobeQueryServiceSqlHook(DbApiHook):
         :param destination: a local path or object-storage URI; one ending in ``/`` is a folder
             (the file is then ``<filename>.<format>`` in it).
         :param file_format: ``csv`` (the server's text of each value, as ``COPY ... CSV`` writes
-            it; NULL is an empty field) or ``jsonl`` (one JSON object a row).
+            it; NULL is an empty field), ``jsonl`` (one JSON object a row) or ``parquet`` (one
+            row group a ``FETCH``; column types from the result's type OIDs, see
+            ``docs/adobe_sql.md``; needs pyarrow, in the ``adobe-sql`` extra).
         :param parameters: query parameters (psycopg2 ``%s`` / ``%(name)s`` placeholders).
         :param filename: the file's name (without extension) when ``destination`` is a folder.
-        :param header: whether a CSV starts with the column names.
-        :param transfer: ``cursor`` (``DECLARE``/``FETCH``, documented by Adobe for streaming) or
+        :param header: whether a CSV starts with the column names (CSV only).
+        :param transfer: ``cursor`` (``DECLARE``/``FETCH``, documented by Adobe for streaming),
             ``copy`` (``COPY (<sql>) TO STDOUT WITH (FORMAT csv)``: the server writes the CSV,
             several times faster; Adobe does not document ``COPY ... TO STDOUT``, so a server
-            that refuses it fails the task saying to use ``cursor``). ``copy`` takes no
-            ``parameters`` and writes CSV only.
+            that refuses it fails the task saying to use ``cursor``) or ``auto`` (``copy`` for a
+            CSV without ``parameters``, and the cursor, the file started over, when the server
+            refuses ``COPY`` with ``0A000`` or ``42601``; the cursor for everything else).
+            ``copy`` takes no ``parameters`` and writes CSV only. The record's ``transfer`` says
+            which one ran.
         :return: the fetch record (``uri``, ``bytes``, ``sha256``, ``lines``, ``source``) plus
-            ``rows`` and ``columns``.
+            ``rows``, ``columns``, ``format`` and ``transfer``. ``lines`` is ``None`` for Parquet
+            (a binary file has no lines; ``rows`` counts the rows).
         :raises SqlLimitError: ``53400`` (10 minutes, ``LIMIT`` over 100,000).
         :raises SqlRowCapError: exactly 50,000 rows from a SELECT without ``LIMIT``.
         :raises SqlAuthenticationError: ``28P01`` twice.
@@ -459,16 +470,36 @@ class AdobeQueryServiceSqlHook(DbApiHook):
         self.validate_export(file_format, transfer=transfer)
         if transfer == "copy" and parameters:
             raise InvalidInputError("parameters", "transfer='copy' takes none: use transfer='cursor'")
+        # What runs: COPY where asked for, or where "auto" can (CSV, no parameters to bind).
+        used = (
+            "copy"
+            if transfer == "copy" or (transfer == "auto" and file_format == "csv" and not parameters)
+            else "cursor"
+        )
         if not isinstance(sql, str) or not sql.strip():
             raise InvalidInputError("sql", "give one SELECT statement")
-        target = _Target(destination_for(destination, f"{filename}.{file_format}"))
+        target = AtomicTarget(destination_for(destination, f"{filename}.{file_format}"))
         try:
             for attempt in (1, 2):
                 connection, password = self._connect()
                 writer = _RecordWriter(target.open())
                 try:
-                    if transfer == "copy":
-                        rows, columns = self._copy(connection, sql, writer, header)
+                    if used == "copy":
+                        try:
+                            rows, columns = self._copy(connection, sql, writer, header)
+                        except SqlInterfaceError as exc:
+                            if transfer != "auto" or exc.sqlstate not in COPY_REFUSED:
+                                raise
+                            # The same SELECT through the cursor, into a fresh file: the row
+                            # count and its cap check are the cursor's, as if asked for.
+                            self.log.info("%s; transfer='auto' streams through a server-side cursor", exc)
+                            used = "cursor"
+                            writer.abandon()
+                            connection.rollback()
+                            writer = _RecordWriter(target.open())
+                            rows, columns = self._stream(
+                                connection, sql, parameters, writer, file_format, header
+                            )
                     else:
                         rows, columns = self._stream(connection, sql, parameters, writer, file_format, header)
                     writer.close()
@@ -510,7 +541,9 @@ class AdobeQueryServiceSqlHook(DbApiHook):
             lines=writer.lines,
             source=f"{ADOBE_SCHEME}://{self.rest_hook.settings.org_id}/{self.rest_hook.settings.sandbox}",
         ).to_dict()
-        record.update(rows=rows, columns=columns, format=file_format, transfer=transfer)
+        record.update(rows=rows, columns=columns, format=file_format, transfer=used)
+        if file_format == "parquet":
+            record["lines"] = None
         self.log.info("Exported %d rows -> %s (%d bytes)", rows, record["uri"], record["bytes"])
         return record
 
@@ -533,27 +566,32 @@ class AdobeQueryServiceSqlHook(DbApiHook):
         if file_format == "csv":
             # Every value as the server's text (no Python objects in between): what COPY ... CSV
             # writes, at a fraction of the cost.
-            oids = tuple(psycopg2.extensions.string_types)
-            psycopg2.extensions.register_type(psycopg2.extensions.new_type(oids, "QT_RAW", _raw), cursor)
+            _register_text(cursor, tuple(psycopg2.extensions.string_types))
+        elif file_format == "parquet":
+            _register_text(cursor, parquet_text_oids())
         self.log.info("Streaming the rows of: %s", sql)
         cursor.execute(sql, parameters)
         rows = 0
         columns: list[str] = []
         encode: Any = None
-        while True:
-            batch = cursor.fetchmany(self.fetch_size)
-            if encode is None:
-                columns = [str(column[0]) for column in cursor.description or ()]
-                encode = (
-                    _csv_encoder(writer, columns, header)
-                    if file_format == "csv"
-                    else _jsonl_encoder(writer, columns)
-                )
-            if not batch:
-                break
-            encode(batch)
-            rows += len(batch)
-            writer.rows = rows
+        batches = _prefetched(cursor, self.fetch_size)
+        try:
+            for batch in batches:
+                if encode is None:
+                    description = list(cursor.description or ())
+                    columns = [str(column[0]) for column in description]
+                    if file_format == "csv":
+                        encode = _csv_encoder(writer, columns, header)
+                    elif file_format == "parquet":
+                        encode = _parquet_encoder(writer, description)
+                    else:
+                        encode = _jsonl_encoder(writer, columns)
+                # The last, empty batch ends the file (Parquet writes its footer).
+                encode(batch)
+                rows += len(batch)
+                writer.rows = rows
+        finally:
+            batches.close()  # waits for a FETCH in flight: the connection is closed after this
         cursor.close()
         connection.rollback()
         return rows, columns
@@ -564,17 +602,18 @@ class AdobeQueryServiceSqlHook(DbApiHook):
         import psycopg2
 
         statement = sql.strip().rstrip(";")
-        copy = f"COPY ({statement}) TO STDOUT WITH (FORMAT csv, HEADER {'true' if header else 'false'})"
+        # The newline ends a trailing "-- comment" before the closing parenthesis.
+        copy = f"COPY ({statement}\n) TO STDOUT WITH (FORMAT csv, HEADER {'true' if header else 'false'})"
         self.log.info("Copying the rows of: %s", statement)
         buffered = io.BufferedWriter(writer, buffer_size=1 << 20)
         with connection.cursor() as cursor:
             try:
                 cursor.copy_expert(copy, buffered)
             except psycopg2.Error as exc:
-                if sqlstate_of(exc) in ("0A000", "42601"):  # not supported / not understood
+                if sqlstate_of(exc) in COPY_REFUSED:
                     raise SqlInterfaceError(
                         f"The server refused COPY ... TO STDOUT ({sqlstate_of(exc)}: "
-                        f"{str(exc).strip().splitlines()[0]}): use transfer='cursor'",
+                        f"{str(exc).strip().splitlines()[0]}): use transfer='cursor' or 'auto'",
                         sqlstate=sqlstate_of(exc),
                     ) from None
                 raise
@@ -585,23 +624,79 @@ class AdobeQueryServiceSqlHook(DbApiHook):
         return rows, []
 
 
-def _raw(value: str | None, cursor: Any) -> str | None:
-    return value
+def _register_text(cursor: Any, oids: tuple[int, ...]) -> None:
+    """Have ``cursor`` return the server's text for ``oids`` (psycopg2's C-level text caster)."""
+    import psycopg2.extensions
+
+    text = psycopg2.extensions.new_type(oids, "QT_TEXT", psycopg2.extensions.UNICODE)
+    psycopg2.extensions.register_type(text, cursor)
+
+
+def _prefetched(cursor: Any, size: int) -> Generator[list[tuple[Any, ...]], None, None]:
+    """The cursor's batches, up to and including the last, empty one. The next batch is fetched
+    on a helper thread while the caller writes this one: psycopg2 releases the GIL while the
+    server answers a ``FETCH``, so the server's work and the writing overlap.
+
+    Close the generator before the connection: that waits for the ``FETCH`` in flight."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="querytasks-sql-fetch")
+    try:
+        pending = pool.submit(cursor.fetchmany, size)
+        while True:
+            batch = pending.result()
+            if not batch:
+                yield batch
+                return
+            pending = pool.submit(cursor.fetchmany, size)
+            yield batch
+    finally:
+        pool.shutdown(wait=True)
+
+
+#: What makes COPY ... CSV quote a value (besides the empty string, and ``\.`` alone on a line).
+CSV_SPECIAL = re.compile(r'[,"\n\r]')
+
+
+def _csv_line(row: Sequence[Any], single: bool) -> str:
+    """One row as ``COPY ... CSV`` writes it: NULL empty, an empty string ``""``, a value with a
+    comma, quote or line break quoted (quotes doubled)."""
+    fields = []
+    for value in row:
+        if value is None:
+            fields.append("")
+            continue
+        text = str(value)
+        if not text or CSV_SPECIAL.search(text) or (single and text == "\\."):
+            text = '"' + text.replace('"', '""') + '"'
+        fields.append(text)
+    return ",".join(fields) + "\n"
 
 
 def _csv_encoder(writer: _RecordWriter, columns: list[str], header: bool) -> Any:
+    """Writes batches of text values byte for byte as ``COPY ... CSV`` does.
+
+    csv.writer (C) writes most batches; it differs from COPY only for an empty string (not
+    quoted: the same as NULL), a ``\\r`` without ``\\n`` (not quoted) and a one-column row
+    (NULL quoted), so a batch holding one of those is written by :func:`_csv_line` instead.
+    """
     buffer = io.StringIO()
     csv_writer = csv.writer(buffer, lineterminator="\n")
+    single = len(columns) == 1
 
     def encode(batch: list[tuple[Any, ...]]) -> None:
-        csv_writer.writerows(batch)
-        writer.write(buffer.getvalue().encode("utf-8"))
-        buffer.seek(0)
-        buffer.truncate()
+        text = None
+        if not single and "" not in itertools.chain.from_iterable(batch):
+            csv_writer.writerows(batch)
+            text = buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+            if "\r" in text:
+                text = None
+        if text is None:
+            text = "".join([_csv_line(row, single) for row in batch])
+        writer.write(text.encode("utf-8"))
 
     if header:
-        csv_writer.writerow(columns)
-        encode([])
+        writer.write(_csv_line(columns, single).encode("utf-8"))
     return encode
 
 
@@ -625,6 +720,111 @@ def _jsonl_encoder(writer: _RecordWriter, columns: list[str]) -> Any:
     return encode
 
 
+# -- Parquet --------------------------------------------------------------------------------
+#: PostgreSQL's built-in type OIDs (pg_type.oid, fixed since PostgreSQL 7) that Parquet keeps typed.
+PG_BOOL, PG_BYTEA, PG_INT8, PG_INT2, PG_INT4 = 16, 17, 20, 21, 23
+PG_FLOAT4, PG_FLOAT8 = 700, 701
+PG_DATE, PG_TIMESTAMP, PG_TIMESTAMPTZ = 1082, 1114, 1184
+PG_NUMERIC, PG_JSON, PG_JSONB = 1700, 114, 3802
+#: Those read as psycopg2's Python values (int, float, bool, bytes, date, datetime); every other
+#: column is read as the server's text.
+PARQUET_TYPED_OIDS = frozenset(
+    {
+        PG_BOOL,
+        PG_BYTEA,
+        PG_INT8,
+        PG_INT2,
+        PG_INT4,
+        PG_FLOAT4,
+        PG_FLOAT8,
+        PG_DATE,
+        PG_TIMESTAMP,
+        PG_TIMESTAMPTZ,
+    }
+)
+#: The widest numeric decimal128 holds.
+DECIMAL128_DIGITS = 38
+
+
+def parquet_text_oids() -> tuple[int, ...]:
+    """The OIDs a Parquet export reads as text: numeric (exact digits), json/jsonb (not parsed)
+    and every type psycopg2 would turn into something else (arrays, intervals, ranges...)."""
+    import psycopg2.extensions
+
+    known = set(psycopg2.extensions.string_types) | {PG_NUMERIC, PG_JSON, PG_JSONB}
+    return tuple(sorted(known - PARQUET_TYPED_OIDS))
+
+
+def arrow_type(type_code: int, precision: int | None, scale: int | None) -> Any:
+    """The Arrow type a Parquet export stores a column of PostgreSQL type ``type_code`` as.
+
+    numeric with a known precision (1 to 38) and scale becomes ``decimal128``; any other numeric,
+    json, jsonb and every type not listed below, a string (the server's text).
+
+    :param type_code: the column's type OID (``cursor.description``).
+    :param precision: numeric's declared precision, else ``None`` (or psycopg2's 65535).
+    :param scale: numeric's declared scale, else ``None``.
+    """
+    import pyarrow as pa
+
+    if type_code == PG_NUMERIC:
+        if precision and scale is not None and 0 <= scale <= precision <= DECIMAL128_DIGITS:
+            return pa.decimal128(precision, scale)
+        return pa.string()
+    simple = {
+        PG_BOOL: pa.bool_(),
+        PG_BYTEA: pa.binary(),
+        PG_INT2: pa.int16(),
+        PG_INT4: pa.int32(),
+        PG_INT8: pa.int64(),
+        PG_FLOAT4: pa.float32(),
+        PG_FLOAT8: pa.float64(),
+        PG_DATE: pa.date32(),
+        PG_TIMESTAMP: pa.timestamp("us"),
+        PG_TIMESTAMPTZ: pa.timestamp("us", tz="UTC"),
+    }
+    return simple.get(type_code, pa.string())
+
+
+def _parquet_encoder(
+    writer: _RecordWriter, description: Sequence[Any]
+) -> Callable[[list[tuple[Any, ...]]], None]:
+    """Writes each batch as one Parquet row group; an empty batch closes the file (its footer)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema(
+        [pa.field(str(column[0]), arrow_type(column[1], column[4], column[5])) for column in description]
+    )
+    parquet = pq.ParquetWriter(writer, schema)
+
+    def array(values: Sequence[Any], field: Any) -> Any:
+        if pa.types.is_decimal(field.type):
+            # The server's digits, cast: a value the type cannot hold (NaN, more digits) is an
+            # error, never rounded.
+            try:
+                return pa.array(values, pa.string()).cast(field.type)
+            except pa.ArrowInvalid as exc:
+                raise SqlInterfaceError(
+                    f"Column {field.name!r} holds a value Parquet's {field.type} cannot hold "
+                    f"exactly ({exc}): cast the column to text in the SELECT"
+                ) from None
+        return pa.array(values, field.type)
+
+    def encode(batch: list[tuple[Any, ...]]) -> None:
+        if not batch:
+            parquet.close()
+            return
+        columns = list(zip(*batch, strict=True))
+        parquet.write_batch(
+            pa.record_batch(
+                [array(values, field) for values, field in zip(columns, schema, strict=True)], schema=schema
+            )
+        )
+
+    return encode
+
+
 class _RecordWriter(io.RawIOBase):
     """Writes to the temporary file, hashing, counting bytes and lines on the way."""
 
@@ -636,14 +836,15 @@ class _RecordWriter(io.RawIOBase):
         self.newlines = 0
         self.last = b"\n"
         self.rows = 0
+        self.abandoned = False
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: Any) -> int:
         data = bytes(data)
-        if not data:
-            return 0
+        if not data or self.abandoned:  # a Parquet writer may flush its footer when collected
+            return len(data)
         self.out.write(data)
         self.sha.update(data)
         self.size += len(data)
@@ -661,5 +862,6 @@ class _RecordWriter(io.RawIOBase):
         super().close()
 
     def abandon(self) -> None:
+        self.abandoned = True
         with contextlib.suppress(Exception):  # the error being handled matters more
             self.close()

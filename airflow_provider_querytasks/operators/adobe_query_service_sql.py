@@ -28,29 +28,32 @@ if TYPE_CHECKING:
 
 
 class AdobeSqlToFileOperator(FailWithoutRetryMixin, SQLExecuteQueryOperator):
-    """Stream the rows of one ``SELECT`` on Query Service to a file (CSV or JSON Lines).
+    """Stream the rows of one ``SELECT`` on Query Service to a file (CSV, JSON Lines or Parquet).
 
     The rows come through a server-side cursor (``DECLARE ... CURSOR`` / ``FETCH``), a
     ``fetch_size`` at a time, and are written as they come under a temporary name, moved into
     place when complete; memory stays flat. The XCom value is the fetch record the other fetches
-    return (``uri``, ``bytes``, ``sha256``, ``lines``, ``source``) with ``rows``, ``columns`` and
-    ``format``: never the data. Query Service's interactive limits apply (10 minutes per
-    statement, ``LIMIT`` at most 100,000, 50,000 rows without ``LIMIT``): a statement that meets
-    one fails with an error saying what to do (``docs/adobe_sql.md``). OpenLineage: the tables
-    read (common.sql's parser, named as ``AdobeQueryOperator`` names them) and the file written.
+    return (``uri``, ``bytes``, ``sha256``, ``lines``, ``source``) with ``rows``, ``columns``,
+    ``format`` and ``transfer``: never the data (``lines`` is ``None`` for Parquet). Query
+    Service's interactive limits apply (10 minutes per statement, ``LIMIT`` at most 100,000,
+    50,000 rows without ``LIMIT``): a statement that meets one fails with an error saying what to
+    do (``docs/adobe_sql.md``). OpenLineage: the tables read (common.sql's parser, named as
+    ``AdobeQueryOperator`` names them) and the file written.
 
     :param sql: one ``SELECT`` (templated; a ``.sql`` file name is read as a template).
     :param destination: a local path or object-storage URI (templated); one ending in ``/`` is a
         folder, the file then being ``<filename>.<file_format>``.
-    :param file_format: ``csv`` or ``jsonl``.
+    :param file_format: ``csv``, ``jsonl`` or ``parquet`` (one row group a ``FETCH``, column types
+        from the result's; the mapping is in ``docs/adobe_sql.md``).
     :param filename: the file's name without extension in a folder destination (templated;
         default ``<dag_id>__<task_id>__<run_id>``, made safe for a file name).
     :param parameters: query parameters for psycopg2's ``%s`` / ``%(name)s`` placeholders (templated).
-    :param header: whether a CSV file starts with the column names.
+    :param header: whether a CSV file starts with the column names (CSV only).
     :param fetch_size: rows per ``FETCH`` round trip.
-    :param transfer: ``cursor`` (server-side cursor, the default) or ``copy`` (``COPY ... TO
+    :param transfer: ``cursor`` (server-side cursor, the default), ``copy`` (``COPY ... TO
         STDOUT``, CSV only, no ``parameters``: faster, but not documented by Adobe; see
-        ``docs/adobe_sql.md``).
+        ``docs/adobe_sql.md``) or ``auto`` (``copy`` where it can run, the cursor where the
+        server refuses it or for other formats or ``parameters``).
     :param conn_id: an ``adobe_query_service_sql`` connection (or ``adobe_experience_platform``).
     :param database: the database, default ``<sandbox>:all`` (templated).
     """

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -99,10 +102,12 @@ def test_jsonl_export_keeps_numbers_and_json(
 
 def test_bad_export_input_fails_before_any_call(emulator: AdobeQueryServiceEmulator, tmp_path: Path) -> None:
     hook = AdobeQueryServiceSqlHook()
-    with pytest.raises(InvalidInputError, match="file_format.*csv, jsonl"):
+    with pytest.raises(InvalidInputError, match="file_format.*csv, jsonl, parquet"):
         hook.export_rows("SELECT 1", tmp_path / "x", file_format="xml")  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="fetch_size"):
         AdobeQueryServiceSqlHook(fetch_size=0)
+    with pytest.raises(InvalidInputError, match="'copy' writes CSV only"):
+        hook.export_rows("SELECT 1", tmp_path / "x", file_format="parquet", transfer="copy")
     assert emulator.requests_to("api") == [] and emulator.requests_to("ims") == []
 
 
@@ -163,7 +168,8 @@ def test_a_token_expiring_again_after_the_reconnect_is_an_error(
         return wrapped
 
     monkeypatch.setattr(sql_module, "_csv_encoder", always_expiring)
-    with pytest.raises(SqlConnectionLostError, match="lost after 100 rows"):
+    # 100 or 200 rows: the next FETCH may be in already when the session ends (prefetch).
+    with pytest.raises(SqlConnectionLostError, match=r"lost after [1-9]\d* rows"):
         AdobeQueryServiceSqlHook(fetch_size=100).export_rows("SELECT * FROM web_events", tmp_path / "e.csv")
     assert list(tmp_path.iterdir()) == []  # nothing under the final name, no temporary file
 
@@ -327,6 +333,92 @@ def test_copy_transfer_writes_the_same_csv_as_the_cursor(
         hook.export_rows(sql, tmp_path / "x.csv", transfer="copy", parameters={"a": 1})
 
 
+def test_cursor_csv_quotes_as_copy_does_where_csv_writer_would_not(
+    emulator: AdobeQueryServiceEmulator, tmp_path: Path
+) -> None:
+    """An empty string (quoted: NULL is the empty field), a lone carriage return, a one-column
+    NULL and ``\\.`` alone on a line: csv.writer writes each differently from COPY."""
+    hook = AdobeQueryServiceSqlHook(fetch_size=2)  # batches with and without such values
+    many = (
+        "SELECT a, b, c FROM (VALUES (1, '', NULL, 'x,\"y'), (2, 'a', 'b', 'c'), "
+        "(3, 'a', NULL, E'l1\\rl2'), (4, 'a', 'b', E'n\\nl'), (5, ' s ', '\\.', 'u')) AS v(n, a, b, c) "
+        "ORDER BY n"
+    )
+    one = "SELECT o FROM (VALUES (1, NULL), (2, ''), (3, '\\.'), (4, 'x')) AS v(n, o) ORDER BY n"
+    for name, sql in (("many", many), ("one", one)):
+        by_cursor = hook.export_rows(sql, tmp_path / f"{name}-cursor.csv")
+        by_copy = hook.export_rows(sql, tmp_path / f"{name}-copy.csv", transfer="copy")
+        assert Path(by_cursor["uri"]).read_bytes() == Path(by_copy["uri"]).read_bytes()
+    assert (tmp_path / "one-cursor.csv").read_bytes() == b'o\n\n""\n"\\."\nx\n'
+    assert (tmp_path / "many-cursor.csv").read_bytes().split(b"\n")[1:4] == [
+        b'"",,"x,""y"',
+        b"a,b,c",
+        b'a,,"l1\rl2"',
+    ]
+
+
+def test_auto_transfer_copies_where_it_can_and_is_never_another_file(
+    emulator: AdobeQueryServiceEmulator, tmp_path: Path
+) -> None:
+    hook = AdobeQueryServiceSqlHook()
+    sql = "SELECT * FROM web_events ORDER BY _id -- a trailing comment"  # COPY gets it too
+    by_cursor = hook.export_rows(sql, tmp_path / "cursor.csv")
+    by_auto = hook.export_rows(sql, tmp_path / "auto.csv", transfer="auto")
+    assert (by_auto["transfer"], by_cursor["transfer"]) == ("copy", "cursor")
+    assert by_auto["sha256"] == by_cursor["sha256"] and by_auto["rows"] == 1000
+    # COPY binds no parameters and writes only CSV: the cursor runs.
+    limited = hook.export_rows(
+        "SELECT _id FROM web_events LIMIT %(n)s", tmp_path / "p.csv", transfer="auto", parameters={"n": 3}
+    )
+    assert limited["transfer"] == "cursor" and limited["rows"] == 3
+    as_jsonl = hook.export_rows(sql, tmp_path / "a.jsonl", file_format="jsonl", transfer="auto")
+    assert as_jsonl["transfer"] == "cursor" and as_jsonl["rows"] == 1000
+    # The row cap is checked whichever ran.
+    with pytest.raises(SqlRowCapError):
+        hook.export_rows(
+            "SELECT i FROM generate_series(1, 50000) AS i", tmp_path / "cap.csv", transfer="auto"
+        )
+    assert not (tmp_path / "cap.csv").exists()
+
+
+def test_auto_transfer_falls_back_to_the_cursor_only_where_copy_is_refused(
+    emulator: AdobeQueryServiceEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that refuses COPY (here PostgreSQL's real 0A000, for a statement COPY does not
+    take) after the file was begun: the file starts over through the cursor."""
+    copy = AdobeQueryServiceSqlHook._copy
+    sqlstates: list[str | None] = []
+
+    def refusing(self: AdobeQueryServiceSqlHook, connection: Any, sql: str, writer: Any, header: bool) -> Any:
+        writer.write(b"begun,by,copy\n")
+        try:
+            return copy(self, connection, "SELECT 1 INTO not_for_copy", writer, header)
+        except sql_module.SqlInterfaceError as exc:
+            sqlstates.append(exc.sqlstate)
+            raise
+
+    monkeypatch.setattr(AdobeQueryServiceSqlHook, "_copy", refusing)
+    hook = AdobeQueryServiceSqlHook(fetch_size=300)
+    sql = "SELECT * FROM web_events ORDER BY _id"
+    record = hook.export_rows(sql, tmp_path / "auto.csv", transfer="auto")
+    assert sqlstates == ["0A000"] and record["transfer"] == "cursor"
+    monkeypatch.setattr(AdobeQueryServiceSqlHook, "_copy", copy)
+    assert record["sha256"] == hook.export_rows(sql, tmp_path / "copy.csv", transfer="copy")["sha256"]
+    assert record["rows"] == 1000 and record["lines"] == 1001
+    # transfer="copy" does not fall back; nor does "auto" for another error.
+    monkeypatch.setattr(AdobeQueryServiceSqlHook, "_copy", refusing)
+    with pytest.raises(sql_module.SqlInterfaceError, match="0A000.*use transfer='cursor' or 'auto'"):
+        hook.export_rows(sql, tmp_path / "refused.csv", transfer="copy")
+
+    def failing(*args: Any) -> Any:
+        raise sql_module.SqlInterfaceError("system error", sqlstate="58000")
+
+    monkeypatch.setattr(AdobeQueryServiceSqlHook, "_copy", failing)
+    with pytest.raises(sql_module.SqlInterfaceError, match="system error"):
+        hook.export_rows(sql, tmp_path / "failed.csv", transfer="auto")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["auto.csv", "copy.csv"]
+
+
 def test_export_to_an_object_storage_path(emulator: AdobeQueryServiceEmulator, tmp_path: Path) -> None:
     """An ``ObjectStoragePath`` (``file://`` here: the code path the s3/gs stores take too)."""
     from airflow_provider_querytasks.compat import ObjectStoragePath
@@ -340,3 +432,175 @@ def test_export_to_an_object_storage_path(emulator: AdobeQueryServiceEmulator, t
     written = (tmp_path / "obj" / "pages.csv").read_bytes()
     assert hashlib.sha256(written).hexdigest() == record["sha256"] and record["rows"] == 5
     assert [p.name for p in (tmp_path / "obj").iterdir()] == ["pages.csv"]  # no temporary name left
+
+
+# -- Parquet ------------------------------------------------------------------------------------
+#: One column of each type the Parquet export maps (docs/adobe_sql.md), every fifth row NULL.
+PARQUET_TABLE = """
+CREATE TABLE parquet_types AS
+SELECT i AS id,
+       CASE WHEN i % 5 <> 0 THEN (i - 20)::int2 END AS small,
+       CASE WHEN i % 5 <> 0 THEN i * 1000 END AS medium,
+       CASE WHEN i % 5 <> 0 THEN i * 10000000000 END AS big,
+       CASE WHEN i % 5 <> 0 THEN (i / 3.0)::float4 END AS f4,
+       CASE WHEN i % 5 <> 0 THEN i / 7.0::float8 END AS f8,
+       CASE WHEN i % 5 <> 0 THEN i % 2 = 0 END AS flag,
+       CASE WHEN i % 5 <> 0 THEN 'naïve ' || i END AS label,
+       CASE WHEN i % 5 <> 0 THEN ('v' || i)::varchar(8) END AS short_label,
+       (CASE WHEN i % 5 <> 0 THEN i * 1234567.89 END)::numeric(16, 2) AS amount,
+       CASE WHEN i % 5 <> 0 THEN 12345678901234567890.123456789012345 * i END AS unbounded,
+       (CASE WHEN i % 5 <> 0 THEN i * 1.5 END)::numeric(40, 5) AS too_wide,
+       CASE WHEN i % 5 <> 0 THEN date '2026-02-27' + i END AS day,
+       CASE WHEN i % 5 <> 0 THEN timestamp '2026-11-19 23:59:59.123456' + i * interval '1 hour' END
+           AS local_ts,
+       CASE WHEN i % 5 <> 0 THEN timestamptz '2026-11-19 12:00:00.5+05:30' + i * interval '1 day' END
+           AS utc_ts,
+       CASE WHEN i % 5 <> 0 THEN jsonb_build_object('i', i, 'tags', jsonb_build_array('a', i)) END AS doc,
+       CASE WHEN i % 5 <> 0 THEN json_build_object('i', i) END AS plain_json,
+       CASE WHEN i % 5 <> 0 THEN decode(lpad(to_hex(i * 4099), 6, '0'), 'hex') END AS raw,
+       CASE WHEN i % 5 <> 0 THEN i * interval '90 minutes' END AS span
+FROM generate_series(1, 23) AS i
+"""
+
+
+@pytest.fixture
+def parquet_types(emulator: AdobeQueryServiceEmulator, postgres: LocalPostgres) -> Iterator[str]:
+    with postgres.admin("prod:all") as cursor:
+        cursor.execute("DROP TABLE IF EXISTS parquet_types")
+        cursor.execute(PARQUET_TABLE)
+        cursor.execute(f'GRANT SELECT ON parquet_types TO "{emulator.org_id}"')
+    yield "parquet_types"
+    with postgres.admin("prod:all") as cursor:
+        cursor.execute("DROP TABLE parquet_types")
+
+
+def test_parquet_export_keeps_types_values_and_nulls(
+    parquet_types: str, postgres: LocalPostgres, tmp_path: Path
+) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    record = AdobeQueryServiceSqlHook(fetch_size=4).export_rows(
+        "SELECT * FROM parquet_types ORDER BY id", f"{tmp_path}/", filename="types", file_format="parquet"
+    )
+    path = Path(record["uri"])
+    assert path == tmp_path / "types.parquet" and [p.name for p in tmp_path.iterdir()] == ["types.parquet"]
+    data = path.read_bytes()
+    assert record["bytes"] == len(data) and record["sha256"] == hashlib.sha256(data).hexdigest()
+    assert record["rows"] == 23 and record["lines"] is None and record["format"] == "parquet"
+    assert pq.ParquetFile(path).metadata.num_row_groups == 6  # one per FETCH of 4 rows
+    table = pq.read_table(path)
+    assert dict(zip(table.column_names, table.schema.types, strict=True)) == {
+        "id": pa.int32(),
+        "small": pa.int16(),
+        "medium": pa.int32(),
+        "big": pa.int64(),
+        "f4": pa.float32(),
+        "f8": pa.float64(),
+        "flag": pa.bool_(),
+        "label": pa.string(),
+        "short_label": pa.string(),
+        "amount": pa.decimal128(16, 2),
+        "unbounded": pa.string(),  # no declared precision: the exact digits as text
+        "too_wide": pa.string(),  # over decimal128's 38 digits
+        "day": pa.date32(),
+        "local_ts": pa.timestamp("us"),
+        "utc_ts": pa.timestamp("us", tz="UTC"),
+        "doc": pa.string(),
+        "plain_json": pa.string(),
+        "raw": pa.binary(),
+        "span": pa.string(),  # not mapped: the server's text
+    }
+    assert record["columns"] == table.column_names
+    # The admin's rows: psycopg2's Python values, and the server's text where Parquet keeps text.
+    expected = admin_rows(
+        postgres,
+        "SELECT id, small, medium, big, f4, f8, flag, label, short_label, amount, unbounded::text, "
+        "too_wide::text, day, local_ts, utc_ts, doc::text, plain_json::text, raw, span::text "
+        "FROM parquet_types ORDER BY id",
+    )
+    got = [tuple(row.values()) for row in table.to_pylist()]
+    assert len(got) == len(expected) == 23
+    for row, want in zip(got, expected, strict=True):
+        assert row[:4] == want[:4] and row[5:10] == want[5:10]
+        # float4 round-trips as a 32-bit float: the same float the server holds.
+        assert row[4] == (None if want[4] is None else float(pa.scalar(want[4], pa.float32()).as_py()))
+        assert row[10:14] == want[10:14]  # numerics exact (never rounded), dates, timestamps
+        assert row[14] == want[14] and (row[14] is None or row[14].utcoffset() == dt.timedelta(0))
+        assert row[15:17] == want[15:17]  # json and jsonb: the server's text
+        assert row[17] == (None if want[17] is None else bytes(want[17]))
+        assert row[18] == want[18]
+    assert got[4] == (5,) + (None,) * 18  # a NULL row: every column null, none filled in
+    assert got[0][9] == Decimal("1234567.89")
+    assert got[22][10] == "283950614728395061472.839506147283935"  # all 36 digits, as the server has them
+
+
+def test_an_empty_parquet_result_is_a_valid_file_with_the_schema(parquet_types: str, tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    record = AdobeQueryServiceSqlHook().export_rows(
+        "SELECT id, amount, utc_ts FROM parquet_types WHERE false",
+        tmp_path / "none.parquet",
+        file_format="parquet",
+    )
+    table = pq.read_table(record["uri"])
+    assert table.num_rows == record["rows"] == 0 and record["lines"] is None
+    assert table.schema.types == [pa.int32(), pa.decimal128(16, 2), pa.timestamp("us", tz="UTC")]
+    assert record["columns"] == ["id", "amount", "utc_ts"]
+
+
+def test_a_numeric_parquet_cannot_hold_fails_and_leaves_no_file(parquet_types: str, tmp_path: Path) -> None:
+    """NaN in a numeric(16, 2) column has no decimal128 form: an error, never a rounded or
+    missing value; the row groups already written are discarded."""
+    pytest.importorskip("pyarrow")
+    sql = (
+        "SELECT id, (CASE WHEN id = 17 THEN 'NaN' ELSE amount END)::numeric(16, 2) AS amount "
+        "FROM parquet_types ORDER BY id"
+    )
+    with pytest.raises(sql_module.SqlInterfaceError, match="'amount'.*decimal128.*cast the column to text"):
+        AdobeQueryServiceSqlHook(fetch_size=5).export_rows(
+            sql, tmp_path / "nan.parquet", file_format="parquet"
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_token_expired_mid_parquet_export_starts_the_file_over(
+    emulator: AdobeQueryServiceEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    encoder = sql_module._parquet_encoder
+    expired: list[int] = []
+
+    def expiring_encoder(*args: Any) -> Any:
+        encode = encoder(*args)
+
+        def wrapped(batch: list[tuple[Any, ...]]) -> None:
+            encode(batch)
+            if batch and not expired:
+                expired.append(len(batch))
+                emulator.expire_tokens()  # new password, sessions ended
+
+        return wrapped
+
+    monkeypatch.setattr(sql_module, "_parquet_encoder", expiring_encoder)
+    record = AdobeQueryServiceSqlHook(fetch_size=100).export_rows(
+        "SELECT _id, page_views FROM web_events ORDER BY _id",
+        tmp_path / "events.parquet",
+        file_format="parquet",
+    )
+    assert expired == [100] and token_calls(emulator) == 2
+    ids = pq.read_table(record["uri"]).column("_id").to_pylist()
+    assert record["rows"] == len(ids) == len(set(ids)) == 1000  # started over, no duplicates
+    assert pq.ParquetFile(record["uri"]).metadata.num_row_groups == 10
+    assert [p.name for p in tmp_path.iterdir()] == ["events.parquet"]
+
+
+def test_numeric_is_a_decimal_only_with_a_precision_decimal128_holds() -> None:
+    pa = pytest.importorskip("pyarrow")
+    numeric = sql_module.PG_NUMERIC
+    assert sql_module.arrow_type(numeric, 38, 38) == pa.decimal128(38, 38)
+    assert sql_module.arrow_type(numeric, 1, 0) == pa.decimal128(1, 0)
+    # No typmod (psycopg2 reads 65535), over 38 digits, a negative scale (PostgreSQL 15+, read as
+    # 65534), none at all, zero: the server's digits as text.
+    for precision, scale in ((65535, 65535), (39, 2), (10, 65534), (None, None), (0, 0)):
+        assert sql_module.arrow_type(numeric, precision, scale) == pa.string()
+    assert sql_module.arrow_type(1186, None, None) == pa.string()  # interval: not mapped

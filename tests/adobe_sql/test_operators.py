@@ -87,8 +87,8 @@ def test_a_failing_check_fails_its_task_and_a_passing_one_succeeds(
 
 
 def test_bad_operator_input_is_refused_at_once(emulator: AdobeQueryServiceEmulator, tmp_path: Path) -> None:
-    with pytest.raises(InvalidInputError, match="file_format"):
-        AdobeSqlToFileOperator(task_id="x", sql="SELECT 1", destination=tmp_path, file_format="parquet")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="file_format.*csv, jsonl, parquet"):
+        AdobeSqlToFileOperator(task_id="x", sql="SELECT 1", destination=tmp_path, file_format="xml")  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="fetch_size"):
         AdobeSqlToFileOperator(task_id="y", sql="SELECT 1", destination=tmp_path, fetch_size=0)
     operator = AdobeSqlToFileOperator(task_id="z", sql="SELECT 1", destination="")
@@ -98,6 +98,26 @@ def test_bad_operator_input_is_refused_at_once(emulator: AdobeQueryServiceEmulat
 
     assert isinstance(caught.value, AirflowFailException)  # no retry for bad input
     assert emulator.requests_to("api") == []
+
+
+def test_parquet_from_the_operator(emulator: AdobeQueryServiceEmulator, tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    operator = AdobeSqlToFileOperator(
+        task_id="pages",
+        sql="SELECT page_name, count(*) AS n FROM web_events GROUP BY 1 ORDER BY 1",
+        destination=f"{tmp_path}/",
+        file_format="parquet",
+        filename="pages",
+        fetch_size=2,
+    )
+    record = operator.execute({"run_id": "manual__1"})
+    path = Path(record["uri"])
+    assert path == tmp_path / "pages.parquet"
+    assert record["format"] == "parquet" and record["lines"] is None and record["rows"] == 5
+    table = pq.read_table(path)
+    assert table.column_names == ["page_name", "n"] and table.num_rows == 5
+    assert pq.ParquetFile(path).metadata.num_row_groups == 3  # one per FETCH of 2 rows
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
 
 
 def test_openlineage_reads_the_tables_as_the_rest_operator_names_them_and_the_file(

@@ -190,8 +190,18 @@ def _reserve(out: IO[bytes], size: int) -> None:
         out.reserve(size)
 
 
-class _Target:
-    """A destination written through a temporary sibling, then moved in place."""
+class AtomicTarget:
+    """A file written under a temporary sibling name, moved to its final name only on commit.
+
+    Nothing ever appears under the final name until :meth:`commit`: a failed write is
+    :meth:`discard`-ed and leaves neither a partial file nor the temporary one. Used by
+    :func:`fetch` and by the SQL hook's export. Usage: ``out = target.open()``, write, close
+    ``out``, then ``target.commit()``; on any error ``target.discard()``. :meth:`open` may be
+    called again to start over (the temporary file is truncated).
+
+    :param destination: a local path, a ``file://``/``s3://``/``gs://``... URI or an
+        ``ObjectStoragePath`` (a local parent folder is created).
+    """
 
     def __init__(self, destination: Destination) -> None:
         self.final: Path | ObjectStoragePath
@@ -209,9 +219,11 @@ class _Target:
 
     @property
     def uri(self) -> str:
+        """The final name, as a path (local) or a URI (object storage)."""
         return str(self.final) if self.local else self.final.as_uri()
 
     def open(self) -> IO[bytes]:
+        """The temporary file, opened for writing (truncated)."""
         if self.local:
             return cast("IO[bytes]", _LocalFile(str(self.temp), "wb"))
         # Through the filesystem, not ObjectStoragePath.open(): that reports every write of the
@@ -220,6 +232,7 @@ class _Target:
         return remote_temp.fs.open(remote_temp.path, "wb")  # type: ignore[no-any-return]
 
     def commit(self) -> None:
+        """Move the (closed) temporary file to the final name, and report it to hook lineage."""
         if self.local:
             os.replace(str(self.temp), str(self.final))
         else:  # fsspec's move: a rename where the store has one, else copy and delete
@@ -231,6 +244,7 @@ class _Target:
         report_output(self.final, local=self.local)
 
     def discard(self) -> None:
+        """Remove the temporary file, if any (a cleanup failure is logged, not raised)."""
         try:
             if self.temp.exists():
                 self.temp.unlink()
@@ -518,7 +532,7 @@ def fetch_url(
     :param max_resumes: how many such progressing cuts one fetch may have in all (then it fails).
     """
     provider = url_provider if callable(url_provider) else (lambda: str(url_provider))
-    target = _Target(destination)
+    target = AtomicTarget(destination)
     owns_session = session is None
     if session is None:
         import requests

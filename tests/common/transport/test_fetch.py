@@ -111,7 +111,7 @@ def test_a_failed_write_fails_the_fetch_and_leaves_nothing(
 ) -> None:
     # Writes run on a thread of the fetch's own: their error must still reach the caller.
     emulator.storage.put("r.csv", ROWS)
-    opened = fetch._Target.open
+    opened = fetch.AtomicTarget.open
 
     def open_a_full_disk(target: Any) -> Any:
         handle: Any = opened(target)
@@ -122,7 +122,7 @@ def test_a_failed_write_fails_the_fetch_and_leaves_nothing(
         handle.write = write
         return handle
 
-    monkeypatch.setattr(fetch._Target, "open", open_a_full_disk)
+    monkeypatch.setattr(fetch.AtomicTarget, "open", open_a_full_disk)
     with pytest.raises(OSError, match="No space left"):
         fetch_url(emulator.storage.presign("r.csv"), tmp_path / "r.csv", retry=FAST_RETRY)
     assert leftovers(tmp_path) == []
@@ -235,7 +235,7 @@ def test_a_local_file_gets_small_writes_and_every_byte_of_short_ones(tmp_path: P
         assert out.write(b"tail") == 4
     assert (tmp_path / "f").read_bytes() == data + b"tail"
     assert max(CountingFile.sizes) <= fetch.LOCAL_WRITE_SIZE - 100 and len(CountingFile.sizes) >= 5
-    target = fetch._Target(tmp_path / "g")
+    target = fetch.AtomicTarget(tmp_path / "g")
     with target.open() as written:  # what a local fetch writes through
         assert isinstance(written, fetch._LocalFile)
     target.discard()
