@@ -508,11 +508,17 @@ class PostgresWireProxy:
             if not chunk:
                 return
             buffer = buffer + chunk if buffer else chunk
-            found, rest = split_messages(buffer)
             changed = False
             out: list[bytes] = []
             copied = 0  # buffer[copied:] not yet accounted for in ``out``
-            for kind, start, end in found:
+            # One pass over the headers (DataRows are most messages: the common case is short).
+            pos, size, unpack = 0, len(buffer), _HEADER.unpack_from
+            while pos + 5 <= size:
+                kind, length = unpack(buffer, pos)
+                start, end = pos + 5, pos + 1 + length
+                if end > size:
+                    break
+                pos = end
                 if kind == b"D":
                     if policy is None:  # the Query may have been sent after the last ReadyForQuery
                         policy = session.policies[0] if session.policies else None
@@ -522,7 +528,7 @@ class PostgresWireProxy:
                     if budget is None or rows < budget:
                         rows += 1
                         continue
-                    replacement = b""  # over the cap: silently cut
+                    replacement: bytes | None = b""  # over the cap: silently cut
                     cut = True
                 elif kind == b"C":
                     replacement = None
@@ -561,6 +567,7 @@ class PostgresWireProxy:
                 out.append(buffer[copied : start - 5])
                 out.append(replacement)
                 copied = end
+            rest = pos  # an incomplete message waits for the next chunk
             if changed:
                 out.append(buffer[copied:rest])
                 writer.write(b"".join(out))
