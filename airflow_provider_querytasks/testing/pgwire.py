@@ -13,7 +13,7 @@ reading the spec allows:
   ``Parse``, inside ``DECLARE ... CURSOR FOR``) is refused with ``53400`` before it runs;
 - **the default row cap**: a simple ``Query`` without ``LIMIT`` returns at most ``row_cap``
   (50,000) rows a result set, silently cut (the ``CommandComplete`` tag says the cut count); for a
-  cursor (``DECLARE``/``FETCH``) the cap is the cursor's total across its ``FETCH``\\ es.
+  cursor (``DECLARE``/``FETCH``) the cap is the cursor's total across all its ``FETCH`` statements.
   ``LIMIT 0`` lifts the cap: it is sent to PostgreSQL as ``LIMIT ALL``;
 - **the statement timeout**: ``statement_timeout`` is set on every session (startup
   ``options``), and PostgreSQL's ``57014`` statement-timeout error reaches the client as
