@@ -447,13 +447,18 @@ class PostgresWireProxy:
                 continue
             out = bytearray()
             for kind, start, end in found:
-                payload = bytes(buffer[start:end])
                 if kind == b"Q":
-                    out += message(b"Q", self._query(query_text(payload), session).encode() + b"\0")
+                    sql = query_text(bytes(buffer[start:end]))
+                    sent = self._query(sql, session)
+                    # Unchanged SQL goes on as the client's bytes (whatever its encoding).
+                    out += buffer[start - 5 : end] if sent == sql else message(b"Q", sent.encode() + b"\0")
                 elif kind == b"P":
-                    name, sql, rest_of = parse_parts(payload)
-                    sql = self._check(sql, session)
-                    out += message(b"P", name + b"\0" + sql.encode() + b"\0" + rest_of)
+                    name, sql, rest_of = parse_parts(bytes(buffer[start:end]))
+                    sent = self._check(sql, session)
+                    if sent == sql:
+                        out += buffer[start - 5 : end]
+                    else:
+                        out += message(b"P", name + b"\0" + sent.encode() + b"\0" + rest_of)
                 else:
                     if kind in (b"S", b"F"):  # a Sync or function call ends in one ReadyForQuery
                         session.policies.append(_Policy())
