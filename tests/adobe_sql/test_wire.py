@@ -222,3 +222,24 @@ def test_the_extended_protocol_is_refused_too(emulator: AdobeQueryServiceEmulato
         return code, len(rows)
 
     assert asyncio.run(session()) == ("53400", 5)
+
+
+def test_without_tls_the_proxy_answers_n_and_the_connection_prefers(
+    postgres: LocalPostgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What Python 3.10 gets (its asyncio streams cannot start TLS)."""
+    server = AdobeQueryServiceEmulator(duration=0.3, sql_tls=False)
+    server.start()
+    try:
+        server.attach_postgres(postgres)
+        use_connection(monkeypatch, server.sql_connection())
+        use_connection(monkeypatch, server.connection())
+        hook = AdobeQueryServiceSqlHook()
+        assert hook.connection_parameters()["sslmode"] == "prefer"
+        connection = hook.get_conn()
+        try:
+            assert not connection.info.ssl_in_use
+        finally:
+            connection.close()
+    finally:
+        server.stop()
