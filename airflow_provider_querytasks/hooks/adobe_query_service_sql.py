@@ -392,6 +392,18 @@ class AdobeQueryServiceSqlHook(DbApiHook):
             if error is exc:
                 raise
             raise error from None
+        # get_records, SQLExecuteQueryOperator and the checks: the same row-cap check as export_rows.
+        if (
+            cur.description is not None
+            and cur.rowcount == DEFAULT_ROW_CAP
+            and not HAS_LIMIT.search(sql_statement)
+        ):
+            raise SqlRowCapError(
+                f"The statement returned exactly {DEFAULT_ROW_CAP:,} rows and has no LIMIT: Query "
+                "Service returns at most that many rows by default, so the result is probably cut. "
+                f"Add LIMIT 0 (no row cap; still 10 minutes), or LIMIT {DEFAULT_ROW_CAP} to accept "
+                f"exactly these rows, or {USE_REST_ADVICE}"
+            )
 
     # -- OpenLineage (the REST operator's naming: adobe-experience-platform://<org> / <sandbox>.<table>)
     def get_openlineage_database_info(self, connection: Connection) -> Any:

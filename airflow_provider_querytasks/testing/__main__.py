@@ -33,7 +33,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             postgres = LocalPostgres().start()
             adobe.attach_postgres(postgres)  # type: ignore[attr-defined]
-            print(f"adobe        postgres   127.0.0.1:{postgres.port} (the PostgreSQL interface)")
+            wire = adobe.wire  # type: ignore[attr-defined]
+            print(
+                f"adobe        postgres   127.0.0.1:{wire.port} (the PostgreSQL interface: Query Service's "
+                f"limits, TLS; the server itself on 127.0.0.1:{postgres.port})"
+            )
         except (RuntimeError, ImportError) as exc:
             print(f"(Adobe's PostgreSQL interface is not served: {exc})")
     lines: list[str] = []

@@ -33,7 +33,10 @@ defensive paths run in every test:
   ends after that many bytes (the 60 s response limit), resumable with ``Range``.
 
 With a :class:`~.postgres.LocalPostgres` attached (:meth:`AdobeQueryServiceEmulator.attach_postgres`),
-``GET /connection_parameters`` points at it: the PostgreSQL interface, a real server.
+``GET /connection_parameters`` points at the PostgreSQL interface: a real server behind a
+:class:`~.pgwire.PostgresWireProxy`, which holds it to Query Service's limits (TLS, ``53400`` for
+a ``LIMIT`` over 100,000 and for the statement timeout, rows silently cut at 50,000 without
+``LIMIT``, ``LIMIT 0`` for no cap).
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from airflow_provider_querytasks.testing.server import (
 )
 
 if TYPE_CHECKING:
+    from airflow_provider_querytasks.testing.pgwire import PostgresWireProxy
     from airflow_provider_querytasks.testing.postgres import LocalPostgres
 
 # The platform's facts, from its OpenAPI descriptions (their ``servers``), not from the client: a
@@ -150,6 +154,12 @@ class AdobeQueryServiceEmulator(EmulatorServer):
     :param token_early: seconds before its announced expiry that a token stops working (at most
         a tenth of its lifetime).
     :param cut_after: bytes after which a file download's response ends (``None``: whole).
+    :param sql_row_cap: rows the PostgreSQL interface returns for a statement without ``LIMIT``
+        (Query Service: 50,000; ``None``: no cap).
+    :param sql_statement_timeout: seconds a PostgreSQL-interface statement may run before
+        ``53400`` (Query Service: 600); ``None``: the attached server's ``statement_timeout``.
+    :param sql_tls: whether the PostgreSQL interface speaks TLS (``sslmode=require``); by default
+        where asyncio can (Python 3.11+).
     :param clock: emulator clock.
     """
 
@@ -177,8 +187,13 @@ class AdobeQueryServiceEmulator(EmulatorServer):
         run_delay: float = 0.2,
         token_early: float = 900.0,
         cut_after: int | None = None,
+        sql_row_cap: int | None = 50_000,
+        sql_statement_timeout: float | None = None,
+        sql_tls: bool | None = None,
         clock: EmulatorClock | None = None,
     ) -> None:
+        from airflow_provider_querytasks.testing.pgwire import TLS_AVAILABLE
+
         super().__init__(clock=clock)
         self.client_id = client_id
         self.client_secret = client_secret
@@ -201,6 +216,9 @@ class AdobeQueryServiceEmulator(EmulatorServer):
         self.run_delay = run_delay
         self.token_early = token_early
         self.cut_after = cut_after
+        self.sql_row_cap = sql_row_cap
+        self.sql_statement_timeout = sql_statement_timeout
+        self.sql_tls = TLS_AVAILABLE if sql_tls is None else sql_tls
         self.tokens: dict[str, float] = {}
         self.queries: dict[str, EmulatedQuery] = {}
         self.templates: dict[str, dict[str, Any]] = {}
@@ -213,6 +231,8 @@ class AdobeQueryServiceEmulator(EmulatorServer):
         self._bucket: RateBucket | None = None
         #: The PostgreSQL interface (``attach_postgres``) and the token that is its password.
         self.postgres: LocalPostgres | None = None
+        #: The proxy in front of it that clients reach (Query Service's limits).
+        self.wire: PostgresWireProxy | None = None
         self._sql_token: str | None = None
         self._serial = itertools.count(1)
         self._last_created_wall = 0.0
@@ -260,20 +280,41 @@ class AdobeQueryServiceEmulator(EmulatorServer):
         """Serve ``postgres`` (started) as the PostgreSQL interface: a login role named as the
         organisation, whose password is the current IMS token, and a ``<sandbox>:all`` database
         per sandbox with the seed tables. While it is attached, IMS hands out one current token
-        (a new one once it expired), so that one password serves every client."""
+        (a new one once it expired), so that one password serves every client.
+
+        Clients reach it through a :class:`~.pgwire.PostgresWireProxy` (started here, stopped
+        with the emulator) that enforces Query Service's limits: ``GET /connection_parameters``
+        answers the proxy's host and port."""
+        from airflow_provider_querytasks.testing.pgwire import PostgresWireProxy
+
         postgres.add_login_role(self.org_id, None)
         for sandbox in self.sandboxes:
             postgres.add_database(f"{sandbox}:all", self.org_id)
         self.postgres = postgres
+        self.wire = PostgresWireProxy(
+            postgres.host,
+            postgres.port,
+            row_cap=self.sql_row_cap,
+            statement_timeout=self.sql_statement_timeout or postgres.statement_timeout,
+            tls=self.sql_tls,
+        ).start()
+
+    def stop(self) -> None:
+        """Stop the emulator and its PostgreSQL proxy (the PostgreSQL server is the caller's)."""
+        if self.wire is not None:
+            self.wire.stop()
+            self.wire = None
+        super().stop()
 
     def sql_connection(self, conn_id: str | None = None) -> dict[str, Any]:
         """An ``adobe_query_service_sql`` connection pointing at this emulator (same credentials).
 
-        ``sslmode`` is ``prefer``: the local server has no certificate (allowed for loopback hosts only).
+        ``sslmode`` is the hook's default ``require`` when the proxy speaks TLS; otherwise
+        ``prefer`` (allowed for loopback hosts only).
         """
         conn = self.connection(conn_id or "adobe_query_service_sql_default")
         conn["conn_type"] = "adobe_query_service_sql"
-        conn["extra"]["sslmode"] = "prefer"
+        conn["extra"]["sslmode"] = "require" if self.sql_tls else "prefer"
         return conn
 
     def environment(self) -> dict[str, str]:
@@ -283,7 +324,7 @@ class AdobeQueryServiceEmulator(EmulatorServer):
         return env
 
     async def _connection_parameters(self, request: web.Request) -> web.Response:
-        if self.postgres is None:
+        if self.wire is None:
             return json_response(
                 {"message": "this emulator has no PostgreSQL interface (attach_postgres)", "statusCode": 500},
                 500,
@@ -294,8 +335,8 @@ class AdobeQueryServiceEmulator(EmulatorServer):
             {
                 "username": self.org_id,
                 "dbName": f"{sandbox}:all",
-                "host": self.postgres.host,
-                "port": self.postgres.port,
+                "host": self.wire.host,
+                "port": self.wire.port,
                 "version": 1,
                 "token": token,  # the caller's token, as the real answer echoes it
                 "compressedToken": token[::-1],

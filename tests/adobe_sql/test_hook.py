@@ -279,9 +279,17 @@ def test_exactly_the_default_row_cap_without_limit_fails_loudly(
     assert record["rows"] == 50_000
 
 
-def test_sslmode_is_required_except_for_loopback(emulator: AdobeQueryServiceEmulator) -> None:
-    hook = AdobeQueryServiceSqlHook()
-    assert hook.connection_parameters()["sslmode"] == "prefer"  # the emulator's connection, loopback
+def test_sslmode_is_required_except_for_loopback(
+    emulator: AdobeQueryServiceEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The emulator's proxy speaks TLS where asyncio can (3.11+); "prefer" is for loopback only.
+    expected = "require" if emulator.sql_tls else "prefer"
+    assert AdobeQueryServiceSqlHook().connection_parameters()["sslmode"] == expected
+    conn = emulator.sql_connection("plain")
+    conn["extra"]["sslmode"] = "prefer"
+    use_connection(monkeypatch, conn)
+    hook = AdobeQueryServiceSqlHook("plain")
+    assert hook.connection_parameters()["sslmode"] == "prefer"  # loopback
     with pytest.raises(InvalidInputError, match="sslmode.*require, verify-ca, verify-full"):
         hook._sslmode("example.platform-query.adobe.io")
 
