@@ -9,6 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+pytestmark = pytest.mark.line_independent  # the same on every Airflow line: run on one
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

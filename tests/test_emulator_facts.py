@@ -18,6 +18,8 @@ from airflow_provider_querytasks.testing import adobe_query_service as adobe_emu
 from airflow_provider_querytasks.testing import amazon_data_kiosk as data_kiosk_emulator
 from airflow_provider_querytasks.testing import shoplazza as shoplazza_emulator
 
+pytestmark = pytest.mark.line_independent  # the same on every Airflow line: run on one
+
 
 def test_data_kiosk_paths_and_notification_type() -> None:
     assert data_kiosk_client.API_PATH == data_kiosk_emulator.API_PATH

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.line_independent  # the same on every Airflow line: run on one
+
 PACKAGE = "airflow_provider_querytasks"
 ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 

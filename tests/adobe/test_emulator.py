@@ -8,6 +8,8 @@ import requests
 from airflow_provider_querytasks.hooks.adobe_query_service import AdobeQueryServiceHook
 from airflow_provider_querytasks.testing.adobe_query_service import AdobeQueryServiceEmulator
 
+pytestmark = pytest.mark.line_independent  # the same on every Airflow line: run on one
+
 
 @pytest.mark.contract_exempt  # sends requests without a required header on purpose
 @pytest.mark.parametrize(

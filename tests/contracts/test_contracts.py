@@ -30,6 +30,8 @@ from ..helpers import FAST_RETRY
 from .check import KNOWN, check_exchange, contract_problems, notification_problems
 from .openapi import SPECS, Spec
 
+pytestmark = pytest.mark.line_independent  # the same on every Airflow line: run on one
+
 BUILDERS = ("ApiRequest", "_json")
 
 

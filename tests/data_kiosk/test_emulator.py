@@ -15,6 +15,8 @@ import requests
 
 from airflow_provider_querytasks.testing.amazon_data_kiosk import DataKioskEmulator
 
+pytestmark = pytest.mark.line_independent  # the same on every Airflow line: run on one
+
 PATH = "/dataKiosk/2023-11-15/queries"
 
 

@@ -24,6 +24,8 @@ from airflow_provider_querytasks.protocols.amazon_data_kiosk import DataKioskSet
 from airflow_provider_querytasks.protocols.shoplazza import EVENTS, ShoplazzaSettings
 from airflow_provider_querytasks.testing import EmulatorServer, emulator_class
 
+pytestmark = pytest.mark.line_independent  # the same on every Airflow line: run on one
+
 EXAMPLES = settings(
     max_examples=1000,
     deadline=None,

@@ -18,6 +18,8 @@ from airflow_provider_querytasks.common.api.errors import (
 )
 from airflow_provider_querytasks.common.transport.clients import is_retryable
 
+pytestmark = pytest.mark.line_independent  # the same on every Airflow line: run on one
+
 
 @pytest.mark.parametrize(
     ("error", "retryable"),

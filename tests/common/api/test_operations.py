@@ -10,6 +10,8 @@ from airflow_provider_querytasks.common.api.calls import ApiRequest, ApiResponse
 from airflow_provider_querytasks.common.api.errors import ApiError
 from airflow_provider_querytasks.common.api.operations import Steps, arun_steps, one_call, run_steps
 
+pytestmark = pytest.mark.line_independent  # the same on every Airflow line: run on one
+
 
 def answer(request: ApiRequest) -> ApiResponse:
     """A fake server: echoes the path; a path ending in /missing is 404."""

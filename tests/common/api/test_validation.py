@@ -18,6 +18,8 @@ from airflow_provider_querytasks.common.api.validation import (
 from ...helpers import use_connection
 from ..fake_platform import FakeEmulator, FakeHook
 
+pytestmark = pytest.mark.line_independent  # the same on every Airflow line: run on one
+
 
 def refused(check: Any, value: Any, parameter: str) -> str:
     """Run ``check(value, parameter)``, expecting it to refuse; return its message."""
