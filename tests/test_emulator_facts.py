@@ -16,6 +16,7 @@ from airflow_provider_querytasks.protocols import amazon_data_kiosk as data_kios
 from airflow_provider_querytasks.protocols import shoplazza as shoplazza_client
 from airflow_provider_querytasks.testing import adobe_query_service as adobe_emulator
 from airflow_provider_querytasks.testing import amazon_data_kiosk as data_kiosk_emulator
+from airflow_provider_querytasks.testing import pgwire as adobe_sql_emulator
 from airflow_provider_querytasks.testing import shoplazza as shoplazza_emulator
 
 pytestmark = pytest.mark.line_independent  # the same on every Airflow line: run on one
@@ -81,3 +82,12 @@ def test_adobe_service_paths() -> None:
     assert adobe_client.QUERY == adobe_emulator.QUERY
     assert adobe_client.CATALOG == adobe_emulator.CATALOG
     assert adobe_client.EXPORT == adobe_emulator.EXPORT
+
+
+def test_adobe_sql_interface_limits() -> None:
+    # Section 5.2: 50,000 rows by default, a LIMIT over 100,000 and a statement over 10 minutes
+    # end in 53400.
+    assert adobe_client.SQL_ROW_CAP == adobe_sql_emulator.SQL_ROW_CAP == 50_000
+    assert adobe_client.SQL_MAX_LIMIT == adobe_sql_emulator.SQL_MAX_LIMIT == 100_000
+    assert adobe_client.SQL_STATEMENT_TIMEOUT == adobe_sql_emulator.SQL_STATEMENT_TIMEOUT == 600.0
+    assert adobe_client.SQL_LIMIT_SQLSTATE == adobe_sql_emulator.SQL_LIMIT_SQLSTATE == "53400"

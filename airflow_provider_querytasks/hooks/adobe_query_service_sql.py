@@ -44,7 +44,13 @@ from airflow_provider_querytasks.compat import mask_secret
 from airflow_provider_querytasks.connection_forms import ADOBE_QUERY_SERVICE_SQL_FORM
 from airflow_provider_querytasks.hooks.adobe_query_service import AdobeQueryServiceHook
 from airflow_provider_querytasks.lineage import ADOBE_SCHEME
-from airflow_provider_querytasks.protocols.adobe_query_service import QUERY
+from airflow_provider_querytasks.protocols.adobe_query_service import (
+    QUERY,
+    SQL_LIMIT_SQLSTATE,
+    SQL_MAX_LIMIT,
+    SQL_ROW_CAP,
+    SQL_STATEMENT_TIMEOUT,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
@@ -52,10 +58,6 @@ if TYPE_CHECKING:
     from airflow_provider_querytasks.compat import Connection
 
 PLATFORM = "adobe_query_service"
-#: Query Service's interactive limits (docs/adobe_sql.md): rows a SELECT returns without LIMIT,
-#: and the largest LIMIT it accepts.
-DEFAULT_ROW_CAP = 50_000
-MAX_LIMIT = 100_000
 #: sslmode values allowed for any host, and those allowed only for a loopback host (an emulator).
 SSLMODES = ("require", "verify-ca", "verify-full")
 LOOPBACK_SSLMODES = ("prefer", "disable")
@@ -129,16 +131,17 @@ def translate_error(error: BaseException, *, rows: int | None = None) -> BaseExc
             platform=PLATFORM,
             operation="postgresLogin",
         )
-    if code == "53400":
+    if code == SQL_LIMIT_SQLSTATE:
         return SqlLimitError(
-            f"Query Service stopped the statement{after} ({code}: {text}): an interactive statement "
-            f"may run 10 minutes and a LIMIT may not exceed {MAX_LIMIT:,} rows; {USE_REST_ADVICE}",
+            f"Query Service stopped the statement{after} ({code}: {text}): an interactive "
+            f"statement may run {SQL_STATEMENT_TIMEOUT / 60:g} minutes and a LIMIT may not exceed "
+            f"{SQL_MAX_LIMIT:,} rows; {USE_REST_ADVICE}",
             sqlstate=code,
         )
     if code == "57014" and "timeout" in text.lower():  # PostgreSQL's own statement_timeout
         return SqlLimitError(
             f"The statement ran past the server's statement timeout{after} ({code}: {text}); "
-            f"Query Service allows 10 minutes; {USE_REST_ADVICE}",
+            f"Query Service allows {SQL_STATEMENT_TIMEOUT / 60:g} minutes; {USE_REST_ADVICE}",
             sqlstate=code,
         )
     if (
@@ -156,6 +159,16 @@ def translate_error(error: BaseException, *, rows: int | None = None) -> BaseExc
 
 
 # -- the REST side of the SQL connection --------------------------------------------------------
+def row_cap_error() -> SqlRowCapError:
+    """What exactly :data:`SQL_ROW_CAP` rows from a statement without ``LIMIT`` mean."""
+    return SqlRowCapError(
+        f"The statement returned exactly {SQL_ROW_CAP:,} rows and has no LIMIT: Query Service "
+        "returns at most that many rows by default, so the result is probably cut. Add LIMIT 0 "
+        f"(no row cap; still 10 minutes), or LIMIT {SQL_ROW_CAP} to accept exactly these rows, "
+        f"or {USE_REST_ADVICE}"
+    )
+
+
 class _SqlConnectionRestHook(AdobeQueryServiceHook):
     """The REST hook read from an ``adobe_query_service_sql`` connection (same credentials):
     IMS tokens (shared process-wide with the REST hook's, keyed by credential) and
@@ -395,15 +408,10 @@ class AdobeQueryServiceSqlHook(DbApiHook):
         # get_records, SQLExecuteQueryOperator and the checks: the same row-cap check as export_rows.
         if (
             cur.description is not None
-            and cur.rowcount == DEFAULT_ROW_CAP
+            and cur.rowcount == SQL_ROW_CAP
             and not HAS_LIMIT.search(sql_statement)
         ):
-            raise SqlRowCapError(
-                f"The statement returned exactly {DEFAULT_ROW_CAP:,} rows and has no LIMIT: Query "
-                "Service returns at most that many rows by default, so the result is probably cut. "
-                f"Add LIMIT 0 (no row cap; still 10 minutes), or LIMIT {DEFAULT_ROW_CAP} to accept "
-                f"exactly these rows, or {USE_REST_ADVICE}"
-            )
+            raise row_cap_error()
 
     # -- OpenLineage (the REST operator's naming: adobe-experience-platform://<org> / <sandbox>.<table>)
     def get_openlineage_database_info(self, connection: Connection) -> Any:
@@ -535,13 +543,8 @@ class AdobeQueryServiceSqlHook(DbApiHook):
                     raise error from None
                 finally:
                     connection.close()
-            if rows == DEFAULT_ROW_CAP and not HAS_LIMIT.search(sql):
-                raise SqlRowCapError(
-                    f"The SELECT returned exactly {DEFAULT_ROW_CAP:,} rows and has no LIMIT: Query "
-                    "Service returns at most that many rows by default, so the result is probably "
-                    f"cut. Add LIMIT 0 (no row cap; still 10 minutes), or LIMIT {DEFAULT_ROW_CAP} to "
-                    f"accept exactly these rows, or {USE_REST_ADVICE}"
-                )
+            if rows == SQL_ROW_CAP and not HAS_LIMIT.search(sql):
+                raise row_cap_error()
             target.commit()
         except BaseException:
             target.discard()

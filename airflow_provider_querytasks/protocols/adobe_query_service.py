@@ -65,6 +65,13 @@ PARAMETER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 DEFAULT_PAGE_CAP = 20
 #: Parameters a next link carries as its cursor: never re-added from the first request.
 CURSOR_PARAMS = frozenset({"start", "isPrevLink", "page"})
+#: The PostgreSQL interface's limits (the API note, section 5.2), as the SQL hook reads them:
+#: rows a SELECT without LIMIT returns at most, the largest LIMIT accepted, a statement's seconds,
+#: and the SQLSTATE of the last two.
+SQL_ROW_CAP = 50_000
+SQL_MAX_LIMIT = 100_000
+SQL_STATEMENT_TIMEOUT = 600.0
+SQL_LIMIT_SQLSTATE = "53400"
 #: The accept header of a Data Access file download (the files are bytes, not JSON).
 FILE_ACCEPT = "application/octet-stream"
 #: The PATCH of a query: one operation in the spec (``cancelQuery``) for both ``op`` values.

@@ -39,23 +39,25 @@ import ssl
 import struct
 import sys
 import tempfile
-import threading
 import uuid
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from airflow_provider_querytasks.testing.server import BackgroundLoop
+
+#: Query Service's interactive limits (the API note, section 5.2): the emulator's own copy, which
+#: tests/test_emulator_facts.py compares with the client's.
+SQL_ROW_CAP = 50_000
+SQL_MAX_LIMIT = 100_000
+SQL_STATEMENT_TIMEOUT = 600.0
+SQL_LIMIT_SQLSTATE = "53400"
 #: Startup-phase request codes (the int32 after the length).
 PROTOCOL_V3 = 196608
 SSL_REQUEST = 80877103
 GSSENC_REQUEST = 80877104
 CANCEL_REQUEST = 80877102
-#: Query Service's interactive limits (the API note, section 5.2).
-DEFAULT_ROW_CAP = 50_000
-MAX_LIMIT = 100_000
-DEFAULT_STATEMENT_TIMEOUT = 600.0
-LIMIT_SQLSTATE = "53400"
 #: Whether this Python's asyncio streams can upgrade a connection to TLS (3.11+).
 TLS_AVAILABLE = sys.version_info >= (3, 11)
 #: The relation a refused statement is swapped for (its "does not exist" error is rewritten).
@@ -120,7 +122,7 @@ def mask_sql(sql: str, *, identifiers: bool = True) -> str:
     return "".join(out)
 
 
-def over_limit(sql: str, max_limit: int = MAX_LIMIT) -> int | None:
+def over_limit(sql: str, max_limit: int = SQL_MAX_LIMIT) -> int | None:
     """The first ``LIMIT n`` in ``sql``'s code with ``n > max_limit``, else ``None``."""
     for match in _LIMIT.finditer(mask_sql(sql)):
         value = match.group(1)
@@ -306,9 +308,9 @@ class PostgresWireProxy:
         upstream_host: str,
         upstream_port: int,
         *,
-        row_cap: int | None = DEFAULT_ROW_CAP,
-        max_limit: int = MAX_LIMIT,
-        statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT,
+        row_cap: int | None = SQL_ROW_CAP,
+        max_limit: int = SQL_MAX_LIMIT,
+        statement_timeout: float | None = SQL_STATEMENT_TIMEOUT,
         tls: bool = TLS_AVAILABLE,
     ) -> None:
         self.upstream_host = upstream_host
@@ -321,8 +323,7 @@ class PostgresWireProxy:
         self.port = 0
         self._folder: tempfile.TemporaryDirectory[str] | None = None
         self._ssl: ssl.SSLContext | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._background = BackgroundLoop("pgwire-proxy")
         self._server: asyncio.Server | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -331,44 +332,27 @@ class PostgresWireProxy:
         if self.tls:
             self._folder = tempfile.TemporaryDirectory(prefix="querytasks-pgwire-")
             self._ssl = self_signed_context(Path(self._folder.name))
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(loop)
-            self._loop = loop
-            try:
-                self._server = loop.run_until_complete(asyncio.start_server(self._serve, self.host, 0))
-                self.port = int(self._server.sockets[0].getsockname()[1])
-            except BaseException as exc:  # reported to start()'s caller
-                failure.append(exc)
-                ready.set()
-                return
-            ready.set()
-            loop.run_forever()
-            self._server.close()
-            sessions = asyncio.all_tasks(loop)
-            for task in sessions:
-                task.cancel()
-            loop.run_until_complete(asyncio.gather(*sessions, return_exceptions=True))
-            with contextlib.suppress(Exception):
-                loop.run_until_complete(self._server.wait_closed())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="pgwire-proxy", daemon=True)
-        self._thread.start()
-        ready.wait(30)
-        if failure:
-            raise failure[0]
+        self._background.start(self._listen, self._close)
         return self
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(self._serve, self.host, 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+
+    async def _close(self) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        sessions = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in sessions:
+            task.cancel()
+        await asyncio.gather(*sessions, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self._server.wait_closed()
 
     def stop(self) -> None:
         """Stop listening and end the thread (open sessions end with it)."""
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-        self._loop = self._thread = None
+        self._background.stop(timeout=10)
         if self._folder is not None:
             self._folder.cleanup()
             self._folder = None
@@ -473,7 +457,7 @@ class PostgresWireProxy:
         if limit is not None:
             token = uuid.uuid4().hex
             session.refusals[token] = (
-                LIMIT_SQLSTATE,
+                SQL_LIMIT_SQLSTATE,
                 f"LIMIT {limit} exceeds the maximum of {self.max_limit} rows for an interactive query "
                 "(use LIMIT 0 for no row cap, or a batch query for large results)",
             )
@@ -593,7 +577,7 @@ class PostgresWireProxy:
         if fields.get("C") == "57014" and "statement timeout" in text:
             limit = self.statement_timeout or 0
             return error_response(
-                LIMIT_SQLSTATE,
+                SQL_LIMIT_SQLSTATE,
                 f"Query timed out: the statement ran over the {limit:g} s statement timeout "
                 "of an interactive query",
             )

@@ -189,6 +189,62 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     return web.json_response(body, status=status, headers=headers)
 
 
+class BackgroundLoop:
+    """An asyncio loop on a daemon thread: what each emulator and the wire proxy serve from.
+
+    :param name: the thread's name.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(
+        self, setup: Callable[[], Awaitable[object]], teardown: Callable[[], Awaitable[object]]
+    ) -> None:
+        """Run ``setup`` on a new loop in a thread and return once it is done (its error is raised
+        here); the loop then runs until :meth:`stop`, which ends it with ``teardown``.
+
+        :param setup: binds the ports (run first, on the loop).
+        :param teardown: closes them (run last, on the loop).
+        """
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            self.loop = loop
+            try:
+                loop.run_until_complete(setup())
+            except BaseException as exc:  # raised to the caller of start()
+                failure.append(exc)
+                ready.set()
+                return
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(teardown())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name=self.name, daemon=True)
+        self._thread.start()
+        ready.wait(30)
+        if failure:
+            raise failure[0]
+
+    def stop(self, timeout: float) -> None:
+        """Stop the loop (its ``teardown`` runs) and wait up to ``timeout`` seconds for the thread.
+
+        :param timeout: seconds to wait for the thread to end.
+        """
+        if self.loop is not None and self._thread is not None:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout)
+        self.loop = None
+        self._thread = None
+
+
 class EmulatorServer:
     """Base class of the platform emulators.
 
@@ -212,8 +268,7 @@ class EmulatorServer:
         self.urls: dict[str, str] = {}
         self._log_lock = threading.Lock()
         self._runners: list[web.AppRunner] = []
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._background = BackgroundLoop(f"{self.name}-emulator")
 
     # -- to implement -------------------------------------------------------------------------
     def build_sites(self) -> dict[str, web.Application]:
@@ -349,37 +404,12 @@ class EmulatorServer:
 
     def start(self: _Server) -> _Server:
         """Serve every site from a background thread; returns once the ports are bound."""
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            try:
-                loop.run_until_complete(self.start_async())
-            except BaseException as exc:  # surfaced to the caller of start()
-                failure.append(exc)
-                ready.set()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(self.stop_async())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name=f"{self.name}-emulator", daemon=True)
-        self._thread.start()
-        ready.wait(30)
-        if failure:
-            raise failure[0]
+        self._background.start(self.start_async, self.stop_async)
         return self
 
     def stop(self) -> None:
         """Stop the background thread started by :meth:`start`."""
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(30)
-        self._loop = None
-        self._thread = None
+        self._background.stop(timeout=30)
 
     def __enter__(self: _Server) -> _Server:
         return self.start()

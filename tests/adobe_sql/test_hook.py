@@ -111,6 +111,29 @@ def test_bad_export_input_fails_before_any_call(emulator: AdobeQueryServiceEmula
     assert emulator.requests_to("api") == [] and emulator.requests_to("ims") == []
 
 
+def expire_tokens_after_the_first_batch(
+    monkeypatch: pytest.MonkeyPatch, emulator: AdobeQueryServiceEmulator, encoder_name: str
+) -> list[int]:
+    """Expire the emulator's tokens (new password, sessions ended) once the hook's encoder
+    ``encoder_name`` has written the first batch; returns the list the batch's size goes in."""
+    encoder = getattr(sql_module, encoder_name)
+    expired: list[int] = []
+
+    def expiring_encoder(*args: Any) -> Any:
+        encode = encoder(*args)
+
+        def wrapped(batch: list[tuple[Any, ...]]) -> None:
+            encode(batch)
+            if batch and not expired:
+                expired.append(len(batch))
+                emulator.expire_tokens()
+
+        return wrapped
+
+    monkeypatch.setattr(sql_module, encoder_name, expiring_encoder)
+    return expired
+
+
 def test_a_token_expired_mid_session_costs_one_reconnect(
     emulator: AdobeQueryServiceEmulator,
     postgres: LocalPostgres,
@@ -121,21 +144,7 @@ def test_a_token_expired_mid_session_costs_one_reconnect(
 ) -> None:
     """The token expires after the first FETCH: the server ends the session; the hook sees its
     token was replaced, reconnects once with the fresh one and runs the statement again."""
-    encoder = sql_module._csv_encoder
-    expired: list[int] = []
-
-    def expiring_encoder(*args: Any) -> Any:
-        encode = encoder(*args)
-
-        def wrapped(batch: list[tuple[Any, ...]]) -> None:
-            encode(batch)
-            if batch and not expired:
-                expired.append(len(batch))
-                emulator.expire_tokens()  # new password, sessions ended
-
-        return wrapped
-
-    monkeypatch.setattr(sql_module, "_csv_encoder", expiring_encoder)
+    expired = expire_tokens_after_the_first_batch(monkeypatch, emulator, "_csv_encoder")
     hook = AdobeQueryServiceSqlHook(fetch_size=100)
     with caplog.at_level(logging.INFO):
         record = hook.export_rows("SELECT * FROM web_events ORDER BY _id", tmp_path / "events.csv")
@@ -575,21 +584,7 @@ def test_a_token_expired_mid_parquet_export_starts_the_file_over(
     emulator: AdobeQueryServiceEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pq = pytest.importorskip("pyarrow.parquet")
-    encoder = sql_module._parquet_encoder
-    expired: list[int] = []
-
-    def expiring_encoder(*args: Any) -> Any:
-        encode = encoder(*args)
-
-        def wrapped(batch: list[tuple[Any, ...]]) -> None:
-            encode(batch)
-            if batch and not expired:
-                expired.append(len(batch))
-                emulator.expire_tokens()  # new password, sessions ended
-
-        return wrapped
-
-    monkeypatch.setattr(sql_module, "_parquet_encoder", expiring_encoder)
+    expired = expire_tokens_after_the_first_batch(monkeypatch, emulator, "_parquet_encoder")
     record = AdobeQueryServiceSqlHook(fetch_size=100).export_rows(
         "SELECT _id, page_views FROM web_events ORDER BY _id",
         tmp_path / "events.parquet",
