@@ -660,9 +660,13 @@ class _FirstRecord(io.RawIOBase):
 
     def write(self, data: Any) -> int:
         written = self.out.write(data)
-        if not self.complete:
+        view = memoryview(data).cast("B")
+        # 64 KiB at a time: the header is kept, not the megabyte written with it.
+        for offset in range(0, len(view), 1 << 16):
+            if self.complete:
+                break
             start = len(self.head)
-            self.head += bytes(data)
+            self.head += view[offset : offset + (1 << 16)]
             end = self.head.find(b"\n", start)
             while end != -1:
                 # A line feed ends the record where the quotes before it are balanced.
