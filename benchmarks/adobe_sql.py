@@ -11,13 +11,23 @@ and with ``transfer="copy"`` (``COPY ... TO STDOUT``: the server writes the CSV)
 per second (best of the runs, every run's ratio beside it), the RSS growth of the exporting
 process during the export (sampled every 5 ms), and whether the three files are byte for byte
 the same.
+
+Every timed export runs in a process of its own (this file run as a script, ``psql`` or
+``export`` mode, printing one JSON line), and PostgreSQL, the emulator and its wire proxy (an
+asyncio thread of the process that started the emulator) stay in the parent: the hook's export
+shares its interpreter (the GIL) with nobody, as psql does not. Each child asks for its own
+connection parameters: the emulator makes the current IMS token the role's password, and a new
+process gets a new token.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -49,7 +59,8 @@ def sha256(path: Path) -> str:
 
 
 def adobe_sql_export(rows: int, repeats: int) -> dict[str, Any]:
-    """Start PostgreSQL and the Adobe emulator, fill ``bench_events``, time both exports in turns."""
+    """Start PostgreSQL and the Adobe emulator, fill ``bench_events``, time both exports in turns,
+    each export in a child process (:func:`child_main`)."""
     from airflow_provider_querytasks.testing import connection_env
     from airflow_provider_querytasks.testing.adobe_query_service import AdobeQueryServiceEmulator
     from airflow_provider_querytasks.testing.postgres import LocalPostgres
@@ -62,55 +73,28 @@ def adobe_sql_export(rows: int, repeats: int) -> dict[str, Any]:
                 cursor.execute(TABLE_SQL.format(rows=int(rows)))
                 cursor.execute("ANALYZE bench_events")
                 cursor.execute(f'GRANT SELECT ON bench_events TO "{emulator.org_id}"')
-            os.environ.update([connection_env(emulator.sql_connection())])
-            from airflow_provider_querytasks.hooks.adobe_query_service_sql import AdobeQueryServiceSqlHook
-
-            hook = AdobeQueryServiceSqlHook()
-            params = hook.connection_parameters()
+            env = {**os.environ, **dict([connection_env(emulator.sql_connection())])}
+            psql = str(postgres.psql())
             out = Path(folder)
-            # Warm-up: imports, the first token, the server's caches (the table read once).
-            hook.export_rows("SELECT * FROM bench_events LIMIT 1000", out / "warm.csv")
-            subprocess.run(
-                [str(postgres.psql()), "-X", "-q", "-c", f"\\copy ({SELECT}) TO '{out / 'warm.txt'}' CSV"],
-                env={**os.environ, **psql_env(params)},
-                check=True,
-                capture_output=True,
-            )
+            # Warm-up of the server's caches: the table read once (each child warms itself up).
+            in_child(env, "psql", psql, str(out / "warm.csv"))
             psql_runs: list[float] = []
             hook_runs: list[dict[str, Any]] = []
             copy_runs: list[dict[str, Any]] = []
             for _ in range(repeats):
                 psql_file = out / "psql.csv"
-                started = time.perf_counter()
-                subprocess.run(
-                    [
-                        str(postgres.psql()),
-                        "-X",
-                        "-q",
-                        "-c",
-                        f"\\copy ({SELECT}) TO '{psql_file}' WITH (FORMAT csv, HEADER)",
-                    ],
-                    env={**os.environ, **psql_env(params)},
-                    check=True,
-                    capture_output=True,
-                )
-                psql_runs.append(time.perf_counter() - started)
+                psql_runs.append(in_child(env, "psql", psql, str(psql_file))["seconds"])
                 for transfer in ("cursor", "copy"):
-                    hook_file = out / f"hook-{transfer}.csv"
-                    before = rss()
-                    with PeakRss() as peak:
-                        started = time.perf_counter()
-                        record = hook.export_rows(SELECT, hook_file, transfer=transfer)  # type: ignore[arg-type]
-                        seconds = time.perf_counter() - started
                     runs = hook_runs if transfer == "cursor" else copy_runs
-                    growth = (peak.value - before) / 2**20
-                    runs.append({"seconds": seconds, "rss_growth_mib": growth, "rows": record["rows"]})
+                    runs.append(in_child(env, "export", transfer, str(out / f"hook-{transfer}.csv")))
             psql_sha = sha256(psql_file)
             same = psql_sha == sha256(out / "hook-cursor.csv") == sha256(out / "hook-copy.csv")
             hook_file = out / "hook-cursor.csv"
             size = hook_file.stat().st_size
         finally:
             emulator.stop()
+    if any(run["rows"] != rows for run in [*hook_runs, *copy_runs]):
+        raise RuntimeError(f"an export did not write {rows} rows: {hook_runs} {copy_runs}")
     best_psql = min(psql_runs)
     best_hook = min(run["seconds"] for run in hook_runs)
     best_copy = min(run["seconds"] for run in copy_runs)
@@ -133,7 +117,60 @@ def adobe_sql_export(rows: int, repeats: int) -> dict[str, Any]:
         "files_identical": same,
         "target": ">= 0.8x psql, <= 50 MiB",
         "postgres": str(postgres.bindir),
+        "load_average": [round(load, 2) for load in os.getloadavg()],
     }
+
+
+def in_child(env: dict[str, str], *args: str) -> dict[str, Any]:
+    """Run this file as a child process (``args``: its mode and arguments); its JSON line."""
+    done = subprocess.run(
+        [sys.executable, __file__, *args],
+        env={**env, "PYTHONWARNINGS": "ignore"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if done.returncode:
+        raise RuntimeError(f"the {args[0]} child failed:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def time_psql(psql: str, target: str) -> dict[str, Any]:
+    """``psql \\copy`` of :data:`SELECT` to ``target``, logged in with this process's own token."""
+    from airflow_provider_querytasks.hooks.adobe_query_service_sql import AdobeQueryServiceSqlHook
+
+    env = {**os.environ, **psql_env(AdobeQueryServiceSqlHook().connection_parameters())}
+    command = [psql, "-X", "-q", "-c", f"\\copy ({SELECT}) TO '{target}' WITH (FORMAT csv, HEADER)"]
+    started = time.perf_counter()
+    subprocess.run(command, env=env, check=True, capture_output=True)
+    return {"seconds": time.perf_counter() - started}
+
+
+def time_export(transfer: str, target: str) -> dict[str, Any]:
+    """``export_rows`` of :data:`SELECT` to ``target`` after a warm-up (imports, the token, a
+    1,000-row export), and this process's RSS growth meanwhile."""
+    from airflow_provider_querytasks.hooks.adobe_query_service_sql import AdobeQueryServiceSqlHook
+
+    hook = AdobeQueryServiceSqlHook()
+    warm = Path(target).with_name(f"warm-{transfer}.csv")
+    hook.export_rows("SELECT * FROM bench_events LIMIT 1000", warm, transfer=transfer)  # type: ignore[arg-type]
+    before = rss()
+    with PeakRss() as peak:
+        started = time.perf_counter()
+        record = hook.export_rows(SELECT, target, transfer=transfer)  # type: ignore[arg-type]
+        seconds = time.perf_counter() - started
+    return {"seconds": seconds, "rss_growth_mib": (peak.value - before) / 2**20, "rows": record["rows"]}
+
+
+def child_main(argv: list[str]) -> int:
+    """``adobe_sql.py psql PSQL TARGET`` or ``adobe_sql.py export TRANSFER TARGET``: one timed
+    export, its figures printed as one JSON line (the connection comes from the environment)."""
+    logging.disable(logging.WARNING)
+    mode, first, target = argv
+    result = time_psql(first, target) if mode == "psql" else time_export(first, target)
+    print(json.dumps(result))
+    return 0
 
 
 def psql_env(params: dict[str, Any]) -> dict[str, str]:
@@ -145,3 +182,7 @@ def psql_env(params: dict[str, Any]) -> dict[str, str]:
         "PGDATABASE": str(params["dbname"]),
         "PGSSLMODE": str(params["sslmode"]),
     }
+
+
+if __name__ == "__main__":
+    sys.exit(child_main(sys.argv[1:]))

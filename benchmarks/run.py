@@ -1006,8 +1006,10 @@ SECTIONS_HELP = """sections (--only, comma-separated; default: all):
   adobe_sql     8. --sql-rows rows (1,000,000) of a table on the Adobe emulator's PostgreSQL
                 interface streamed to CSV by AdobeQueryServiceSqlHook.export_rows (server-side
                 cursor) and by `psql -c "\\copy (SELECT ...) TO ... CSV HEADER"` on the same
-                server, in turns (3 runs each): rows per second as a ratio to psql's, the
-                exporting process's RSS growth, whether the files are identical. Targets:
+                server, in turns (3 runs each; every export in a process of its own, the
+                emulator and its wire proxy in another): rows per second as a ratio to
+                psql's, the exporting process's RSS growth, whether the files are identical,
+                the load average. Targets:
                 >= 0.8x psql, <= 50 MiB. Not part of the default run (--only adobe_sql). The
                 published figures are copied by hand into benchmarks/results/adobe_sql.json.
 """

@@ -480,7 +480,10 @@ class AdobeQueryServiceSqlHook(DbApiHook):
             ``copy`` takes no ``parameters`` and writes CSV only. The record's ``transfer`` says
             which one ran.
         :return: the fetch record (``uri``, ``bytes``, ``sha256``, ``lines``, ``source``) plus
-            ``rows``, ``columns``, ``format`` and ``transfer``. ``lines`` is ``None`` for Parquet
+            ``rows``, ``columns``, ``format`` and ``transfer``. ``columns`` is the result's
+            column names; when COPY ran without a header it is ``None`` (not known: COPY sends
+            no column description, and a second query to learn them could meet Query Service's
+            limits). ``lines`` is ``None`` for Parquet
             (a binary file has no lines; ``rows`` counts the rows).
         :raises SqlLimitError: ``53400`` (10 minutes, ``LIMIT`` over 100,000).
         :raises SqlRowCapError: exactly 50,000 rows from a SELECT without ``LIMIT``.
@@ -570,7 +573,7 @@ class AdobeQueryServiceSqlHook(DbApiHook):
         writer: _RecordWriter,
         file_format: str,
         header: bool,
-    ) -> tuple[int, list[str]]:
+    ) -> tuple[int, list[str] | None]:
         import psycopg2.extensions
 
         # A named cursor is a server-side cursor (DECLARE ... CURSOR, FETCH FORWARD n): it lives
@@ -611,16 +614,22 @@ class AdobeQueryServiceSqlHook(DbApiHook):
         connection.rollback()
         return rows, columns
 
-    def _copy(self, connection: Any, sql: str, writer: _RecordWriter, header: bool) -> tuple[int, list[str]]:
+    def _copy(
+        self, connection: Any, sql: str, writer: _RecordWriter, header: bool
+    ) -> tuple[int, list[str] | None]:
         """``COPY (<sql>) TO STDOUT`` into ``writer`` through a 1 MiB buffer (psycopg2 writes
-        each row's line on its own)."""
+        each row's line on its own).
+
+        The column names are the header's (the first CSV record, parsed as the server wrote
+        it); without a header they are not known (``None``): COPY sends no description."""
         import psycopg2
 
         statement = sql.strip().rstrip(";")
         # The newline ends a trailing "-- comment" before the closing parenthesis.
         copy = f"COPY ({statement}\n) TO STDOUT WITH (FORMAT csv, HEADER {'true' if header else 'false'})"
         self.log.info("Copying the rows of: %s", statement)
-        buffered = io.BufferedWriter(writer, buffer_size=1 << 20)
+        first = _FirstRecord(writer) if header else None
+        buffered = io.BufferedWriter(first or writer, buffer_size=1 << 20)
         with connection.cursor() as cursor:
             try:
                 cursor.copy_expert(copy, buffered)
@@ -636,7 +645,45 @@ class AdobeQueryServiceSqlHook(DbApiHook):
             rows = int(cursor.rowcount)
         writer.rows = rows
         connection.rollback()
-        return rows, []
+        return rows, (first.columns() if first is not None else None)
+
+
+class _FirstRecord(io.RawIOBase):
+    """Passes every write on to ``out``, keeping the bytes up to the end of the first CSV
+    record (the header COPY writes; a quoted name may hold a line break)."""
+
+    def __init__(self, out: _RecordWriter) -> None:
+        super().__init__()
+        self.out = out
+        self.head = bytearray()
+        self.complete = False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        written = self.out.write(data)
+        view = memoryview(data).cast("B")
+        # 64 KiB at a time: the header is kept, not the megabyte written with it.
+        for offset in range(0, len(view), 1 << 16):
+            if self.complete:
+                break
+            start = len(self.head)
+            self.head += view[offset : offset + (1 << 16)]
+            end = self.head.find(b"\n", start)
+            while end != -1:
+                # A line feed ends the record where the quotes before it are balanced.
+                if self.head.count(b'"', 0, end) % 2 == 0:
+                    del self.head[end + 1 :]
+                    self.complete = True
+                    break
+                end = self.head.find(b"\n", end + 1)
+        return written
+
+    def columns(self) -> list[str]:
+        """The header's column names, parsed as CSV (``[]`` if nothing was written)."""
+        text = bytes(self.head).decode("utf-8")
+        return next(csv.reader(io.StringIO(text, newline="")), [])
 
 
 def _register_text(cursor: Any, oids: tuple[int, ...]) -> None:

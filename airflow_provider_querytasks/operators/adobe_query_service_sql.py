@@ -34,7 +34,8 @@ class AdobeSqlToFileOperator(FailWithoutRetryMixin, SQLExecuteQueryOperator):
     ``fetch_size`` at a time, and are written as they come under a temporary name, moved into
     place when complete; memory stays flat. The XCom value is the fetch record the other fetches
     return (``uri``, ``bytes``, ``sha256``, ``lines``, ``source``) with ``rows``, ``columns``,
-    ``format`` and ``transfer``: never the data (``lines`` is ``None`` for Parquet). Query
+    ``format`` and ``transfer``: never the data (``lines`` is ``None`` for Parquet; ``columns``
+    is ``None`` when COPY wrote a CSV without header: not known). Query
     Service's interactive limits apply (10 minutes per statement, ``LIMIT`` at most 100,000,
     50,000 rows without ``LIMIT``): a statement that meets one fails with an error saying what to
     do (``docs/adobe_sql.md``). OpenLineage: the tables read (common.sql's parser, named as

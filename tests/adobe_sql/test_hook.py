@@ -350,6 +350,29 @@ def test_copy_transfer_writes_the_same_csv_as_the_cursor(
         hook.export_rows(sql, tmp_path / "x.csv", transfer="copy", parameters={"a": 1})
 
 
+def test_copy_records_the_headers_column_names_and_none_without_a_header(
+    emulator: AdobeQueryServiceEmulator, tmp_path: Path
+) -> None:
+    """COPY sends no column description: the names are the header's, parsed as CSV (a quoted
+    name with a comma, a quote or a line break included), and not known without a header."""
+    hook = AdobeQueryServiceSqlHook()
+    sql = "SELECT * FROM web_events ORDER BY _id"
+    by_cursor = hook.export_rows(sql, tmp_path / "cursor.csv")
+    by_copy = hook.export_rows(sql, tmp_path / "copy.csv", transfer="copy")
+    assert by_copy["columns"] == by_cursor["columns"] and by_copy["columns"][0] == "_id"
+    by_auto = hook.export_rows(sql, tmp_path / "auto.csv", transfer="auto")
+    assert (by_auto["transfer"], by_auto["columns"]) == ("copy", by_cursor["columns"])
+    odd = 'SELECT 1 AS "a,b", 2 AS "say ""hi""", 3 AS "two\nlines", 4 AS plain, \'x\' AS "\u00e9t\u00e9"'
+    names = ["a,b", 'say "hi"', "two\nlines", "plain", "\u00e9t\u00e9"]
+    assert hook.export_rows(odd, tmp_path / "odd-cursor.csv")["columns"] == names
+    assert hook.export_rows(odd, tmp_path / "odd-copy.csv", transfer="copy")["columns"] == names
+    empty = "SELECT _id, ecid FROM web_events WHERE false"
+    assert hook.export_rows(empty, tmp_path / "empty.csv", transfer="copy")["columns"] == ["_id", "ecid"]
+    bare = hook.export_rows(sql, tmp_path / "bare.csv", transfer="copy", header=False)
+    assert bare["columns"] is None and bare["rows"] == 1000 and bare["lines"] == 1000
+    assert hook.export_rows(sql, tmp_path / "bare-cursor.csv", header=False)["sha256"] == bare["sha256"]
+
+
 def test_cursor_csv_quotes_as_copy_does_where_csv_writer_would_not(
     emulator: AdobeQueryServiceEmulator, tmp_path: Path
 ) -> None:
