@@ -301,6 +301,10 @@ class SqsSite:
 
     def _op_DeleteMessageBatch(self, params: dict[str, Any]) -> dict[str, Any]:
         queue = self._queue(params)
+        return self._batch(params, lambda entry: queue.remove(self._find(queue, entry.get("ReceiptHandle"))))
+
+    def _batch(self, params: dict[str, Any], apply: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        """A batch action: ``apply`` to each entry, each succeeding or failing on its own."""
         successful, failed = [], []
         for entry in self._entries(params):
             try:
@@ -308,7 +312,7 @@ class SqsSite:
                 if internal is not None:
                     failed.append(internal)
                     continue
-                queue.remove(self._find(queue, entry.get("ReceiptHandle")))
+                apply(entry)
                 successful.append({"Id": entry.get("Id")})
             except SqsError as error:
                 failed.append(
@@ -330,20 +334,7 @@ class SqsSite:
 
     def _op_ChangeMessageVisibilityBatch(self, params: dict[str, Any]) -> dict[str, Any]:
         queue = self._queue(params)
-        successful, failed = [], []
-        for entry in self._entries(params):
-            try:
-                internal = self._internal_failure(entry)
-                if internal is not None:
-                    failed.append(internal)
-                    continue
-                self._change_visibility(queue, entry)
-                successful.append({"Id": entry.get("Id")})
-            except SqsError as error:
-                failed.append(
-                    {"Id": entry.get("Id"), "SenderFault": True, "Code": error.code, "Message": error.message}
-                )
-        return {"Successful": successful, "Failed": failed}
+        return self._batch(params, lambda entry: self._change_visibility(queue, entry))
 
     def _op_SendMessage(self, params: dict[str, Any]) -> dict[str, Any]:
         self._queue(params)
