@@ -24,11 +24,16 @@ from airflow_provider_querytasks.testing.adobe_query_service import AdobeQuerySe
 from .conftest import operator
 
 
+def daily_schedule(hook: AdobeQueryServiceHook, sql: str) -> dict[str, Any]:
+    """A new daily schedule of ``sql`` on ``prod:all``, as ``POST /schedules`` answered it."""
+    query_def = AdobeQueryDefinition(sql=sql, db_name="prod:all").body()
+    return hook.create_schedule(query_def, {"schedule": "@daily", "startDate": "2026-11-01T00:00:00Z"})
+
+
 def test_schedules_runs_and_the_run_sensor(
     hook: AdobeQueryServiceHook, emulator: AdobeQueryServiceEmulator
 ) -> None:
-    query_def = AdobeQueryDefinition(sql="SELECT 1 -- emulator: FAILED", db_name="prod:all").body()
-    schedule = hook.create_schedule(query_def, {"schedule": "@daily", "startDate": "2026-11-01T00:00:00Z"})
+    schedule = daily_schedule(hook, "SELECT 1 -- emulator: FAILED")
     assert schedule["state"] == "REGISTERING" and hook.get_schedule(schedule["id"])["state"] == "ENABLED"
     hook.set_schedule_enabled(schedule["id"], False)
     assert [s["state"] for s in hook.list_schedules()] == ["DISABLED"]
@@ -51,10 +56,7 @@ def test_schedules_runs_and_the_run_sensor(
 def test_a_trigger_takes_the_run_that_appeared_after_it_not_the_newest(
     hook: AdobeQueryServiceHook, emulator: AdobeQueryServiceEmulator
 ) -> None:
-    query_def = AdobeQueryDefinition(sql="SELECT 1", db_name="prod:all").body()
-    schedule = hook.create_schedule(query_def, {"schedule": "@daily", "startDate": "2026-11-01T00:00:00Z"})[
-        "id"
-    ]
+    schedule = daily_schedule(hook, "SELECT 1")["id"]
     emulator.run_delay = 0.0
     earlier = emulator.add_run(schedule)["id"]  # yesterday's manual run, the newest so far
     emulator.run_delay = 0.4  # the new run shows in the list a little after the 202
@@ -66,10 +68,7 @@ def test_a_trigger_takes_the_run_that_appeared_after_it_not_the_newest(
 def test_a_trigger_fails_when_several_runs_or_none_appear(
     hook: AdobeQueryServiceHook, emulator: AdobeQueryServiceEmulator
 ) -> None:
-    query_def = AdobeQueryDefinition(sql="SELECT 1", db_name="prod:all").body()
-    schedule = hook.create_schedule(query_def, {"schedule": "@daily", "startDate": "2026-11-01T00:00:00Z"})[
-        "id"
-    ]
+    schedule = daily_schedule(hook, "SELECT 1")["id"]
     emulator.run_delay = 0.3
     other = threading.Timer(0.05, emulator.add_run, args=(schedule,))  # another task's trigger
     other.start()

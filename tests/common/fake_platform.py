@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 from airflow_provider_querytasks.common.api.calls import (
@@ -31,6 +32,8 @@ from airflow_provider_querytasks.sensors.base import QueryTaskSensor
 from airflow_provider_querytasks.testing.server import EmulatorServer, json_response
 from airflow_provider_querytasks.testing.storage import ObjectStorageSite
 from airflow_provider_querytasks.triggers.base import QueryTaskTrigger
+
+from ..helpers import FAST_RETRY
 
 # -- emulator -------------------------------------------------------------------------------
 
@@ -295,3 +298,17 @@ class FakeQueryOperator(QueryTaskOperator):
 class FakeQuerySensor(QueryTaskSensor):
     hook_class = FakeHook
     trigger_class = FakeTrigger
+
+
+# The fixtures by which the tests of the shared machinery (tests/{common,hooks,operators,sensors,
+# triggers}) reach the fake platform; each of those folders' conftest.py imports them.
+@pytest.fixture
+def emulator(fake_emulator: FakeEmulator) -> FakeEmulator:
+    """The fake platform's emulator (``tests/conftest.py``), serving for this test."""
+    return fake_emulator
+
+
+@pytest.fixture
+def hook(emulator: FakeEmulator) -> FakeHook:
+    """A :class:`FakeHook` on the serving emulator, retrying fast."""
+    return FakeHook(retry=FAST_RETRY)

@@ -2,18 +2,4 @@
 
 from __future__ import annotations
 
-import pytest
-
-from ..common.fake_platform import FakeEmulator, FakeHook
-from ..helpers import FAST_RETRY
-
-
-@pytest.fixture
-def emulator(fake_emulator: FakeEmulator) -> FakeEmulator:
-    """The fake platform's emulator (``tests/conftest.py``), serving for this test."""
-    return fake_emulator
-
-
-@pytest.fixture
-def hook(emulator: FakeEmulator) -> FakeHook:
-    return FakeHook(retry=FAST_RETRY)
+from ..common.fake_platform import emulator, hook  # noqa: F401  (pytest fixtures)
