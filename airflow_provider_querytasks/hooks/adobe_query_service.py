@@ -124,7 +124,7 @@ class AdobeQueryServiceHook(QueryTaskHook[AdobeSettings, AdobeApi]):
             exclude_hidden=exclude_hidden,
             max_pages=max_pages,
         )
-        return iter(listing.require_complete("listQueries", max_pages))
+        return iter(listing.require_complete())
 
     def find_submitted_query(self, marker: str, created_after: datetime) -> dict[str, Any] | None:
         """The newest query (any state) whose ``description`` carries ``marker``, created at or
@@ -176,7 +176,7 @@ class AdobeQueryServiceHook(QueryTaskHook[AdobeSettings, AdobeApi]):
         self, limit: int = 50, *, max_pages: int = DEFAULT_PAGE_CAP
     ) -> Iterator[dict[str, Any]]:
         listing = self.run(AdobeApi.list_templates, limit, max_pages=max_pages)
-        return iter(listing.require_complete("listQueryTemplates", max_pages))
+        return iter(listing.require_complete())
 
     # -- scheduled queries --------------------------------------------------------------------
     def create_schedule(
@@ -195,7 +195,7 @@ class AdobeQueryServiceHook(QueryTaskHook[AdobeSettings, AdobeApi]):
         self, limit: int = 50, *, max_pages: int = DEFAULT_PAGE_CAP
     ) -> Iterator[dict[str, Any]]:
         listing = self.run(AdobeApi.list_schedules, limit, max_pages=max_pages)
-        return iter(listing.require_complete("listSchedules", max_pages))
+        return iter(listing.require_complete())
 
     def set_schedule_enabled(self, schedule_id: str, enabled: bool) -> None:
         self.run(AdobeApi.set_schedule_state, schedule_id, enabled)
@@ -204,7 +204,7 @@ class AdobeQueryServiceHook(QueryTaskHook[AdobeSettings, AdobeApi]):
         self, schedule_id: str, property: str | None = None, *, max_pages: int = DEFAULT_PAGE_CAP
     ) -> Iterator[dict[str, Any]]:
         listing = self.run(AdobeApi.list_runs, schedule_id, property, max_pages=max_pages)
-        return iter(listing.require_complete("listScheduleRuns", max_pages))
+        return iter(listing.require_complete())
 
     def trigger_run(
         self, schedule_id: str, *, appear_timeout: float = 120.0, poll: float = 2.0, since: float = 600.0

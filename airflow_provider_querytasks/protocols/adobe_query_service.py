@@ -87,19 +87,23 @@ class Listing:
     :param items: the items, in the order the pages gave them.
     :param complete: the last page had no next link. ``False``: the walk stopped at its page cap,
         on a next link it had already followed, or because the caller had found what it wanted.
+    :param operation: the list operation walked (``listQueries``).
+    :param max_pages: the walk's page cap.
     """
 
     items: list[dict[str, Any]]
     complete: bool
+    operation: str
+    max_pages: int
 
-    def require_complete(self, operation: str, pages: int) -> list[dict[str, Any]]:
+    def require_complete(self) -> list[dict[str, Any]]:
         """The items, or a clear error when the walk was cut (a partial list is never returned)."""
         if not self.complete:
             raise ApiError(
-                f"{operation}: the list did not end within {pages} pages; narrow the filter or "
-                "raise max_pages (a partial list is never returned as if whole)",
+                f"{self.operation}: the list did not end within {self.max_pages} pages; narrow the "
+                "filter or raise max_pages (a partial list is never returned as if whole)",
                 platform=AdobeApi.platform,
-                operation=operation,
+                operation=self.operation,
             )
         return self.items
 
@@ -223,6 +227,11 @@ class AdobeApi(PlatformApi):
         items: list[dict[str, Any]] = []
         seen: set[str] = set()
         followed: set[str] = set()
+        operation = request.operation
+
+        def listing(complete: bool) -> Listing:
+            return Listing(items, complete, operation, max_pages)
+
         for _ in range(max_pages):
             body = (yield request).json_object()
             page = [item for item in body.get(key) or [] if isinstance(item, dict)]
@@ -236,12 +245,12 @@ class AdobeApi(PlatformApi):
                 new.append(item)
             items.extend(new)
             if until is not None and until(new):
-                return Listing(items, complete=False)
+                return listing(complete=False)
             href = next_href(body)
             if not href or not page:
-                return Listing(items, complete=True)
+                return listing(complete=True)
             if href in followed:
-                return Listing(items, complete=False)
+                return listing(complete=False)
             followed.add(href)
             request = self.next_page_request(href, request.operation)
             pairs = request.query_items()
@@ -249,7 +258,7 @@ class AdobeApi(PlatformApi):
             request = dataclasses.replace(
                 request, params=[*pairs, *((n, v) for n, v in kept if n not in given)]
             )
-        return Listing(items, complete=False)
+        return listing(complete=False)
 
     def next_page_request(self, href: str, operation: str) -> ApiRequest:
         """``_links.next.href`` as a request against the configured base (never its own host)."""
@@ -539,7 +548,7 @@ class AdobeApi(PlatformApi):
         )
         listing = yield from self.walk(request, "data", max_pages=max_pages)
         files: list[dict[str, Any]] = []
-        for entry in listing.require_complete("listDatasetFiles", max_pages):
+        for entry in listing.require_complete():
             files.extend((yield from self._file_entries(str(entry.get("dataSetFileId")), max_pages, 0)))
         return files
 
@@ -553,7 +562,7 @@ class AdobeApi(PlatformApi):
         )
         listing = yield from self.walk(request, "data", max_pages=max_pages)
         files: list[dict[str, Any]] = []
-        for item in listing.require_complete("retrieveDatasetFile", max_pages):
+        for item in listing.require_complete():
             href = ((item.get("_links") or {}).get("self") or {}).get("href", "")
             if "path=" in href:
                 files.append({"file_id": file_id, "name": item.get("name"), "length": item.get("length")})

@@ -13,6 +13,7 @@ import pytest
 
 from airflow_provider_querytasks.common.api.errors import (
     AmbiguousSubmissionError,
+    ApiError,
     AuthenticationError,
     InvalidInputError,
     NotFoundError,
@@ -153,6 +154,9 @@ def test_listing_follows_next_links_past_the_first_page(
     assert listed == list(reversed(ids))
     assert len(emulator.requests_to("api", "GET", r"/queries$")) == 3
     assert [q["id"] for q in hook.iter_queries("state==SUBMITTED", limit=2)] == list(reversed(ids))
+    # A walk cut at its page cap is an error naming the list and the cap, never a partial list.
+    with pytest.raises(ApiError, match=r"^listQueries: the list did not end within 2 pages"):
+        list(hook.iter_queries(limit=2, max_pages=2))
 
 
 @pytest.mark.parametrize("zone", ["+00:00", "+02:00"])
