@@ -7,7 +7,7 @@ import pytest
 from airflow_provider_querytasks.testing.adobe_query_service import AdobeQueryServiceEmulator
 from airflow_provider_querytasks.testing.postgres import LocalPostgres
 
-from ..helpers import new_adobe_emulator, use_connection
+from ..helpers import new_adobe_emulator, serve, use_connection
 
 #: The emulated server's statement timeout in these tests (Query Service's is 600 s).
 STATEMENT_TIMEOUT = 2.0
@@ -20,13 +20,18 @@ def postgres() -> Iterator[LocalPostgres]:
         yield server
 
 
+def serve_sql(
+    server: AdobeQueryServiceEmulator, postgres: LocalPostgres, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[AdobeQueryServiceEmulator]:
+    """:func:`~tests.helpers.serve` ``server`` with its PostgreSQL interface on ``postgres``, the
+    SQL connection exposed too."""
+    for running in serve(server, monkeypatch):
+        running.attach_postgres(postgres)
+        use_connection(monkeypatch, running.sql_connection())
+        yield running
+
+
 @pytest.fixture
 def emulator(postgres: LocalPostgres, monkeypatch: pytest.MonkeyPatch) -> Iterator[AdobeQueryServiceEmulator]:
     """The Adobe emulator with its PostgreSQL interface, both connections exposed."""
-    server = new_adobe_emulator()
-    server.start()
-    server.attach_postgres(postgres)
-    use_connection(monkeypatch, server.connection())
-    use_connection(monkeypatch, server.sql_connection())
-    yield server
-    server.stop()
+    yield from serve_sql(new_adobe_emulator(), postgres, monkeypatch)

@@ -20,7 +20,7 @@ from airflow_provider_querytasks.testing import pgwire
 from airflow_provider_querytasks.testing.adobe_query_service import AdobeQueryServiceEmulator
 from airflow_provider_querytasks.testing.postgres import LocalPostgres
 
-from ..helpers import use_connection
+from .conftest import serve_sql
 
 OVER = "SELECT i FROM generate_series(1, 200000) AS i LIMIT 200000"
 
@@ -169,13 +169,7 @@ def test_a_statement_timeout_is_53400(emulator: AdobeQueryServiceEmulator) -> No
 def small_cap(
     postgres: LocalPostgres, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[AdobeQueryServiceEmulator]:
-    server = AdobeQueryServiceEmulator(duration=0.3, sql_row_cap=7)
-    server.start()
-    server.attach_postgres(postgres)
-    use_connection(monkeypatch, server.sql_connection())
-    use_connection(monkeypatch, server.connection())
-    yield server
-    server.stop()
+    yield from serve_sql(AdobeQueryServiceEmulator(duration=0.3, sql_row_cap=7), postgres, monkeypatch)
 
 
 def test_a_cursors_cap_counts_every_fetch(small_cap: AdobeQueryServiceEmulator) -> None:
@@ -224,22 +218,21 @@ def test_the_extended_protocol_is_refused_too(emulator: AdobeQueryServiceEmulato
     assert asyncio.run(session()) == ("53400", 5)
 
 
-def test_without_tls_the_proxy_answers_n_and_the_connection_prefers(
+@pytest.fixture
+def without_tls(
     postgres: LocalPostgres, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[AdobeQueryServiceEmulator]:
+    yield from serve_sql(AdobeQueryServiceEmulator(duration=0.3, sql_tls=False), postgres, monkeypatch)
+
+
+def test_without_tls_the_proxy_answers_n_and_the_connection_prefers(
+    without_tls: AdobeQueryServiceEmulator,
 ) -> None:
     """What Python 3.10 gets (its asyncio streams cannot start TLS)."""
-    server = AdobeQueryServiceEmulator(duration=0.3, sql_tls=False)
-    server.start()
+    hook = AdobeQueryServiceSqlHook()
+    assert hook.connection_parameters()["sslmode"] == "prefer"
+    connection = hook.get_conn()
     try:
-        server.attach_postgres(postgres)
-        use_connection(monkeypatch, server.sql_connection())
-        use_connection(monkeypatch, server.connection())
-        hook = AdobeQueryServiceSqlHook()
-        assert hook.connection_parameters()["sslmode"] == "prefer"
-        connection = hook.get_conn()
-        try:
-            assert not connection.info.ssl_in_use
-        finally:
-            connection.close()
+        assert not connection.info.ssl_in_use
     finally:
-        server.stop()
+        connection.close()
