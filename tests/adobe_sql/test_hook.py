@@ -7,7 +7,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -111,26 +111,38 @@ def test_bad_export_input_fails_before_any_call(emulator: AdobeQueryServiceEmula
     assert emulator.requests_to("api") == [] and emulator.requests_to("ims") == []
 
 
+def after_each_batch(
+    monkeypatch: pytest.MonkeyPatch, encoder_name: str, act: Callable[[list[tuple[Any, ...]]], object]
+) -> None:
+    """Run ``act(batch)`` each time the hook's encoder ``encoder_name`` has written a batch of rows."""
+    encoder = getattr(sql_module, encoder_name)
+
+    def acting_encoder(*args: Any) -> Any:
+        encode = encoder(*args)
+
+        def wrapped(batch: list[tuple[Any, ...]]) -> None:
+            encode(batch)
+            if batch:
+                act(batch)
+
+        return wrapped
+
+    monkeypatch.setattr(sql_module, encoder_name, acting_encoder)
+
+
 def expire_tokens_after_the_first_batch(
     monkeypatch: pytest.MonkeyPatch, emulator: AdobeQueryServiceEmulator, encoder_name: str
 ) -> list[int]:
     """Expire the emulator's tokens (new password, sessions ended) once the hook's encoder
     ``encoder_name`` has written the first batch; returns the list the batch's size goes in."""
-    encoder = getattr(sql_module, encoder_name)
     expired: list[int] = []
 
-    def expiring_encoder(*args: Any) -> Any:
-        encode = encoder(*args)
+    def expire_once(batch: list[tuple[Any, ...]]) -> None:
+        if not expired:
+            expired.append(len(batch))
+            emulator.expire_tokens()
 
-        def wrapped(batch: list[tuple[Any, ...]]) -> None:
-            encode(batch)
-            if batch and not expired:
-                expired.append(len(batch))
-                emulator.expire_tokens()
-
-        return wrapped
-
-    monkeypatch.setattr(sql_module, encoder_name, expiring_encoder)
+    after_each_batch(monkeypatch, encoder_name, expire_once)
     return expired
 
 
@@ -164,19 +176,7 @@ def test_a_token_expired_mid_session_costs_one_reconnect(
 def test_a_token_expiring_again_after_the_reconnect_is_an_error(
     emulator: AdobeQueryServiceEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    encoder = sql_module._csv_encoder
-
-    def always_expiring(*args: Any) -> Any:
-        encode = encoder(*args)
-
-        def wrapped(batch: list[tuple[Any, ...]]) -> None:
-            encode(batch)
-            if batch:
-                emulator.expire_tokens()
-
-        return wrapped
-
-    monkeypatch.setattr(sql_module, "_csv_encoder", always_expiring)
+    after_each_batch(monkeypatch, "_csv_encoder", lambda batch: emulator.expire_tokens())
     # 100 or 200 rows: the next FETCH may be in already when the session ends (prefetch).
     with pytest.raises(SqlConnectionLostError, match=r"lost after [1-9]\d* rows"):
         AdobeQueryServiceSqlHook(fetch_size=100).export_rows("SELECT * FROM web_events", tmp_path / "e.csv")
@@ -189,19 +189,8 @@ def test_a_dropped_session_with_a_valid_token_is_a_clear_error(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    encoder = sql_module._csv_encoder
-
-    def dropping(*args: Any) -> Any:
-        encode = encoder(*args)
-
-        def wrapped(batch: list[tuple[Any, ...]]) -> None:
-            encode(batch)
-            if batch:
-                postgres.end_sessions(emulator.org_id)  # the token stays valid
-
-        return wrapped
-
-    monkeypatch.setattr(sql_module, "_csv_encoder", dropping)
+    # The session ends while the token stays valid.
+    after_each_batch(monkeypatch, "_csv_encoder", lambda batch: postgres.end_sessions(emulator.org_id))
     with pytest.raises(SqlConnectionLostError, match="retries run the statement again"):
         AdobeQueryServiceSqlHook(fetch_size=50).export_rows("SELECT * FROM web_events", tmp_path / "e.csv")
     assert token_calls(emulator) == 1
