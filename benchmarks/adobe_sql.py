@@ -66,7 +66,7 @@ def adobe_sql_export(rows: int, repeats: int) -> dict[str, Any]:
     from airflow_provider_querytasks.testing.postgres import LocalPostgres
 
     with LocalPostgres() as postgres, tempfile.TemporaryDirectory() as folder:
-        emulator = AdobeQueryServiceEmulator().start()
+        emulator = AdobeQueryServiceEmulator(sql_copy=True).start()  # transfer="copy" is measured too
         try:
             emulator.attach_postgres(postgres)
             with postgres.admin("prod:all") as cursor:

@@ -55,8 +55,9 @@ def new_data_kiosk_emulator() -> DataKioskEmulator:
     return DataKioskEmulator(duration=0.3, rows=5)
 
 
-def new_adobe_emulator() -> AdobeQueryServiceEmulator:
-    return AdobeQueryServiceEmulator(duration=0.3, file_size=1000)
+def new_adobe_emulator(**options: Any) -> AdobeQueryServiceEmulator:
+    """The Adobe emulator the tests use: quick queries, small files; ``options`` on top."""
+    return AdobeQueryServiceEmulator(**{"duration": 0.3, "file_size": 1000, **options})
 
 
 def new_fake_emulator() -> FakeEmulator:

@@ -160,6 +160,8 @@ class AdobeQueryServiceEmulator(EmulatorServer):
         ``53400`` (Query Service: 600); ``None``: the attached server's ``statement_timeout``.
     :param sql_tls: whether the PostgreSQL interface speaks TLS (``sslmode=require``); by default
         where asyncio can (Python 3.11+).
+    :param sql_copy: whether the PostgreSQL interface takes ``COPY ... TO STDOUT``, which Adobe
+        does not document; by default it refuses it with ``0A000``.
     :param clock: emulator clock.
     """
 
@@ -190,6 +192,7 @@ class AdobeQueryServiceEmulator(EmulatorServer):
         sql_row_cap: int | None = 50_000,
         sql_statement_timeout: float | None = None,
         sql_tls: bool | None = None,
+        sql_copy: bool = False,
         clock: EmulatorClock | None = None,
     ) -> None:
         from airflow_provider_querytasks.testing.pgwire import TLS_AVAILABLE
@@ -219,6 +222,7 @@ class AdobeQueryServiceEmulator(EmulatorServer):
         self.sql_row_cap = sql_row_cap
         self.sql_statement_timeout = sql_statement_timeout
         self.sql_tls = TLS_AVAILABLE if sql_tls is None else sql_tls
+        self.sql_copy = sql_copy
         self.tokens: dict[str, float] = {}
         self.queries: dict[str, EmulatedQuery] = {}
         self.templates: dict[str, dict[str, Any]] = {}
@@ -297,6 +301,7 @@ class AdobeQueryServiceEmulator(EmulatorServer):
             row_cap=self.sql_row_cap,
             statement_timeout=self.sql_statement_timeout or postgres.statement_timeout,
             tls=self.sql_tls,
+            copy=self.sql_copy,
         ).start()
 
     def stop(self) -> None:

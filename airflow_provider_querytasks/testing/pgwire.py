@@ -17,14 +17,17 @@ reading the spec allows:
   ``LIMIT 0`` lifts the cap: it is sent to PostgreSQL as ``LIMIT ALL``;
 - **the statement timeout**: ``statement_timeout`` is set on every session (startup
   ``options``), and PostgreSQL's ``57014`` statement-timeout error reaches the client as
-  Query Service's ``53400``.
+  Query Service's ``53400``;
+- **COPY**: Adobe does not document ``COPY ... TO STDOUT``, so every ``COPY`` is refused with
+  ``0A000`` unless the proxy is built with ``copy=True`` (tests of the copy path, the benchmark).
 
 A refused statement is swapped for one that fails during parse analysis on an unknown relation;
-that error is rewritten to ``53400`` on its way back. PostgreSQL therefore keeps the protocol
-state (an aborted transaction, messages skipped until ``Sync``) exactly as for a real error.
+that error is rewritten to the refusal's SQLSTATE (``53400``, ``0A000``) on its way back.
+PostgreSQL therefore keeps the protocol state (an aborted transaction, messages skipped until
+``Sync``) exactly as for a real error.
 
 Not enforced: the row cap for the extended protocol (psycopg2, the hook's driver, uses the simple
-one) and for ``COPY ... TO STDOUT`` (which Adobe does not document), a ``LIMIT $1`` parameter,
+one) and for ``COPY ... TO STDOUT`` where it is let through, a ``LIMIT $1`` parameter,
 and a client's own ``SET statement_timeout``.
 """
 
@@ -70,6 +73,9 @@ _IDENT = r'("(?:[^"]|"")+"|[A-Za-z_][\w$]*)'
 _DECLARE = re.compile(rf"^\s*declare\s+{_IDENT}\s.*?\bcursor\b(.*?)\bfor\b", re.IGNORECASE | re.DOTALL)
 _FETCH = re.compile(rf"^\s*fetch\b.*?\b(?:from|in)\s+{_IDENT}\s*;?\s*$", re.IGNORECASE | re.DOTALL)
 _CLOSE = re.compile(rf"^\s*close\s+{_IDENT}", re.IGNORECASE)
+_COPY = re.compile(r"^\s*copy\b", re.IGNORECASE)
+#: What a server that does not take ``COPY`` answers: feature not supported.
+COPY_REFUSED_SQLSTATE = "0A000"
 _TAG_COUNT = re.compile(rb"^(SELECT|FETCH) \d+$")
 
 
@@ -301,6 +307,9 @@ class PostgresWireProxy:
         server's setting.
     :param tls: answer an SSLRequest with TLS (a self-signed certificate); ``False`` answers ``N``
         (the default before Python 3.11, whose streams cannot start TLS).
+    :param copy: pass ``COPY`` statements on. Adobe does not document ``COPY ... TO STDOUT``, so
+        by default (``False``) the proxy refuses every ``COPY`` with ``0A000``, as a server that
+        does not take it would: the least convenient reading.
     """
 
     def __init__(
@@ -312,8 +321,10 @@ class PostgresWireProxy:
         max_limit: int = SQL_MAX_LIMIT,
         statement_timeout: float | None = SQL_STATEMENT_TIMEOUT,
         tls: bool = TLS_AVAILABLE,
+        copy: bool = False,
     ) -> None:
         self.upstream_host = upstream_host
+        self.copy = copy
         self.upstream_port = upstream_port
         self.row_cap = row_cap
         self.max_limit = max_limit
@@ -453,16 +464,24 @@ class PostgresWireProxy:
 
     def _check(self, sql: str, session: _Session) -> str:
         """``sql`` to send on: a refused one swapped, ``LIMIT 0`` as ``LIMIT ALL``."""
+        if not self.copy and _COPY.match(mask_sql(sql, identifiers=False)):
+            return self._refuse(session, COPY_REFUSED_SQLSTATE, "COPY is not supported")
         limit = over_limit(sql, self.max_limit)
         if limit is not None:
-            token = uuid.uuid4().hex
-            session.refusals[token] = (
+            return self._refuse(
+                session,
                 SQL_LIMIT_SQLSTATE,
                 f"LIMIT {limit} exceeds the maximum of {self.max_limit} rows for an interactive query "
                 "(use LIMIT 0 for no row cap, or a batch query for large results)",
             )
-            return f'SELECT 1 FROM "{REFUSED}{token}"'  # noqa: S608 (a uuid, no user input)
         return lift_limit_zero(sql)
+
+    @staticmethod
+    def _refuse(session: _Session, sqlstate: str, text: str) -> str:
+        """A statement that fails at parse analysis, its error to be answered as ``sqlstate``."""
+        token = uuid.uuid4().hex
+        session.refusals[token] = (sqlstate, text)
+        return f'SELECT 1 FROM "{REFUSED}{token}"'  # noqa: S608 (a uuid, no user input)
 
     def _query(self, sql: str, session: _Session) -> str:
         """Decide the row policy of a simple ``Query`` (before its LIMIT 0 is rewritten)."""

@@ -33,5 +33,7 @@ def serve_sql(
 
 @pytest.fixture
 def emulator(postgres: LocalPostgres, monkeypatch: pytest.MonkeyPatch) -> Iterator[AdobeQueryServiceEmulator]:
-    """The Adobe emulator with its PostgreSQL interface, both connections exposed."""
-    yield from serve_sql(new_adobe_emulator(), postgres, monkeypatch)
+    """The Adobe emulator with its PostgreSQL interface, both connections exposed. It takes
+    ``COPY ... TO STDOUT`` (``sql_copy``), so that the copy path can be tested; the emulator's
+    default refuses it (``test_wire.py`` checks that)."""
+    yield from serve_sql(new_adobe_emulator(sql_copy=True), postgres, monkeypatch)

@@ -13,6 +13,7 @@ import pytest
 
 from airflow_provider_querytasks.hooks.adobe_query_service_sql import (
     AdobeQueryServiceSqlHook,
+    SqlInterfaceError,
     SqlLimitError,
     SqlRowCapError,
 )
@@ -236,3 +237,25 @@ def test_without_tls_the_proxy_answers_n_and_the_connection_prefers(
         assert not connection.info.ssl_in_use
     finally:
         connection.close()
+
+
+@pytest.fixture
+def copy_refused(
+    postgres: LocalPostgres, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[AdobeQueryServiceEmulator]:
+    """The emulator as it comes: Adobe does not document COPY, so it refuses it."""
+    yield from serve_sql(AdobeQueryServiceEmulator(duration=0.3), postgres, monkeypatch)
+
+
+def test_copy_is_refused_unless_asked_for_and_auto_falls_back_to_the_cursor(
+    copy_refused: AdobeQueryServiceEmulator, tmp_path: Path
+) -> None:
+    hook = AdobeQueryServiceSqlHook()
+    sql = "SELECT _id, page_views FROM web_events ORDER BY _id"
+    with pytest.raises(SqlInterfaceError, match=r"refused COPY .*0A000.*use transfer='cursor' or 'auto'"):
+        hook.export_rows(sql, tmp_path / "copy.csv", transfer="copy")
+    assert list(tmp_path.iterdir()) == []
+    by_auto = hook.export_rows(sql, tmp_path / "auto.csv", transfer="auto")
+    by_cursor = hook.export_rows(sql, tmp_path / "cursor.csv")
+    assert by_auto["transfer"] == "cursor" and by_auto["rows"] == 1000
+    assert by_auto["sha256"] == by_cursor["sha256"]
